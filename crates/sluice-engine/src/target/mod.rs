@@ -1,0 +1,110 @@
+//! Targets: the databases sluice writes into.
+//!
+//! # The target contract
+//!
+//! Every [`Target`] implementation guarantees:
+//!
+//! * **Atomic source transactions.** Everything between [`Target::begin`] and
+//!   [`Target::commit`] becomes visible together or not at all. The caller may put several
+//!   consecutive source transactions into one target transaction, never part of one.
+//! * **Checkpoint with the data.** [`Target::commit`] writes the given [`Checkpoint`] in the
+//!   same target transaction as the rows, so after a crash [`Target::load_checkpoint`] names
+//!   exactly the last source transaction whose rows are present.
+//! * **Keyed, idempotent writes.** Rows are addressed by the target table's key (the source
+//!   primary key restricted to replicated columns). An insert of an existing key replaces the
+//!   row; an update whose key changed moves the row; a delete of a missing row is a no-op.
+//!   (Idempotency is a safety net; the checkpoint already prevents re-application.)
+//! * **No partial state on error.** Any error between `begin` and `commit` leaves the target
+//!   as it was at the previous commit once [`Target::rollback`] (or a reconnect) has run.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use sluice_binlog::{ColumnDef, GtidPosition, Value};
+
+/// A table as it exists at the target: the replicated columns of one source table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TargetTable {
+    /// Source `schema.table`, for messages and status.
+    pub source_name: String,
+    /// The table's name in the target database.
+    pub name: String,
+    /// Replicated columns, in target order. `source` carries the source type, which decides
+    /// the target column type (see docs/type-mapping.md).
+    pub columns: Vec<TargetColumn>,
+    /// Indexes into `columns` of the key columns (the source primary key), in key order.
+    /// Never empty: tables without a usable key are refused before they reach a target.
+    pub key: Vec<usize>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TargetColumn {
+    pub name: String,
+    pub source: ColumnDef,
+}
+
+/// One row change, in target terms: rows hold one value per [`TargetTable::columns`] entry.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RowOp {
+    Insert {
+        table: Arc<TargetTable>,
+        row: Vec<Value>,
+    },
+    /// `before` locates the row by its key values; `after` is the whole new row.
+    Update {
+        table: Arc<TargetTable>,
+        before: Vec<Value>,
+        after: Vec<Value>,
+    },
+    Delete {
+        table: Arc<TargetTable>,
+        row: Vec<Value>,
+    },
+}
+
+/// Where replication stands, stored in the target with the rows it covers.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Checkpoint {
+    /// Last applied GTID per domain.
+    pub position: GtidPosition,
+    /// Commit time (Unix seconds) of the last applied source transaction, from its event header.
+    pub source_commit_unix: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// The target database reported an error. The message never contains row values.
+    #[error("target {operation} failed on table {table}: {message}")]
+    Database {
+        operation: &'static str,
+        table: String,
+        message: String,
+    },
+    #[error("target: {0}")]
+    Other(String),
+}
+
+pub type TargetResult<T> = Result<T, TargetError>;
+
+/// A database sluice replicates into. See the module documentation for the contract.
+pub trait Target: Send {
+    /// Creates the sluice bookkeeping tables and every table in `tables` that is missing.
+    /// Existing tables are left as they are.
+    fn prepare(&mut self, tables: &[Arc<TargetTable>]) -> TargetResult<()>;
+
+    /// The checkpoint of the last committed target transaction, or `None` for a fresh target.
+    fn load_checkpoint(&mut self) -> TargetResult<Option<Checkpoint>>;
+
+    /// Starts a target transaction.
+    fn begin(&mut self) -> TargetResult<()>;
+
+    /// Applies one row change inside the open transaction.
+    fn apply(&mut self, op: &RowOp) -> TargetResult<()>;
+
+    /// Writes `checkpoint` and commits, atomically with the rows applied since `begin`.
+    fn commit(&mut self, checkpoint: &Checkpoint) -> TargetResult<()>;
+
+    /// Abandons the open transaction, if any.
+    fn rollback(&mut self) -> TargetResult<()>;
+}

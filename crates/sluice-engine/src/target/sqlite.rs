@@ -1,0 +1,1 @@
+//! SQLite target (placeholder, being written).
