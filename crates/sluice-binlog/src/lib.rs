@@ -4,13 +4,26 @@
 //! about sluice's filtering or targets, so it can be used on its own:
 //!
 //! * [`gtid`]: GTIDs and replication positions.
-//! * [`table`]: table definitions that give row images their meaning.
-//! * [`value`]: typed column values.
+//! * [`event`]: event framing, checksums and the event types.
+//! * [`table_map`] and [`table`]: table definitions that give row images their meaning.
+//! * [`rows`]: row events and row image decoding into [`value::Value`]s.
+//! * [`file`]: reading binlog files; [`replica`]: streaming from a server as a replica.
 
+mod bytes;
+pub mod error;
+pub mod event;
+pub mod file;
 pub mod gtid;
+pub mod replica;
+pub mod rows;
 pub mod table;
+pub mod table_map;
 pub mod value;
 
+pub use error::{DecodeError, PositionedError};
+pub use event::{Event, EventBody, EventDecoder, EventHeader, GtidEvent};
 pub use gtid::{Gtid, GtidPosition};
+pub use rows::{RowChange, RowsEvent, RowsKind};
 pub use table::{Charset, ColumnDef, ColumnKind, TableDef};
+pub use table_map::TableMap;
 pub use value::Value;

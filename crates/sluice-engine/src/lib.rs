@@ -2,4 +2,5 @@
 //!
 //! source → schema (table definitions at each position) → filter → apply → target.
 
+pub mod config;
 pub mod target;

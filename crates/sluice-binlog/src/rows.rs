@@ -1,0 +1,411 @@
+//! Row events (WRITE/UPDATE/DELETE, v1 and v2) and the decoding of row images into typed
+//! [`Value`]s.
+//!
+//! Row images are decoded lazily: a [`RowsEvent`] only parses its header, and the caller asks
+//! for rows with a [`TableDef`]. Events of tables nobody replicates are never decoded.
+
+use crate::bytes::{be_uint, le_uint, Cursor};
+use crate::error::DecodeError;
+use crate::table::{Charset, ColumnDef, TableDef};
+use crate::table_map::column_type as ct;
+use crate::value::Value;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RowsKind {
+    Write,
+    Update,
+    Delete,
+}
+
+/// The `STMT_END_F` flag: the last row event of a statement.
+pub const STMT_END_FLAG: u16 = 0x0001;
+
+/// A row event whose rows have not been decoded yet.
+#[derive(Clone, Debug)]
+pub struct RowsEvent<'a> {
+    pub kind: RowsKind,
+    pub table_id: u64,
+    pub flags: u16,
+    pub column_count: usize,
+    /// Columns present in the (before) image.
+    present: &'a [u8],
+    /// Columns present in the after image of an update.
+    present_after: &'a [u8],
+    rows: &'a [u8],
+}
+
+/// One changed row. Images hold one value per table column.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RowChange {
+    Insert(Vec<Value>),
+    Update { before: Vec<Value>, after: Vec<Value> },
+    Delete(Vec<Value>),
+}
+
+fn bit(bitmap: &[u8], i: usize) -> bool {
+    bitmap[i / 8] & (1 << (i % 8)) != 0
+}
+
+impl<'a> RowsEvent<'a> {
+    /// Parses the header of a rows event body. `v2` is true for the MySQL 5.6+ v2 events that
+    /// carry an extra-data block.
+    pub fn parse(kind: RowsKind, body: &'a [u8], post_header_len: u8, v2: bool) -> Result<Self, DecodeError> {
+        let mut cur = Cursor::new(body, "rows event");
+        let table_id = if post_header_len == 6 { u64::from(cur.u32()?) } else { cur.uint_le(6)? };
+        let flags = cur.u16()?;
+        if v2 {
+            let extra_len = cur.u16()? as usize;
+            if extra_len < 2 {
+                return Err(DecodeError::invalid("rows event", "extra data length below 2"));
+            }
+            cur.skip(extra_len - 2)?;
+        }
+        let column_count = cur.lenenc()? as usize;
+        if column_count > 4096 {
+            return Err(DecodeError::invalid("rows event", format!("{column_count} columns")));
+        }
+        let bitmap_len = column_count.div_ceil(8);
+        let present = cur.take(bitmap_len)?;
+        let present_after = if kind == RowsKind::Update { cur.take(bitmap_len)? } else { present };
+        Ok(RowsEvent { kind, table_id, flags, column_count, present, present_after, rows: cur.rest() })
+    }
+
+    pub fn is_statement_end(&self) -> bool {
+        self.flags & STMT_END_FLAG != 0
+    }
+
+    /// Whether both images carry every column (`binlog_row_image=FULL`).
+    pub fn has_full_images(&self) -> bool {
+        (0..self.column_count).all(|i| bit(self.present, i) && bit(self.present_after, i))
+    }
+
+    /// Decodes the rows against `table`, which must describe the table id of this event.
+    pub fn rows<'t>(&self, table: &'t TableDef) -> Result<RowIter<'a, 't>, DecodeError> {
+        if table.columns.len() != self.column_count {
+            return Err(DecodeError::invalid(
+                "rows event",
+                format!("{} columns in row event, {} in table map of {}", self.column_count, table.columns.len(), table.qualified_name()),
+            ));
+        }
+        if !self.has_full_images() {
+            return Err(DecodeError::Unsupported(format!(
+                "row event for {} does not carry full row images; sluice needs binlog_row_image=FULL",
+                table.qualified_name()
+            )));
+        }
+        Ok(RowIter { kind: self.kind, cur: Cursor::new(self.rows, "row image"), table })
+    }
+
+    /// Counts the rows without building values (cheap-ish: still walks the images).
+    pub fn row_count(&self, table: &TableDef) -> Result<usize, DecodeError> {
+        let mut n = 0;
+        for row in self.rows(table)? {
+            row?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+pub struct RowIter<'a, 't> {
+    kind: RowsKind,
+    cur: Cursor<'a>,
+    table: &'t TableDef,
+}
+
+impl Iterator for RowIter<'_, '_> {
+    type Item = Result<RowChange, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.cur.is_empty() {
+            return None;
+        }
+        let result = (|| {
+            let first = decode_image(&mut self.cur, self.table)?;
+            Ok(match self.kind {
+                RowsKind::Write => RowChange::Insert(first),
+                RowsKind::Delete => RowChange::Delete(first),
+                RowsKind::Update => RowChange::Update { before: first, after: decode_image(&mut self.cur, self.table)? },
+            })
+        })();
+        if result.is_err() {
+            // Stop after the first error: the rest of the buffer cannot be trusted.
+            self.cur = Cursor::new(&[], "row image");
+        }
+        Some(result)
+    }
+}
+
+/// Decodes one full row image (null bitmap, then the non-null values).
+fn decode_image(cur: &mut Cursor<'_>, table: &TableDef) -> Result<Vec<Value>, DecodeError> {
+    let n = table.columns.len();
+    let nulls = cur.take(n.div_ceil(8))?;
+    let mut values = Vec::with_capacity(n);
+    for (i, col) in table.columns.iter().enumerate() {
+        if bit(nulls, i) {
+            values.push(Value::Null);
+        } else {
+            values.push(decode_value(cur, col)?);
+        }
+    }
+    Ok(values)
+}
+
+fn text(bytes: &[u8], charset: Charset) -> Value {
+    match charset {
+        Charset::Utf8 | Charset::Ascii => match std::str::from_utf8(bytes) {
+            Ok(s) => Value::Text(s.to_owned()),
+            Err(_) => Value::Bytes(bytes.to_vec()),
+        },
+        // latin1 in MySQL is cp1252; its bytes 0x80–0x9f differ from ISO-8859-1.
+        Charset::Latin1 => Value::Text(bytes.iter().map(|&b| cp1252_char(b)).collect()),
+        Charset::Binary | Charset::Other(_) => Value::Bytes(bytes.to_vec()),
+    }
+}
+
+/// MySQL's `latin1` is Windows-1252 (with the five undefined code points mapped straight
+/// through, as MySQL does).
+fn cp1252_char(b: u8) -> char {
+    const HIGH: [u16; 32] = [
+        0x20AC, 0x0081, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160, 0x2039, 0x0152, 0x008D, 0x017D, 0x008F,
+        0x0090, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013, 0x2014, 0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0x009D, 0x017E, 0x0178,
+    ];
+    match b {
+        0x80..=0x9f => char::from_u32(u32::from(HIGH[usize::from(b - 0x80)])).unwrap_or('\u{fffd}'),
+        _ => char::from(b),
+    }
+}
+
+fn frac_micros(cur: &mut Cursor<'_>, fsp: u8) -> Result<u32, DecodeError> {
+    Ok(match fsp {
+        0 => 0,
+        1 | 2 => cur.u8()? as u32 * 10_000,
+        3 | 4 => be_uint(cur.take(2)?) as u32 * 100,
+        5 | 6 => be_uint(cur.take(3)?) as u32,
+        _ => return Err(DecodeError::invalid("temporal value", format!("fractional precision {fsp}"))),
+    })
+}
+
+fn decode_value(cur: &mut Cursor<'_>, col: &ColumnDef) -> Result<Value, DecodeError> {
+    let meta = col.meta.to_le_bytes();
+    Ok(match col.binlog_type {
+        ct::TINY => int_value(cur.take(1)?, col.unsigned),
+        ct::SHORT => int_value(cur.take(2)?, col.unsigned),
+        ct::INT24 => int_value(cur.take(3)?, col.unsigned),
+        ct::LONG => int_value(cur.take(4)?, col.unsigned),
+        ct::LONGLONG => int_value(cur.take(8)?, col.unsigned),
+        ct::FLOAT => Value::Float(f32::from_le_bytes(cur.take(4)?.try_into().expect("4 bytes"))),
+        ct::DOUBLE => Value::Double(f64::from_le_bytes(cur.take(8)?.try_into().expect("8 bytes"))),
+        ct::NEWDECIMAL => {
+            let (precision, scale) = (meta[0] as usize, meta[1] as usize);
+            if precision == 0 || precision > 65 || scale > 30 || scale > precision {
+                return Err(DecodeError::invalid("DECIMAL value", format!("precision {precision} scale {scale}")));
+            }
+            let size = mysql_common::binlog::decimal::decimal_bin_size(precision, scale);
+            let bytes = cur.take(size)?;
+            let dec = mysql_common::binlog::decimal::Decimal::read_bin(bytes, precision, scale, true)
+                .map_err(|e| DecodeError::invalid("DECIMAL value", e.to_string()))?;
+            Value::Decimal(dec.to_string())
+        }
+        ct::DATE | ct::NEWDATE => {
+            let v = le_uint(cur.take(3)?) as u32;
+            Value::Date { year: (v >> 9) as u16, month: ((v >> 5) & 15) as u8, day: (v & 31) as u8 }
+        }
+        ct::TIME => {
+            // Old TIME: HHMMSS as a signed 3-byte integer.
+            let raw = le_uint(cur.take(3)?) as i32;
+            let raw = (raw << 8) >> 8;
+            let v = raw.unsigned_abs();
+            Value::Time { negative: raw < 0, hours: v / 10_000, minutes: (v / 100 % 100) as u8, seconds: (v % 100) as u8, micros: 0 }
+        }
+        ct::TIME2 => decode_time2(cur, meta[0])?,
+        ct::DATETIME => {
+            let v = cur.u64()?;
+            let (date, time) = (v / 1_000_000, v % 1_000_000);
+            Value::DateTime {
+                year: (date / 10_000) as u16,
+                month: (date / 100 % 100) as u8,
+                day: (date % 100) as u8,
+                hour: (time / 10_000) as u8,
+                minute: (time / 100 % 100) as u8,
+                second: (time % 100) as u8,
+                micros: 0,
+            }
+        }
+        ct::DATETIME2 => {
+            let packed = be_uint(cur.take(5)?) as i64 - 0x80_0000_0000;
+            let micros = frac_micros(cur, meta[0])?;
+            let packed = packed.unsigned_abs();
+            let ymd = packed >> 17;
+            let ym = ymd >> 5;
+            let hms = packed % (1 << 17);
+            Value::DateTime {
+                year: (ym / 13) as u16,
+                month: (ym % 13) as u8,
+                day: (ymd % 32) as u8,
+                hour: (hms >> 12) as u8,
+                minute: ((hms >> 6) % 64) as u8,
+                second: (hms % 64) as u8,
+                micros,
+            }
+        }
+        ct::TIMESTAMP => Value::Timestamp { seconds: i64::from(cur.u32()?), micros: 0 },
+        ct::TIMESTAMP2 => {
+            let seconds = be_uint(cur.take(4)?) as i64;
+            let micros = frac_micros(cur, meta[0])?;
+            Value::Timestamp { seconds, micros }
+        }
+        ct::YEAR => {
+            let y = cur.u8()?;
+            Value::Year(if y == 0 { 0 } else { 1900 + u16::from(y) })
+        }
+        ct::VARCHAR | ct::VAR_STRING => {
+            let max_len = col.meta;
+            let len = if max_len < 256 { cur.u8()? as usize } else { cur.u16()? as usize };
+            text(cur.take(len)?, col.charset)
+        }
+        ct::STRING => {
+            // meta[0] is the real type with the high bits of the length folded in.
+            let (real, low) = (meta[0], meta[1]);
+            let max_len = if real & 0x30 != 0x30 { u16::from(low) | (u16::from((real & 0x30) ^ 0x30) << 4) } else { u16::from(low) };
+            let len = if max_len > 255 { cur.u16()? as usize } else { cur.u8()? as usize };
+            text(cur.take(len)?, col.charset)
+        }
+        ct::ENUM => {
+            let index = cur.uint_le(meta[1].clamp(1, 2) as usize)? as usize;
+            Value::Enum(enum_label(col, index)?)
+        }
+        ct::SET => {
+            let bytes = meta[1].clamp(1, 8) as usize;
+            let bits = cur.uint_le(bytes)?;
+            Value::Set(set_labels(col, bits)?)
+        }
+        ct::BIT => {
+            let (rem_bits, whole_bytes) = (meta[0] as usize, meta[1] as usize);
+            let len = whole_bytes + usize::from(rem_bits > 0);
+            if len > 8 {
+                return Err(DecodeError::invalid("BIT value", format!("{len} bytes")));
+            }
+            Value::Bit(be_uint(cur.take(len)?))
+        }
+        ct::BLOB | ct::TINY_BLOB | ct::MEDIUM_BLOB | ct::LONG_BLOB | ct::GEOMETRY | ct::VECTOR => {
+            let len_bytes = meta[0].clamp(1, 4) as usize;
+            let len = cur.uint_le(len_bytes)? as usize;
+            let bytes = cur.take(len)?;
+            match col.binlog_type {
+                ct::GEOMETRY | ct::VECTOR => Value::Bytes(bytes.to_vec()),
+                _ => text(bytes, col.charset),
+            }
+        }
+        ct::JSON => {
+            let len_bytes = meta[0].clamp(1, 4) as usize;
+            let len = cur.uint_le(len_bytes)? as usize;
+            Value::Json(mysql_json_to_text(cur.take(len)?)?)
+        }
+        other => return Err(DecodeError::Unsupported(format!("column type {other} in column {}", col.name))),
+    })
+}
+
+fn int_value(bytes: &[u8], unsigned: bool) -> Value {
+    let raw = le_uint(bytes);
+    if unsigned {
+        Value::UInt(raw)
+    } else {
+        let shift = 64 - 8 * bytes.len() as u32;
+        Value::Int(((raw << shift) as i64) >> shift)
+    }
+}
+
+fn decode_time2(cur: &mut Cursor<'_>, fsp: u8) -> Result<Value, DecodeError> {
+    // MySQL's my_time_packed_from_binary: a 3-byte integer part offset by 0x800000, then a
+    // fractional part whose sign follows the integer part.
+    let int_part = be_uint(cur.take(3)?) as i64 - 0x80_0000;
+    let packed: i64 = match fsp {
+        0 => int_part << 24,
+        1 | 2 => {
+            let (mut i, mut f) = (int_part, i64::from(cur.u8()?));
+            if i < 0 && f != 0 {
+                i += 1;
+                f -= 0x100;
+            }
+            (i << 24) + f * 10_000
+        }
+        3 | 4 => {
+            let (mut i, mut f) = (int_part, be_uint(cur.take(2)?) as i64);
+            if i < 0 && f != 0 {
+                i += 1;
+                f -= 0x10000;
+            }
+            (i << 24) + f * 100
+        }
+        5 | 6 => {
+            let f = be_uint(cur.take(3)?) as i64;
+            (int_part << 24) + f
+        }
+        _ => return Err(DecodeError::invalid("TIME value", format!("fractional precision {fsp}"))),
+    };
+    let negative = packed < 0;
+    let abs = packed.unsigned_abs();
+    let hms = abs >> 24;
+    Ok(Value::Time {
+        negative,
+        hours: ((hms >> 12) % (1 << 10)) as u32,
+        minutes: ((hms >> 6) % (1 << 6)) as u8,
+        seconds: (hms % (1 << 6)) as u8,
+        micros: (abs % (1 << 24)) as u32,
+    })
+}
+
+fn enum_label(col: &ColumnDef, index: usize) -> Result<String, DecodeError> {
+    if index == 0 {
+        return Ok(String::new());
+    }
+    col.labels.get(index - 1).cloned().ok_or_else(|| {
+        DecodeError::invalid("ENUM value", format!("index {index} beyond the {} labels of column {}", col.labels.len(), col.name))
+    })
+}
+
+fn set_labels(col: &ColumnDef, bits: u64) -> Result<String, DecodeError> {
+    let mut out = String::new();
+    for i in 0..64 {
+        if bits & (1 << i) != 0 {
+            let label = col.labels.get(i).ok_or_else(|| {
+                DecodeError::invalid("SET value", format!("bit {i} beyond the {} labels of column {}", col.labels.len(), col.name))
+            })?;
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(label);
+        }
+    }
+    Ok(out)
+}
+
+/// Converts MySQL's binary JSON to compact JSON text.
+fn mysql_json_to_text(bytes: &[u8]) -> Result<String, DecodeError> {
+    use mysql_common::binlog::jsonb;
+    use mysql_common::io::ParseBuf;
+    let value: jsonb::Value<'_> = ParseBuf(bytes).parse(()).map_err(|e| DecodeError::invalid("JSON value", e.to_string()))?;
+    let json = serde_json::Value::try_from(value).map_err(|e| DecodeError::invalid("JSON value", e.to_string()))?;
+    Ok(json.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cp1252_maps_euro_sign() {
+        assert_eq!(cp1252_char(0x80), '€');
+        assert_eq!(cp1252_char(0xe9), 'é');
+    }
+
+    #[test]
+    fn signed_ints_sign_extend() {
+        assert_eq!(int_value(&[0xff], false), Value::Int(-1));
+        assert_eq!(int_value(&[0xff], true), Value::UInt(255));
+        assert_eq!(int_value(&[0xff; 8], true), Value::UInt(u64::MAX));
+        assert_eq!(int_value(&[0, 0, 0x80], false), Value::Int(-8_388_608));
+    }
+}

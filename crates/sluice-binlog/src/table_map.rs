@@ -1,0 +1,391 @@
+//! TABLE_MAP events: the column types of the table that following row events change, and
+//! (with `binlog_row_metadata=FULL`) names, signedness, charsets, ENUM/SET labels and the
+//! primary key.
+//!
+//! Hand-written rather than taken from `mysql_common` because sluice needs every parse to be
+//! bounds-checked (corrupt input must be an error, not a panic) and wants the optional
+//! metadata as plain per-column vectors.
+
+use crate::bytes::Cursor;
+use crate::error::DecodeError;
+use crate::table::{Charset, ColumnDef, ColumnKind, TableDef};
+
+/// `MYSQL_TYPE_*` codes as they appear in TABLE_MAP events.
+pub mod column_type {
+    pub const DECIMAL: u8 = 0;
+    pub const TINY: u8 = 1;
+    pub const SHORT: u8 = 2;
+    pub const LONG: u8 = 3;
+    pub const FLOAT: u8 = 4;
+    pub const DOUBLE: u8 = 5;
+    pub const NULL: u8 = 6;
+    pub const TIMESTAMP: u8 = 7;
+    pub const LONGLONG: u8 = 8;
+    pub const INT24: u8 = 9;
+    pub const DATE: u8 = 10;
+    pub const TIME: u8 = 11;
+    pub const DATETIME: u8 = 12;
+    pub const YEAR: u8 = 13;
+    pub const NEWDATE: u8 = 14;
+    pub const VARCHAR: u8 = 15;
+    pub const BIT: u8 = 16;
+    pub const TIMESTAMP2: u8 = 17;
+    pub const DATETIME2: u8 = 18;
+    pub const TIME2: u8 = 19;
+    pub const VECTOR: u8 = 242;
+    pub const JSON: u8 = 245;
+    pub const NEWDECIMAL: u8 = 246;
+    pub const ENUM: u8 = 247;
+    pub const SET: u8 = 248;
+    pub const TINY_BLOB: u8 = 249;
+    pub const MEDIUM_BLOB: u8 = 250;
+    pub const LONG_BLOB: u8 = 251;
+    pub const BLOB: u8 = 252;
+    pub const VAR_STRING: u8 = 253;
+    pub const STRING: u8 = 254;
+    pub const GEOMETRY: u8 = 255;
+}
+use column_type as ct;
+
+/// One column as the TABLE_MAP event describes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MappedColumn {
+    /// The type byte row images use (for `STRING` columns holding ENUM/SET this is the real
+    /// type, `ENUM` or `SET`, taken from the metadata).
+    pub binlog_type: u8,
+    /// The type metadata, two bytes in event order (`meta[0]`, `meta[1]`), zero-padded.
+    pub meta: [u8; 2],
+    pub nullable: bool,
+}
+
+/// A decoded TABLE_MAP event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TableMap {
+    pub table_id: u64,
+    pub schema: String,
+    pub table: String,
+    pub columns: Vec<MappedColumn>,
+    /// Per column, from the optional metadata; `None` where the binlog does not carry it.
+    pub names: Option<Vec<String>>,
+    /// Per column: `Some(true)` for unsigned numeric columns; `None` for non-numeric columns
+    /// or when signedness is missing.
+    pub unsigned: Option<Vec<Option<bool>>>,
+    /// Per column: collation id of character, ENUM and SET columns.
+    pub collations: Option<Vec<Option<u16>>>,
+    /// Per column: labels of ENUM and SET columns.
+    pub labels: Option<Vec<Vec<String>>>,
+    pub primary_key: Option<Vec<usize>>,
+}
+
+impl MappedColumn {
+    fn is_numeric(&self) -> bool {
+        matches!(
+            self.binlog_type,
+            ct::TINY | ct::SHORT | ct::INT24 | ct::LONG | ct::LONGLONG | ct::NEWDECIMAL | ct::DECIMAL | ct::FLOAT | ct::DOUBLE
+        )
+    }
+
+    fn is_character(&self) -> bool {
+        matches!(
+            self.binlog_type,
+            ct::STRING | ct::VAR_STRING | ct::VARCHAR | ct::BLOB | ct::TINY_BLOB | ct::MEDIUM_BLOB | ct::LONG_BLOB
+        )
+    }
+
+    fn is_enum_or_set(&self) -> bool {
+        matches!(self.binlog_type, ct::ENUM | ct::SET)
+    }
+
+    /// The column kind implied by the binlog type and charset.
+    pub fn kind(&self, collation: Option<u16>) -> ColumnKind {
+        match self.binlog_type {
+            ct::TINY => ColumnKind::TinyInt,
+            ct::SHORT => ColumnKind::SmallInt,
+            ct::INT24 => ColumnKind::MediumInt,
+            ct::LONG => ColumnKind::Int,
+            ct::LONGLONG => ColumnKind::BigInt,
+            ct::DECIMAL | ct::NEWDECIMAL => ColumnKind::Decimal,
+            ct::FLOAT => ColumnKind::Float,
+            ct::DOUBLE => ColumnKind::Double,
+            ct::DATE | ct::NEWDATE => ColumnKind::Date,
+            ct::TIME | ct::TIME2 => ColumnKind::Time,
+            ct::DATETIME | ct::DATETIME2 => ColumnKind::DateTime,
+            ct::TIMESTAMP | ct::TIMESTAMP2 => ColumnKind::Timestamp,
+            ct::YEAR => ColumnKind::Year,
+            ct::ENUM => ColumnKind::Enum,
+            ct::SET => ColumnKind::Set,
+            ct::BIT => ColumnKind::Bit,
+            ct::JSON => ColumnKind::Json,
+            ct::STRING | ct::VAR_STRING | ct::VARCHAR | ct::BLOB | ct::TINY_BLOB | ct::MEDIUM_BLOB | ct::LONG_BLOB => {
+                if collation == Some(63) {
+                    ColumnKind::Binary
+                } else {
+                    ColumnKind::Text
+                }
+            }
+            _ => ColumnKind::Other,
+        }
+    }
+}
+
+/// Reads the per-column type metadata block.
+fn read_column_meta(types: &[u8], block: &[u8]) -> Result<Vec<MappedColumn>, DecodeError> {
+    let mut cur = Cursor::new(block, "TABLE_MAP column metadata");
+    let mut columns = Vec::with_capacity(types.len());
+    for &ty in types {
+        let (binlog_type, meta) = match ty {
+            ct::FLOAT | ct::DOUBLE | ct::BLOB | ct::TINY_BLOB | ct::MEDIUM_BLOB | ct::LONG_BLOB | ct::GEOMETRY
+            | ct::JSON | ct::VECTOR | ct::TIMESTAMP2 | ct::DATETIME2 | ct::TIME2 => (ty, [cur.u8()?, 0]),
+            ct::VARCHAR | ct::VAR_STRING | ct::BIT | ct::NEWDECIMAL | ct::DECIMAL => {
+                let b = cur.take(2)?;
+                (ty, [b[0], b[1]])
+            }
+            ct::STRING | ct::ENUM | ct::SET => {
+                let b = cur.take(2)?;
+                // The first byte is the real type: ENUM and SET columns are logged as STRING.
+                let real = match b[0] {
+                    ct::ENUM => ct::ENUM,
+                    ct::SET => ct::SET,
+                    _ => ty,
+                };
+                (real, [b[0], b[1]])
+            }
+            _ => (ty, [0, 0]),
+        };
+        columns.push(MappedColumn { binlog_type, meta, nullable: true });
+    }
+    Ok(columns)
+}
+
+/// Optional metadata field types (`enum_optional_metadata_field_type`).
+mod optional_field {
+    pub const SIGNEDNESS: u8 = 1;
+    pub const DEFAULT_CHARSET: u8 = 2;
+    pub const COLUMN_CHARSET: u8 = 3;
+    pub const COLUMN_NAME: u8 = 4;
+    pub const SET_STR_VALUE: u8 = 5;
+    pub const ENUM_STR_VALUE: u8 = 6;
+    pub const SIMPLE_PRIMARY_KEY: u8 = 8;
+    pub const PRIMARY_KEY_WITH_PREFIX: u8 = 9;
+    pub const ENUM_AND_SET_DEFAULT_CHARSET: u8 = 10;
+    pub const ENUM_AND_SET_COLUMN_CHARSET: u8 = 11;
+}
+
+/// Expands DEFAULT_CHARSET-style data (a default collation, then `(index, collation)` pairs
+/// for the exceptions) into one collation per column of the group.
+fn expand_default_charset(data: &[u8], group_len: usize) -> Result<Vec<u16>, DecodeError> {
+    let mut cur = Cursor::new(data, "TABLE_MAP default charset");
+    let default = cur.lenenc()? as u16;
+    let mut out = vec![default; group_len];
+    while !cur.is_empty() {
+        let index = cur.lenenc()? as usize;
+        let collation = cur.lenenc()? as u16;
+        *out.get_mut(index).ok_or_else(|| DecodeError::invalid("TABLE_MAP default charset", "column index out of range"))? = collation;
+    }
+    Ok(out)
+}
+
+fn read_per_column_charsets(data: &[u8]) -> Result<Vec<u16>, DecodeError> {
+    let mut cur = Cursor::new(data, "TABLE_MAP column charset");
+    let mut out = Vec::new();
+    while !cur.is_empty() {
+        out.push(cur.lenenc()? as u16);
+    }
+    Ok(out)
+}
+
+fn read_label_lists(data: &[u8]) -> Result<Vec<Vec<String>>, DecodeError> {
+    let mut cur = Cursor::new(data, "TABLE_MAP ENUM/SET labels");
+    let mut out = Vec::new();
+    while !cur.is_empty() {
+        let count = cur.lenenc()? as usize;
+        let mut labels = Vec::with_capacity(count.min(1024));
+        for _ in 0..count {
+            labels.push(String::from_utf8_lossy(cur.lenenc_bytes()?).into_owned());
+        }
+        out.push(labels);
+    }
+    Ok(out)
+}
+
+/// Scatters `values` (one per column of a group selected by `in_group`) to per-column slots.
+fn scatter<T: Clone>(columns: &[MappedColumn], in_group: impl Fn(&MappedColumn) -> bool, values: &[T]) -> Vec<Option<T>> {
+    let mut it = values.iter();
+    columns.iter().map(|c| if in_group(c) { it.next().cloned() } else { None }).collect()
+}
+
+/// Decodes a TABLE_MAP event body (after the common header, without checksum).
+pub fn decode_table_map(body: &[u8], post_header_len: u8) -> Result<TableMap, DecodeError> {
+    let mut cur = Cursor::new(body, "TABLE_MAP event");
+    let table_id = if post_header_len == 6 { u64::from(cur.u32()?) } else { cur.uint_le(6)? };
+    let _flags = cur.u16()?;
+    let schema_len = cur.u8()? as usize;
+    let schema = String::from_utf8_lossy(cur.take(schema_len)?).into_owned();
+    cur.skip(1)?;
+    let table_len = cur.u8()? as usize;
+    let table = String::from_utf8_lossy(cur.take(table_len)?).into_owned();
+    cur.skip(1)?;
+    let column_count = cur.lenenc()? as usize;
+    if column_count > 4096 {
+        return Err(DecodeError::invalid("TABLE_MAP event", format!("{column_count} columns")));
+    }
+    let types = cur.take(column_count)?;
+    let meta_block = cur.lenenc_bytes()?;
+    let mut columns = read_column_meta(types, meta_block)?;
+    let null_bits = cur.take(column_count.div_ceil(8))?;
+    for (i, col) in columns.iter_mut().enumerate() {
+        col.nullable = null_bits[i / 8] & (1 << (i % 8)) != 0;
+    }
+
+    let mut map = TableMap {
+        table_id,
+        schema,
+        table,
+        columns,
+        names: None,
+        unsigned: None,
+        collations: None,
+        labels: None,
+        primary_key: None,
+    };
+    let mut char_collations: Option<Vec<u16>> = None;
+    let mut enum_set_collations: Option<Vec<u16>> = None;
+    let mut enum_labels: Option<Vec<Vec<String>>> = None;
+    let mut set_labels: Option<Vec<Vec<String>>> = None;
+    let n_char = map.columns.iter().filter(|c| c.is_character()).count();
+    let n_enum_set = map.columns.iter().filter(|c| c.is_enum_or_set()).count();
+
+    while !cur.is_empty() {
+        let field = cur.u8()?;
+        let data = cur.lenenc_bytes()?;
+        match field {
+            optional_field::SIGNEDNESS => {
+                let mut flags = Vec::new();
+                let mut bit = 0usize;
+                for col in &map.columns {
+                    if col.is_numeric() {
+                        let byte = *data.get(bit / 8).ok_or_else(|| DecodeError::invalid("TABLE_MAP signedness", "bitmap too short"))?;
+                        flags.push(Some(byte & (0x80 >> (bit % 8)) != 0));
+                        bit += 1;
+                    } else {
+                        flags.push(None);
+                    }
+                }
+                map.unsigned = Some(flags);
+            }
+            optional_field::DEFAULT_CHARSET => char_collations = Some(expand_default_charset(data, n_char)?),
+            optional_field::COLUMN_CHARSET => char_collations = Some(read_per_column_charsets(data)?),
+            optional_field::ENUM_AND_SET_DEFAULT_CHARSET => enum_set_collations = Some(expand_default_charset(data, n_enum_set)?),
+            optional_field::ENUM_AND_SET_COLUMN_CHARSET => enum_set_collations = Some(read_per_column_charsets(data)?),
+            optional_field::COLUMN_NAME => {
+                let mut c = Cursor::new(data, "TABLE_MAP column names");
+                let mut names = Vec::with_capacity(map.columns.len());
+                while !c.is_empty() {
+                    names.push(String::from_utf8_lossy(c.lenenc_bytes()?).into_owned());
+                }
+                if names.len() != map.columns.len() {
+                    return Err(DecodeError::invalid("TABLE_MAP column names", format!("{} names for {} columns", names.len(), map.columns.len())));
+                }
+                map.names = Some(names);
+            }
+            optional_field::ENUM_STR_VALUE => enum_labels = Some(read_label_lists(data)?),
+            optional_field::SET_STR_VALUE => set_labels = Some(read_label_lists(data)?),
+            optional_field::SIMPLE_PRIMARY_KEY => {
+                let mut c = Cursor::new(data, "TABLE_MAP primary key");
+                let mut key = Vec::new();
+                while !c.is_empty() {
+                    key.push(c.lenenc()? as usize);
+                }
+                map.primary_key = Some(key);
+            }
+            optional_field::PRIMARY_KEY_WITH_PREFIX => {
+                let mut c = Cursor::new(data, "TABLE_MAP primary key");
+                let mut key = Vec::new();
+                while !c.is_empty() {
+                    key.push(c.lenenc()? as usize);
+                    let _prefix = c.lenenc()?;
+                }
+                map.primary_key = Some(key);
+            }
+            // Geometry types, column visibility, vector dimensions and unknown future fields
+            // do not change how sluice decodes rows.
+            _ => {}
+        }
+    }
+    if let Some(key) = &map.primary_key {
+        if key.iter().any(|&i| i >= map.columns.len()) {
+            return Err(DecodeError::invalid("TABLE_MAP primary key", "column index out of range"));
+        }
+    }
+
+    if char_collations.is_some() || enum_set_collations.is_some() {
+        let chars = scatter(&map.columns, MappedColumn::is_character, char_collations.as_deref().unwrap_or(&[]));
+        let enums = scatter(&map.columns, MappedColumn::is_enum_or_set, enum_set_collations.as_deref().unwrap_or(&[]));
+        map.collations = Some(chars.into_iter().zip(enums).map(|(a, b)| a.or(b)).collect());
+    }
+    if enum_labels.is_some() || set_labels.is_some() {
+        let enums = scatter(&map.columns, |c| c.binlog_type == ct::ENUM, enum_labels.as_deref().unwrap_or(&[]));
+        let sets = scatter(&map.columns, |c| c.binlog_type == ct::SET, set_labels.as_deref().unwrap_or(&[]));
+        map.labels = Some(enums.into_iter().zip(sets).map(|(a, b)| a.or(b).unwrap_or_default()).collect());
+    }
+    Ok(map)
+}
+
+impl TableMap {
+    /// Whether the event carries everything a [`TableDef`] needs (names, signedness,
+    /// charsets, labels and the primary key), i.e. whether `binlog_row_metadata=FULL` wrote it.
+    pub fn has_full_metadata(&self) -> bool {
+        let needs_labels = self.columns.iter().any(MappedColumn::is_enum_or_set);
+        let needs_charsets = self.columns.iter().any(|c| c.is_character() || c.is_enum_or_set());
+        let needs_sign = self.columns.iter().any(MappedColumn::is_numeric);
+        self.names.is_some()
+            && (!needs_sign || self.unsigned.is_some())
+            && (!needs_charsets || self.collations.is_some())
+            && (!needs_labels || self.labels.is_some())
+    }
+
+    /// Builds the table definition from this event alone. Missing optional metadata leaves
+    /// placeholders (`col{N}` names, signed, unknown charset, no key); use
+    /// [`TableMap::has_full_metadata`] to know whether to complete it from the catalog.
+    pub fn to_table_def(&self) -> TableDef {
+        let columns = self
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let collation = self.collations.as_ref().and_then(|v| v[i]);
+                let kind = c.kind(collation);
+                let (precision, scale) = if kind == ColumnKind::Decimal { (c.meta[0], c.meta[1]) } else { (0, 0) };
+                let fsp = match c.binlog_type {
+                    ct::TIME2 | ct::DATETIME2 | ct::TIMESTAMP2 => c.meta[0],
+                    _ => 0,
+                };
+                ColumnDef {
+                    name: self.names.as_ref().map(|n| n[i].clone()).unwrap_or_else(|| format!("col{i}")),
+                    kind,
+                    binlog_type: c.binlog_type,
+                    meta: u16::from_le_bytes(c.meta),
+                    unsigned: self.unsigned.as_ref().and_then(|v| v[i]).unwrap_or(false),
+                    nullable: c.nullable,
+                    charset: match (kind, collation) {
+                        (ColumnKind::Binary, _) => Charset::Binary,
+                        (_, Some(id)) => Charset::from_collation_id(id),
+                        (ColumnKind::Text | ColumnKind::Enum | ColumnKind::Set | ColumnKind::Json, None) => Charset::Utf8,
+                        _ => Charset::Binary,
+                    },
+                    labels: self.labels.as_ref().map(|l| l[i].clone()).unwrap_or_default(),
+                    precision,
+                    scale,
+                    fsp,
+                    length: 0,
+                }
+            })
+            .collect();
+        TableDef {
+            schema: self.schema.clone(),
+            name: self.table.clone(),
+            columns,
+            primary_key: self.primary_key.clone().unwrap_or_default(),
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! Configuration: one TOML file, validated without touching the network.
+//!
+//! Secrets never appear in the file or on the command line: the source password comes from
+//! an environment variable (`password_env`) or a file (`password_file`), and [`Secret`]
+//! never prints its contents.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use globset::{GlobBuilder, GlobMatcher};
+use serde::Deserialize;
+
+pub const DEFAULT_SOURCE_PORT: u16 = 3306;
+pub const DEFAULT_SERVER_ID: u32 = 4_207_001;
+pub const DEFAULT_HEARTBEAT_MS: u64 = 1_000;
+pub const DEFAULT_BATCH_MAX_ROWS: usize = 5_000;
+pub const DEFAULT_BATCH_MAX_DELAY_MS: u64 = 100;
+pub const DEFAULT_CHANNEL_CAPACITY: usize = 1_024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// TOML syntax errors and unknown keys; the message names the key and line.
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), message: message.into() }
+}
+
+/// A password or key. Debug and Display print `<redacted>`.
+#[derive(Clone, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub source: SourceConfig,
+    pub target: TargetConfig,
+    #[serde(default, rename = "tables")]
+    pub tables: Vec<TableRule>,
+    #[serde(default)]
+    pub apply: ApplyConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    pub user: String,
+    /// Name of the environment variable holding the password.
+    pub password_env: Option<String>,
+    /// Path of a file holding the password (trailing newline ignored).
+    pub password_file: Option<PathBuf>,
+    /// Server id sluice registers with as a replica.
+    #[serde(default = "default_server_id")]
+    pub server_id: u32,
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// Where a fresh target starts reading: `"current"` (the source's current position; tables
+    /// start empty until backfill exists), `"earliest"` (the oldest binlog still on the server),
+    /// or a GTID position such as `"0-1-100"`.
+    #[serde(default = "default_start")]
+    pub start: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+pub enum TargetConfig {
+    Sqlite { path: PathBuf },
+}
+
+/// Selects tables by `schema.table` name or glob, and their columns.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableRule {
+    /// `schema.table`; `*`, `?` and `[...]` globs allowed in either part (e.g. `shop.*`).
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// Replicate only these columns (the primary key must be among them).
+    pub columns: Option<Vec<String>>,
+    /// Replicate all columns but these.
+    pub exclude_columns: Option<Vec<String>>,
+    /// Target table name, for a rule that matches exactly one table.
+    pub target: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyConfig {
+    /// A target transaction is committed once it holds this many row changes…
+    #[serde(default = "default_batch_rows")]
+    pub batch_max_rows: usize,
+    /// …or has been open this long, whichever comes first (and whenever the source is idle).
+    #[serde(default = "default_batch_delay_ms")]
+    pub batch_max_delay_ms: u64,
+}
+
+impl Default for ApplyConfig {
+    fn default() -> Self {
+        ApplyConfig { batch_max_rows: DEFAULT_BATCH_MAX_ROWS, batch_max_delay_ms: DEFAULT_BATCH_MAX_DELAY_MS }
+    }
+}
+
+fn default_port() -> u16 {
+    DEFAULT_SOURCE_PORT
+}
+fn default_server_id() -> u32 {
+    DEFAULT_SERVER_ID
+}
+fn default_heartbeat_ms() -> u64 {
+    DEFAULT_HEARTBEAT_MS
+}
+fn default_start() -> String {
+    "current".into()
+}
+fn default_batch_rows() -> usize {
+    DEFAULT_BATCH_MAX_ROWS
+}
+fn default_batch_delay_ms() -> u64 {
+    DEFAULT_BATCH_MAX_DELAY_MS
+}
+
+/// Where to start when the target has no checkpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StartPosition {
+    Current,
+    Earliest,
+    At(sluice_binlog::GtidPosition),
+}
+
+/// A compiled table rule.
+#[derive(Debug, Clone)]
+pub struct TableSelector {
+    pub pattern: String,
+    schema: GlobMatcher,
+    table: GlobMatcher,
+    pub columns: ColumnSelection,
+    pub target: Option<String>,
+    pub is_exact: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ColumnSelection {
+    All,
+    Include(Vec<String>),
+    Exclude(Vec<String>),
+}
+
+impl ColumnSelection {
+    pub fn includes(&self, column: &str) -> bool {
+        match self {
+            ColumnSelection::All => true,
+            ColumnSelection::Include(cols) => cols.iter().any(|c| c.eq_ignore_ascii_case(column)),
+            ColumnSelection::Exclude(cols) => !cols.iter().any(|c| c.eq_ignore_ascii_case(column)),
+        }
+    }
+}
+
+impl TableSelector {
+    pub fn matches(&self, schema: &str, table: &str) -> bool {
+        self.schema.is_match(schema) && self.table.is_match(table)
+    }
+}
+
+impl Config {
+    /// Reads and validates `path`. No network access.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let config = Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_owned(), message },
+            other => other,
+        })?;
+        // Relative paths in the file are relative to the file.
+        Ok(config.resolve_paths(path.parent().unwrap_or(Path::new("."))))
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::new(), message: e.to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn resolve_paths(mut self, base: &Path) -> Config {
+        let TargetConfig::Sqlite { path } = &mut self.target;
+        if path.is_relative() {
+            *path = base.join(&*path);
+        }
+        if let Some(p) = &mut self.source.password_file {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        self
+    }
+
+    /// Checks everything that can be checked without a network.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.source.host.trim().is_empty() {
+            return Err(invalid("source.host", "must not be empty"));
+        }
+        if self.source.user.trim().is_empty() {
+            return Err(invalid("source.user", "must not be empty"));
+        }
+        if self.source.password_env.is_some() && self.source.password_file.is_some() {
+            return Err(invalid("source.password_env", "set either password_env or password_file, not both"));
+        }
+        if self.source.server_id == 0 {
+            return Err(invalid("source.server_id", "must be a non-zero id unique among the source's replicas"));
+        }
+        if !(100..=60_000).contains(&self.source.heartbeat_ms) {
+            return Err(invalid("source.heartbeat_ms", "must be between 100 and 60000"));
+        }
+        self.start_position()?;
+        if self.tables.is_empty() {
+            return Err(invalid("tables", "no [[tables]] rule: select at least one table, e.g. match = \"shop.*\""));
+        }
+        for (i, _) in self.tables.iter().enumerate() {
+            self.selector(i)?;
+        }
+        if self.apply.batch_max_rows == 0 {
+            return Err(invalid("apply.batch_max_rows", "must be at least 1"));
+        }
+        if self.apply.batch_max_delay_ms > 60_000 {
+            return Err(invalid("apply.batch_max_delay_ms", "must be at most 60000"));
+        }
+        let TargetConfig::Sqlite { path } = &self.target;
+        if path.as_os_str().is_empty() {
+            return Err(invalid("target.path", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    pub fn start_position(&self) -> Result<StartPosition, ConfigError> {
+        match self.source.start.as_str() {
+            "current" => Ok(StartPosition::Current),
+            "earliest" => Ok(StartPosition::Earliest),
+            other => other
+                .parse()
+                .map(StartPosition::At)
+                .map_err(|_| invalid("source.start", "expected \"current\", \"earliest\" or a GTID position such as \"0-1-100\"")),
+        }
+    }
+
+    /// The compiled selectors, in file order (the first matching rule wins).
+    pub fn selectors(&self) -> Vec<TableSelector> {
+        (0..self.tables.len()).map(|i| self.selector(i).expect("validated")).collect()
+    }
+
+    fn selector(&self, i: usize) -> Result<TableSelector, ConfigError> {
+        let rule = &self.tables[i];
+        let key = |k: &str| format!("tables[{i}].{k}");
+        let (schema, table) = rule
+            .pattern
+            .split_once('.')
+            .ok_or_else(|| invalid(key("match"), format!("{:?} is not schema.table (globs allowed, e.g. \"shop.*\")", rule.pattern)))?;
+        if schema.is_empty() || table.is_empty() || table.contains('.') {
+            return Err(invalid(key("match"), format!("{:?} is not schema.table", rule.pattern)));
+        }
+        let glob = |part: &str| {
+            GlobBuilder::new(part)
+                .case_insensitive(false)
+                .literal_separator(true)
+                .build()
+                .map(|g| g.compile_matcher())
+                .map_err(|e| invalid(key("match"), format!("bad glob {:?}: {}", rule.pattern, e.kind())))
+        };
+        let is_exact = !rule.pattern.contains(['*', '?', '[', '{']);
+        let columns = match (&rule.columns, &rule.exclude_columns) {
+            (Some(_), Some(_)) => return Err(invalid(key("columns"), "set either columns or exclude_columns, not both")),
+            (Some(cols), None) if cols.is_empty() => return Err(invalid(key("columns"), "an empty include list selects nothing")),
+            (Some(cols), None) => ColumnSelection::Include(cols.clone()),
+            (None, Some(cols)) => ColumnSelection::Exclude(cols.clone()),
+            (None, None) => ColumnSelection::All,
+        };
+        if rule.target.is_some() && !is_exact {
+            return Err(invalid(key("target"), "a target name needs a rule that matches one exact table, not a glob"));
+        }
+        if let Some(t) = &rule.target {
+            if t.is_empty() || t.starts_with("_sluice") {
+                return Err(invalid(key("target"), "must be non-empty and must not start with _sluice (reserved)"));
+            }
+        }
+        Ok(TableSelector { pattern: rule.pattern.clone(), schema: glob(schema)?, table: glob(table)?, columns, target: rule.target.clone(), is_exact })
+    }
+
+    /// Reads the source password from where the config says. Missing → empty password only if
+    /// neither key is set.
+    pub fn source_password(&self) -> Result<Secret, ConfigError> {
+        if let Some(var) = &self.source.password_env {
+            return std::env::var(var)
+                .map(Secret::new)
+                .map_err(|_| invalid("source.password_env", format!("environment variable {var} is not set")));
+        }
+        if let Some(path) = &self.source.password_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| invalid("source.password_file", format!("cannot read {}: {e}", path.display())))?;
+            return Ok(Secret::new(text.trim_end_matches(['\n', '\r']).to_owned()));
+        }
+        Ok(Secret::default())
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.source.heartbeat_ms)
+    }
+
+    pub fn target_path(&self) -> &Path {
+        let TargetConfig::Sqlite { path } = &self.target;
+        path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[source]
+host = "127.0.0.1"
+user = "repl"
+password_env = "SLUICE_TEST_PW"
+
+[target]
+kind = "sqlite"
+path = "edge.db"
+"#;
+
+    fn with_tables(tables: &str) -> Result<Config, ConfigError> {
+        Config::parse(&format!("{BASE}\n{tables}"))
+    }
+
+    #[test]
+    fn accepts_globs_and_column_lists() {
+        let cfg = with_tables("[[tables]]\nmatch = \"shop.*\"\nexclude_columns = [\"email\"]\n[[tables]]\nmatch = \"crm.users\"\ncolumns = [\"id\"]").unwrap();
+        let sel = cfg.selectors();
+        assert!(sel[0].matches("shop", "orders"));
+        assert!(!sel[0].matches("shopx", "orders"));
+        assert!(!sel[0].columns.includes("EMAIL"));
+        assert!(sel[1].columns.includes("id") && !sel[1].columns.includes("name"));
+        assert_eq!(cfg.source.port, DEFAULT_SOURCE_PORT);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = with_tables("[[tables]]\nmatch = \"shop.*\"\ncolumnz = [\"a\"]").unwrap_err().to_string();
+        assert!(err.contains("columnz"), "{err}");
+        let err = Config::parse(&BASE.replace("user =", "usr =")).unwrap_err().to_string();
+        assert!(err.contains("usr"), "{err}");
+    }
+
+    #[test]
+    fn bad_globs_and_names_are_named() {
+        let err = with_tables("[[tables]]\nmatch = \"shop.[abc\"").unwrap_err().to_string();
+        assert!(err.contains("tables[0].match"), "{err}");
+        let err = with_tables("[[tables]]\nmatch = \"orders\"").unwrap_err().to_string();
+        assert!(err.contains("tables[0].match"), "{err}");
+        let err = with_tables("[[tables]]\nmatch = \"a.b\"\ncolumns = [\"x\"]\nexclude_columns = [\"y\"]").unwrap_err().to_string();
+        assert!(err.contains("tables[0].columns"), "{err}");
+        let err = with_tables("").unwrap_err().to_string();
+        assert!(err.contains("`tables`"), "{err}");
+    }
+
+    #[test]
+    fn start_position_is_checked() {
+        let cfg = Config::parse(&format!("{}\n[[tables]]\nmatch = \"a.b\"", BASE.replace("[target]", "start = \"0-1-x\"\n[target]")));
+        assert!(cfg.unwrap_err().to_string().contains("source.start"));
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("hunter2".into());
+        assert_eq!(format!("{s:?}"), "<redacted>");
+    }
+}
