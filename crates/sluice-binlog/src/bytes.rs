@@ -70,7 +70,10 @@ impl<'a> Cursor<'a> {
             0xfc => self.uint_le(2),
             0xfd => self.uint_le(3),
             0xfe => self.uint_le(8),
-            other => Err(DecodeError::invalid(self.what, format!("length-encoded integer prefix {other:#x}"))),
+            other => Err(DecodeError::invalid(
+                self.what,
+                format!("length-encoded integer prefix {other:#x}"),
+            )),
         }
     }
 

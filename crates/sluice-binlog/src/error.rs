@@ -4,18 +4,29 @@
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     #[error("truncated {what}: needed {needed} more bytes, {available} left")]
-    Truncated { what: &'static str, needed: usize, available: usize },
+    Truncated {
+        what: &'static str,
+        needed: usize,
+        available: usize,
+    },
     #[error("bad {what}: {detail}")]
     Invalid { what: &'static str, detail: String },
     #[error("checksum mismatch in {event} event: stored {stored:#010x}, computed {computed:#010x}")]
-    Checksum { event: &'static str, stored: u32, computed: u32 },
+    Checksum {
+        event: &'static str,
+        stored: u32,
+        computed: u32,
+    },
     #[error("unsupported: {0}")]
     Unsupported(String),
 }
 
 impl DecodeError {
     pub(crate) fn invalid(what: &'static str, detail: impl Into<String>) -> Self {
-        DecodeError::Invalid { what, detail: detail.into() }
+        DecodeError::Invalid {
+            what,
+            detail: detail.into(),
+        }
     }
 }
 

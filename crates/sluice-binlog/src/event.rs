@@ -110,11 +110,14 @@ impl FormatDescription {
     }
 
     fn post_header_len(&self, type_code: u8) -> u8 {
-        self.post_header_lengths.get(usize::from(type_code).wrapping_sub(1)).copied().unwrap_or(match type_code {
-            et::TABLE_MAP | et::WRITE_ROWS_V1 | et::UPDATE_ROWS_V1 | et::DELETE_ROWS_V1 => 8,
-            et::WRITE_ROWS | et::UPDATE_ROWS | et::DELETE_ROWS => 10,
-            _ => 0,
-        })
+        self.post_header_lengths
+            .get(usize::from(type_code).wrapping_sub(1))
+            .copied()
+            .unwrap_or(match type_code {
+                et::TABLE_MAP | et::WRITE_ROWS_V1 | et::UPDATE_ROWS_V1 | et::DELETE_ROWS_V1 => 8,
+                et::WRITE_ROWS | et::UPDATE_ROWS | et::DELETE_ROWS => 10,
+                _ => 0,
+            })
     }
 
     pub fn is_mariadb(&self) -> bool {
@@ -124,9 +127,16 @@ impl FormatDescription {
 
 /// Server versions at or above these write a checksum-algorithm byte into the FDE.
 fn version_has_checksum_alg(version: &str) -> bool {
-    let numeric: String = version.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+    let numeric: String = version
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
     let mut parts = numeric.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let v = (parts.next().unwrap_or(0), parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    let v = (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    );
     if version.contains("MariaDB") {
         v >= (5, 3, 0)
     } else {
@@ -154,16 +164,31 @@ impl GtidEvent {
 #[derive(Debug)]
 pub enum EventBody<'a> {
     FormatDescription(FormatDescription),
-    Rotate { position: u64, next_file: String },
+    Rotate {
+        position: u64,
+        next_file: String,
+    },
     Gtid(GtidEvent),
     GtidList(Vec<Gtid>),
-    BinlogCheckpoint { file: String },
-    Xid { xid: u64 },
-    Query { schema: String, sql: std::borrow::Cow<'a, str>, error_code: u16 },
+    BinlogCheckpoint {
+        file: String,
+    },
+    Xid {
+        xid: u64,
+    },
+    Query {
+        schema: String,
+        sql: std::borrow::Cow<'a, str>,
+        error_code: u16,
+    },
     TableMap(TableMap),
     Rows(RowsEvent<'a>),
-    AnnotateRows { sql: std::borrow::Cow<'a, str> },
-    Heartbeat { log_file: String },
+    AnnotateRows {
+        sql: std::borrow::Cow<'a, str>,
+    },
+    Heartbeat {
+        log_file: String,
+    },
     Stop,
     /// A MySQL event kind that sluice recognises but that carries nothing it needs (MySQL
     /// GTIDs and previous-GTID sets are decoded by a later part of the decoder).
@@ -193,7 +218,10 @@ impl Default for EventDecoder {
 
 impl EventDecoder {
     pub fn new() -> Self {
-        EventDecoder { fde: FormatDescription::initial(), verify_checksums: true }
+        EventDecoder {
+            fde: FormatDescription::initial(),
+            verify_checksums: true,
+        }
     }
 
     pub fn format(&self) -> &FormatDescription {
@@ -212,7 +240,10 @@ impl EventDecoder {
         if header.type_code == et::FORMAT_DESCRIPTION {
             let fde = self.decode_format_description(&header, raw)?;
             self.fde = fde.clone();
-            return Ok(Event { header, body: EventBody::FormatDescription(fde) });
+            return Ok(Event {
+                header,
+                body: EventBody::FormatDescription(fde),
+            });
         }
         let body_end = match self.fde.checksum {
             ChecksumAlg::Crc32 => {
@@ -239,19 +270,29 @@ impl EventDecoder {
         let mut cur = Cursor::new(&raw[HEADER_LEN.min(raw.len())..], "FORMAT_DESCRIPTION event");
         let binlog_version = cur.u16()?;
         if binlog_version != 4 {
-            return Err(DecodeError::Unsupported(format!("binlog format version {binlog_version} (sluice reads version 4, MySQL 5.0 and later)")));
+            return Err(DecodeError::Unsupported(format!(
+                "binlog format version {binlog_version} (sluice reads version 4, MySQL 5.0 and later)"
+            )));
         }
         let version_bytes = cur.take(50)?;
-        let server_version = String::from_utf8_lossy(version_bytes.split(|&b| b == 0).next().unwrap_or(&[])).into_owned();
+        let server_version =
+            String::from_utf8_lossy(version_bytes.split(|&b| b == 0).next().unwrap_or(&[])).into_owned();
         let _created = cur.u32()?;
         let header_len = cur.u8()?;
         if usize::from(header_len) != HEADER_LEN {
-            return Err(DecodeError::invalid("FORMAT_DESCRIPTION event", format!("header length {header_len}")));
+            return Err(DecodeError::invalid(
+                "FORMAT_DESCRIPTION event",
+                format!("header length {header_len}"),
+            ));
         }
         let rest = cur.rest();
         let (post_header_lengths, checksum) = if version_has_checksum_alg(&server_version) {
             if rest.len() < 1 + CHECKSUM_LEN {
-                return Err(DecodeError::Truncated { what: "FORMAT_DESCRIPTION event", needed: 1 + CHECKSUM_LEN, available: rest.len() });
+                return Err(DecodeError::Truncated {
+                    what: "FORMAT_DESCRIPTION event",
+                    needed: 1 + CHECKSUM_LEN,
+                    available: rest.len(),
+                });
             }
             let alg_at = rest.len() - 1 - CHECKSUM_LEN;
             let checksum = match rest[alg_at] {
@@ -266,7 +307,13 @@ impl EventDecoder {
         } else {
             (rest.to_vec(), ChecksumAlg::None)
         };
-        Ok(FormatDescription { binlog_version, server_version, header_len, post_header_lengths, checksum })
+        Ok(FormatDescription {
+            binlog_version,
+            server_version,
+            header_len,
+            post_header_lengths,
+            checksum,
+        })
     }
 
     fn decode_body<'a>(&self, header: &EventHeader, body: &'a [u8]) -> Result<EventBody<'a>, DecodeError> {
@@ -361,7 +408,11 @@ fn decode_query(body: &[u8], post_len: u8) -> Result<EventBody<'_>, DecodeError>
     cur.skip(status_len)?;
     let schema = String::from_utf8_lossy(cur.take(schema_len)?).into_owned();
     cur.skip(1)?;
-    Ok(EventBody::Query { schema, sql: String::from_utf8_lossy(cur.rest()), error_code })
+    Ok(EventBody::Query {
+        schema,
+        sql: String::from_utf8_lossy(cur.rest()),
+        error_code,
+    })
 }
 
 fn verify_crc(raw: &[u8], end: usize, type_code: u8, is_fde: bool) -> Result<(), DecodeError> {
@@ -381,7 +432,11 @@ fn verify_crc(raw: &[u8], end: usize, type_code: u8, is_fde: bool) -> Result<(),
     }
     let computed = hasher.finalize();
     if stored != computed {
-        return Err(DecodeError::Checksum { event: type_name(type_code), stored, computed });
+        return Err(DecodeError::Checksum {
+            event: type_name(type_code),
+            stored,
+            computed,
+        });
     }
     Ok(())
 }

@@ -26,17 +26,33 @@ impl<R: Read> BinlogFileReader<R> {
         let name = name.into();
         let mut magic = [0u8; 4];
         read_full(&mut input, &mut magic)
-            .map_err(|e| PositionedError { file: name.clone(), offset: 0, source: e })?
+            .map_err(|e| PositionedError {
+                file: name.clone(),
+                offset: 0,
+                source: e,
+            })?
             .then_some(())
-            .ok_or_else(|| PositionedError { file: name.clone(), offset: 0, source: DecodeError::invalid("binlog file", "empty file") })?;
+            .ok_or_else(|| PositionedError {
+                file: name.clone(),
+                offset: 0,
+                source: DecodeError::invalid("binlog file", "empty file"),
+            })?;
         if magic != MAGIC {
             return Err(PositionedError {
                 file: name,
                 offset: 0,
-                source: DecodeError::invalid("binlog file", "missing the binlog magic number fe 62 69 6e: not a binlog file"),
+                source: DecodeError::invalid(
+                    "binlog file",
+                    "missing the binlog magic number fe 62 69 6e: not a binlog file",
+                ),
             });
         }
-        Ok(BinlogFileReader { input, name, offset: 4, buf: Vec::with_capacity(64 * 1024) })
+        Ok(BinlogFileReader {
+            input,
+            name,
+            offset: 4,
+            buf: Vec::with_capacity(64 * 1024),
+        })
     }
 
     /// Offset of the next event in the file.
@@ -51,7 +67,11 @@ impl<R: Read> BinlogFileReader<R> {
     /// The next raw event and its offset, or `None` at a clean end of file.
     pub fn next_event(&mut self) -> Result<Option<(u64, &[u8])>, PositionedError> {
         let at = self.offset;
-        let err = |source| PositionedError { file: self.name.clone(), offset: at, source };
+        let err = |source| PositionedError {
+            file: self.name.clone(),
+            offset: at,
+            source,
+        };
         self.buf.resize(HEADER_LEN, 0);
         let mut got = 0;
         while got < HEADER_LEN {
@@ -66,11 +86,18 @@ impl<R: Read> BinlogFileReader<R> {
             return Ok(None);
         }
         if got < HEADER_LEN {
-            return Err(err(DecodeError::Truncated { what: "event header", needed: HEADER_LEN, available: got }));
+            return Err(err(DecodeError::Truncated {
+                what: "event header",
+                needed: HEADER_LEN,
+                available: got,
+            }));
         }
         let header = EventHeader::parse(&self.buf).map_err(err)?;
         if (header.event_size as usize) < HEADER_LEN || header.event_size > MAX_EVENT_SIZE {
-            return Err(err(DecodeError::invalid("event header", format!("event size {}", header.event_size))));
+            return Err(err(DecodeError::invalid(
+                "event header",
+                format!("event size {}", header.event_size),
+            )));
         }
         let size = header.event_size as usize;
         self.buf.resize(size, 0);
@@ -78,7 +105,11 @@ impl<R: Read> BinlogFileReader<R> {
         while filled < size {
             match self.input.read(&mut self.buf[filled..]) {
                 Ok(0) => {
-                    return Err(err(DecodeError::Truncated { what: "event", needed: size - HEADER_LEN, available: filled - HEADER_LEN }));
+                    return Err(err(DecodeError::Truncated {
+                        what: "event",
+                        needed: size - HEADER_LEN,
+                        available: filled - HEADER_LEN,
+                    }));
                 }
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -95,7 +126,13 @@ fn read_full<R: Read>(input: &mut R, buf: &mut [u8]) -> Result<bool, DecodeError
     while got < buf.len() {
         match input.read(&mut buf[got..]) {
             Ok(0) if got == 0 => return Ok(false),
-            Ok(0) => return Err(DecodeError::Truncated { what: "binlog file header", needed: buf.len(), available: got }),
+            Ok(0) => {
+                return Err(DecodeError::Truncated {
+                    what: "binlog file header",
+                    needed: buf.len(),
+                    available: got,
+                })
+            }
             Ok(n) => got += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(DecodeError::invalid("binlog file", format!("read failed: {e}"))),

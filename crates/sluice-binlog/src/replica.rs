@@ -66,7 +66,13 @@ impl ReplicaError {
 
     /// Authentication or privilege errors, which retrying will not fix.
     pub fn is_access_denied(&self) -> bool {
-        matches!(self, ReplicaError::Server { code: 1045 | 1044 | 1227 | 1142 | 1251, .. })
+        matches!(
+            self,
+            ReplicaError::Server {
+                code: 1045 | 1044 | 1227 | 1142 | 1251,
+                ..
+            }
+        )
     }
 }
 
@@ -160,9 +166,15 @@ pub(crate) fn parse_err_packet(packet: &[u8]) -> ReplicaError {
     }
     let code = u16::from_le_bytes([packet[1], packet[2]]);
     let (state, message) = if packet.get(3) == Some(&b'#') && packet.len() >= 9 {
-        (String::from_utf8_lossy(&packet[4..9]).into_owned(), String::from_utf8_lossy(&packet[9..]).into_owned())
+        (
+            String::from_utf8_lossy(&packet[4..9]).into_owned(),
+            String::from_utf8_lossy(&packet[9..]).into_owned(),
+        )
     } else {
-        (String::from("HY000"), String::from_utf8_lossy(&packet[3..]).into_owned())
+        (
+            String::from("HY000"),
+            String::from_utf8_lossy(&packet[3..]).into_owned(),
+        )
     };
     ReplicaError::Server { code, state, message }
 }
@@ -196,7 +208,12 @@ pub(crate) fn parse_handshake(p: &[u8]) -> Result<Handshake, ReplicaError> {
     let cap_low = u32::from(u16::from_le_bytes([rest[0], rest[1]]));
     let rest = &rest[2..];
     if rest.len() < 1 + 2 + 2 + 1 + 10 {
-        return Ok(Handshake { server_version, capabilities: cap_low, nonce, auth_plugin: "mysql_native_password".into() });
+        return Ok(Handshake {
+            server_version,
+            capabilities: cap_low,
+            nonce,
+            auth_plugin: "mysql_native_password".into(),
+        });
     }
     let cap_high = u32::from(u16::from_le_bytes([rest[3], rest[4]]));
     let capabilities = cap_low | cap_high << 16;
@@ -215,7 +232,12 @@ pub(crate) fn parse_handshake(p: &[u8]) -> Result<Handshake, ReplicaError> {
     } else {
         "mysql_native_password".into()
     };
-    Ok(Handshake { server_version, capabilities, nonce, auth_plugin })
+    Ok(Handshake {
+        server_version,
+        capabilities,
+        nonce,
+        auth_plugin,
+    })
 }
 
 /// The auth response for `plugin`; `None` when sluice does not implement the plugin.
@@ -224,15 +246,25 @@ pub(crate) fn auth_response(plugin: &str, nonce: &[u8], password: &str) -> Optio
         return Some(Vec::new());
     }
     match plugin {
-        "mysql_native_password" => mysql_common::scramble::scramble_native(nonce, password.as_bytes()).map(|s| s.to_vec()),
-        "caching_sha2_password" => mysql_common::scramble::scramble_sha256(nonce, password.as_bytes()).map(|s| s.to_vec()),
+        "mysql_native_password" => {
+            mysql_common::scramble::scramble_native(nonce, password.as_bytes()).map(|s| s.to_vec())
+        }
+        "caching_sha2_password" => {
+            mysql_common::scramble::scramble_sha256(nonce, password.as_bytes()).map(|s| s.to_vec())
+        }
         _ => None,
     }
 }
 
 pub(crate) fn handshake_response(user: &str, auth: &[u8], plugin: &str) -> Vec<u8> {
     use capability::*;
-    let caps = LONG_PASSWORD | LONG_FLAG | PROTOCOL_41 | TRANSACTIONS | SECURE_CONNECTION | PLUGIN_AUTH | PLUGIN_AUTH_LENENC_DATA;
+    let caps = LONG_PASSWORD
+        | LONG_FLAG
+        | PROTOCOL_41
+        | TRANSACTIONS
+        | SECURE_CONNECTION
+        | PLUGIN_AUTH
+        | PLUGIN_AUTH_LENENC_DATA;
     let mut out = Vec::with_capacity(64 + user.len() + auth.len());
     out.extend_from_slice(&caps.to_le_bytes());
     out.extend_from_slice(&(MAX_PACKET as u32).to_le_bytes());
@@ -256,7 +288,9 @@ pub struct BinlogStream {
 
 impl std::fmt::Debug for BinlogStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BinlogStream").field("server_version", &self.server_version).finish()
+        f.debug_struct("BinlogStream")
+            .field("server_version", &self.server_version)
+            .finish()
     }
 }
 
@@ -267,10 +301,19 @@ impl BinlogStream {
         let addr = format!("{}:{}", config.host, config.port);
         let tcp = tokio::time::timeout(config.connect_timeout, TcpStream::connect(&addr))
             .await
-            .map_err(|_| ReplicaError::Connect { addr: addr.clone(), source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out") })?
-            .map_err(|source| ReplicaError::Connect { addr: addr.clone(), source })?;
+            .map_err(|_| ReplicaError::Connect {
+                addr: addr.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
+            })?
+            .map_err(|source| ReplicaError::Connect {
+                addr: addr.clone(),
+                source,
+            })?;
         tcp.set_nodelay(true)?;
-        let mut conn = PacketConn { stream: BufReader::with_capacity(256 * 1024, tcp), seq: 0 };
+        let mut conn = PacketConn {
+            stream: BufReader::with_capacity(256 * 1024, tcp),
+            seq: 0,
+        };
         let greeting = tokio::time::timeout(config.connect_timeout, conn.read_packet())
             .await
             .map_err(|_| ReplicaError::Timeout(config.connect_timeout))??;
@@ -278,7 +321,8 @@ impl BinlogStream {
         let mut plugin = hs.auth_plugin.clone();
         let auth = auth_response(&plugin, &hs.nonce, &config.password)
             .ok_or_else(|| ReplicaError::Protocol(format!("authentication plugin {plugin} is not supported")))?;
-        conn.write_packet(&handshake_response(&config.user, &auth, &plugin)).await?;
+        conn.write_packet(&handshake_response(&config.user, &auth, &plugin))
+            .await?;
         loop {
             let reply = conn.read_packet().await?;
             match reply.first() {
@@ -310,8 +354,10 @@ impl BinlogStream {
         }
 
         let heartbeat_ns = config.heartbeat.as_nanos().min(u128::from(u32::MAX) * 1_000_000_000);
-        conn.query("SET @master_binlog_checksum = @@global.binlog_checksum").await?;
-        conn.query(&format!("SET @master_heartbeat_period = {heartbeat_ns}")).await?;
+        conn.query("SET @master_binlog_checksum = @@global.binlog_checksum")
+            .await?;
+        conn.query(&format!("SET @master_heartbeat_period = {heartbeat_ns}"))
+            .await?;
         // MARIA_SLAVE_CAPABILITY_GTID: the server sends GTID events and starts at a GTID.
         conn.query("SET @mariadb_slave_capability = 4").await?;
         // Positions are digits, dashes and commas only (GtidPosition's Display), so the
@@ -337,7 +383,11 @@ impl BinlogStream {
         conn.seq = 0;
         conn.write_packet(&dump).await?;
 
-        Ok(BinlogStream { conn, idle_timeout: config.heartbeat * 3 + Duration::from_secs(2), server_version: hs.server_version })
+        Ok(BinlogStream {
+            conn,
+            idle_timeout: config.heartbeat * 3 + Duration::from_secs(2),
+            server_version: hs.server_version,
+        })
     }
 
     /// The next raw event (header, body and checksum). Errors if the server sends nothing,

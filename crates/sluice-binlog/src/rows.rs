@@ -52,7 +52,11 @@ impl<'a> RowsEvent<'a> {
     /// carry an extra-data block.
     pub fn parse(kind: RowsKind, body: &'a [u8], post_header_len: u8, v2: bool) -> Result<Self, DecodeError> {
         let mut cur = Cursor::new(body, "rows event");
-        let table_id = if post_header_len == 6 { u64::from(cur.u32()?) } else { cur.uint_le(6)? };
+        let table_id = if post_header_len == 6 {
+            u64::from(cur.u32()?)
+        } else {
+            cur.uint_le(6)?
+        };
         let flags = cur.u16()?;
         if v2 {
             let extra_len = cur.u16()? as usize;
@@ -67,8 +71,20 @@ impl<'a> RowsEvent<'a> {
         }
         let bitmap_len = column_count.div_ceil(8);
         let present = cur.take(bitmap_len)?;
-        let present_after = if kind == RowsKind::Update { cur.take(bitmap_len)? } else { present };
-        Ok(RowsEvent { kind, table_id, flags, column_count, present, present_after, rows: cur.rest() })
+        let present_after = if kind == RowsKind::Update {
+            cur.take(bitmap_len)?
+        } else {
+            present
+        };
+        Ok(RowsEvent {
+            kind,
+            table_id,
+            flags,
+            column_count,
+            present,
+            present_after,
+            rows: cur.rest(),
+        })
     }
 
     pub fn is_statement_end(&self) -> bool {
@@ -85,7 +101,12 @@ impl<'a> RowsEvent<'a> {
         if table.columns.len() != self.column_count {
             return Err(DecodeError::invalid(
                 "rows event",
-                format!("{} columns in row event, {} in table map of {}", self.column_count, table.columns.len(), table.qualified_name()),
+                format!(
+                    "{} columns in row event, {} in table map of {}",
+                    self.column_count,
+                    table.columns.len(),
+                    table.qualified_name()
+                ),
             ));
         }
         if !self.has_full_images() {
@@ -94,7 +115,11 @@ impl<'a> RowsEvent<'a> {
                 table.qualified_name()
             )));
         }
-        Ok(RowIter { kind: self.kind, cur: Cursor::new(self.rows, "row image"), table })
+        Ok(RowIter {
+            kind: self.kind,
+            cur: Cursor::new(self.rows, "row image"),
+            table,
+        })
     }
 
     /// Counts the rows without building values (cheap-ish: still walks the images).
@@ -126,7 +151,10 @@ impl Iterator for RowIter<'_, '_> {
             Ok(match self.kind {
                 RowsKind::Write => RowChange::Insert(first),
                 RowsKind::Delete => RowChange::Delete(first),
-                RowsKind::Update => RowChange::Update { before: first, after: decode_image(&mut self.cur, self.table)? },
+                RowsKind::Update => RowChange::Update {
+                    before: first,
+                    after: decode_image(&mut self.cur, self.table)?,
+                },
             })
         })();
         if result.is_err() {
@@ -168,8 +196,9 @@ fn text(bytes: &[u8], charset: Charset) -> Value {
 /// through, as MySQL does).
 fn cp1252_char(b: u8) -> char {
     const HIGH: [u16; 32] = [
-        0x20AC, 0x0081, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160, 0x2039, 0x0152, 0x008D, 0x017D, 0x008F,
-        0x0090, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013, 0x2014, 0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0x009D, 0x017E, 0x0178,
+        0x20AC, 0x0081, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160, 0x2039, 0x0152, 0x008D,
+        0x017D, 0x008F, 0x0090, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013, 0x2014, 0x02DC, 0x2122, 0x0161, 0x203A,
+        0x0153, 0x009D, 0x017E, 0x0178,
     ];
     match b {
         0x80..=0x9f => char::from_u32(u32::from(HIGH[usize::from(b - 0x80)])).unwrap_or('\u{fffd}'),
@@ -183,7 +212,12 @@ fn frac_micros(cur: &mut Cursor<'_>, fsp: u8) -> Result<u32, DecodeError> {
         1 | 2 => cur.u8()? as u32 * 10_000,
         3 | 4 => be_uint(cur.take(2)?) as u32 * 100,
         5 | 6 => be_uint(cur.take(3)?) as u32,
-        _ => return Err(DecodeError::invalid("temporal value", format!("fractional precision {fsp}"))),
+        _ => {
+            return Err(DecodeError::invalid(
+                "temporal value",
+                format!("fractional precision {fsp}"),
+            ))
+        }
     })
 }
 
@@ -200,7 +234,10 @@ fn decode_value(cur: &mut Cursor<'_>, col: &ColumnDef) -> Result<Value, DecodeEr
         ct::NEWDECIMAL => {
             let (precision, scale) = (meta[0] as usize, meta[1] as usize);
             if precision == 0 || precision > 65 || scale > 30 || scale > precision {
-                return Err(DecodeError::invalid("DECIMAL value", format!("precision {precision} scale {scale}")));
+                return Err(DecodeError::invalid(
+                    "DECIMAL value",
+                    format!("precision {precision} scale {scale}"),
+                ));
             }
             let size = mysql_common::binlog::decimal::decimal_bin_size(precision, scale);
             let bytes = cur.take(size)?;
@@ -210,14 +247,24 @@ fn decode_value(cur: &mut Cursor<'_>, col: &ColumnDef) -> Result<Value, DecodeEr
         }
         ct::DATE | ct::NEWDATE => {
             let v = le_uint(cur.take(3)?) as u32;
-            Value::Date { year: (v >> 9) as u16, month: ((v >> 5) & 15) as u8, day: (v & 31) as u8 }
+            Value::Date {
+                year: (v >> 9) as u16,
+                month: ((v >> 5) & 15) as u8,
+                day: (v & 31) as u8,
+            }
         }
         ct::TIME => {
             // Old TIME: HHMMSS as a signed 3-byte integer.
             let raw = le_uint(cur.take(3)?) as i32;
             let raw = (raw << 8) >> 8;
             let v = raw.unsigned_abs();
-            Value::Time { negative: raw < 0, hours: v / 10_000, minutes: (v / 100 % 100) as u8, seconds: (v % 100) as u8, micros: 0 }
+            Value::Time {
+                negative: raw < 0,
+                hours: v / 10_000,
+                minutes: (v / 100 % 100) as u8,
+                seconds: (v % 100) as u8,
+                micros: 0,
+            }
         }
         ct::TIME2 => decode_time2(cur, meta[0])?,
         ct::DATETIME => {
@@ -250,7 +297,10 @@ fn decode_value(cur: &mut Cursor<'_>, col: &ColumnDef) -> Result<Value, DecodeEr
                 micros,
             }
         }
-        ct::TIMESTAMP => Value::Timestamp { seconds: i64::from(cur.u32()?), micros: 0 },
+        ct::TIMESTAMP => Value::Timestamp {
+            seconds: i64::from(cur.u32()?),
+            micros: 0,
+        },
         ct::TIMESTAMP2 => {
             let seconds = be_uint(cur.take(4)?) as i64;
             let micros = frac_micros(cur, meta[0])?;
@@ -262,14 +312,26 @@ fn decode_value(cur: &mut Cursor<'_>, col: &ColumnDef) -> Result<Value, DecodeEr
         }
         ct::VARCHAR | ct::VAR_STRING => {
             let max_len = col.meta;
-            let len = if max_len < 256 { cur.u8()? as usize } else { cur.u16()? as usize };
+            let len = if max_len < 256 {
+                cur.u8()? as usize
+            } else {
+                cur.u16()? as usize
+            };
             text(cur.take(len)?, col.charset)
         }
         ct::STRING => {
             // meta[0] is the real type with the high bits of the length folded in.
             let (real, low) = (meta[0], meta[1]);
-            let max_len = if real & 0x30 != 0x30 { u16::from(low) | (u16::from((real & 0x30) ^ 0x30) << 4) } else { u16::from(low) };
-            let len = if max_len > 255 { cur.u16()? as usize } else { cur.u8()? as usize };
+            let max_len = if real & 0x30 != 0x30 {
+                u16::from(low) | (u16::from((real & 0x30) ^ 0x30) << 4)
+            } else {
+                u16::from(low)
+            };
+            let len = if max_len > 255 {
+                cur.u16()? as usize
+            } else {
+                cur.u8()? as usize
+            };
             text(cur.take(len)?, col.charset)
         }
         ct::ENUM => {
@@ -303,7 +365,12 @@ fn decode_value(cur: &mut Cursor<'_>, col: &ColumnDef) -> Result<Value, DecodeEr
             let len = cur.uint_le(len_bytes)? as usize;
             Value::Json(mysql_json_to_text(cur.take(len)?)?)
         }
-        other => return Err(DecodeError::Unsupported(format!("column type {other} in column {}", col.name))),
+        other => {
+            return Err(DecodeError::Unsupported(format!(
+                "column type {other} in column {}",
+                col.name
+            )))
+        }
     })
 }
 
@@ -343,7 +410,12 @@ fn decode_time2(cur: &mut Cursor<'_>, fsp: u8) -> Result<Value, DecodeError> {
             let f = be_uint(cur.take(3)?) as i64;
             (int_part << 24) + f
         }
-        _ => return Err(DecodeError::invalid("TIME value", format!("fractional precision {fsp}"))),
+        _ => {
+            return Err(DecodeError::invalid(
+                "TIME value",
+                format!("fractional precision {fsp}"),
+            ))
+        }
     };
     let negative = packed < 0;
     let abs = packed.unsigned_abs();
@@ -362,7 +434,14 @@ fn enum_label(col: &ColumnDef, index: usize) -> Result<String, DecodeError> {
         return Ok(String::new());
     }
     col.labels.get(index - 1).cloned().ok_or_else(|| {
-        DecodeError::invalid("ENUM value", format!("index {index} beyond the {} labels of column {}", col.labels.len(), col.name))
+        DecodeError::invalid(
+            "ENUM value",
+            format!(
+                "index {index} beyond the {} labels of column {}",
+                col.labels.len(),
+                col.name
+            ),
+        )
     })
 }
 
@@ -371,7 +450,10 @@ fn set_labels(col: &ColumnDef, bits: u64) -> Result<String, DecodeError> {
     for i in 0..64 {
         if bits & (1 << i) != 0 {
             let label = col.labels.get(i).ok_or_else(|| {
-                DecodeError::invalid("SET value", format!("bit {i} beyond the {} labels of column {}", col.labels.len(), col.name))
+                DecodeError::invalid(
+                    "SET value",
+                    format!("bit {i} beyond the {} labels of column {}", col.labels.len(), col.name),
+                )
             })?;
             if !out.is_empty() {
                 out.push(',');
@@ -386,7 +468,9 @@ fn set_labels(col: &ColumnDef, bits: u64) -> Result<String, DecodeError> {
 fn mysql_json_to_text(bytes: &[u8]) -> Result<String, DecodeError> {
     use mysql_common::binlog::jsonb;
     use mysql_common::io::ParseBuf;
-    let value: jsonb::Value<'_> = ParseBuf(bytes).parse(()).map_err(|e| DecodeError::invalid("JSON value", e.to_string()))?;
+    let value: jsonb::Value<'_> = ParseBuf(bytes)
+        .parse(())
+        .map_err(|e| DecodeError::invalid("JSON value", e.to_string()))?;
     let json = serde_json::Value::try_from(value).map_err(|e| DecodeError::invalid("JSON value", e.to_string()))?;
     Ok(json.to_string())
 }

@@ -40,11 +40,7 @@ impl ColumnKind {
     pub fn is_integer(self) -> bool {
         matches!(
             self,
-            ColumnKind::TinyInt
-                | ColumnKind::SmallInt
-                | ColumnKind::MediumInt
-                | ColumnKind::Int
-                | ColumnKind::BigInt
+            ColumnKind::TinyInt | ColumnKind::SmallInt | ColumnKind::MediumInt | ColumnKind::Int | ColumnKind::BigInt
         )
     }
 }
@@ -123,9 +119,7 @@ pub struct TableDef {
 
 impl TableDef {
     pub fn column_index(&self, name: &str) -> Option<usize> {
-        self.columns
-            .iter()
-            .position(|c| c.name.eq_ignore_ascii_case(name))
+        self.columns.iter().position(|c| c.name.eq_ignore_ascii_case(name))
     }
 
     /// `schema.table`, for messages.

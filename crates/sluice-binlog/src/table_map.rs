@@ -81,7 +81,15 @@ impl MappedColumn {
     fn is_numeric(&self) -> bool {
         matches!(
             self.binlog_type,
-            ct::TINY | ct::SHORT | ct::INT24 | ct::LONG | ct::LONGLONG | ct::NEWDECIMAL | ct::DECIMAL | ct::FLOAT | ct::DOUBLE
+            ct::TINY
+                | ct::SHORT
+                | ct::INT24
+                | ct::LONG
+                | ct::LONGLONG
+                | ct::NEWDECIMAL
+                | ct::DECIMAL
+                | ct::FLOAT
+                | ct::DOUBLE
         )
     }
 
@@ -134,8 +142,18 @@ fn read_column_meta(types: &[u8], block: &[u8]) -> Result<Vec<MappedColumn>, Dec
     let mut columns = Vec::with_capacity(types.len());
     for &ty in types {
         let (binlog_type, meta) = match ty {
-            ct::FLOAT | ct::DOUBLE | ct::BLOB | ct::TINY_BLOB | ct::MEDIUM_BLOB | ct::LONG_BLOB | ct::GEOMETRY
-            | ct::JSON | ct::VECTOR | ct::TIMESTAMP2 | ct::DATETIME2 | ct::TIME2 => (ty, [cur.u8()?, 0]),
+            ct::FLOAT
+            | ct::DOUBLE
+            | ct::BLOB
+            | ct::TINY_BLOB
+            | ct::MEDIUM_BLOB
+            | ct::LONG_BLOB
+            | ct::GEOMETRY
+            | ct::JSON
+            | ct::VECTOR
+            | ct::TIMESTAMP2
+            | ct::DATETIME2
+            | ct::TIME2 => (ty, [cur.u8()?, 0]),
             ct::VARCHAR | ct::VAR_STRING | ct::BIT | ct::NEWDECIMAL | ct::DECIMAL => {
                 let b = cur.take(2)?;
                 (ty, [b[0], b[1]])
@@ -152,7 +170,11 @@ fn read_column_meta(types: &[u8], block: &[u8]) -> Result<Vec<MappedColumn>, Dec
             }
             _ => (ty, [0, 0]),
         };
-        columns.push(MappedColumn { binlog_type, meta, nullable: true });
+        columns.push(MappedColumn {
+            binlog_type,
+            meta,
+            nullable: true,
+        });
     }
     Ok(columns)
 }
@@ -180,7 +202,8 @@ fn expand_default_charset(data: &[u8], group_len: usize) -> Result<Vec<u16>, Dec
     while !cur.is_empty() {
         let index = cur.lenenc()? as usize;
         let collation = cur.lenenc()? as u16;
-        *out.get_mut(index).ok_or_else(|| DecodeError::invalid("TABLE_MAP default charset", "column index out of range"))? = collation;
+        *out.get_mut(index)
+            .ok_or_else(|| DecodeError::invalid("TABLE_MAP default charset", "column index out of range"))? = collation;
     }
     Ok(out)
 }
@@ -209,15 +232,26 @@ fn read_label_lists(data: &[u8]) -> Result<Vec<Vec<String>>, DecodeError> {
 }
 
 /// Scatters `values` (one per column of a group selected by `in_group`) to per-column slots.
-fn scatter<T: Clone>(columns: &[MappedColumn], in_group: impl Fn(&MappedColumn) -> bool, values: &[T]) -> Vec<Option<T>> {
+fn scatter<T: Clone>(
+    columns: &[MappedColumn],
+    in_group: impl Fn(&MappedColumn) -> bool,
+    values: &[T],
+) -> Vec<Option<T>> {
     let mut it = values.iter();
-    columns.iter().map(|c| if in_group(c) { it.next().cloned() } else { None }).collect()
+    columns
+        .iter()
+        .map(|c| if in_group(c) { it.next().cloned() } else { None })
+        .collect()
 }
 
 /// Decodes a TABLE_MAP event body (after the common header, without checksum).
 pub fn decode_table_map(body: &[u8], post_header_len: u8) -> Result<TableMap, DecodeError> {
     let mut cur = Cursor::new(body, "TABLE_MAP event");
-    let table_id = if post_header_len == 6 { u64::from(cur.u32()?) } else { cur.uint_le(6)? };
+    let table_id = if post_header_len == 6 {
+        u64::from(cur.u32()?)
+    } else {
+        cur.uint_le(6)?
+    };
     let _flags = cur.u16()?;
     let schema_len = cur.u8()? as usize;
     let schema = String::from_utf8_lossy(cur.take(schema_len)?).into_owned();
@@ -227,7 +261,10 @@ pub fn decode_table_map(body: &[u8], post_header_len: u8) -> Result<TableMap, De
     cur.skip(1)?;
     let column_count = cur.lenenc()? as usize;
     if column_count > 4096 {
-        return Err(DecodeError::invalid("TABLE_MAP event", format!("{column_count} columns")));
+        return Err(DecodeError::invalid(
+            "TABLE_MAP event",
+            format!("{column_count} columns"),
+        ));
     }
     let types = cur.take(column_count)?;
     let meta_block = cur.lenenc_bytes()?;
@@ -264,7 +301,9 @@ pub fn decode_table_map(body: &[u8], post_header_len: u8) -> Result<TableMap, De
                 let mut bit = 0usize;
                 for col in &map.columns {
                     if col.is_numeric() {
-                        let byte = *data.get(bit / 8).ok_or_else(|| DecodeError::invalid("TABLE_MAP signedness", "bitmap too short"))?;
+                        let byte = *data
+                            .get(bit / 8)
+                            .ok_or_else(|| DecodeError::invalid("TABLE_MAP signedness", "bitmap too short"))?;
                         flags.push(Some(byte & (0x80 >> (bit % 8)) != 0));
                         bit += 1;
                     } else {
@@ -275,7 +314,9 @@ pub fn decode_table_map(body: &[u8], post_header_len: u8) -> Result<TableMap, De
             }
             optional_field::DEFAULT_CHARSET => char_collations = Some(expand_default_charset(data, n_char)?),
             optional_field::COLUMN_CHARSET => char_collations = Some(read_per_column_charsets(data)?),
-            optional_field::ENUM_AND_SET_DEFAULT_CHARSET => enum_set_collations = Some(expand_default_charset(data, n_enum_set)?),
+            optional_field::ENUM_AND_SET_DEFAULT_CHARSET => {
+                enum_set_collations = Some(expand_default_charset(data, n_enum_set)?)
+            }
             optional_field::ENUM_AND_SET_COLUMN_CHARSET => enum_set_collations = Some(read_per_column_charsets(data)?),
             optional_field::COLUMN_NAME => {
                 let mut c = Cursor::new(data, "TABLE_MAP column names");
@@ -284,7 +325,10 @@ pub fn decode_table_map(body: &[u8], post_header_len: u8) -> Result<TableMap, De
                     names.push(String::from_utf8_lossy(c.lenenc_bytes()?).into_owned());
                 }
                 if names.len() != map.columns.len() {
-                    return Err(DecodeError::invalid("TABLE_MAP column names", format!("{} names for {} columns", names.len(), map.columns.len())));
+                    return Err(DecodeError::invalid(
+                        "TABLE_MAP column names",
+                        format!("{} names for {} columns", names.len(), map.columns.len()),
+                    ));
                 }
                 map.names = Some(names);
             }
@@ -314,19 +358,44 @@ pub fn decode_table_map(body: &[u8], post_header_len: u8) -> Result<TableMap, De
     }
     if let Some(key) = &map.primary_key {
         if key.iter().any(|&i| i >= map.columns.len()) {
-            return Err(DecodeError::invalid("TABLE_MAP primary key", "column index out of range"));
+            return Err(DecodeError::invalid(
+                "TABLE_MAP primary key",
+                "column index out of range",
+            ));
         }
     }
 
     if char_collations.is_some() || enum_set_collations.is_some() {
-        let chars = scatter(&map.columns, MappedColumn::is_character, char_collations.as_deref().unwrap_or(&[]));
-        let enums = scatter(&map.columns, MappedColumn::is_enum_or_set, enum_set_collations.as_deref().unwrap_or(&[]));
+        let chars = scatter(
+            &map.columns,
+            MappedColumn::is_character,
+            char_collations.as_deref().unwrap_or(&[]),
+        );
+        let enums = scatter(
+            &map.columns,
+            MappedColumn::is_enum_or_set,
+            enum_set_collations.as_deref().unwrap_or(&[]),
+        );
         map.collations = Some(chars.into_iter().zip(enums).map(|(a, b)| a.or(b)).collect());
     }
     if enum_labels.is_some() || set_labels.is_some() {
-        let enums = scatter(&map.columns, |c| c.binlog_type == ct::ENUM, enum_labels.as_deref().unwrap_or(&[]));
-        let sets = scatter(&map.columns, |c| c.binlog_type == ct::SET, set_labels.as_deref().unwrap_or(&[]));
-        map.labels = Some(enums.into_iter().zip(sets).map(|(a, b)| a.or(b).unwrap_or_default()).collect());
+        let enums = scatter(
+            &map.columns,
+            |c| c.binlog_type == ct::ENUM,
+            enum_labels.as_deref().unwrap_or(&[]),
+        );
+        let sets = scatter(
+            &map.columns,
+            |c| c.binlog_type == ct::SET,
+            set_labels.as_deref().unwrap_or(&[]),
+        );
+        map.labels = Some(
+            enums
+                .into_iter()
+                .zip(sets)
+                .map(|(a, b)| a.or(b).unwrap_or_default())
+                .collect(),
+        );
     }
     Ok(map)
 }
@@ -355,13 +424,21 @@ impl TableMap {
             .map(|(i, c)| {
                 let collation = self.collations.as_ref().and_then(|v| v[i]);
                 let kind = c.kind(collation);
-                let (precision, scale) = if kind == ColumnKind::Decimal { (c.meta[0], c.meta[1]) } else { (0, 0) };
+                let (precision, scale) = if kind == ColumnKind::Decimal {
+                    (c.meta[0], c.meta[1])
+                } else {
+                    (0, 0)
+                };
                 let fsp = match c.binlog_type {
                     ct::TIME2 | ct::DATETIME2 | ct::TIMESTAMP2 => c.meta[0],
                     _ => 0,
                 };
                 ColumnDef {
-                    name: self.names.as_ref().map(|n| n[i].clone()).unwrap_or_else(|| format!("col{i}")),
+                    name: self
+                        .names
+                        .as_ref()
+                        .map(|n| n[i].clone())
+                        .unwrap_or_else(|| format!("col{i}")),
                     kind,
                     binlog_type: c.binlog_type,
                     meta: u16::from_le_bytes(c.meta),
@@ -370,7 +447,9 @@ impl TableMap {
                     charset: match (kind, collation) {
                         (ColumnKind::Binary, _) => Charset::Binary,
                         (_, Some(id)) => Charset::from_collation_id(id),
-                        (ColumnKind::Text | ColumnKind::Enum | ColumnKind::Set | ColumnKind::Json, None) => Charset::Utf8,
+                        (ColumnKind::Text | ColumnKind::Enum | ColumnKind::Set | ColumnKind::Json, None) => {
+                            Charset::Utf8
+                        }
                         _ => Charset::Binary,
                     },
                     labels: self.labels.as_ref().map(|l| l[i].clone()).unwrap_or_default(),

@@ -133,10 +133,7 @@ impl fmt::Display for Value {
                 second,
                 micros,
             } => {
-                write!(
-                    f,
-                    "{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}"
-                )?;
+                write!(f, "{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}")?;
                 write_micros(f, *micros)
             }
             Value::Timestamp { seconds, micros } => {
@@ -196,11 +193,7 @@ mod tests {
         };
         assert_eq!(v.to_string(), "2023-11-14 22:13:20.000120");
         assert_eq!(
-            Value::Timestamp {
-                seconds: 0,
-                micros: 0
-            }
-            .to_string(),
+            Value::Timestamp { seconds: 0, micros: 0 }.to_string(),
             "0000-00-00 00:00:00"
         );
         assert_eq!(

@@ -19,7 +19,11 @@ struct Summary {
 fn decode_file(name: &str) -> Summary {
     let path = fixtures_dir().join(name);
     let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut summary = Summary { events: 0, rows: 0, error: None };
+    let mut summary = Summary {
+        events: 0,
+        rows: 0,
+        error: None,
+    };
     let mut reader = match BinlogFileReader::new(std::io::BufReader::new(file), name) {
         Ok(r) => r,
         Err(e) => {

@@ -29,7 +29,10 @@ pub enum ConfigError {
 }
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.into(), message: message.into() }
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
 }
 
 /// A password or key. Debug and Display print `<redacted>`.
@@ -119,7 +122,10 @@ pub struct ApplyConfig {
 
 impl Default for ApplyConfig {
     fn default() -> Self {
-        ApplyConfig { batch_max_rows: DEFAULT_BATCH_MAX_ROWS, batch_max_delay_ms: DEFAULT_BATCH_MAX_DELAY_MS }
+        ApplyConfig {
+            batch_max_rows: DEFAULT_BATCH_MAX_ROWS,
+            batch_max_delay_ms: DEFAULT_BATCH_MAX_DELAY_MS,
+        }
     }
 }
 
@@ -187,9 +193,15 @@ impl TableSelector {
 impl Config {
     /// Reads and validates `path`. No network access.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let config = Config::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_owned(), message },
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
             other => other,
         })?;
         // Relative paths in the file are relative to the file.
@@ -197,7 +209,10 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::new(), message: e.to_string() })?;
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -224,17 +239,26 @@ impl Config {
             return Err(invalid("source.user", "must not be empty"));
         }
         if self.source.password_env.is_some() && self.source.password_file.is_some() {
-            return Err(invalid("source.password_env", "set either password_env or password_file, not both"));
+            return Err(invalid(
+                "source.password_env",
+                "set either password_env or password_file, not both",
+            ));
         }
         if self.source.server_id == 0 {
-            return Err(invalid("source.server_id", "must be a non-zero id unique among the source's replicas"));
+            return Err(invalid(
+                "source.server_id",
+                "must be a non-zero id unique among the source's replicas",
+            ));
         }
         if !(100..=60_000).contains(&self.source.heartbeat_ms) {
             return Err(invalid("source.heartbeat_ms", "must be between 100 and 60000"));
         }
         self.start_position()?;
         if self.tables.is_empty() {
-            return Err(invalid("tables", "no [[tables]] rule: select at least one table, e.g. match = \"shop.*\""));
+            return Err(invalid(
+                "tables",
+                "no [[tables]] rule: select at least one table, e.g. match = \"shop.*\"",
+            ));
         }
         for (i, _) in self.tables.iter().enumerate() {
             self.selector(i)?;
@@ -256,25 +280,34 @@ impl Config {
         match self.source.start.as_str() {
             "current" => Ok(StartPosition::Current),
             "earliest" => Ok(StartPosition::Earliest),
-            other => other
-                .parse()
-                .map(StartPosition::At)
-                .map_err(|_| invalid("source.start", "expected \"current\", \"earliest\" or a GTID position such as \"0-1-100\"")),
+            other => other.parse().map(StartPosition::At).map_err(|_| {
+                invalid(
+                    "source.start",
+                    "expected \"current\", \"earliest\" or a GTID position such as \"0-1-100\"",
+                )
+            }),
         }
     }
 
     /// The compiled selectors, in file order (the first matching rule wins).
     pub fn selectors(&self) -> Vec<TableSelector> {
-        (0..self.tables.len()).map(|i| self.selector(i).expect("validated")).collect()
+        (0..self.tables.len())
+            .map(|i| self.selector(i).expect("validated"))
+            .collect()
     }
 
     fn selector(&self, i: usize) -> Result<TableSelector, ConfigError> {
         let rule = &self.tables[i];
         let key = |k: &str| format!("tables[{i}].{k}");
-        let (schema, table) = rule
-            .pattern
-            .split_once('.')
-            .ok_or_else(|| invalid(key("match"), format!("{:?} is not schema.table (globs allowed, e.g. \"shop.*\")", rule.pattern)))?;
+        let (schema, table) = rule.pattern.split_once('.').ok_or_else(|| {
+            invalid(
+                key("match"),
+                format!(
+                    "{:?} is not schema.table (globs allowed, e.g. \"shop.*\")",
+                    rule.pattern
+                ),
+            )
+        })?;
         if schema.is_empty() || table.is_empty() || table.contains('.') {
             return Err(invalid(key("match"), format!("{:?} is not schema.table", rule.pattern)));
         }
@@ -288,21 +321,41 @@ impl Config {
         };
         let is_exact = !rule.pattern.contains(['*', '?', '[', '{']);
         let columns = match (&rule.columns, &rule.exclude_columns) {
-            (Some(_), Some(_)) => return Err(invalid(key("columns"), "set either columns or exclude_columns, not both")),
-            (Some(cols), None) if cols.is_empty() => return Err(invalid(key("columns"), "an empty include list selects nothing")),
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    key("columns"),
+                    "set either columns or exclude_columns, not both",
+                ))
+            }
+            (Some(cols), None) if cols.is_empty() => {
+                return Err(invalid(key("columns"), "an empty include list selects nothing"))
+            }
             (Some(cols), None) => ColumnSelection::Include(cols.clone()),
             (None, Some(cols)) => ColumnSelection::Exclude(cols.clone()),
             (None, None) => ColumnSelection::All,
         };
         if rule.target.is_some() && !is_exact {
-            return Err(invalid(key("target"), "a target name needs a rule that matches one exact table, not a glob"));
+            return Err(invalid(
+                key("target"),
+                "a target name needs a rule that matches one exact table, not a glob",
+            ));
         }
         if let Some(t) = &rule.target {
             if t.is_empty() || t.starts_with("_sluice") {
-                return Err(invalid(key("target"), "must be non-empty and must not start with _sluice (reserved)"));
+                return Err(invalid(
+                    key("target"),
+                    "must be non-empty and must not start with _sluice (reserved)",
+                ));
             }
         }
-        Ok(TableSelector { pattern: rule.pattern.clone(), schema: glob(schema)?, table: glob(table)?, columns, target: rule.target.clone(), is_exact })
+        Ok(TableSelector {
+            pattern: rule.pattern.clone(),
+            schema: glob(schema)?,
+            table: glob(table)?,
+            columns,
+            target: rule.target.clone(),
+            is_exact,
+        })
     }
 
     /// Reads the source password from where the config says. Missing → empty password only if
@@ -363,7 +416,9 @@ path = "edge.db"
 
     #[test]
     fn unknown_keys_are_named() {
-        let err = with_tables("[[tables]]\nmatch = \"shop.*\"\ncolumnz = [\"a\"]").unwrap_err().to_string();
+        let err = with_tables("[[tables]]\nmatch = \"shop.*\"\ncolumnz = [\"a\"]")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("columnz"), "{err}");
         let err = Config::parse(&BASE.replace("user =", "usr =")).unwrap_err().to_string();
         assert!(err.contains("usr"), "{err}");
@@ -371,11 +426,15 @@ path = "edge.db"
 
     #[test]
     fn bad_globs_and_names_are_named() {
-        let err = with_tables("[[tables]]\nmatch = \"shop.[abc\"").unwrap_err().to_string();
+        let err = with_tables("[[tables]]\nmatch = \"shop.[abc\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("tables[0].match"), "{err}");
         let err = with_tables("[[tables]]\nmatch = \"orders\"").unwrap_err().to_string();
         assert!(err.contains("tables[0].match"), "{err}");
-        let err = with_tables("[[tables]]\nmatch = \"a.b\"\ncolumns = [\"x\"]\nexclude_columns = [\"y\"]").unwrap_err().to_string();
+        let err = with_tables("[[tables]]\nmatch = \"a.b\"\ncolumns = [\"x\"]\nexclude_columns = [\"y\"]")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("tables[0].columns"), "{err}");
         let err = with_tables("").unwrap_err().to_string();
         assert!(err.contains("`tables`"), "{err}");
@@ -383,7 +442,10 @@ path = "edge.db"
 
     #[test]
     fn start_position_is_checked() {
-        let cfg = Config::parse(&format!("{}\n[[tables]]\nmatch = \"a.b\"", BASE.replace("[target]", "start = \"0-1-x\"\n[target]")));
+        let cfg = Config::parse(&format!(
+            "{}\n[[tables]]\nmatch = \"a.b\"",
+            BASE.replace("[target]", "start = \"0-1-x\"\n[target]")
+        ));
         assert!(cfg.unwrap_err().to_string().contains("source.start"));
     }
 

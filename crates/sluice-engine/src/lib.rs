@@ -2,5 +2,11 @@
 //!
 //! source → schema (table definitions at each position) → filter → apply → target.
 
+pub mod apply;
+pub mod catalog;
 pub mod config;
+pub mod ddl;
+pub mod filter;
+pub mod schema;
+pub mod source;
 pub mod target;

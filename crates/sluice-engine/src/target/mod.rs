@@ -90,7 +90,8 @@ pub type TargetResult<T> = Result<T, TargetError>;
 /// A database sluice replicates into. See the module documentation for the contract.
 pub trait Target: Send {
     /// Creates the sluice bookkeeping tables and every table in `tables` that is missing.
-    /// Existing tables are left as they are.
+    /// Existing tables are left as they are. May be called inside an open transaction (between
+    /// `begin` and `commit`); the tables it creates then commit or roll back with it.
     fn prepare(&mut self, tables: &[Arc<TargetTable>]) -> TargetResult<()>;
 
     /// The checkpoint of the last committed target transaction, or `None` for a fresh target.

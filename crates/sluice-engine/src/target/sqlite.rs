@@ -1,1 +1,775 @@
-//! SQLite target (placeholder, being written).
+//! SQLite target: replicates into one SQLite database file.
+//!
+//! # Design
+//!
+//! * **WAL journal, `synchronous=NORMAL`.** In WAL mode readers never block the writer and
+//!   the writer never blocks readers: an application reading the edge database always sees
+//!   the last committed target transaction while sluice writes the next one. With
+//!   `synchronous=NORMAL` a commit is not fsynced, so a power loss may drop the most recent
+//!   commits, but never leaves a torn one; since the checkpoint is committed with the rows it
+//!   covers, a dropped commit drops its checkpoint too and sluice simply re-applies those
+//!   source transactions. A `busy_timeout` covers the short moments where another
+//!   connection holds the write lock (or runs a WAL checkpoint).
+//! * **STRICT tables.** Every target table is `STRICT`, so SQLite stores exactly the storage
+//!   class sluice binds (no affinity conversions) and rejects anything else. The column
+//!   types are listed in `docs/type-mapping.md`. BIGINT UNSIGNED (and BIT whose width may
+//!   reach 64 bits) uses an `ANY` column: in a STRICT table `ANY` keeps the bound storage
+//!   class as is, so values up to `i64::MAX` are INTEGERs and larger ones are decimal TEXT,
+//!   both exact. (An `INTEGER` column cannot hold them, and INTEGER/NUMERIC *affinity* in a
+//!   non-strict table would turn such text into a REAL, i.e. round it to 53 bits.)
+//! * **Row identity is the key.** Each table has `PRIMARY KEY (key columns)`. A table whose
+//!   key is a single INTEGER column is an ordinary rowid table: its key is then an alias of
+//!   the rowid, so the table is one B-tree searched by the key, and large rows don't matter.
+//!   Other keys (composite, text, `ANY`) get `WITHOUT ROWID` when the row is provably small
+//!   (every column bounded and at most ~1/20 of a page): the table is then one B-tree
+//!   clustered on the key, instead of a rowid table plus a separate key index that every
+//!   keyed write has to search and maintain. Wide rows (unbounded TEXT/BLOB/JSON, long
+//!   VARCHARs) stay rowid tables, because SQLite stores `WITHOUT ROWID` rows inside the
+//!   B-tree's interior structure and performs poorly with large rows.
+//! * **Upserts.** An insert is `INSERT … ON CONFLICT (key) DO UPDATE SET …`, so re-applying
+//!   an insert (or inserting over a row that is already there) replaces the row instead of
+//!   failing; unlike `INSERT OR REPLACE` it updates in place rather than deleting and
+//!   re-inserting. An update whose key is unchanged is an `UPDATE … WHERE key`, falling back to
+//!   the upsert when no row matched (the target missed the row: write it whole); an update that
+//!   changes the key deletes the old key and upserts the new row. A delete of a missing row
+//!   changes nothing. Statements are built once per table and prepared through rusqlite's
+//!   statement cache; values are always bound as parameters and identifiers always quoted.
+//! * **Checkpoint with the rows.** [`Target::begin`] is `BEGIN IMMEDIATE` (take the write lock
+//!   up front, so the transaction can't fail half-way with `SQLITE_BUSY` on lock upgrade);
+//!   [`Target::commit`] upserts the single row of `_sluice_checkpoint` and `COMMIT`s, so the
+//!   stored position always names exactly the last source transaction whose rows are
+//!   present. `_sluice_tables` records, per target table, the source table and a JSON
+//!   description of the columns and types sluice created it with (for schema-change
+//!   detection later).
+//! * **No partial state.** A failed write rolls the whole target transaction back at once;
+//!   the transaction is then marked failed, and [`Target::commit`] refuses to commit it.
+//!   Closing the connection with an open transaction also rolls it back.
+//!
+//! Error messages name tables and columns, never row values (values may be personal data).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use sluice_binlog::{Charset, ColumnDef, ColumnKind, GtidPosition, Value};
+
+use super::{Checkpoint, RowOp, Target, TargetError, TargetResult, TargetTable};
+
+/// How long a write waits for another connection's lock before failing with `SQLITE_BUSY`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Rows whose worst-case size (see [`max_row_bytes`]) is at most this many bytes get
+/// `WITHOUT ROWID` (about 1/20 of SQLite's default 4096-byte page, SQLite's own guidance).
+const WITHOUT_ROWID_MAX_ROW_BYTES: u64 = 200;
+
+/// Prefix of sluice's own tables; target tables may not use it.
+const BOOKKEEPING_PREFIX: &str = "_sluice_";
+
+const CREATE_BOOKKEEPING: &str = r#"
+CREATE TABLE IF NOT EXISTS "_sluice_checkpoint" (
+    "id" INTEGER PRIMARY KEY CHECK ("id" = 1),
+    "position" TEXT NOT NULL,
+    "source_commit_unix" INTEGER NOT NULL,
+    "updated_at_unix" INTEGER NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS "_sluice_tables" (
+    "name" TEXT NOT NULL PRIMARY KEY,
+    "source_name" TEXT NOT NULL,
+    "definition" TEXT NOT NULL,
+    "created_at_unix" INTEGER NOT NULL
+) STRICT;
+"#;
+
+const UPSERT_CHECKPOINT: &str = r#"INSERT INTO "_sluice_checkpoint" ("id", "position", "source_commit_unix", "updated_at_unix") VALUES (1, ?1, ?2, ?3) ON CONFLICT ("id") DO UPDATE SET "position" = excluded."position", "source_commit_unix" = excluded."source_commit_unix", "updated_at_unix" = excluded."updated_at_unix""#;
+
+const SELECT_CHECKPOINT: &str = r#"SELECT "position", "source_commit_unix" FROM "_sluice_checkpoint" WHERE "id" = 1"#;
+
+/// The declared type of a target column (the storage class SQLite enforces in a STRICT table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SqliteType {
+    Integer,
+    Real,
+    Text,
+    Blob,
+    /// Integers up to `i64::MAX` stored as INTEGER, larger ones as decimal TEXT.
+    Any,
+}
+
+impl SqliteType {
+    pub fn as_sql(self) -> &'static str {
+        match self {
+            SqliteType::Integer => "INTEGER",
+            SqliteType::Real => "REAL",
+            SqliteType::Text => "TEXT",
+            SqliteType::Blob => "BLOB",
+            SqliteType::Any => "ANY",
+        }
+    }
+}
+
+/// The target column type for a source column (docs/type-mapping.md).
+pub fn sqlite_type(column: &ColumnDef) -> SqliteType {
+    match column.kind {
+        ColumnKind::BigInt if column.unsigned => SqliteType::Any,
+        ColumnKind::TinyInt
+        | ColumnKind::SmallInt
+        | ColumnKind::MediumInt
+        | ColumnKind::Int
+        | ColumnKind::BigInt
+        | ColumnKind::Year => SqliteType::Integer,
+        // BIT(n) is an unsigned n-bit number: BIT(64) can exceed i64::MAX. `length` is the
+        // declared width in bits; when unknown (0), be safe.
+        ColumnKind::Bit if (1..=63).contains(&column.length) => SqliteType::Integer,
+        ColumnKind::Bit => SqliteType::Any,
+        ColumnKind::Float | ColumnKind::Double => SqliteType::Real,
+        ColumnKind::Decimal
+        | ColumnKind::Date
+        | ColumnKind::Time
+        | ColumnKind::DateTime
+        | ColumnKind::Timestamp
+        | ColumnKind::Enum
+        | ColumnKind::Set
+        | ColumnKind::Json => SqliteType::Text,
+        // Character data in a charset sluice doesn't decode arrives as bytes.
+        ColumnKind::Text if matches!(column.charset, Charset::Binary | Charset::Other(_)) => SqliteType::Blob,
+        ColumnKind::Text => SqliteType::Text,
+        ColumnKind::Binary | ColumnKind::Other => SqliteType::Blob,
+    }
+}
+
+/// Quotes an SQL identifier: wrapped in double quotes, embedded double quotes doubled.
+pub fn quote_ident(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 2);
+    out.push('"');
+    for ch in name.chars() {
+        if ch == '"' {
+            out.push('"');
+        }
+        out.push(ch);
+    }
+    out.push('"');
+    out
+}
+
+/// Worst-case stored size of one row in bytes, or `None` when some column is unbounded.
+fn max_row_bytes(table: &TargetTable) -> Option<u64> {
+    let mut total: u64 = 0;
+    for col in &table.columns {
+        let c = &col.source;
+        let len = u64::from(c.length);
+        let bytes = match c.kind {
+            ColumnKind::TinyInt
+            | ColumnKind::SmallInt
+            | ColumnKind::MediumInt
+            | ColumnKind::Int
+            | ColumnKind::BigInt
+            | ColumnKind::Year
+            | ColumnKind::Bit
+            | ColumnKind::Float
+            | ColumnKind::Double => 20,
+            ColumnKind::Decimal => u64::from(c.precision) + 2,
+            ColumnKind::Date => 10,
+            ColumnKind::Time | ColumnKind::DateTime | ColumnKind::Timestamp => 26,
+            // `length` is in characters for text; UTF-8 takes up to 4 bytes per character.
+            ColumnKind::Text if len > 0 => len * 4,
+            ColumnKind::Binary if len > 0 => len,
+            ColumnKind::Enum => c.labels.iter().map(|l| l.len() as u64).max()?,
+            ColumnKind::Set => c.labels.iter().map(|l| l.len() as u64 + 1).sum(),
+            ColumnKind::Text | ColumnKind::Binary | ColumnKind::Json | ColumnKind::Other => return None,
+        };
+        total += bytes + 1;
+    }
+    Some(total)
+}
+
+/// Whether the table is created `WITHOUT ROWID` (see the module documentation).
+fn use_without_rowid(table: &TargetTable, types: &[SqliteType]) -> bool {
+    let integer_key = table.key.len() == 1 && types[table.key[0]] == SqliteType::Integer;
+    !integer_key && max_row_bytes(table).is_some_and(|n| n <= WITHOUT_ROWID_MAX_ROW_BYTES)
+}
+
+/// Everything sluice derives once per target table: column types and statement texts.
+struct TablePlan {
+    table: Arc<TargetTable>,
+    types: Vec<SqliteType>,
+    /// `INSERT … ON CONFLICT (key) DO UPDATE …` binding the whole row as `?1..?n`.
+    upsert: String,
+    /// `UPDATE … SET non-key = ?i WHERE key = ?k` binding the whole row; `None` when every
+    /// column is a key column.
+    update: Option<String>,
+    /// `DELETE … WHERE key` binding the key values as `?1..?k`.
+    delete: String,
+    /// `SELECT … ORDER BY key`, for [`read_rows`].
+    select: String,
+}
+
+impl TablePlan {
+    fn new(table: Arc<TargetTable>) -> TargetResult<TablePlan> {
+        validate_table(&table)?;
+        let types: Vec<SqliteType> = table.columns.iter().map(|c| sqlite_type(&c.source)).collect();
+        let name = quote_ident(&table.name);
+        let cols: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let key_cols: Vec<&str> = table.key.iter().map(|&k| cols[k].as_str()).collect();
+        let non_key: Vec<usize> = (0..cols.len()).filter(|i| !table.key.contains(i)).collect();
+        let placeholders: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
+
+        let conflict_action = if non_key.is_empty() {
+            "NOTHING".to_owned()
+        } else {
+            let sets: Vec<String> = non_key
+                .iter()
+                .map(|&i| format!("{c} = excluded.{c}", c = cols[i]))
+                .collect();
+            format!("UPDATE SET {}", sets.join(", "))
+        };
+        let upsert = format!(
+            "INSERT INTO {name} ({}) VALUES ({}) ON CONFLICT ({}) DO {conflict_action}",
+            cols.join(", "),
+            placeholders.join(", "),
+            key_cols.join(", "),
+        );
+        let where_row: Vec<String> = table.key.iter().map(|&k| format!("{} = ?{}", cols[k], k + 1)).collect();
+        let update = (!non_key.is_empty()).then(|| {
+            let sets: Vec<String> = non_key.iter().map(|&i| format!("{} = ?{}", cols[i], i + 1)).collect();
+            format!(
+                "UPDATE {name} SET {} WHERE {}",
+                sets.join(", "),
+                where_row.join(" AND ")
+            )
+        });
+        let where_key: Vec<String> = key_cols
+            .iter()
+            .enumerate()
+            .map(|(n, c)| format!("{c} = ?{}", n + 1))
+            .collect();
+        let delete = format!("DELETE FROM {name} WHERE {}", where_key.join(" AND "));
+        let select = format!(
+            "SELECT {} FROM {name} ORDER BY {}",
+            cols.join(", "),
+            key_cols.join(", ")
+        );
+        Ok(TablePlan {
+            table,
+            types,
+            upsert,
+            update,
+            delete,
+            select,
+        })
+    }
+
+    fn create_sql(&self) -> String {
+        let t = &self.table;
+        let mut defs: Vec<String> = t
+            .columns
+            .iter()
+            .zip(&self.types)
+            .enumerate()
+            .map(|(i, (c, ty))| {
+                let not_null = if !c.source.nullable || t.key.contains(&i) {
+                    " NOT NULL"
+                } else {
+                    ""
+                };
+                format!("{} {}{not_null}", quote_ident(&c.name), ty.as_sql())
+            })
+            .collect();
+        let key: Vec<String> = t.key.iter().map(|&k| quote_ident(&t.columns[k].name)).collect();
+        defs.push(format!("PRIMARY KEY ({})", key.join(", ")));
+        let options = if use_without_rowid(t, &self.types) {
+            "STRICT, WITHOUT ROWID"
+        } else {
+            "STRICT"
+        };
+        format!(
+            "CREATE TABLE {} (\n    {}\n) {options}",
+            quote_ident(&t.name),
+            defs.join(",\n    ")
+        )
+    }
+
+    /// The JSON description stored in `_sluice_tables.definition`.
+    fn definition_json(&self) -> TargetResult<String> {
+        let t = &self.table;
+        let columns: Vec<serde_json::Value> = t
+            .columns
+            .iter()
+            .zip(&self.types)
+            .enumerate()
+            .map(|(i, (c, ty))| {
+                serde_json::json!({
+                    "name": c.name,
+                    "type": ty.as_sql(),
+                    "not_null": !c.source.nullable || t.key.contains(&i),
+                    "source": c.source,
+                })
+            })
+            .collect();
+        let key: Vec<&str> = t.key.iter().map(|&k| t.columns[k].name.as_str()).collect();
+        let doc = serde_json::json!({
+            "version": 1,
+            "source_name": t.source_name,
+            "columns": columns,
+            "key": key,
+            "without_rowid": use_without_rowid(t, &self.types),
+        });
+        serde_json::to_string(&doc)
+            .map_err(|e| TargetError::Other(format!("table {}: cannot describe columns: {e}", t.name)))
+    }
+
+    /// Converts `value` for column `i`, or names the column when the value doesn't fit.
+    fn bind<'a>(&self, i: usize, value: &'a Value) -> TargetResult<ToSqlOutput<'a>> {
+        let column = &self.table.columns[i].source;
+        to_sql(value, column.kind, self.types[i]).ok_or_else(|| {
+            TargetError::Other(format!(
+                "table {}: column {} ({:?} stored as {}) cannot hold a {} value",
+                self.table.name,
+                self.table.columns[i].name,
+                column.kind,
+                self.types[i].as_sql(),
+                value.kind()
+            ))
+        })
+    }
+
+    fn bind_row<'a>(&self, row: &'a [Value]) -> TargetResult<Vec<ToSqlOutput<'a>>> {
+        self.check_len(row)?;
+        row.iter().enumerate().map(|(i, v)| self.bind(i, v)).collect()
+    }
+
+    fn bind_key<'a>(&self, row: &'a [Value]) -> TargetResult<Vec<ToSqlOutput<'a>>> {
+        self.check_len(row)?;
+        self.table.key.iter().map(|&k| self.bind(k, &row[k])).collect()
+    }
+
+    fn check_len(&self, row: &[Value]) -> TargetResult<()> {
+        if row.len() == self.table.columns.len() {
+            Ok(())
+        } else {
+            Err(TargetError::Other(format!(
+                "table {}: row has {} values for {} columns",
+                self.table.name,
+                row.len(),
+                self.table.columns.len()
+            )))
+        }
+    }
+}
+
+fn validate_table(table: &TargetTable) -> TargetResult<()> {
+    let fail = |why: String| Err(TargetError::Other(format!("table {}: {why}", table.name)));
+    if table.name.is_empty() {
+        return fail("empty table name".into());
+    }
+    if table.name.contains('\0') || table.columns.iter().any(|c| c.name.contains('\0')) {
+        return fail("identifier contains a NUL character".into());
+    }
+    if table
+        .name
+        .get(..BOOKKEEPING_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(BOOKKEEPING_PREFIX))
+    {
+        return fail(format!(
+            "names starting with {BOOKKEEPING_PREFIX} are reserved for sluice"
+        ));
+    }
+    if table.columns.is_empty() {
+        return fail("no columns".into());
+    }
+    if table.key.is_empty() {
+        return fail("no key columns".into());
+    }
+    if let Some(k) = table.key.iter().find(|&&k| k >= table.columns.len()) {
+        return fail(format!("key column index {k} out of range"));
+    }
+    Ok(())
+}
+
+/// Converts a value to what is stored in a column of `kind` declared as `ty`; `None` when the
+/// value's variant doesn't belong in such a column (or can't be stored there losslessly).
+fn to_sql(value: &Value, kind: ColumnKind, ty: SqliteType) -> Option<ToSqlOutput<'_>> {
+    use ToSqlOutput::{Borrowed, Owned};
+    let out = match (ty, value) {
+        (_, Value::Null) => Borrowed(ValueRef::Null),
+        (SqliteType::Integer | SqliteType::Any, Value::Int(v)) => Owned(SqlValue::Integer(*v)),
+        (SqliteType::Integer | SqliteType::Any, Value::Year(v)) => Owned(SqlValue::Integer(i64::from(*v))),
+        (SqliteType::Integer, Value::UInt(v) | Value::Bit(v)) => Owned(SqlValue::Integer(i64::try_from(*v).ok()?)),
+        (SqliteType::Any, Value::UInt(v) | Value::Bit(v)) => match i64::try_from(*v) {
+            Ok(i) => Owned(SqlValue::Integer(i)),
+            Err(_) => Owned(SqlValue::Text(v.to_string())),
+        },
+        (SqliteType::Real, Value::Float(v)) => Owned(SqlValue::Real(widen_f32(*v))),
+        (SqliteType::Real, Value::Double(v)) => Owned(SqlValue::Real(*v)),
+        (SqliteType::Text, v) => match (kind, v) {
+            (ColumnKind::Decimal, Value::Decimal(s))
+            | (ColumnKind::Text, Value::Text(s))
+            | (ColumnKind::Enum, Value::Enum(s) | Value::Text(s))
+            | (ColumnKind::Set, Value::Set(s) | Value::Text(s))
+            | (ColumnKind::Json, Value::Json(s) | Value::Text(s)) => Borrowed(ValueRef::Text(s.as_bytes())),
+            (ColumnKind::Date, Value::Date { .. })
+            | (ColumnKind::Time, Value::Time { .. })
+            | (ColumnKind::DateTime, Value::DateTime { .. })
+            | (ColumnKind::Timestamp, Value::Timestamp { .. }) => Owned(SqlValue::Text(v.to_string())),
+            _ => return None,
+        },
+        (SqliteType::Blob, Value::Bytes(b)) => Borrowed(ValueRef::Blob(b)),
+        // Text in a column of an undecoded charset: its UTF-8 bytes.
+        (SqliteType::Blob, Value::Text(s)) if kind == ColumnKind::Text => Borrowed(ValueRef::Blob(s.as_bytes())),
+        _ => return None,
+    };
+    Some(out)
+}
+
+/// Widens a FLOAT through its shortest decimal form, so FLOAT 0.1 is stored as the double
+/// 0.1 rather than 0.10000000149011612 (the f32's exact binary value). In the rare cases
+/// (about one f32 in 10^8) where that double would not round back to the same f32, the exact
+/// widening is used instead, so the source value is always recoverable.
+pub fn widen_f32(v: f32) -> f64 {
+    let exact = f64::from(v);
+    match v.to_string().parse::<f64>() {
+        Ok(d) if (d as f32).to_bits() == v.to_bits() => d,
+        _ => exact,
+    }
+}
+
+fn db_err(operation: &'static str, table: &str) -> impl FnOnce(rusqlite::Error) -> TargetError {
+    let table = table.to_owned();
+    move |e| TargetError::Database {
+        operation,
+        table,
+        message: e.to_string(),
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TxState {
+    Idle,
+    Open,
+    /// A write failed; the SQLite transaction has already been rolled back.
+    Failed,
+}
+
+/// A SQLite database file sluice replicates into.
+pub struct SqliteTarget {
+    conn: Connection,
+    plans: HashMap<String, TablePlan>,
+    state: TxState,
+}
+
+impl SqliteTarget {
+    /// Opens (creating if needed) the database at `path` and configures the connection.
+    pub fn open(path: &Path) -> TargetResult<SqliteTarget> {
+        let file = path.display().to_string();
+        let conn = Connection::open(path).map_err(db_err("open", &file))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err("configure", &file))?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(db_err("configure", &file))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(TargetError::Other(format!(
+                "cannot put {} in WAL mode (journal_mode is {mode})",
+                path.display()
+            )));
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db_err("configure", &file))?;
+        Ok(SqliteTarget {
+            conn,
+            plans: HashMap::new(),
+            state: TxState::Idle,
+        })
+    }
+
+    /// The plan for `table`, built on first use and rebuilt when the definition changes.
+    fn plan(&mut self, table: &Arc<TargetTable>) -> TargetResult<&TablePlan> {
+        let fresh = match self.plans.get_mut(&table.name) {
+            Some(plan) if Arc::ptr_eq(&plan.table, table) => false,
+            Some(plan) if *plan.table == **table => {
+                // Same definition in a new Arc: remember it so the next lookup is a pointer test.
+                plan.table = Arc::clone(table);
+                false
+            }
+            _ => true,
+        };
+        if fresh {
+            let plan = TablePlan::new(Arc::clone(table))?;
+            let capacity = (self.plans.len() + 1) * 3 + 8;
+            self.conn.set_prepared_statement_cache_capacity(capacity);
+            self.plans.insert(table.name.clone(), plan);
+        }
+        Ok(&self.plans[&table.name])
+    }
+
+    fn apply_op(&mut self, op: &RowOp) -> TargetResult<()> {
+        let table = match op {
+            RowOp::Insert { table, .. } | RowOp::Update { table, .. } | RowOp::Delete { table, .. } => table,
+        };
+        self.plan(table)?;
+        let plan = &self.plans[&table.name];
+        let conn = &self.conn;
+        let name = plan.table.name.as_str();
+        let upsert = |row: &[Value]| -> TargetResult<()> {
+            let values = plan.bind_row(row)?;
+            conn.prepare_cached(&plan.upsert)
+                .and_then(|mut st| st.execute(rusqlite::params_from_iter(values.iter())))
+                .map_err(db_err("upsert", name))?;
+            Ok(())
+        };
+        let delete = |row: &[Value]| -> TargetResult<()> {
+            let key = plan.bind_key(row)?;
+            conn.prepare_cached(&plan.delete)
+                .and_then(|mut st| st.execute(rusqlite::params_from_iter(key.iter())))
+                .map_err(db_err("delete", name))?;
+            Ok(())
+        };
+        match op {
+            RowOp::Insert { row, .. } => upsert(row),
+            RowOp::Delete { row, .. } => delete(row),
+            RowOp::Update { before, after, .. } => {
+                plan.check_len(before)?;
+                plan.check_len(after)?;
+                let key_unchanged = plan.table.key.iter().all(|&k| before[k] == after[k]);
+                match (&plan.update, key_unchanged) {
+                    (Some(update), true) => {
+                        let values = plan.bind_row(after)?;
+                        let changed = conn
+                            .prepare_cached(update)
+                            .and_then(|mut st| st.execute(rusqlite::params_from_iter(values.iter())))
+                            .map_err(db_err("update", name))?;
+                        if changed == 0 {
+                            // The target lacks the row: write it whole (idempotency net).
+                            upsert(after)?;
+                        }
+                        Ok(())
+                    }
+                    // Every column is a key column: the row exists or is inserted.
+                    (None, true) => upsert(after),
+                    (_, false) => {
+                        delete(before)?;
+                        upsert(after)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Verifies that an existing table has the expected column names, in order.
+    fn check_existing(&self, plan: &TablePlan, existing: &[String]) -> TargetResult<()> {
+        let expected: Vec<&str> = plan.table.columns.iter().map(|c| c.name.as_str()).collect();
+        if existing.iter().map(String::as_str).eq(expected.iter().copied()) {
+            return Ok(());
+        }
+        Err(TargetError::Other(format!(
+            "table {} already exists in the target with columns ({}), but sluice expects ({}); \
+             drop or rename the table, or change the replicated columns",
+            plan.table.name,
+            existing.join(", "),
+            expected.join(", ")
+        )))
+    }
+
+    fn prepare_in_tx(&mut self, tables: &[Arc<TargetTable>]) -> TargetResult<()> {
+        self.conn
+            .execute_batch(CREATE_BOOKKEEPING)
+            .map_err(db_err("create bookkeeping tables", "_sluice_*"))?;
+        let now = unix_now();
+        for table in tables {
+            self.plan(table)?;
+            let plan = &self.plans[&table.name];
+            let name = plan.table.name.as_str();
+            let existing: Vec<String> = self
+                .conn
+                .prepare_cached("SELECT name FROM pragma_table_info(?1) ORDER BY cid")
+                .and_then(|mut st| {
+                    st.query_map([name], |row| row.get::<_, String>(0))?
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(db_err("inspect table", name))?;
+            if existing.is_empty() {
+                self.conn
+                    .execute(&plan.create_sql(), [])
+                    .map_err(db_err("create table", name))?;
+            } else {
+                self.check_existing(plan, &existing)?;
+            }
+            let definition = plan.definition_json()?;
+            self.conn
+                .prepare_cached(
+                    r#"INSERT INTO "_sluice_tables" ("name", "source_name", "definition", "created_at_unix") VALUES (?1, ?2, ?3, ?4) ON CONFLICT ("name") DO NOTHING"#,
+                )
+                .and_then(|mut st| st.execute(params![name, plan.table.source_name, definition, now]))
+                .map_err(db_err("record table", name))?;
+        }
+        Ok(())
+    }
+
+    fn rollback_now(&mut self) -> TargetResult<()> {
+        if !self.conn.is_autocommit() {
+            self.conn
+                .execute_batch("ROLLBACK")
+                .map_err(db_err("rollback", "(transaction)"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Target for SqliteTarget {
+    fn prepare(&mut self, tables: &[Arc<TargetTable>]) -> TargetResult<()> {
+        if self.state == TxState::Open {
+            // Inside an open transaction the new tables commit or roll back with its rows
+            // (SQLite DDL is transactional).
+            return self.prepare_in_tx(tables).inspect_err(|_| {
+                let _ = self.rollback_now();
+                self.state = TxState::Failed;
+            });
+        }
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(db_err("begin", "(transaction)"))?;
+        match self.prepare_in_tx(tables) {
+            Ok(()) => {
+                if let Err(e) = self.conn.execute_batch("COMMIT") {
+                    let _ = self.rollback_now();
+                    return Err(db_err("commit", "(transaction)")(e));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.rollback_now();
+                Err(e)
+            }
+        }
+    }
+
+    fn load_checkpoint(&mut self) -> TargetResult<Option<Checkpoint>> {
+        let exists = self
+            .conn
+            .query_row(
+                "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = '_sluice_checkpoint'",
+                [],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(db_err("load checkpoint", "_sluice_checkpoint"))?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let row: Option<(String, i64)> = self
+            .conn
+            .query_row(SELECT_CHECKPOINT, [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(db_err("load checkpoint", "_sluice_checkpoint"))?;
+        let Some((position, commit_unix)) = row else {
+            return Ok(None);
+        };
+        let position: GtidPosition = position
+            .parse()
+            .map_err(|e| TargetError::Other(format!("_sluice_checkpoint holds an invalid position: {e}")))?;
+        let source_commit_unix = u32::try_from(commit_unix)
+            .map_err(|_| TargetError::Other("_sluice_checkpoint holds an invalid source commit time".into()))?;
+        Ok(Some(Checkpoint {
+            position,
+            source_commit_unix,
+        }))
+    }
+
+    fn begin(&mut self) -> TargetResult<()> {
+        if self.state == TxState::Open {
+            return Err(TargetError::Other("begin called while a transaction is open".into()));
+        }
+        self.conn
+            .prepare_cached("BEGIN IMMEDIATE")
+            .and_then(|mut st| st.execute([]))
+            .map_err(db_err("begin", "(transaction)"))?;
+        self.state = TxState::Open;
+        Ok(())
+    }
+
+    fn apply(&mut self, op: &RowOp) -> TargetResult<()> {
+        match self.state {
+            TxState::Open => {}
+            TxState::Idle => return Err(TargetError::Other("apply called outside a transaction".into())),
+            TxState::Failed => {
+                return Err(TargetError::Other(
+                    "apply called after a failed write; roll back first".into(),
+                ))
+            }
+        }
+        let result = self.apply_op(op);
+        if result.is_err() {
+            // No partial state: abandon the whole target transaction now.
+            self.state = TxState::Failed;
+            let _ = self.rollback_now();
+        }
+        result
+    }
+
+    fn commit(&mut self, checkpoint: &Checkpoint) -> TargetResult<()> {
+        match self.state {
+            TxState::Open => {}
+            TxState::Idle => return Err(TargetError::Other("commit called outside a transaction".into())),
+            TxState::Failed => {
+                return Err(TargetError::Other(
+                    "commit refused: a write in this transaction failed and it was rolled back".into(),
+                ))
+            }
+        }
+        let position = checkpoint.position.to_string();
+        let result = self
+            .conn
+            .prepare_cached(UPSERT_CHECKPOINT)
+            .and_then(|mut st| st.execute(params![position, i64::from(checkpoint.source_commit_unix), unix_now()]))
+            .map_err(db_err("write checkpoint", "_sluice_checkpoint"))
+            .and_then(|_| {
+                self.conn
+                    .prepare_cached("COMMIT")
+                    .and_then(|mut st| st.execute([]))
+                    .map_err(db_err("commit", "(transaction)"))
+            });
+        match result {
+            Ok(_) => {
+                self.state = TxState::Idle;
+                Ok(())
+            }
+            Err(e) => {
+                self.state = TxState::Failed;
+                let _ = self.rollback_now();
+                Err(e)
+            }
+        }
+    }
+
+    fn rollback(&mut self) -> TargetResult<()> {
+        self.state = TxState::Idle;
+        self.rollback_now()
+    }
+}
+
+/// Reads every row of `table` from the database at `path` through a separate read-only
+/// connection, ordered by key (for tests and verification tools).
+///
+/// Keys in an `ANY` column sort integers before text, so BIGINT UNSIGNED keys above
+/// `i64::MAX` come last, in text order.
+pub fn read_rows(path: &Path, table: &TargetTable) -> TargetResult<Vec<Vec<SqlValue>>> {
+    let plan = TablePlan::new(Arc::new(table.clone()))?;
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(db_err("open", &table.name))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(db_err("configure", &table.name))?;
+    let n = table.columns.len();
+    let mut st = conn.prepare(&plan.select).map_err(db_err("read rows", &table.name))?;
+    let rows = st
+        .query_map([], |row| (0..n).map(|i| row.get::<_, SqlValue>(i)).collect())
+        .and_then(|rows| rows.collect::<Result<Vec<Vec<SqlValue>>, _>>())
+        .map_err(db_err("read rows", &table.name))?;
+    Ok(rows)
+}

@@ -1,0 +1,165 @@
+//! Table and column selection: which source tables reach the target, with which columns.
+//!
+//! A [`TablePlan`] is compiled once per table definition (not per row): it holds the source
+//! column indexes to keep, in target order, so projecting a row is an index walk.
+
+use std::sync::Arc;
+
+use sluice_binlog::{ColumnDef, ColumnKind, TableDef, Value};
+
+use crate::config::{ColumnSelection, TableSelector};
+use crate::target::{TargetColumn, TargetTable};
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PlanError {
+    #[error("table {table} has no primary key; sluice needs one to apply changes by key. Add a primary key on the source, or remove the table from the config")]
+    NoPrimaryKey { table: String },
+    #[error("table {table}: primary key column {column} is not replicated; add it to `columns` (or remove it from `exclude_columns`) in the rule {rule:?}")]
+    KeyNotReplicated {
+        table: String,
+        column: String,
+        rule: String,
+    },
+    #[error("table {table}: column {column} named in the rule {rule:?} does not exist")]
+    UnknownColumn {
+        table: String,
+        column: String,
+        rule: String,
+    },
+    #[error("table {table}: the rule {rule:?} leaves no columns to replicate")]
+    NoColumns { table: String, rule: String },
+    #[error("tables {first} and {second} would both be written to target table {target}; give one of them a `target` name in its own [[tables]] rule")]
+    TargetNameClash {
+        first: String,
+        second: String,
+        target: String,
+    },
+}
+
+/// How one source table (at one definition) maps to its target table.
+#[derive(Debug, Clone)]
+pub struct TablePlan {
+    pub source: Arc<TableDef>,
+    pub target: Arc<TargetTable>,
+    /// Source column index of each target column.
+    pub source_columns: Vec<usize>,
+}
+
+impl TablePlan {
+    /// Projects a full source row image onto the target columns.
+    pub fn project(&self, mut row: Vec<Value>) -> Vec<Value> {
+        self.source_columns
+            .iter()
+            .map(|&i| std::mem::replace(&mut row[i], Value::Null))
+            .collect()
+    }
+}
+
+/// The selectors of the config, in order; the first rule that matches a table applies.
+#[derive(Debug, Clone)]
+pub struct TableFilter {
+    selectors: Vec<TableSelector>,
+}
+
+impl TableFilter {
+    pub fn new(selectors: Vec<TableSelector>) -> Self {
+        TableFilter { selectors }
+    }
+
+    pub fn select(&self, schema: &str, table: &str) -> Option<&TableSelector> {
+        self.selectors.iter().find(|s| s.matches(schema, table))
+    }
+
+    pub fn is_selected(&self, schema: &str, table: &str) -> bool {
+        self.select(schema, table).is_some()
+    }
+
+    /// Builds the plan of a selected table. `None` when the table is not selected.
+    pub fn plan(&self, def: &TableDef) -> Option<Result<TablePlan, PlanError>> {
+        let selector = self.select(&def.schema, &def.name)?;
+        Some(plan_table(def, selector))
+    }
+}
+
+fn plan_table(def: &TableDef, selector: &TableSelector) -> Result<TablePlan, PlanError> {
+    let table = def.qualified_name();
+    if def.primary_key.is_empty() {
+        return Err(PlanError::NoPrimaryKey { table });
+    }
+    if let ColumnSelection::Include(cols) | ColumnSelection::Exclude(cols) = &selector.columns {
+        if let Some(missing) = cols.iter().find(|c| def.column_index(c).is_none()) {
+            return Err(PlanError::UnknownColumn {
+                table,
+                column: missing.clone(),
+                rule: selector.pattern.clone(),
+            });
+        }
+    }
+    let source_columns: Vec<usize> = (0..def.columns.len())
+        .filter(|&i| selector.columns.includes(&def.columns[i].name))
+        .collect();
+    if source_columns.is_empty() {
+        return Err(PlanError::NoColumns {
+            table,
+            rule: selector.pattern.clone(),
+        });
+    }
+    let mut key = Vec::with_capacity(def.primary_key.len());
+    for &k in &def.primary_key {
+        match source_columns.iter().position(|&i| i == k) {
+            Some(pos) => key.push(pos),
+            None => {
+                return Err(PlanError::KeyNotReplicated {
+                    table,
+                    column: def.columns[k].name.clone(),
+                    rule: selector.pattern.clone(),
+                })
+            }
+        }
+    }
+    let target = TargetTable {
+        source_name: table,
+        name: selector.target.clone().unwrap_or_else(|| def.name.clone()),
+        columns: source_columns
+            .iter()
+            .map(|&i| TargetColumn {
+                name: def.columns[i].name.clone(),
+                source: def.columns[i].clone(),
+            })
+            .collect(),
+        key,
+    };
+    Ok(TablePlan {
+        source: Arc::new(def.clone()),
+        target: Arc::new(target),
+        source_columns,
+    })
+}
+
+/// Whether two column definitions store the same values the same way at the target: name and
+/// logical type, ignoring binlog-only details (type byte, metadata) that differ between a
+/// TABLE_MAP and `information_schema` for the same column.
+pub fn same_replicated_column(a: &ColumnDef, b: &ColumnDef) -> bool {
+    let text_like = |k: ColumnKind| matches!(k, ColumnKind::Text | ColumnKind::Json);
+    a.name.eq_ignore_ascii_case(&b.name)
+        && (a.kind == b.kind || text_like(a.kind) && text_like(b.kind))
+        && a.unsigned == b.unsigned
+        && a.labels == b.labels
+        && a.precision == b.precision
+        && a.scale == b.scale
+        && a.fsp == b.fsp
+}
+
+/// Whether `new` keeps every replicated column of `plan` (same names, types, order) and the
+/// same key, so that the target table needs no change.
+pub fn replicated_columns_unchanged(plan: &TablePlan, new: &TablePlan) -> bool {
+    plan.target.columns.len() == new.target.columns.len()
+        && plan.target.key == new.target.key
+        && plan.target.name == new.target.name
+        && plan
+            .target
+            .columns
+            .iter()
+            .zip(&new.target.columns)
+            .all(|(a, b)| same_replicated_column(&a.source, &b.source))
+}

@@ -1,0 +1,286 @@
+//! The source reader: streams the binlog as a replica, keeps the schema at position, filters
+//! and projects rows, and hands complete source transactions to the applier.
+//!
+//! On a lost connection it tells the applier to abort whatever is not committed, learns the
+//! committed checkpoint, and reconnects from there with exponential backoff, so a
+//! transaction cut in half by a network failure is never applied in part.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_binlog::replica::{BinlogStream, ReplicaConfig, ReplicaError};
+use sluice_binlog::{DecodeError, EventBody, EventDecoder, Gtid, GtidPosition, RowChange};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::apply::{ApplyMsg, ROWS_PER_MESSAGE};
+use crate::schema::{MappedTable, SchemaError, SchemaTracker};
+use crate::target::{Checkpoint, RowOp};
+
+const BACKOFF_START: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(
+        "the source no longer has the binlog for position {position}: {message}. \
+         The transactions after sluice's checkpoint were purged (or never existed on this server); \
+         sluice will not skip them silently. Rebuild the target from a fresh start, or restore the binlogs"
+    )]
+    PositionUnavailable { position: String, message: String },
+    #[error("the source refused access: {0}. Check the replication user's grants (REPLICATION SLAVE, BINLOG MONITOR) and password")]
+    AccessDenied(ReplicaError),
+    #[error("corrupt or unsupported binlog data at GTID {gtid} (after source offset {log_pos}): {source}")]
+    Decode {
+        gtid: String,
+        log_pos: u32,
+        source: DecodeError,
+    },
+    #[error("row decode failed for table {table} at GTID {gtid}: {source}")]
+    Rows {
+        table: String,
+        gtid: String,
+        source: DecodeError,
+    },
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error("the applier stopped")]
+    ApplierGone,
+}
+
+/// Errors that end one connection attempt.
+enum StreamEnd {
+    /// Worth reconnecting (network failure, timeout, server restart).
+    Retry(ReplicaError),
+    Fatal(SourceError),
+}
+
+impl From<SourceError> for StreamEnd {
+    fn from(e: SourceError) -> Self {
+        StreamEnd::Fatal(e)
+    }
+}
+
+impl From<SchemaError> for StreamEnd {
+    fn from(e: SchemaError) -> Self {
+        StreamEnd::Fatal(e.into())
+    }
+}
+
+pub struct SourceReader {
+    pub replica: ReplicaConfig,
+    pub schema: SchemaTracker,
+    pub tx: mpsc::Sender<ApplyMsg>,
+    /// Set once the first connection succeeded; tests and the demo wait on it.
+    pub connected: Option<oneshot::Sender<()>>,
+}
+
+struct OpenTxn {
+    gtid: Gtid,
+    commit_unix: u32,
+    standalone: bool,
+    /// Already applied before (the position covers it): skip its events.
+    duplicate: bool,
+    pending: Vec<RowOp>,
+}
+
+impl SourceReader {
+    /// Streams from `position` until the applier goes away or a fatal error.
+    pub async fn run(mut self, mut position: GtidPosition) -> Result<(), SourceError> {
+        let mut backoff = BACKOFF_START;
+        loop {
+            match self.stream_once(&mut position).await {
+                StreamEnd::Fatal(e) => return Err(e),
+                StreamEnd::Retry(e) if e.is_access_denied() => return Err(SourceError::AccessDenied(e)),
+                StreamEnd::Retry(e) if e.is_position_unavailable() => {
+                    let message = match &e {
+                        ReplicaError::Server { message, .. } => message.clone(),
+                        other => other.to_string(),
+                    };
+                    return Err(SourceError::PositionUnavailable {
+                        position: position.to_string(),
+                        message,
+                    });
+                }
+                StreamEnd::Retry(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "source connection lost; reconnecting");
+                    let (reply, committed) = oneshot::channel();
+                    if self.tx.send(ApplyMsg::Abort(reply)).await.is_err() {
+                        return Err(SourceError::ApplierGone);
+                    }
+                    let committed: Checkpoint = committed.await.map_err(|_| SourceError::ApplierGone)?;
+                    position = committed.position;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+            if self.tx.is_closed() {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn send(&self, msg: ApplyMsg) -> Result<(), StreamEnd> {
+        self.tx
+            .send(msg)
+            .await
+            .map_err(|_| StreamEnd::Fatal(SourceError::ApplierGone))
+    }
+
+    async fn stream_once(&mut self, position: &mut GtidPosition) -> StreamEnd {
+        let mut stream = match BinlogStream::connect(&self.replica, position).await {
+            Ok(s) => s,
+            Err(e) => return StreamEnd::Retry(e),
+        };
+        tracing::info!(position = %position, server = %stream.server_version, "streaming binlog");
+        if let Some(tx) = self.connected.take() {
+            let _ = tx.send(());
+        }
+        self.schema.reset_table_ids();
+        let mut decoder = EventDecoder::new();
+        let mut txn: Option<OpenTxn> = None;
+        loop {
+            let raw = match stream.next_event().await {
+                Ok(raw) => raw,
+                Err(e) => return StreamEnd::Retry(e),
+            };
+            if let Err(end) = self.handle_event(&mut decoder, &raw, &mut txn, position).await {
+                return end;
+            }
+        }
+    }
+
+    async fn handle_event(
+        &mut self,
+        decoder: &mut EventDecoder,
+        raw: &[u8],
+        txn: &mut Option<OpenTxn>,
+        position: &mut GtidPosition,
+    ) -> Result<(), StreamEnd> {
+        let gtid_text = || {
+            txn.as_ref()
+                .map(|t| t.gtid.to_string())
+                .unwrap_or_else(|| "(between transactions)".into())
+        };
+        let event = decoder.decode(raw).map_err(|source| SourceError::Decode {
+            gtid: gtid_text(),
+            log_pos: sluice_binlog::EventHeader::parse(raw).map(|h| h.log_pos).unwrap_or(0),
+            source,
+        })?;
+        match event.body {
+            EventBody::Gtid(g) => {
+                *txn = Some(OpenTxn {
+                    gtid: g.gtid,
+                    commit_unix: event.header.timestamp,
+                    standalone: g.is_standalone(),
+                    duplicate: position.contains(g.gtid),
+                    pending: Vec::new(),
+                });
+            }
+            EventBody::TableMap(map) => {
+                let Some(t) = txn.as_mut() else { return Ok(()) };
+                if t.duplicate {
+                    return Ok(());
+                }
+                let gtid = t.gtid;
+                if let MappedTable::New(plan) = self.schema.on_table_map(&map, Some(gtid)).await? {
+                    self.send(ApplyMsg::PrepareTable(plan.target.clone())).await?;
+                }
+            }
+            EventBody::Rows(rows) => {
+                let Some(t) = txn.as_mut() else { return Ok(()) };
+                if t.duplicate {
+                    return Ok(());
+                }
+                // Unselected tables: skipped here without decoding a single row.
+                let Some(plan) = self.schema.plan_for(rows.table_id).cloned() else {
+                    return Ok(());
+                };
+                let rows_err = |source| SourceError::Rows {
+                    table: plan.source.qualified_name(),
+                    gtid: t.gtid.to_string(),
+                    source,
+                };
+                let iter = rows.rows(&plan.source).map_err(|e| StreamEnd::Fatal(rows_err(e)))?;
+                for change in iter {
+                    let change = change.map_err(|e| StreamEnd::Fatal(rows_err(e)))?;
+                    let table = plan.target.clone();
+                    t.pending.push(match change {
+                        RowChange::Insert(row) => RowOp::Insert {
+                            table,
+                            row: plan.project(row),
+                        },
+                        RowChange::Delete(row) => RowOp::Delete {
+                            table,
+                            row: plan.project(row),
+                        },
+                        RowChange::Update { before, after } => RowOp::Update {
+                            table,
+                            before: plan.project(before),
+                            after: plan.project(after),
+                        },
+                    });
+                    if t.pending.len() >= ROWS_PER_MESSAGE {
+                        let chunk = std::mem::take(&mut t.pending);
+                        self.tx
+                            .send(ApplyMsg::Rows(chunk))
+                            .await
+                            .map_err(|_| StreamEnd::Fatal(SourceError::ApplierGone))?;
+                    }
+                }
+            }
+            EventBody::Xid { .. } => self.finish(txn, position).await?,
+            EventBody::Query { sql, schema, .. } => {
+                let Some(t) = txn.as_ref() else { return Ok(()) };
+                let (gtid, duplicate, standalone) = (t.gtid, t.duplicate, t.standalone);
+                match crate::ddl::classify(&sql, &schema) {
+                    crate::ddl::Statement::Begin => {}
+                    crate::ddl::Statement::Commit | crate::ddl::Statement::Rollback => {
+                        self.finish(txn, position).await?
+                    }
+                    _ => {
+                        if !duplicate {
+                            self.schema.on_statement(&sql, &schema, gtid)?;
+                        }
+                        if standalone {
+                            self.finish(txn, position).await?;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self, txn: &mut Option<OpenTxn>, position: &mut GtidPosition) -> Result<(), StreamEnd> {
+        let Some(t) = txn.take() else { return Ok(()) };
+        if t.duplicate {
+            return Ok(());
+        }
+        if !t.pending.is_empty() {
+            self.send(ApplyMsg::Rows(t.pending)).await?;
+        }
+        self.send(ApplyMsg::Commit {
+            gtid: t.gtid,
+            commit_unix: t.commit_unix,
+        })
+        .await?;
+        position.advance(t.gtid);
+        Ok(())
+    }
+}
+
+/// Shared by the pipeline for building the replica config.
+pub fn replica_config(config: &crate::config::Config, password: &crate::config::Secret) -> ReplicaConfig {
+    ReplicaConfig {
+        host: config.source.host.clone(),
+        port: config.source.port,
+        user: config.source.user.clone(),
+        password: password.expose().to_owned(),
+        server_id: config.source.server_id,
+        heartbeat: config.heartbeat(),
+        connect_timeout: Duration::from_secs(10),
+    }
+}
+
+pub type SharedPlan = Arc<crate::filter::TablePlan>;
