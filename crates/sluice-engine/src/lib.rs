@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod config;
 pub mod ddl;
 pub mod filter;
+pub mod preflight;
 pub mod schema;
 pub mod source;
 pub mod target;
