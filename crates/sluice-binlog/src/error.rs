@@ -32,10 +32,9 @@ impl DecodeError {
 
 /// A [`DecodeError`] with the place it happened.
 #[derive(Debug, thiserror::Error)]
-#[error("binlog {file} at offset {offset}: {source}")]
+#[error("binlog {file} at offset {offset}: {error}")]
 pub struct PositionedError {
     pub file: String,
     pub offset: u64,
-    #[source]
-    pub source: DecodeError,
+    pub error: DecodeError,
 }

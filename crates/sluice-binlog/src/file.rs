@@ -29,19 +29,19 @@ impl<R: Read> BinlogFileReader<R> {
             .map_err(|e| PositionedError {
                 file: name.clone(),
                 offset: 0,
-                source: e,
+                error: e,
             })?
             .then_some(())
             .ok_or_else(|| PositionedError {
                 file: name.clone(),
                 offset: 0,
-                source: DecodeError::invalid("binlog file", "empty file"),
+                error: DecodeError::invalid("binlog file", "empty file"),
             })?;
         if magic != MAGIC {
             return Err(PositionedError {
                 file: name,
                 offset: 0,
-                source: DecodeError::invalid(
+                error: DecodeError::invalid(
                     "binlog file",
                     "missing the binlog magic number fe 62 69 6e: not a binlog file",
                 ),
@@ -70,7 +70,7 @@ impl<R: Read> BinlogFileReader<R> {
         let err = |source| PositionedError {
             file: self.name.clone(),
             offset: at,
-            source,
+            error: source,
         };
         self.buf.resize(HEADER_LEN, 0);
         let mut got = 0;

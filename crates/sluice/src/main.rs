@@ -1,1 +1,217 @@
-fn main() {}
+//! The `sluice` command line.
+
+mod dump;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use sluice_engine::apply::Progress;
+use sluice_engine::config::Config;
+use sluice_engine::pipeline::{self, RunOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Replicate a filtered, scrubbed slice of MariaDB/MySQL into edge databases"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check the config and the source, then replicate until stopped (Ctrl-C / SIGTERM).
+    Run {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate the config (no network), then the source's settings, grants and binlog retention.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Show the checkpoint, the replicated tables and the lag.
+    Status {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read binlogs.
+    Binlog {
+        #[command(subcommand)]
+        command: BinlogCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BinlogCommand {
+    /// Print events as JSON lines (one event per line, rows decoded), from a file or a server.
+    Dump {
+        /// A binlog file to read.
+        file: Option<PathBuf>,
+        /// Read from the source in this config instead of a file.
+        #[arg(short, long, conflicts_with = "file")]
+        config: Option<PathBuf>,
+        /// With --config: the GTID position to start after (default: the source's current position).
+        #[arg(long, requires = "config")]
+        from: Option<String>,
+        /// Stop after this many events.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(execute(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn execute(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Check { config } => {
+            let config = Config::load(&config)?;
+            println!("config: ok ({} table rule(s))", config.tables.len());
+            let (info, plans) = pipeline::check(&config).await?;
+            println!(
+                "source: ok ({}, binlog position {})",
+                info.version, info.binlog_position
+            );
+            for w in &info.warnings {
+                println!("warning: {w}");
+            }
+            for plan in &plans {
+                println!(
+                    "table: {} -> {} ({} of {} columns)",
+                    plan.target.source_name,
+                    plan.target.name,
+                    plan.target.columns.len(),
+                    plan.source.columns.len()
+                );
+            }
+            if plans.is_empty() {
+                println!("warning: no existing source table matches the config's rules yet");
+            }
+            Ok(())
+        }
+        Command::Run { config } => {
+            let config = Config::load(&config)?;
+            let progress = Arc::new(Progress::default());
+            let reporter = tokio::spawn(report_progress(progress.clone()));
+            let result = pipeline::run(
+                &config,
+                RunOptions {
+                    progress,
+                    connected: None,
+                },
+                shutdown_signal(),
+            )
+            .await;
+            reporter.abort();
+            if let Err(e) = &result {
+                tracing::error!(kind = ?e.kind(), "{e}");
+            }
+            Ok(result?)
+        }
+        Command::Status { config, json } => {
+            let config = Config::load(&config)?;
+            let report = sluice_engine::status::status(&config).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("target:     {}", report.target);
+                println!(
+                    "checkpoint: {}",
+                    report.checkpoint.as_deref().unwrap_or("(none: never started)")
+                );
+                match (&report.source_position, &report.source_error) {
+                    (Some(p), _) => println!("source:     {p}"),
+                    (None, Some(e)) => println!("source:     unreachable: {e}"),
+                    _ => {}
+                }
+                if let Some(caught_up) = report.caught_up {
+                    println!(
+                        "lag:        {} ({}s)",
+                        if caught_up { "caught up" } else { "behind" },
+                        report.lag_seconds.unwrap_or(0)
+                    );
+                }
+                for t in &report.tables {
+                    println!("table:      {} <- {} ({} rows)", t.target, t.source, t.rows);
+                }
+            }
+            Ok(())
+        }
+        Command::Binlog {
+            command:
+                BinlogCommand::Dump {
+                    file,
+                    config,
+                    from,
+                    limit,
+                },
+        } => match (file, config) {
+            (Some(file), None) => dump::dump_file(&file, limit),
+            (None, Some(config)) => {
+                let config = Config::load(&config)?;
+                dump::dump_server(&config, from.as_deref(), limit).await
+            }
+            _ => anyhow::bail!("give a binlog FILE or --config to read from the source"),
+        },
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("stopping: committing complete transactions");
+}
+
+async fn report_progress(progress: Arc<Progress>) {
+    use std::sync::atomic::Ordering;
+    let mut last_rows = 0;
+    let mut ticker = tokio::time::interval(Duration::from_secs(5));
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let rows = progress.rows_applied.load(Ordering::Relaxed);
+        let txns = progress.source_txns_applied.load(Ordering::Relaxed);
+        let position = progress
+            .applied_position
+            .lock()
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        tracing::info!(rows_per_s = (rows - last_rows) / 5, rows, txns, position = %position, "progress");
+        last_rows = rows;
+    }
+}

@@ -1,0 +1,219 @@
+//! The replication pipeline: preflight, target preparation, then source reader and applier
+//! running together until shutdown or a fatal error.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_binlog::GtidPosition;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::apply::{run_applier, BatchPolicy, Progress};
+use crate::catalog::{self, CatalogError};
+use crate::config::{Config, ConfigError, StartPosition};
+use crate::filter::{PlanError, TableFilter, TablePlan};
+use crate::preflight::{self, PreflightError, SourceInfo};
+use crate::schema::SchemaTracker;
+use crate::source::{replica_config, SourceError, SourceReader};
+use crate::target::sqlite::SqliteTarget;
+use crate::target::{Checkpoint, Target, TargetError};
+
+/// Capacity of the source → applier channel, in messages (each at most
+/// [`crate::apply::ROWS_PER_MESSAGE`] rows): bounds memory for any transaction size.
+pub const CHANNEL_CAPACITY: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Preflight(#[from] PreflightError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+}
+
+/// How the process should treat an error: the one retry policy of the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A person must change something (config, grants, server settings, schema).
+    NeedsOperator,
+    /// The data or the target is in a state sluice cannot continue from safely.
+    Fatal,
+}
+
+impl RunError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RunError::Config(_)
+            | RunError::Preflight(_)
+            | RunError::Plan(_)
+            | RunError::Source(
+                SourceError::Schema(_) | SourceError::AccessDenied(_) | SourceError::PositionUnavailable { .. },
+            ) => ErrorKind::NeedsOperator,
+            _ => ErrorKind::Fatal,
+        }
+    }
+}
+
+/// Opens a connection pool to the source with the config's credentials.
+pub fn source_pool(config: &Config) -> Result<mysql_async::Pool, ConfigError> {
+    let password = config.source_password()?;
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(config.source.host.clone())
+        .tcp_port(config.source.port)
+        .user(Some(config.source.user.clone()))
+        .pass(Some(password.expose().to_owned()))
+        .prefer_socket(false)
+        .pool_opts(
+            mysql_async::PoolOpts::default().with_constraints(mysql_async::PoolConstraints::new(0, 2).expect("0 <= 2")),
+        );
+    Ok(mysql_async::Pool::new(opts))
+}
+
+async fn source_conn(pool: &mysql_async::Pool, config: &Config) -> Result<mysql_async::Conn, PreflightError> {
+    pool.get_conn().await.map_err(|e| PreflightError::Connect {
+        addr: format!("{}:{}", config.source.host, config.source.port),
+        user: config.source.user.clone(),
+        message: e.to_string(),
+    })
+}
+
+/// `sluice check`: validates the config and the source; never writes anything.
+pub async fn check(config: &Config) -> Result<(SourceInfo, Vec<Arc<TablePlan>>), RunError> {
+    let pool = source_pool(config)?;
+    let checkpoint = read_checkpoint(config)?;
+    let mut conn = source_conn(&pool, config).await?;
+    let info = preflight::check_source(&mut conn, &config.source.user, checkpoint.as_ref()).await?;
+    let plans = initial_plans(&mut conn, config).await?;
+    drop(conn);
+    pool.disconnect().await.ok();
+    Ok((info, plans))
+}
+
+/// Reads the target's checkpoint without creating anything.
+pub fn read_checkpoint(config: &Config) -> Result<Option<Checkpoint>, TargetError> {
+    if !config.target_path().exists() {
+        return Ok(None);
+    }
+    SqliteTarget::open(config.target_path())?.load_checkpoint()
+}
+
+/// Plans every existing source table the config selects.
+async fn initial_plans(conn: &mut mysql_async::Conn, config: &Config) -> Result<Vec<Arc<TablePlan>>, RunError> {
+    let filter = TableFilter::new(config.selectors());
+    let mut plans: Vec<Arc<TablePlan>> = Vec::new();
+    for (schema, table) in catalog::list_tables(conn).await? {
+        if !filter.is_selected(&schema, &table) {
+            continue;
+        }
+        let Some(def) = catalog::load_table(conn, &schema, &table).await? else {
+            continue;
+        };
+        let plan = filter.plan(&def).expect("selected")?;
+        if let Some(other) = plans.iter().find(|p| p.target.name == plan.target.name) {
+            return Err(PlanError::TargetNameClash {
+                first: other.target.source_name.clone(),
+                second: plan.target.source_name.clone(),
+                target: plan.target.name.clone(),
+            }
+            .into());
+        }
+        plans.push(Arc::new(plan));
+    }
+    Ok(plans)
+}
+
+/// Options for [`run`] beyond the config.
+pub struct RunOptions {
+    pub progress: Arc<Progress>,
+    /// Fires once the source stream is connected.
+    pub connected: Option<oneshot::Sender<()>>,
+}
+
+/// Runs replication until `shutdown` completes (clean stop: complete source transactions
+/// are committed, an incomplete one is rolled back) or a fatal error.
+pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let password = config.source_password()?;
+    let pool = source_pool(config)?;
+    let mut target = SqliteTarget::open(config.target_path())?;
+    let checkpoint = target.load_checkpoint()?;
+
+    let mut conn = source_conn(&pool, config).await?;
+    let info = preflight::check_source(&mut conn, &config.source.user, checkpoint.as_ref()).await?;
+    for w in &info.warnings {
+        tracing::warn!("{w}");
+    }
+    let plans = initial_plans(&mut conn, config).await?;
+    drop(conn);
+    let tables: Vec<_> = plans.iter().map(|p| p.target.clone()).collect();
+    target.prepare(&tables)?;
+    tracing::info!(tables = tables.len(), "target tables ready");
+
+    let checkpoint = match checkpoint {
+        Some(cp) => cp,
+        None => {
+            let position = match config.start_position()? {
+                StartPosition::Current => info.binlog_position.clone(),
+                StartPosition::Earliest => GtidPosition::new(),
+                StartPosition::At(p) => p,
+            };
+            // Record the start at once: a restart before the first transaction must resume
+            // here, not at a newer "current" position.
+            let cp = Checkpoint {
+                position,
+                source_commit_unix: 0,
+            };
+            target.begin()?;
+            target.commit(&cp)?;
+            cp
+        }
+    };
+    tracing::info!(position = %checkpoint.position, "starting replication");
+    *options.progress.applied_position.lock().expect("progress lock") = checkpoint.position.clone();
+
+    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let policy = BatchPolicy {
+        max_rows: config.apply.batch_max_rows,
+        max_delay: Duration::from_millis(config.apply.batch_max_delay_ms),
+    };
+    let progress = options.progress.clone();
+    let start_cp = checkpoint.clone();
+    let applier = std::thread::Builder::new()
+        .name("sluice-apply".into())
+        .spawn(move || {
+            let result = run_applier(&mut target, rx, policy, start_cp, &progress);
+            if result.is_err() {
+                let _ = target.rollback();
+            }
+            result
+        })
+        .expect("spawn applier thread");
+
+    let reader = SourceReader {
+        replica: replica_config(config, &password),
+        schema: SchemaTracker::new(TableFilter::new(config.selectors()), pool.clone(), plans),
+        tx,
+        connected: options.connected,
+    };
+    let source_result = tokio::select! {
+        r = reader.run(checkpoint.position.clone()) => r,
+        () = shutdown => Ok(()),
+    };
+    // The reader (and its sender) is dropped here; the applier drains and stops.
+    let apply_result = tokio::task::spawn_blocking(move || applier.join())
+        .await
+        .expect("join applier");
+    pool.disconnect().await.ok();
+    let apply_result = apply_result.unwrap_or_else(|_| Err(TargetError::Other("the applier thread panicked".into())));
+    match (source_result, apply_result) {
+        (_, Err(e)) => Err(e.into()),
+        (Err(e), Ok(())) => Err(e.into()),
+        (Ok(()), Ok(())) => Ok(()),
+    }
+}

@@ -1,0 +1,119 @@
+//! `sluice status`: where replication stands, read from the target (the checkpoint lives
+//! there) and compared with the source.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use mysql_async::prelude::Queryable;
+use sluice_binlog::GtidPosition;
+
+use crate::config::Config;
+use crate::pipeline::{read_checkpoint, source_pool, RunError};
+
+#[derive(Debug, serde::Serialize)]
+pub struct StatusReport {
+    pub target: String,
+    /// The applied checkpoint (GTID position), `None` before the first start.
+    pub checkpoint: Option<String>,
+    pub tables: Vec<TableStatus>,
+    /// The source's current binlog position, when it could be reached.
+    pub source_position: Option<String>,
+    pub source_error: Option<String>,
+    /// Whether the checkpoint covers everything in the source's binlog.
+    pub caught_up: Option<bool>,
+    /// Seconds between now and the commit time of the last applied source transaction, when
+    /// behind; 0 when caught up. Event timestamps have 1-second resolution.
+    pub lag_seconds: Option<u64>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct TableStatus {
+    pub target: String,
+    pub source: String,
+    pub rows: u64,
+}
+
+pub async fn status(config: &Config) -> Result<StatusReport, RunError> {
+    let checkpoint = read_checkpoint(config)?;
+    let tables = read_tables(config)?;
+    let mut report = StatusReport {
+        target: config.target_path().display().to_string(),
+        checkpoint: checkpoint.as_ref().map(|c| c.position.to_string()),
+        tables,
+        source_position: None,
+        source_error: None,
+        caught_up: None,
+        lag_seconds: None,
+    };
+    let pool = source_pool(config)?;
+    let source: Result<String, mysql_async::Error> = async {
+        let mut conn = pool.get_conn().await?;
+        Ok(conn
+            .query_first("SELECT @@global.gtid_binlog_pos")
+            .await?
+            .unwrap_or_default())
+    }
+    .await;
+    pool.disconnect().await.ok();
+    match source {
+        Ok(pos) => {
+            report.source_position = Some(pos.clone());
+            if let (Some(cp), Ok(source_pos)) = (&checkpoint, pos.parse::<GtidPosition>()) {
+                let caught_up = cp.position.covers(&source_pos);
+                report.caught_up = Some(caught_up);
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                report.lag_seconds = Some(if caught_up || cp.source_commit_unix == 0 {
+                    0
+                } else {
+                    now.saturating_sub(u64::from(cp.source_commit_unix))
+                });
+            }
+        }
+        Err(e) => report.source_error = Some(e.to_string()),
+    }
+    Ok(report)
+}
+
+fn read_tables(config: &Config) -> Result<Vec<TableStatus>, RunError> {
+    let path = config.target_path();
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| crate::target::TargetError::Other(format!("open {}: {e}", path.display())))?;
+    let db = |e: rusqlite::Error| crate::target::TargetError::Other(format!("read {}: {e}", path.display()));
+    let has_tables: bool = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = '_sluice_tables'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(db)?
+        > 0;
+    if !has_tables {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn
+        .prepare("SELECT name, source_name FROM _sluice_tables ORDER BY name")
+        .map_err(db)?;
+    let names: Vec<(String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(db)?
+        .collect::<Result<_, _>>()
+        .map_err(db)?;
+    let mut out = Vec::new();
+    for (target, source) in names {
+        let quoted = format!("\"{}\"", target.replace('"', "\"\""));
+        let rows: i64 = conn
+            .query_row(&format!("SELECT count(*) FROM {quoted}"), [], |r| r.get(0))
+            .map_err(db)?;
+        out.push(TableStatus {
+            target,
+            source,
+            rows: rows as u64,
+        });
+    }
+    Ok(out)
+}
