@@ -1,0 +1,218 @@
+//! Shared helpers for the end-to-end tests: a throwaway MariaDB source, a config file, the
+//! real `sluice` binary as a child process, and waiting on state (never on fixed sleeps).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sluice_testkit::{MariaDb, MariaDbOptions};
+
+pub const REPL_USER: &str = "sluice_repl";
+pub const REPL_PASSWORD: &str = "s3cret-Pa55";
+
+pub struct Env {
+    pub db: MariaDb,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub target: PathBuf,
+}
+
+/// Grants a replication user needs (see README): replication and the catalog reads.
+pub const REPL_GRANTS: &[&str] = &["REPLICATION SLAVE, BINLOG MONITOR", "SELECT ON *.*"];
+
+impl Env {
+    /// A source with `setup_sql` run, a replication user, and a config selecting with `tables_toml`.
+    pub fn new(setup_sql: &str, tables_toml: &str) -> Env {
+        Self::with_options(MariaDbOptions::new(), setup_sql, tables_toml)
+    }
+
+    pub fn with_options(options: MariaDbOptions, setup_sql: &str, tables_toml: &str) -> Env {
+        let db = options.start();
+        if !setup_sql.trim().is_empty() {
+            db.exec(setup_sql);
+        }
+        db.create_user(REPL_USER, REPL_PASSWORD, REPL_GRANTS);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("edge.sqlite");
+        let config = dir.path().join("sluice.toml");
+        std::fs::write(dir.path().join("password"), format!("{REPL_PASSWORD}\n")).unwrap();
+        let env = Env {
+            db,
+            dir,
+            config,
+            target,
+        };
+        env.write_config(tables_toml, "");
+        env
+    }
+
+    /// (Re)writes the config; `extra_source` lines go into [source].
+    pub fn write_config(&self, tables_toml: &str, extra_source: &str) {
+        let text = format!(
+            "[source]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"{REPL_USER}\"\npassword_file = \"password\"\nheartbeat_ms = 500\n{extra_source}\n\n[target]\nkind = \"sqlite\"\npath = \"edge.sqlite\"\n\n{tables_toml}\n",
+            port = self.db.port()
+        );
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    pub fn sluice(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.current_dir(self.dir.path())
+            .env("SLUICE_LOG", "info,sluice_engine=debug");
+        cmd
+    }
+
+    /// Runs a sluice subcommand to completion.
+    pub fn run_cmd(&self, args: &[&str]) -> std::process::Output {
+        self.sluice().args(args).output().expect("run sluice")
+    }
+
+    /// Starts `sluice run` in the background, logging to a file in the test dir.
+    pub fn start(&self) -> Sluice {
+        let log_path = self
+            .dir
+            .path()
+            .join(format!("sluice-{}.log", Instant::now().elapsed().as_nanos()));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("sluice.log"))
+            .unwrap();
+        let child = self
+            .sluice()
+            .args(["run", "-c"])
+            .arg(&self.config)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn sluice run");
+        let _ = log_path;
+        Sluice {
+            child: Some(child),
+            log: self.dir.path().join("sluice.log"),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sluice.log")).unwrap_or_default()
+    }
+
+    pub fn source_position(&self) -> String {
+        self.db.query_value("SELECT @@global.gtid_binlog_pos")
+    }
+
+    /// The target's checkpoint, if the target file and checkpoint exist.
+    pub fn checkpoint(&self) -> Option<String> {
+        let conn =
+            rusqlite::Connection::open_with_flags(&self.target, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+        conn.query_row("SELECT position FROM _sluice_checkpoint", [], |r| r.get(0))
+            .ok()
+    }
+
+    /// Waits until the target's checkpoint equals the source's binlog position.
+    pub fn wait_caught_up(&self, sluice: &mut Sluice) {
+        let want = self.source_position();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.checkpoint().as_deref() == Some(want.as_str()) {
+                return;
+            }
+            if let Some(status) = sluice.try_exit() {
+                panic!(
+                    "sluice exited ({status}) before catching up to {want}; log:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "target did not reach {want} (at {:?}); log:\n{}",
+                self.checkpoint(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn target_rows(&self, sql: &str) -> Vec<Vec<String>> {
+        sqlite_rows(&self.target, sql)
+    }
+}
+
+/// Rows of a SQLite query as strings: NULL as "NULL", blobs as uppercase hex, reals and
+/// integers in their shortest text form.
+pub fn sqlite_rows(path: &Path, sql: &str) -> Vec<Vec<String>> {
+    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let mut stmt = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let n = stmt.column_count();
+    stmt.query_map([], |row| {
+        Ok((0..n)
+            .map(|i| match row.get_ref(i).unwrap() {
+                rusqlite::types::ValueRef::Null => "NULL".to_string(),
+                rusqlite::types::ValueRef::Integer(v) => v.to_string(),
+                rusqlite::types::ValueRef::Real(v) => v.to_string(),
+                rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                rusqlite::types::ValueRef::Blob(b) => b.iter().map(|x| format!("{x:02X}")).collect(),
+            })
+            .collect())
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+pub struct Sluice {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Sluice {
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Waits for the process to exit on its own (e.g. after a fatal error).
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.try_exit() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "sluice did not exit within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM: a clean stop.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        unsafe_kill(child.id(), "TERM");
+        self.wait_exit(Duration::from_secs(30))
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill9(&mut self) {
+        let child = self.child.as_mut().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+fn unsafe_kill(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
