@@ -48,6 +48,9 @@ pub struct Progress {
     pub applied_position: Mutex<GtidPosition>,
 }
 
+/// A debug line is logged each time an open target transaction grows by this many rows.
+const LARGE_BATCH_LOG_EVERY: usize = 50_000;
+
 /// Feeds the applier: `Rows` messages with at most this many row changes.
 pub const ROWS_PER_MESSAGE: usize = 512;
 
@@ -137,7 +140,11 @@ pub fn run_applier(
                     }
                 };
                 b.mid_transaction = true;
+                let before = b.rows;
                 b.rows += ops.len();
+                if before / LARGE_BATCH_LOG_EVERY != b.rows / LARGE_BATCH_LOG_EVERY {
+                    tracing::debug!(rows = b.rows, "large target transaction in progress");
+                }
                 batch_rows_total += ops.len() as u64;
                 for op in &ops {
                     target.apply(op)?;

@@ -183,6 +183,7 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
         max_delay: Duration::from_millis(config.apply.batch_max_delay_ms),
     };
     let progress = options.progress.clone();
+    let final_progress = options.progress.clone();
     let start_cp = checkpoint.clone();
     let applier = std::thread::Builder::new()
         .name("sluice-apply".into())
@@ -211,6 +212,12 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
         .expect("join applier");
     pool.disconnect().await.ok();
     let apply_result = apply_result.unwrap_or_else(|_| Err(TargetError::Other("the applier thread panicked".into())));
+    tracing::info!(
+        source_txns = final_progress.source_txns_applied.load(std::sync::atomic::Ordering::Relaxed),
+        rows = final_progress.rows_applied.load(std::sync::atomic::Ordering::Relaxed),
+        position = %final_progress.applied_position.lock().map(|p| p.to_string()).unwrap_or_default(),
+        "stopped"
+    );
     match (source_result, apply_result) {
         (_, Err(e)) => Err(e.into()),
         (Err(e), Ok(())) => Err(e.into()),
