@@ -241,7 +241,7 @@ fn decode_value(cur: &mut Cursor<'_>, col: &ColumnDef) -> Result<Value, DecodeEr
             }
             let size = mysql_common::binlog::decimal::decimal_bin_size(precision, scale);
             let bytes = cur.take(size)?;
-            let dec = mysql_common::binlog::decimal::Decimal::read_bin(bytes, precision, scale, true)
+            let dec = mysql_common::binlog::decimal::Decimal::read_bin(bytes, precision, scale, false)
                 .map_err(|e| DecodeError::invalid("DECIMAL value", e.to_string()))?;
             Value::Decimal(dec.to_string())
         }

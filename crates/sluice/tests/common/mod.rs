@@ -69,16 +69,14 @@ impl Env {
         self.sluice().args(args).output().expect("run sluice")
     }
 
-    /// Starts `sluice run` in the background, logging to a file in the test dir.
+    /// Starts `sluice run` in the background, logging to `sluice.log` in the test dir, and
+    /// waits until it streams (or exits: refusal tests inspect that).
     pub fn start(&self) -> Sluice {
-        let log_path = self
-            .dir
-            .path()
-            .join(format!("sluice-{}.log", Instant::now().elapsed().as_nanos()));
+        let log_path = self.dir.path().join("sluice.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.path().join("sluice.log"))
+            .open(&log_path)
             .unwrap();
         let child = self
             .sluice()
@@ -88,11 +86,22 @@ impl Env {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn sluice run");
-        let _ = log_path;
-        Sluice {
+        let mut sluice = Sluice {
             child: Some(child),
-            log: self.dir.path().join("sluice.log"),
+            log: log_path,
+        };
+        // Writes made before the start position is recorded are not replicated when sluice
+        // starts from the source's current position, so wait for it.
+        let streams_before = self.log().matches("streaming binlog").count();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.checkpoint().is_none() || self.log().matches("streaming binlog").count() == streams_before {
+            if sluice.try_exit().is_some() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "sluice did not start; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
         }
+        sluice
     }
 
     pub fn log(&self) -> String {
