@@ -326,7 +326,7 @@ impl EventDecoder {
             }
             et::QUERY => decode_query(body, post_len)?,
             et::XID => EventBody::Xid { xid: Cursor::new(body, "XID event").u64()? },
-            et::TABLE_MAP => EventBody::TableMap(decode_table_map(body, post_len)?),
+            et::TABLE_MAP => EventBody::TableMap(decode_table_map(body, post_len, self.fde.is_mariadb())?),
             et::WRITE_ROWS_V1 => EventBody::Rows(RowsEvent::parse(RowsKind::Write, body, post_len, false)?),
             et::UPDATE_ROWS_V1 => EventBody::Rows(RowsEvent::parse(RowsKind::Update, body, post_len, false)?),
             et::DELETE_ROWS_V1 => EventBody::Rows(RowsEvent::parse(RowsKind::Delete, body, post_len, false)?),

@@ -181,28 +181,9 @@ fn decode_image(cur: &mut Cursor<'_>, table: &TableDef) -> Result<Vec<Value>, De
 }
 
 fn text(bytes: &[u8], charset: Charset) -> Value {
-    match charset {
-        Charset::Utf8 | Charset::Ascii => match std::str::from_utf8(bytes) {
-            Ok(s) => Value::Text(s.to_owned()),
-            Err(_) => Value::Bytes(bytes.to_vec()),
-        },
-        // latin1 in MySQL is cp1252; its bytes 0x80–0x9f differ from ISO-8859-1.
-        Charset::Latin1 => Value::Text(bytes.iter().map(|&b| cp1252_char(b)).collect()),
-        Charset::Binary | Charset::Other(_) => Value::Bytes(bytes.to_vec()),
-    }
-}
-
-/// MySQL's `latin1` is Windows-1252 (with the five undefined code points mapped straight
-/// through, as MySQL does).
-fn cp1252_char(b: u8) -> char {
-    const HIGH: [u16; 32] = [
-        0x20AC, 0x0081, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160, 0x2039, 0x0152, 0x008D,
-        0x017D, 0x008F, 0x0090, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013, 0x2014, 0x02DC, 0x2122, 0x0161, 0x203A,
-        0x0153, 0x009D, 0x017E, 0x0178,
-    ];
-    match b {
-        0x80..=0x9f => char::from_u32(u32::from(HIGH[usize::from(b - 0x80)])).unwrap_or('\u{fffd}'),
-        _ => char::from(b),
+    match charset.decode(bytes) {
+        Some(text) => Value::Text(text),
+        None => Value::Bytes(bytes.to_vec()),
     }
 }
 
@@ -332,7 +313,15 @@ fn decode_value(cur: &mut Cursor<'_>, col: &ColumnDef) -> Result<Value, DecodeEr
             } else {
                 cur.u8()? as usize
             };
-            text(cur.take(len)?, col.charset)
+            let bytes = cur.take(len)?;
+            if col.charset == Charset::Binary && len < usize::from(max_len) {
+                // BINARY(n) is logged without its trailing 0x00 padding; the stored value has it.
+                let mut padded = bytes.to_vec();
+                padded.resize(usize::from(max_len), 0);
+                Value::Bytes(padded)
+            } else {
+                text(bytes, col.charset)
+            }
         }
         ct::ENUM => {
             let index = cur.uint_le(meta[1].clamp(1, 2) as usize)? as usize;
@@ -480,9 +469,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cp1252_maps_euro_sign() {
-        assert_eq!(cp1252_char(0x80), '€');
-        assert_eq!(cp1252_char(0xe9), 'é');
+    fn latin1_is_cp1252() {
+        assert_eq!(text(&[0x80, 0xe9], Charset::Latin1), Value::Text("€é".into()));
+        assert_eq!(text(&[0xff, 0xfe], Charset::Utf8), Value::Bytes(vec![0xff, 0xfe]));
     }
 
     #[test]

@@ -61,14 +61,27 @@ impl Charset {
     /// Maps a MySQL/MariaDB collation id to its character set.
     pub fn from_collation_id(id: u16) -> Charset {
         match id {
+            // MariaDB's NO PAD collations are their PAD SPACE sibling's id + 1024.
+            1024..=2047 => Charset::from_collation_id(id - 1024),
+            // MariaDB 10.10+ UCA 14.0.0 collations of utf8mb3 and utf8mb4.
+            2048..=2559 => Charset::Utf8,
             63 => Charset::Binary,
             // latin1_* collations.
             5 | 8 | 15 | 31 | 47 | 48 | 49 | 94 => Charset::Latin1,
             11 | 65 => Charset::Ascii,
             // utf8mb3 and utf8mb4 collations (MySQL and MariaDB ranges).
             33 | 45 | 46 | 76 | 83 | 192..=247 | 255..=323 | 576..=578 | 608..=610 => Charset::Utf8,
-            1024..=2047 => Charset::Utf8,
             other => Charset::Other(other),
+        }
+    }
+
+    /// Decodes character data to UTF-8; `None` when the bytes are not valid in this charset
+    /// or sluice has no decoder for it (callers keep such values as bytes).
+    pub fn decode(self, bytes: &[u8]) -> Option<String> {
+        match self {
+            Charset::Utf8 | Charset::Ascii => std::str::from_utf8(bytes).ok().map(str::to_owned),
+            Charset::Latin1 => Some(bytes.iter().map(|&b| cp1252_char(b)).collect()),
+            Charset::Binary | Charset::Other(_) => None,
         }
     }
 
@@ -81,6 +94,20 @@ impl Charset {
             "binary" => Charset::Binary,
             _ => Charset::Other(0),
         }
+    }
+}
+
+/// MySQL's `latin1` is Windows-1252, with the five code points cp1252 leaves undefined
+/// mapped straight through to U+0081 etc., as MySQL does.
+pub(crate) fn cp1252_char(b: u8) -> char {
+    const HIGH: [u16; 32] = [
+        0x20AC, 0x0081, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160, 0x2039, 0x0152, 0x008D,
+        0x017D, 0x008F, 0x0090, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013, 0x2014, 0x02DC, 0x2122, 0x0161, 0x203A,
+        0x0153, 0x009D, 0x017E, 0x0178,
+    ];
+    match b {
+        0x80..=0x9f => char::from_u32(u32::from(HIGH[usize::from(b - 0x80)])).unwrap_or('\u{fffd}'),
+        _ => char::from(b),
     }
 }
 

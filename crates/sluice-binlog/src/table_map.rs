@@ -217,14 +217,16 @@ fn read_per_column_charsets(data: &[u8]) -> Result<Vec<u16>, DecodeError> {
     Ok(out)
 }
 
-fn read_label_lists(data: &[u8]) -> Result<Vec<Vec<String>>, DecodeError> {
+/// Label lists as raw bytes: they are in the column's character set, known only once the
+/// charset fields (which may come later) have been read.
+fn read_label_lists(data: &[u8]) -> Result<Vec<Vec<Vec<u8>>>, DecodeError> {
     let mut cur = Cursor::new(data, "TABLE_MAP ENUM/SET labels");
     let mut out = Vec::new();
     while !cur.is_empty() {
         let count = cur.lenenc()? as usize;
         let mut labels = Vec::with_capacity(count.min(1024));
         for _ in 0..count {
-            labels.push(String::from_utf8_lossy(cur.lenenc_bytes()?).into_owned());
+            labels.push(cur.lenenc_bytes()?.to_vec());
         }
         out.push(labels);
     }
@@ -245,7 +247,10 @@ fn scatter<T: Clone>(
 }
 
 /// Decodes a TABLE_MAP event body (after the common header, without checksum).
-pub fn decode_table_map(body: &[u8], post_header_len: u8) -> Result<TableMap, DecodeError> {
+///
+/// `mariadb` selects the server flavour's signedness bitmap: MariaDB gives YEAR a bit (it is
+/// a TINYINT inside the server), MySQL does not.
+pub fn decode_table_map(body: &[u8], post_header_len: u8, mariadb: bool) -> Result<TableMap, DecodeError> {
     let mut cur = Cursor::new(body, "TABLE_MAP event");
     let table_id = if post_header_len == 6 {
         u64::from(cur.u32()?)
@@ -287,8 +292,8 @@ pub fn decode_table_map(body: &[u8], post_header_len: u8) -> Result<TableMap, De
     };
     let mut char_collations: Option<Vec<u16>> = None;
     let mut enum_set_collations: Option<Vec<u16>> = None;
-    let mut enum_labels: Option<Vec<Vec<String>>> = None;
-    let mut set_labels: Option<Vec<Vec<String>>> = None;
+    let mut enum_labels: Option<Vec<Vec<Vec<u8>>>> = None;
+    let mut set_labels: Option<Vec<Vec<Vec<u8>>>> = None;
     let n_char = map.columns.iter().filter(|c| c.is_character()).count();
     let n_enum_set = map.columns.iter().filter(|c| c.is_enum_or_set()).count();
 
@@ -300,12 +305,15 @@ pub fn decode_table_map(body: &[u8], post_header_len: u8) -> Result<TableMap, De
                 let mut flags = Vec::new();
                 let mut bit = 0usize;
                 for col in &map.columns {
-                    if col.is_numeric() {
+                    let has_bit = col.is_numeric() || (mariadb && col.binlog_type == ct::YEAR);
+                    if has_bit {
                         let byte = *data
                             .get(bit / 8)
                             .ok_or_else(|| DecodeError::invalid("TABLE_MAP signedness", "bitmap too short"))?;
-                        flags.push(Some(byte & (0x80 >> (bit % 8)) != 0));
                         bit += 1;
+                        // YEAR's bit is skipped over, not used: YEAR is never "unsigned" in the
+                        // catalog's sense.
+                        flags.push(col.is_numeric().then_some(byte & (0x80 >> ((bit - 1) % 8)) != 0));
                     } else {
                         flags.push(None);
                     }
@@ -389,11 +397,27 @@ pub fn decode_table_map(body: &[u8], post_header_len: u8) -> Result<TableMap, De
             |c| c.binlog_type == ct::SET,
             set_labels.as_deref().unwrap_or(&[]),
         );
+        let collations = map.collations.clone();
         map.labels = Some(
             enums
                 .into_iter()
                 .zip(sets)
-                .map(|(a, b)| a.or(b).unwrap_or_default())
+                .enumerate()
+                .map(|(i, (a, b))| {
+                    let charset = collations
+                        .as_ref()
+                        .and_then(|c| c[i])
+                        .map_or(Charset::Utf8, Charset::from_collation_id);
+                    a.or(b)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|label| {
+                            charset
+                                .decode(label)
+                                .unwrap_or_else(|| String::from_utf8_lossy(label).into_owned())
+                        })
+                        .collect()
+                })
                 .collect(),
         );
     }
@@ -456,7 +480,12 @@ impl TableMap {
                     precision,
                     scale,
                     fsp,
-                    length: 0,
+                    // BIT width in bits; other lengths are not in the binlog.
+                    length: if c.binlog_type == ct::BIT {
+                        u32::from(c.meta[1]) * 8 + u32::from(c.meta[0])
+                    } else {
+                        0
+                    },
                 }
             })
             .collect();

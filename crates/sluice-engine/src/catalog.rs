@@ -148,7 +148,13 @@ pub async fn load_table(
             precision: if is_decimal { precision.unwrap_or(0) as u8 } else { 0 },
             scale: if is_decimal { scale.unwrap_or(0) as u8 } else { 0 },
             fsp: dt_precision.unwrap_or(0) as u8,
-            length: max_len.unwrap_or(0).min(u64::from(u32::MAX)) as u32,
+            // BIT's width is its numeric precision; other types have a character length.
+            length: if kind == ColumnKind::Bit {
+                precision.unwrap_or(0)
+            } else {
+                max_len.unwrap_or(0)
+            }
+            .min(u64::from(u32::MAX)) as u32,
         });
     }
     let primary_key = key_columns

@@ -185,6 +185,9 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
     let progress = options.progress.clone();
     let final_progress = options.progress.clone();
     let start_cp = checkpoint.clone();
+    // The applier reports its end, so that a failed target write stops the pipeline even while
+    // the source is idle (the reader would otherwise only notice on its next send).
+    let (applier_done_tx, applier_done) = oneshot::channel::<()>();
     let applier = std::thread::Builder::new()
         .name("sluice-apply".into())
         .spawn(move || {
@@ -192,6 +195,7 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
             if result.is_err() {
                 let _ = target.rollback();
             }
+            let _ = applier_done_tx.send(());
             result
         })
         .expect("spawn applier thread");
@@ -205,6 +209,7 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
     let source_result = tokio::select! {
         r = reader.run(checkpoint.position.clone()) => r,
         () = shutdown => Ok(()),
+        _ = applier_done => Ok(()),
     };
     // The reader (and its sender) is dropped here; the applier drains and stops.
     let apply_result = tokio::task::spawn_blocking(move || applier.join())
