@@ -283,6 +283,7 @@ pub(crate) fn handshake_response(user: &str, auth: &[u8], plugin: &str) -> Vec<u
 pub struct BinlogStream {
     conn: PacketConn,
     idle_timeout: Duration,
+    /// The server's version, without the `5.5.5-` prefix MariaDB sends for old clients.
     pub server_version: String,
 }
 
@@ -386,7 +387,11 @@ impl BinlogStream {
         Ok(BinlogStream {
             conn,
             idle_timeout: config.heartbeat * 3 + Duration::from_secs(2),
-            server_version: hs.server_version,
+            server_version: hs
+                .server_version
+                .strip_prefix("5.5.5-")
+                .unwrap_or(&hs.server_version)
+                .to_owned(),
         })
     }
 

@@ -202,3 +202,31 @@ fn kill_9_in_a_large_transaction_then_restart_is_exact() {
             .query_rows("SELECT id, total FROM shop.orders WHERE id IN (1, 199999) ORDER BY id")
     );
 }
+
+#[test]
+fn without_full_row_metadata_names_and_keys_come_from_the_catalog() {
+    let env = Env::with_options(
+        sluice_testkit::MariaDbOptions::new().server_arg("--binlog-row-metadata=MINIMAL"),
+        SHOP,
+        TABLES,
+    );
+    let out = env.run_cmd(&["check", "-c", env.config.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("binlog_row_metadata is MINIMAL"));
+    let mut sluice = env.start();
+    env.db.exec(
+        "INSERT INTO shop.customers VALUES (1, 'Ann', 'ann@example.com', NULL);
+         INSERT INTO shop.orders VALUES (10, 1, 12.50, 'x');
+         UPDATE shop.orders SET id = 11, total = -3.25 WHERE id = 10;",
+    );
+    env.wait_caught_up(&mut sluice);
+    assert!(sluice.stop().success());
+    assert_eq!(
+        env.target_rows("SELECT id, name FROM customers"),
+        vec![vec!["1", "Ann"]]
+    );
+    assert_eq!(
+        env.target_rows("SELECT id, total, note FROM orders"),
+        vec![vec!["11", "-3.25", "x"]]
+    );
+}
