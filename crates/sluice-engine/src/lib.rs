@@ -9,6 +9,7 @@ pub mod ddl;
 pub mod filter;
 pub mod pipeline;
 pub mod preflight;
+pub mod schedule;
 pub mod schema;
 pub mod source;
 pub mod status;
