@@ -1,20 +1,37 @@
-//! The applier: turns the stream of source transactions into target transactions.
+//! The applier: turns the stream of source transactions into target transactions, on one or
+//! more writers.
 //!
-//! It runs on its own thread (targets are blocking), fed by a bounded channel so that a
-//! large source transaction flows through in chunks instead of being held in memory.
-//! Consecutive source transactions are grouped into one target transaction until it holds
-//! `batch_max_rows` row changes, has been open `batch_max_delay`, or the channel is empty
-//! (the source is idle, so waiting would only add lag). A target transaction only ever ends
-//! at a source transaction boundary, and its checkpoint names the last source transaction in
-//! it.
+//! ```text
+//! source reader ──ApplyMsg──► coordinator ──Work──► writer 0 ─► target connection 0
+//!                             (write sets,  ──Work──► writer 1 ─► target connection 1
+//!                              dependencies)   …
+//! ```
+//!
+//! * The **coordinator** gives each source transaction an index in binlog order and a
+//!   dependency ([`crate::schedule`]): the latest earlier transaction touching one of the same
+//!   target rows. It hands transactions to writers round-robin.
+//! * A **writer** starts a transaction only once every transaction up to its dependency has
+//!   committed (the low-water mark). It groups consecutive transactions into one target
+//!   transaction within `batch_max_rows` / `batch_max_delay`, and commits early when it has
+//!   nothing queued (waiting would only add lag) or must wait for a dependency (holding an
+//!   open group while waiting could deadlock with the writer it waits for).
+//! * **Large transactions** (more rows than one message) cannot be buffered to compute their
+//!   write set; they are barriers streamed into one writer's open transaction, so memory stays
+//!   bounded whatever the transaction size.
+//! * Every target commit writes the writer's checkpoint record in the same transaction: the
+//!   low-water mark known at that moment and the GTIDs this writer committed beyond it, so a
+//!   restart knows exactly what was applied, gaps included.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use sluice_binlog::{Gtid, GtidPosition};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::schedule::{DependencyTracker, Scheduled, TxnIndex, WriteSet};
 use crate::target::{Checkpoint, RowOp, Target, TargetError, TargetTable};
 
 /// Messages from the source reader to the applier, in binlog order.
@@ -22,10 +39,20 @@ use crate::target::{Checkpoint, RowOp, Target, TargetError, TargetTable};
 pub enum ApplyMsg {
     /// A replicated table seen for the first time: create it at the target.
     PrepareTable(Arc<TargetTable>),
-    /// Row changes of the current source transaction (one chunk of it).
-    Rows(Vec<RowOp>),
-    /// The current source transaction is complete.
-    Commit { gtid: Gtid, commit_unix: u32 },
+    /// A complete source transaction (its row changes after filtering; may be empty).
+    Txn {
+        gtid: Gtid,
+        commit_unix: u32,
+        ops: Vec<RowOp>,
+    },
+    /// The first rows of a transaction too large to buffer; `LargeRows` follow, then `LargeEnd`.
+    LargeStart {
+        gtid: Gtid,
+        commit_unix: u32,
+        ops: Vec<RowOp>,
+    },
+    LargeRows(Vec<RowOp>),
+    LargeEnd,
     /// The source lost its connection: drop everything not committed and reply with the
     /// committed checkpoint, from which the source resumes.
     Abort(oneshot::Sender<Checkpoint>),
@@ -43,142 +70,524 @@ pub struct Progress {
     pub rows_applied: AtomicU64,
     pub source_txns_applied: AtomicU64,
     pub target_commits: AtomicU64,
-    /// Source commit time (Unix seconds) of the last committed source transaction.
+    /// Source commit time (Unix seconds) of the newest committed source transaction.
     pub last_source_commit_unix: AtomicU64,
+    /// The low-water mark: every source transaction at or before it is committed.
     pub applied_position: Mutex<GtidPosition>,
 }
+
+/// The reader sends at most this many row changes per message; a transaction with more is
+/// streamed as a large transaction.
+pub const ROWS_PER_MESSAGE: usize = 512;
 
 /// A debug line is logged each time an open target transaction grows by this many rows.
 const LARGE_BATCH_LOG_EVERY: usize = 50_000;
 
-/// Feeds the applier: `Rows` messages with at most this many row changes.
-pub const ROWS_PER_MESSAGE: usize = 512;
+/// Work items queued per writer; bounds memory together with the reader's channel.
+const WRITER_QUEUE: usize = 64;
 
-struct Batch {
-    started: Instant,
-    rows: usize,
-    source_txns: u64,
-    /// Rows of the current (incomplete) source transaction have been applied.
-    mid_transaction: bool,
+/// The committed state shared by the coordinator and the writers.
+struct Shared {
+    state: Mutex<LowWater>,
+    changed: Condvar,
 }
 
-/// Runs until the channel closes. On close, commits complete source transactions and rolls
-/// back an incomplete one.
-pub fn run_applier(
-    target: &mut dyn Target,
-    mut rx: mpsc::Receiver<ApplyMsg>,
-    policy: BatchPolicy,
-    mut checkpoint: Checkpoint,
-    progress: &Progress,
-) -> Result<(), TargetError> {
-    let mut committed = checkpoint.clone();
-    let mut batch: Option<Batch> = None;
-    let mut batch_rows_total = 0u64;
+struct LowWater {
+    tracker: DependencyTracker,
+    /// Scheduled transactions not yet folded into `position`, by index.
+    pending: BTreeMap<TxnIndex, (Gtid, u32)>,
+    /// The low-water mark as a GTID position.
+    position: GtidPosition,
+    commit_unix: u32,
+    /// Set when a writer failed or the applier is aborting: waiting writers give up.
+    stop: bool,
+}
 
-    let flush = |target: &mut dyn Target,
-                 batch: &mut Option<Batch>,
-                 checkpoint: &Checkpoint,
-                 committed: &mut Checkpoint,
-                 rows: &mut u64|
-     -> Result<(), TargetError> {
-        if let Some(b) = batch.take() {
-            target.commit(checkpoint)?;
-            *committed = checkpoint.clone();
-            progress.target_commits.fetch_add(1, Ordering::Relaxed);
-            progress.rows_applied.fetch_add(*rows, Ordering::Relaxed);
-            progress.source_txns_applied.fetch_add(b.source_txns, Ordering::Relaxed);
-            progress
-                .last_source_commit_unix
-                .store(u64::from(checkpoint.source_commit_unix), Ordering::Relaxed);
-            *progress.applied_position.lock().expect("progress lock") = checkpoint.position.clone();
-            *rows = 0;
+impl LowWater {
+    fn commit(&mut self, index: TxnIndex) {
+        let lw = self.tracker.committed(index);
+        while let Some((&i, _)) = self.pending.first_key_value() {
+            if i > lw {
+                break;
+            }
+            let (gtid, unix) = self.pending.remove(&i).expect("present");
+            self.position.advance(gtid);
+            self.commit_unix = self.commit_unix.max(unix);
+        }
+    }
+}
+
+enum Work {
+    Txn {
+        sched: Scheduled,
+        gtid: Gtid,
+        ops: Vec<RowOp>,
+    },
+    LargeStart {
+        sched: Scheduled,
+        gtid: Gtid,
+        ops: Vec<RowOp>,
+    },
+    /// Persist the low-water mark (advanced by transactions that had nothing to apply).
+    Flush,
+    LargeRows(Vec<RowOp>),
+    LargeEnd,
+    Prepare(Arc<TargetTable>, std_mpsc::Sender<Result<(), TargetError>>),
+    /// Roll back the open group, forget uncommitted work, acknowledge.
+    Abort(std_mpsc::Sender<()>),
+}
+
+/// One open target transaction of a writer.
+struct Group {
+    started: Instant,
+    rows: usize,
+    txns: Vec<(TxnIndex, Gtid)>,
+    /// Inside a large transaction (its end not yet seen).
+    mid_large: bool,
+}
+
+struct Writer<'a> {
+    id: u16,
+    target: &'a mut dyn Target,
+    shared: &'a Shared,
+    policy: BatchPolicy,
+    progress: &'a Progress,
+    group: Option<Group>,
+    /// The open large transaction: index, GTID.
+    large: Option<(TxnIndex, Gtid)>,
+    /// GTIDs this writer committed that the low-water mark may not cover yet.
+    committed_above: Vec<Gtid>,
+}
+
+impl Writer<'_> {
+    fn run(&mut self, rx: std_mpsc::Receiver<Work>) -> Result<(), TargetError> {
+        loop {
+            let work = match rx.try_recv() {
+                Ok(w) => w,
+                Err(std_mpsc::TryRecvError::Empty) => {
+                    // Nothing queued: commit now rather than add lag.
+                    if self.group.as_ref().is_some_and(|g| !g.mid_large) {
+                        self.commit_group()?;
+                    }
+                    match rx.recv() {
+                        Ok(w) => w,
+                        Err(_) => return self.finish(),
+                    }
+                }
+                Err(std_mpsc::TryRecvError::Disconnected) => return self.finish(),
+            };
+            match work {
+                Work::Txn { sched, gtid, ops } => {
+                    self.start_txn(sched)?;
+                    self.apply_ops(&ops)?;
+                    self.end_txn(sched.index, gtid)?;
+                }
+                Work::LargeStart { sched, gtid, ops } => {
+                    self.start_txn(sched)?;
+                    self.group.as_mut().expect("open").mid_large = true;
+                    self.large = Some((sched.index, gtid));
+                    self.apply_ops(&ops)?;
+                }
+                Work::LargeRows(ops) => self.apply_ops(&ops)?,
+                Work::LargeEnd => {
+                    let (index, gtid) = self.large.take().expect("large transaction open");
+                    self.group.as_mut().expect("open").mid_large = false;
+                    self.end_txn(index, gtid)?;
+                }
+                Work::Flush => {
+                    if self.group.is_none() {
+                        self.target.begin()?;
+                        self.group = Some(Group {
+                            started: Instant::now(),
+                            rows: 0,
+                            txns: Vec::new(),
+                            mid_large: false,
+                        });
+                    }
+                    if !self.group.as_ref().is_some_and(|g| g.mid_large) {
+                        self.commit_group()?;
+                    }
+                }
+                Work::Prepare(table, ack) => {
+                    let _ = ack.send(self.target.prepare(&[table]));
+                }
+                Work::Abort(ack) => {
+                    if self.group.take().is_some() {
+                        self.target.rollback()?;
+                    }
+                    self.large = None;
+                    let _ = ack.send(());
+                }
+            }
+        }
+    }
+
+    /// On shutdown: commit complete transactions, roll back an incomplete large one.
+    fn finish(&mut self) -> Result<(), TargetError> {
+        match &self.group {
+            Some(g) if g.mid_large => {
+                self.group = None;
+                self.target.rollback()
+            }
+            Some(_) => self.commit_group(),
+            None => Ok(()),
+        }
+    }
+
+    fn start_txn(&mut self, sched: Scheduled) -> Result<(), TargetError> {
+        let ready = |lw: &LowWater| lw.stop || lw.tracker.low_water() >= sched.depends_on;
+        let satisfied = ready(&self.shared.state.lock().expect("lock"));
+        if !satisfied {
+            // Never wait while holding an open group: the transaction we wait for may need
+            // this group's commit to advance the low-water mark.
+            if self.group.is_some() {
+                self.commit_group()?;
+            }
+            let guard = self.shared.state.lock().expect("lock");
+            let guard = self.shared.changed.wait_while(guard, |lw| !ready(lw)).expect("lock");
+            if guard.stop {
+                return Err(TargetError::Other("apply stopped".into()));
+            }
+        }
+        if self.group.is_none() {
+            self.target.begin()?;
+            self.group = Some(Group {
+                started: Instant::now(),
+                rows: 0,
+                txns: Vec::new(),
+                mid_large: false,
+            });
         }
         Ok(())
-    };
+    }
 
-    loop {
-        // Wait for the next message, but not past the batch's deadline.
-        let msg = match &batch {
-            Some(b) if !b.mid_transaction => {
-                match rx.try_recv() {
-                    Ok(m) => Some(m),
-                    Err(mpsc::error::TryRecvError::Empty) => {
-                        // The source is idle: commit now rather than add lag.
-                        flush(target, &mut batch, &checkpoint, &mut committed, &mut batch_rows_total)?;
-                        rx.blocking_recv()
-                    }
-                    Err(mpsc::error::TryRecvError::Disconnected) => None,
-                }
+    fn apply_ops(&mut self, ops: &[RowOp]) -> Result<(), TargetError> {
+        let group = self.group.as_mut().expect("open group");
+        let before = group.rows;
+        group.rows += ops.len();
+        if before / LARGE_BATCH_LOG_EVERY != group.rows / LARGE_BATCH_LOG_EVERY {
+            tracing::debug!(
+                writer = self.id,
+                rows = group.rows,
+                "large target transaction in progress"
+            );
+        }
+        for op in ops {
+            self.target.apply(op)?;
+        }
+        Ok(())
+    }
+
+    fn end_txn(&mut self, index: TxnIndex, gtid: Gtid) -> Result<(), TargetError> {
+        let group = self.group.as_mut().expect("open group");
+        group.txns.push((index, gtid));
+        if group.rows >= self.policy.max_rows || group.started.elapsed() >= self.policy.max_delay {
+            self.commit_group()?;
+        }
+        Ok(())
+    }
+
+    fn commit_group(&mut self) -> Result<(), TargetError> {
+        let Some(group) = self.group.take() else { return Ok(()) };
+        // Record the low-water mark as it will be once this group commits, and the GTIDs
+        // beyond it: with one writer that is simply "everything up to the last transaction".
+        let (position, commit_unix) = {
+            let lw = self.shared.state.lock().expect("lock");
+            let indexes: Vec<TxnIndex> = group.txns.iter().map(|(i, _)| *i).collect();
+            let mark = lw.tracker.low_water_if_committed(&indexes);
+            let mut position = lw.position.clone();
+            let mut commit_unix = lw.commit_unix;
+            for (_, (gtid, unix)) in lw.pending.range(..=mark) {
+                position.advance(*gtid);
+                commit_unix = commit_unix.max(*unix);
             }
-            _ => rx.blocking_recv(),
+            (position, commit_unix)
         };
-        let Some(msg) = msg else {
-            match &batch {
-                Some(b) if b.mid_transaction => {
-                    target.rollback()?;
-                }
-                Some(_) => flush(target, &mut batch, &checkpoint, &mut committed, &mut batch_rows_total)?,
-                None => {}
-            }
-            return Ok(());
+        self.committed_above.retain(|g| !position.contains(*g));
+        let mut applied = self.committed_above.clone();
+        applied.extend(group.txns.iter().map(|(_, g)| *g).filter(|g| !position.contains(*g)));
+        let checkpoint = Checkpoint {
+            position,
+            applied,
+            source_commit_unix: commit_unix,
+            writer: self.id,
         };
-        match msg {
-            // A table first seen inside a source transaction is created inside the open
-            // target transaction, so it commits (or rolls back) with the rows.
-            ApplyMsg::PrepareTable(table) => target.prepare(&[table])?,
-            ApplyMsg::Rows(ops) => {
-                let b = match &mut batch {
-                    Some(b) => b,
-                    None => {
-                        target.begin()?;
-                        batch.insert(Batch {
-                            started: Instant::now(),
-                            rows: 0,
-                            source_txns: 0,
-                            mid_transaction: false,
-                        })
-                    }
+        self.target.commit(&checkpoint)?;
+        self.committed_above.extend(group.txns.iter().map(|(_, g)| *g));
+        let mut lw = self.shared.state.lock().expect("lock");
+        for (index, _) in &group.txns {
+            lw.commit(*index);
+        }
+        self.progress.target_commits.fetch_add(1, Ordering::Relaxed);
+        self.progress
+            .rows_applied
+            .fetch_add(group.rows as u64, Ordering::Relaxed);
+        self.progress
+            .source_txns_applied
+            .fetch_add(group.txns.len() as u64, Ordering::Relaxed);
+        self.progress
+            .last_source_commit_unix
+            .store(u64::from(lw.commit_unix), Ordering::Relaxed);
+        *self.progress.applied_position.lock().expect("progress lock") = lw.position.clone();
+        drop(lw);
+        self.shared.changed.notify_all();
+        Ok(())
+    }
+}
+
+/// Runs the applier until the reader's channel closes (then complete transactions are
+/// committed and an incomplete large one rolled back) or a writer fails. `targets` holds one
+/// connection per writer.
+pub fn run_applier(
+    targets: Vec<Box<dyn Target>>,
+    mut rx: mpsc::Receiver<ApplyMsg>,
+    policy: BatchPolicy,
+    start: Checkpoint,
+    progress: &Progress,
+) -> Result<(), TargetError> {
+    let shared = Shared {
+        state: Mutex::new(LowWater {
+            tracker: DependencyTracker::new(),
+            pending: BTreeMap::new(),
+            position: start.position.clone(),
+            commit_unix: start.source_commit_unix,
+            stop: false,
+        }),
+        changed: Condvar::new(),
+    };
+    *progress.applied_position.lock().expect("progress lock") = start.position.clone();
+    let n = targets.len();
+    assert!(n > 0, "at least one writer");
+    std::thread::scope(|scope| {
+        let mut queues = Vec::with_capacity(n);
+        let mut handles = Vec::with_capacity(n);
+        for (id, mut target) in targets.into_iter().enumerate() {
+            let (tx, rx) = std_mpsc::sync_channel::<Work>(WRITER_QUEUE);
+            queues.push(tx);
+            let shared = &shared;
+            let applied_before = start.applied.clone();
+            handles.push(scope.spawn(move || {
+                let mut writer = Writer {
+                    id: id as u16,
+                    target: target.as_mut(),
+                    shared,
+                    policy,
+                    progress,
+                    group: None,
+                    large: None,
+                    // GTIDs applied beyond the mark before this run stay recorded (by writer 0)
+                    // until the mark passes them.
+                    committed_above: if id == 0 { applied_before } else { Vec::new() },
                 };
-                b.mid_transaction = true;
-                let before = b.rows;
-                b.rows += ops.len();
-                if before / LARGE_BATCH_LOG_EVERY != b.rows / LARGE_BATCH_LOG_EVERY {
-                    tracing::debug!(rows = b.rows, "large target transaction in progress");
+                let result = writer.run(rx);
+                if result.is_err() {
+                    let _ = writer.target.rollback();
+                    let mut lw = shared.state.lock().expect("lock");
+                    lw.stop = true;
+                    drop(lw);
+                    shared.changed.notify_all();
                 }
-                batch_rows_total += ops.len() as u64;
-                for op in &ops {
-                    target.apply(op)?;
+                result
+            }));
+        }
+        let coordinator = Coordinator {
+            queues,
+            shared: &shared,
+            next_writer: 0,
+            large_writer: None,
+            last_flush: Instant::now(),
+            unflushed: false,
+            policy,
+        };
+        let coordinated = coordinator.run(&mut rx, &start);
+        // Dropping the queues (inside `run`) lets the writers drain and stop.
+        let mut first_error = coordinated.err();
+        for h in handles {
+            if let Err(e) = h
+                .join()
+                .unwrap_or_else(|_| Err(TargetError::Other("a writer thread panicked".into())))
+            {
+                if !matches!(&e, TargetError::Other(m) if m == "apply stopped") || first_error.is_none() {
+                    first_error.get_or_insert(e);
                 }
-            }
-            ApplyMsg::Commit { gtid, commit_unix } => {
-                let b = match &mut batch {
-                    Some(b) => b,
-                    None => {
-                        target.begin()?;
-                        batch.insert(Batch {
-                            started: Instant::now(),
-                            rows: 0,
-                            source_txns: 0,
-                            mid_transaction: false,
-                        })
-                    }
-                };
-                b.mid_transaction = false;
-                b.source_txns += 1;
-                checkpoint.position.advance(gtid);
-                checkpoint.source_commit_unix = commit_unix;
-                if b.rows >= policy.max_rows || b.started.elapsed() >= policy.max_delay {
-                    flush(target, &mut batch, &checkpoint, &mut committed, &mut batch_rows_total)?;
-                }
-            }
-            ApplyMsg::Abort(reply) => {
-                if batch.take().is_some() {
-                    target.rollback()?;
-                }
-                batch_rows_total = 0;
-                checkpoint = committed.clone();
-                let _ = reply.send(committed.clone());
             }
         }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    })
+}
+
+struct Coordinator<'a> {
+    queues: Vec<std_mpsc::SyncSender<Work>>,
+    shared: &'a Shared,
+    next_writer: usize,
+    large_writer: Option<usize>,
+    last_flush: Instant,
+    /// The low-water mark moved over transactions no writer committed.
+    unflushed: bool,
+    policy: BatchPolicy,
+}
+
+impl Coordinator<'_> {
+    fn send(&self, writer: usize, work: Work) -> Result<(), TargetError> {
+        self.queues[writer]
+            .send(work)
+            .map_err(|_| TargetError::Other("apply stopped".into()))
+    }
+
+    fn stopped(&self) -> bool {
+        self.shared.state.lock().expect("lock").stop
+    }
+
+    fn run(mut self, rx: &mut mpsc::Receiver<ApplyMsg>, start: &Checkpoint) -> Result<(), TargetError> {
+        let mut applied_above = start.applied.clone();
+        loop {
+            let msg = match rx.try_recv() {
+                Ok(m) => m,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    self.flush_if_needed(true)?;
+                    match rx.blocking_recv() {
+                        Some(m) => m,
+                        None => return Ok(()),
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => return Ok(()),
+            };
+            if self.stopped() {
+                return Err(TargetError::Other("apply stopped".into()));
+            }
+            match msg {
+                ApplyMsg::PrepareTable(table) => self.prepare(table)?,
+                ApplyMsg::Txn { gtid, commit_unix, ops } => {
+                    let ws = if ops.is_empty() {
+                        WriteSet::default()
+                    } else {
+                        WriteSet::of_ops(&ops)
+                    };
+                    let sched = self.schedule(&ws, gtid, commit_unix);
+                    if ops.is_empty() {
+                        // Nothing to apply: committed as soon as it is scheduled.
+                        self.shared.state.lock().expect("lock").commit(sched.index);
+                        self.shared.changed.notify_all();
+                        self.unflushed = true;
+                        self.flush_if_needed(false)?;
+                    } else {
+                        let w = self.pick_writer();
+                        self.send(w, Work::Txn { sched, gtid, ops })?;
+                    }
+                }
+                ApplyMsg::LargeStart { gtid, commit_unix, ops } => {
+                    let sched = self.schedule(&WriteSet::barrier(), gtid, commit_unix);
+                    let w = self.pick_writer();
+                    self.large_writer = Some(w);
+                    self.send(w, Work::LargeStart { sched, gtid, ops })?;
+                }
+                ApplyMsg::LargeRows(ops) => {
+                    let w = self.large_writer.expect("large transaction started");
+                    self.send(w, Work::LargeRows(ops))?;
+                }
+                ApplyMsg::LargeEnd => {
+                    let w = self.large_writer.take().expect("large transaction started");
+                    self.send(w, Work::LargeEnd)?;
+                }
+                ApplyMsg::Abort(reply) => {
+                    let checkpoint = self.abort(&mut applied_above)?;
+                    let _ = reply.send(checkpoint);
+                }
+            }
+        }
+    }
+
+    fn schedule(&mut self, ws: &WriteSet, gtid: Gtid, commit_unix: u32) -> Scheduled {
+        let mut lw = self.shared.state.lock().expect("lock");
+        let sched = lw.tracker.schedule(ws);
+        lw.pending.insert(sched.index, (gtid, commit_unix));
+        sched
+    }
+
+    fn pick_writer(&mut self) -> usize {
+        let w = self.next_writer;
+        self.next_writer = (self.next_writer + 1) % self.queues.len();
+        w
+    }
+
+    /// Persists a low-water mark that moved without any writer committing.
+    fn flush_if_needed(&mut self, idle: bool) -> Result<(), TargetError> {
+        if self.unflushed
+            && (idle || self.last_flush.elapsed() >= self.policy.max_delay.max(Duration::from_millis(100)))
+        {
+            self.unflushed = false;
+            self.last_flush = Instant::now();
+            if self.large_writer.is_none() {
+                // Best effort: a full queue means a commit (which persists the mark) is coming.
+                let _ = self.queues[0].try_send(Work::Flush);
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every scheduled transaction has committed.
+    fn quiesce(&self) -> Result<(), TargetError> {
+        let guard = self.shared.state.lock().expect("lock");
+        let guard = self
+            .shared
+            .changed
+            .wait_while(guard, |lw| !lw.stop && lw.tracker.low_water() < lw.tracker.scheduled())
+            .expect("lock");
+        if guard.stop {
+            return Err(TargetError::Other("apply stopped".into()));
+        }
+        Ok(())
+    }
+
+    /// Creates a table. Inside a large transaction it goes into that transaction (which is
+    /// the only one running); otherwise all writers first commit what they have, so that every
+    /// connection sees the committed table.
+    fn prepare(&mut self, table: Arc<TargetTable>) -> Result<(), TargetError> {
+        let writers: Vec<usize> = match self.large_writer {
+            Some(w) => vec![w],
+            None => {
+                self.quiesce()?;
+                (0..self.queues.len()).collect()
+            }
+        };
+        for w in writers {
+            let (ack, done) = std_mpsc::channel();
+            self.send(w, Work::Prepare(table.clone(), ack))?;
+            done.recv().map_err(|_| TargetError::Other("apply stopped".into()))??;
+        }
+        Ok(())
+    }
+
+    /// Rolls back all uncommitted work and returns what is committed.
+    fn abort(&mut self, applied_above: &mut Vec<Gtid>) -> Result<Checkpoint, TargetError> {
+        for w in 0..self.queues.len() {
+            let (ack, done) = std_mpsc::channel();
+            self.send(w, Work::Abort(ack))?;
+            done.recv().map_err(|_| TargetError::Other("apply stopped".into()))?;
+        }
+        self.large_writer = None;
+        let mut lw = self.shared.state.lock().expect("lock");
+        // Committed transactions above the mark stay applied; everything else is void.
+        let committed_above: Vec<Gtid> = lw
+            .pending
+            .iter()
+            .filter(|(i, _)| lw.tracker.is_committed(**i))
+            .map(|(_, (g, _))| *g)
+            .collect();
+        applied_above.extend(committed_above);
+        applied_above.retain(|g| !lw.position.contains(*g));
+        let position = lw.position.clone();
+        let commit_unix = lw.commit_unix;
+        lw.pending.clear();
+        lw.tracker = DependencyTracker::new();
+        Ok(Checkpoint {
+            position,
+            applied: applied_above.clone(),
+            source_commit_unix: commit_unix,
+            writer: 0,
+        })
     }
 }

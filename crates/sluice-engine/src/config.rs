@@ -15,7 +15,8 @@ pub const DEFAULT_SERVER_ID: u32 = 4_207_001;
 pub const DEFAULT_HEARTBEAT_MS: u64 = 1_000;
 pub const DEFAULT_BATCH_MAX_ROWS: usize = 5_000;
 pub const DEFAULT_BATCH_MAX_DELAY_MS: u64 = 100;
-pub const DEFAULT_CHANNEL_CAPACITY: usize = 1_024;
+pub const DEFAULT_SQLITE_WRITERS: usize = 1;
+pub const MAX_WRITERS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -118,6 +119,9 @@ pub struct ApplyConfig {
     /// …or has been open this long, whichever comes first (and whenever the source is idle).
     #[serde(default = "default_batch_delay_ms")]
     pub batch_max_delay_ms: u64,
+    /// Parallel writer connections. Default: 1 for SQLite (one writer at a time is all SQLite
+    /// allows; more connections would only queue on its lock).
+    pub writers: Option<usize>,
 }
 
 impl Default for ApplyConfig {
@@ -125,6 +129,7 @@ impl Default for ApplyConfig {
         ApplyConfig {
             batch_max_rows: DEFAULT_BATCH_MAX_ROWS,
             batch_max_delay_ms: DEFAULT_BATCH_MAX_DELAY_MS,
+            writers: None,
         }
     }
 }
@@ -266,6 +271,9 @@ impl Config {
         if self.apply.batch_max_rows == 0 {
             return Err(invalid("apply.batch_max_rows", "must be at least 1"));
         }
+        if self.apply.writers.is_some_and(|w| w == 0 || w > MAX_WRITERS) {
+            return Err(invalid("apply.writers", format!("must be between 1 and {MAX_WRITERS}")));
+        }
         if self.apply.batch_max_delay_ms > 60_000 {
             return Err(invalid("apply.batch_max_delay_ms", "must be at most 60000"));
         }
@@ -372,6 +380,11 @@ impl Config {
             return Ok(Secret::new(text.trim_end_matches(['\n', '\r']).to_owned()));
         }
         Ok(Secret::default())
+    }
+
+    /// The number of writer connections to use.
+    pub fn writers(&self) -> usize {
+        self.apply.writers.unwrap_or(DEFAULT_SQLITE_WRITERS)
     }
 
     pub fn heartbeat(&self) -> Duration {

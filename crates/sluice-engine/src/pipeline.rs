@@ -167,7 +167,7 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
             // here, not at a newer "current" position.
             let cp = Checkpoint {
                 position,
-                source_commit_unix: 0,
+                ..Checkpoint::default()
             };
             target.begin()?;
             target.commit(&cp)?;
@@ -188,13 +188,15 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
     // The applier reports its end, so that a failed target write stops the pipeline even while
     // the source is idle (the reader would otherwise only notice on its next send).
     let (applier_done_tx, applier_done) = oneshot::channel::<()>();
+    let mut targets: Vec<Box<dyn Target>> = vec![Box::new(target)];
+    for _ in 1..config.writers() {
+        targets.push(Box::new(SqliteTarget::open(config.target_path())?));
+    }
+    tracing::info!(writers = targets.len(), "applier ready");
     let applier = std::thread::Builder::new()
         .name("sluice-apply".into())
         .spawn(move || {
-            let result = run_applier(&mut target, rx, policy, start_cp, &progress);
-            if result.is_err() {
-                let _ = target.rollback();
-            }
+            let result = run_applier(targets, rx, policy, start_cp, &progress);
             let _ = applier_done_tx.send(());
             result
         })
@@ -207,7 +209,7 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
         connected: options.connected,
     };
     let source_result = tokio::select! {
-        r = reader.run(checkpoint.position.clone()) => r,
+        r = reader.run(checkpoint.clone()) => r,
         () = shutdown => Ok(()),
         _ = applier_done => Ok(()),
     };

@@ -159,6 +159,19 @@ impl DependencyTracker {
         self.low_water
     }
 
+    /// The low-water mark there would be if `indexes` committed too (no state change).
+    pub fn low_water_if_committed(&self, indexes: &[TxnIndex]) -> TxnIndex {
+        let mut lw = self.low_water;
+        while self.committed_above.contains(&(lw + 1)) || indexes.contains(&(lw + 1)) {
+            lw += 1;
+        }
+        lw
+    }
+
+    pub fn is_committed(&self, index: TxnIndex) -> bool {
+        index <= self.low_water || self.committed_above.contains(&index)
+    }
+
     pub fn low_water(&self) -> TxnIndex {
         self.low_water
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_binlog::replica::{BinlogStream, ReplicaConfig, ReplicaError};
-use sluice_binlog::{DecodeError, EventBody, EventDecoder, Gtid, GtidPosition, RowChange};
+use sluice_binlog::{DecodeError, EventBody, EventDecoder, Gtid, RowChange};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::apply::{ApplyMsg, ROWS_PER_MESSAGE};
@@ -78,14 +78,17 @@ struct OpenTxn {
     gtid: Gtid,
     commit_unix: u32,
     standalone: bool,
-    /// Already applied before (the position covers it): skip its events.
+    /// Already applied before (the checkpoint covers it): skip its events.
     duplicate: bool,
+    /// Too large to buffer: its first rows went out as `LargeStart`.
+    large: bool,
     pending: Vec<RowOp>,
 }
 
 impl SourceReader {
-    /// Streams from `position` until the applier goes away or a fatal error.
-    pub async fn run(mut self, mut position: GtidPosition) -> Result<(), SourceError> {
+    /// Streams from the checkpoint's low-water mark (skipping transactions it says are
+    /// applied) until the applier goes away or a fatal error.
+    pub async fn run(mut self, mut position: Checkpoint) -> Result<(), SourceError> {
         let mut backoff = BACKOFF_START;
         loop {
             match self.stream_once(&mut position).await {
@@ -97,7 +100,7 @@ impl SourceReader {
                         other => other.to_string(),
                     };
                     return Err(SourceError::PositionUnavailable {
-                        position: position.to_string(),
+                        position: position.position.to_string(),
                         message,
                     });
                 }
@@ -108,7 +111,7 @@ impl SourceReader {
                         return Err(SourceError::ApplierGone);
                     }
                     let committed: Checkpoint = committed.await.map_err(|_| SourceError::ApplierGone)?;
-                    position = committed.position;
+                    position = committed;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
@@ -126,12 +129,12 @@ impl SourceReader {
             .map_err(|_| StreamEnd::Fatal(SourceError::ApplierGone))
     }
 
-    async fn stream_once(&mut self, position: &mut GtidPosition) -> StreamEnd {
-        let mut stream = match BinlogStream::connect(&self.replica, position).await {
+    async fn stream_once(&mut self, position: &mut Checkpoint) -> StreamEnd {
+        let mut stream = match BinlogStream::connect(&self.replica, &position.position).await {
             Ok(s) => s,
             Err(e) => return StreamEnd::Retry(e),
         };
-        tracing::info!(position = %position, server = %stream.server_version, "streaming binlog");
+        tracing::info!(position = %position.position, server = %stream.server_version, "streaming binlog");
         if let Some(tx) = self.connected.take() {
             let _ = tx.send(());
         }
@@ -154,7 +157,7 @@ impl SourceReader {
         decoder: &mut EventDecoder,
         raw: &[u8],
         txn: &mut Option<OpenTxn>,
-        position: &mut GtidPosition,
+        position: &mut Checkpoint,
     ) -> Result<(), StreamEnd> {
         let gtid_text = || {
             txn.as_ref()
@@ -172,7 +175,8 @@ impl SourceReader {
                     gtid: g.gtid,
                     commit_unix: event.header.timestamp,
                     standalone: g.is_standalone(),
-                    duplicate: position.contains(g.gtid),
+                    duplicate: position.covers(g.gtid),
+                    large: false,
                     pending: Vec::new(),
                 });
             }
@@ -220,9 +224,20 @@ impl SourceReader {
                         },
                     });
                     if t.pending.len() >= ROWS_PER_MESSAGE {
-                        let chunk = std::mem::take(&mut t.pending);
+                        // Too large to buffer whole: stream it (the applier treats it as a barrier).
+                        let ops = std::mem::take(&mut t.pending);
+                        let msg = if t.large {
+                            ApplyMsg::LargeRows(ops)
+                        } else {
+                            t.large = true;
+                            ApplyMsg::LargeStart {
+                                gtid: t.gtid,
+                                commit_unix: t.commit_unix,
+                                ops,
+                            }
+                        };
                         self.tx
-                            .send(ApplyMsg::Rows(chunk))
+                            .send(msg)
                             .await
                             .map_err(|_| StreamEnd::Fatal(SourceError::ApplierGone))?;
                     }
@@ -252,20 +267,25 @@ impl SourceReader {
         Ok(())
     }
 
-    async fn finish(&mut self, txn: &mut Option<OpenTxn>, position: &mut GtidPosition) -> Result<(), StreamEnd> {
+    async fn finish(&mut self, txn: &mut Option<OpenTxn>, position: &mut Checkpoint) -> Result<(), StreamEnd> {
         let Some(t) = txn.take() else { return Ok(()) };
         if t.duplicate {
             return Ok(());
         }
-        if !t.pending.is_empty() {
-            self.send(ApplyMsg::Rows(t.pending)).await?;
+        if t.large {
+            if !t.pending.is_empty() {
+                self.send(ApplyMsg::LargeRows(t.pending)).await?;
+            }
+            self.send(ApplyMsg::LargeEnd).await?;
+        } else {
+            self.send(ApplyMsg::Txn {
+                gtid: t.gtid,
+                commit_unix: t.commit_unix,
+                ops: t.pending,
+            })
+            .await?;
         }
-        self.send(ApplyMsg::Commit {
-            gtid: t.gtid,
-            commit_unix: t.commit_unix,
-        })
-        .await?;
-        position.advance(t.gtid);
+        position.position.advance(t.gtid);
         Ok(())
     }
 }

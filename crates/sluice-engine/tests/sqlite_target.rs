@@ -121,6 +121,7 @@ fn checkpoint(seq: u64, commit: u32) -> Checkpoint {
     Checkpoint {
         position,
         source_commit_unix: commit,
+        ..Checkpoint::default()
     }
 }
 
@@ -1097,4 +1098,43 @@ fn an_equal_table_definition_in_another_arc_works() {
         &checkpoint(1, 1),
     );
     assert_eq!(rows(&f.path, &t).len(), 2);
+}
+
+#[test]
+fn writer_records_merge_into_a_low_water_mark_and_the_gtids_beyond_it() {
+    let fx = fixture();
+    let mut a = SqliteTarget::open(&fx.path).unwrap();
+    let mut b = SqliteTarget::open(&fx.path).unwrap();
+    a.prepare(&[]).unwrap();
+    let g = |seq| Gtid {
+        domain: 0,
+        server: 1,
+        sequence: seq,
+    };
+    let pos = |seq| {
+        let mut p = GtidPosition::new();
+        p.advance(g(seq));
+        p
+    };
+    // Writer 1 committed 0-1-12 while the mark was at 10; writer 0 later committed 0-1-11
+    // with the mark at 10 too; then writer 1 committed 0-1-14 with the mark at 12.
+    for (writer, mark, applied) in [(1u16, 10, vec![12]), (0, 10, vec![11]), (1, 12, vec![14])] {
+        let target = if writer == 0 { &mut a } else { &mut b };
+        target.begin().unwrap();
+        let cp = Checkpoint {
+            position: pos(mark),
+            applied: applied.into_iter().map(g).collect(),
+            source_commit_unix: 5,
+            writer,
+        };
+        target.commit(&cp).unwrap();
+    }
+    let merged = SqliteTarget::open(&fx.path)
+        .unwrap()
+        .load_checkpoint()
+        .unwrap()
+        .unwrap();
+    assert_eq!(merged.position, pos(12));
+    assert_eq!(merged.applied, vec![g(14)], "0-1-11 is below the mark; 0-1-13 is a gap");
+    assert!(merged.covers(g(11)) && merged.covers(g(14)) && !merged.covers(g(13)));
 }

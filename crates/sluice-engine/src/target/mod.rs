@@ -21,7 +21,7 @@ pub mod sqlite;
 
 use std::sync::Arc;
 
-use sluice_binlog::{ColumnDef, GtidPosition, Value};
+use sluice_binlog::{ColumnDef, Gtid, GtidPosition, Value};
 
 /// A table as it exists at the target: the replicated columns of one source table.
 #[derive(Clone, Debug, PartialEq)]
@@ -64,12 +64,66 @@ pub enum RowOp {
 }
 
 /// Where replication stands, stored in the target with the rows it covers.
+///
+/// Parallel writers commit source transactions out of order, so progress is a *low-water
+/// mark* (`position`: every transaction at or before it is applied) plus the GTIDs applied
+/// beyond it (`applied`). Each writer keeps its own row (`writer`), written in the same
+/// target transaction as the rows it covers; [`Target::load_checkpoint`] merges the rows:
+/// the per-domain maximum of the positions, and the union of the applied GTIDs above it.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Checkpoint {
-    /// Last applied GTID per domain.
+    /// Low-water mark: last GTID per domain below which everything is applied.
     pub position: GtidPosition,
-    /// Commit time (Unix seconds) of the last applied source transaction, from its event header.
+    /// GTIDs applied beyond `position`, in no particular order.
+    pub applied: Vec<Gtid>,
+    /// Commit time (Unix seconds) of the newest applied source transaction, from its event header.
     pub source_commit_unix: u32,
+    /// The writer slot this record belongs to (0 for serial apply). Meaningless in a merged,
+    /// loaded checkpoint.
+    pub writer: u16,
+}
+
+impl Checkpoint {
+    /// Whether the transaction `gtid` is already applied.
+    pub fn covers(&self, gtid: Gtid) -> bool {
+        self.position.contains(gtid) || self.applied.contains(&gtid)
+    }
+
+    /// Merges per-writer records into one checkpoint.
+    pub fn merge(records: impl IntoIterator<Item = Checkpoint>) -> Option<Checkpoint> {
+        let mut merged: Option<Checkpoint> = None;
+        let mut applied = Vec::new();
+        for r in records {
+            applied.extend(r.applied.iter().copied());
+            let m = merged.get_or_insert_with(Checkpoint::default);
+            for gtid in r.position.iter() {
+                if !m.position.contains(gtid) {
+                    m.position.advance(gtid);
+                }
+            }
+            m.source_commit_unix = m.source_commit_unix.max(r.source_commit_unix);
+        }
+        let mut m = merged?;
+        applied.retain(|g| !m.position.contains(*g));
+        applied.sort();
+        applied.dedup();
+        m.applied = applied;
+        Some(m)
+    }
+
+    /// The applied GTIDs as text (`0-1-5,0-1-9`), for storage.
+    pub fn applied_text(&self) -> String {
+        self.applied.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(",")
+    }
+
+    /// Parses [`Checkpoint::applied_text`] output.
+    pub fn parse_applied(text: &str) -> Result<Vec<Gtid>, sluice_binlog::gtid::ParseGtidError> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::parse)
+            .collect()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +148,8 @@ pub trait Target: Send {
     /// `begin` and `commit`); the tables it creates then commit or roll back with it.
     fn prepare(&mut self, tables: &[Arc<TargetTable>]) -> TargetResult<()>;
 
-    /// The checkpoint of the last committed target transaction, or `None` for a fresh target.
+    /// The merged checkpoint of all writers' records (see [`Checkpoint::merge`]), or `None`
+    /// for a fresh target.
     fn load_checkpoint(&mut self) -> TargetResult<Option<Checkpoint>>;
 
     /// Starts a target transaction.
@@ -103,7 +158,8 @@ pub trait Target: Send {
     /// Applies one row change inside the open transaction.
     fn apply(&mut self, op: &RowOp) -> TargetResult<()>;
 
-    /// Writes `checkpoint` and commits, atomically with the rows applied since `begin`.
+    /// Writes `checkpoint` as the record of writer `checkpoint.writer` (replacing that writer's
+    /// previous record) and commits, atomically with the rows applied since `begin`.
     fn commit(&mut self, checkpoint: &Checkpoint) -> TargetResult<()>;
 
     /// Abandons the open transaction, if any.

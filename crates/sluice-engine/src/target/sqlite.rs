@@ -54,7 +54,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
-use sluice_binlog::{Charset, ColumnDef, ColumnKind, GtidPosition, Value};
+use sluice_binlog::{Charset, ColumnDef, ColumnKind, Value};
 
 use super::{Checkpoint, RowOp, Target, TargetError, TargetResult, TargetTable};
 
@@ -70,8 +70,9 @@ const BOOKKEEPING_PREFIX: &str = "_sluice_";
 
 const CREATE_BOOKKEEPING: &str = r#"
 CREATE TABLE IF NOT EXISTS "_sluice_checkpoint" (
-    "id" INTEGER PRIMARY KEY CHECK ("id" = 1),
+    "writer" INTEGER PRIMARY KEY,
     "position" TEXT NOT NULL,
+    "applied" TEXT NOT NULL,
     "source_commit_unix" INTEGER NOT NULL,
     "updated_at_unix" INTEGER NOT NULL
 ) STRICT;
@@ -83,9 +84,9 @@ CREATE TABLE IF NOT EXISTS "_sluice_tables" (
 ) STRICT;
 "#;
 
-const UPSERT_CHECKPOINT: &str = r#"INSERT INTO "_sluice_checkpoint" ("id", "position", "source_commit_unix", "updated_at_unix") VALUES (1, ?1, ?2, ?3) ON CONFLICT ("id") DO UPDATE SET "position" = excluded."position", "source_commit_unix" = excluded."source_commit_unix", "updated_at_unix" = excluded."updated_at_unix""#;
+const UPSERT_CHECKPOINT: &str = r#"INSERT INTO "_sluice_checkpoint" ("writer", "position", "applied", "source_commit_unix", "updated_at_unix") VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT ("writer") DO UPDATE SET "position" = excluded."position", "applied" = excluded."applied", "source_commit_unix" = excluded."source_commit_unix", "updated_at_unix" = excluded."updated_at_unix""#;
 
-const SELECT_CHECKPOINT: &str = r#"SELECT "position", "source_commit_unix" FROM "_sluice_checkpoint" WHERE "id" = 1"#;
+const SELECT_CHECKPOINT: &str = r#"SELECT "position", "applied", "source_commit_unix" FROM "_sluice_checkpoint""#;
 
 /// The declared type of a target column (the storage class SQLite enforces in a STRICT table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -663,23 +664,22 @@ impl Target for SqliteTarget {
         if exists.is_none() {
             return Ok(None);
         }
-        let row: Option<(String, i64)> = self
+        let bad = |what: &str| TargetError::Other(format!("_sluice_checkpoint holds an invalid {what}"));
+        let rows: Vec<(String, String, i64)> = self
             .conn
-            .query_row(SELECT_CHECKPOINT, [], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()
+            .prepare_cached(SELECT_CHECKPOINT)
+            .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect())
             .map_err(db_err("load checkpoint", "_sluice_checkpoint"))?;
-        let Some((position, commit_unix)) = row else {
-            return Ok(None);
-        };
-        let position: GtidPosition = position
-            .parse()
-            .map_err(|e| TargetError::Other(format!("_sluice_checkpoint holds an invalid position: {e}")))?;
-        let source_commit_unix = u32::try_from(commit_unix)
-            .map_err(|_| TargetError::Other("_sluice_checkpoint holds an invalid source commit time".into()))?;
-        Ok(Some(Checkpoint {
-            position,
-            source_commit_unix,
-        }))
+        let mut records = Vec::with_capacity(rows.len());
+        for (position, applied, commit_unix) in rows {
+            records.push(Checkpoint {
+                position: position.parse().map_err(|_| bad("position"))?,
+                applied: Checkpoint::parse_applied(&applied).map_err(|_| bad("applied GTID list"))?,
+                source_commit_unix: u32::try_from(commit_unix).map_err(|_| bad("source commit time"))?,
+                writer: 0,
+            });
+        }
+        Ok(Checkpoint::merge(records))
     }
 
     fn begin(&mut self) -> TargetResult<()> {
@@ -724,10 +724,19 @@ impl Target for SqliteTarget {
             }
         }
         let position = checkpoint.position.to_string();
+        let applied = checkpoint.applied_text();
         let result = self
             .conn
             .prepare_cached(UPSERT_CHECKPOINT)
-            .and_then(|mut st| st.execute(params![position, i64::from(checkpoint.source_commit_unix), unix_now()]))
+            .and_then(|mut st| {
+                st.execute(params![
+                    i64::from(checkpoint.writer),
+                    position,
+                    applied,
+                    i64::from(checkpoint.source_commit_unix),
+                    unix_now()
+                ])
+            })
             .map_err(db_err("write checkpoint", "_sluice_checkpoint"))
             .and_then(|_| {
                 self.conn
