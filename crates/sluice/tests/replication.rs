@@ -230,3 +230,64 @@ fn without_full_row_metadata_names_and_keys_come_from_the_catalog() {
         vec![vec!["11", "-3.25", "x"]]
     );
 }
+
+#[test]
+fn parallel_writers_with_hot_rows_equal_the_source() {
+    let env = Env::new(
+        "CREATE DATABASE shop;
+         CREATE TABLE shop.counters (id INT PRIMARY KEY, n BIGINT NOT NULL);
+         CREATE TABLE shop.items (id INT PRIMARY KEY, owner INT, v VARCHAR(20));
+         INSERT INTO shop.counters VALUES (1, 0), (2, 0), (3, 0);",
+        "[[tables]]\nmatch = \"shop.*\"\n",
+    );
+    env.write_config(
+        "[[tables]]\nmatch = \"shop.*\"\n\n[apply]\nwriters = 4\nbatch_max_rows = 50\n",
+        "",
+    );
+    let mut sluice = env.start();
+    // Four concurrent clients: every transaction bumps a hot counter (conflicts) and touches
+    // its own items (mostly disjoint), with key changes, deletes and re-inserts.
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            let sql: String = (0..150)
+                .map(|i| {
+                    let id = c * 10_000 + i;
+                    format!(
+                        "BEGIN; UPDATE shop.counters SET n = n + 1 WHERE id = {hot};
+                         INSERT INTO shop.items VALUES ({id}, {c}, 'v{i}');
+                         UPDATE shop.items SET id = id + 5000, v = 'moved' WHERE id = {prev};
+                         DELETE FROM shop.items WHERE id = {old};
+                         COMMIT;",
+                        hot = 1 + (i % 3),
+                        prev = id - 1,
+                        old = id + 5000 - 3,
+                    )
+                })
+                .collect();
+            let port = env.db.port();
+            std::thread::spawn(move || {
+                let status = std::process::Command::new("mariadb")
+                    .args(["-h127.0.0.1", "-uroot", &format!("-P{port}"), "-e", &sql])
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    env.wait_caught_up(&mut sluice);
+    assert!(sluice.stop().success());
+    assert!(env.log().contains("writers=4"), "{}", env.log());
+    assert_eq!(
+        env.target_rows("SELECT id, n FROM counters ORDER BY id"),
+        env.db.query_rows("SELECT id, n FROM shop.counters ORDER BY id")
+    );
+    assert_eq!(
+        env.target_rows("SELECT id, owner, v FROM items ORDER BY id"),
+        env.db.query_rows("SELECT id, owner, v FROM shop.items ORDER BY id")
+    );
+    let total: i64 = env.target_rows("SELECT sum(n) FROM counters")[0][0].parse().unwrap();
+    assert_eq!(total, 600);
+}

@@ -112,12 +112,19 @@ impl Env {
         self.db.query_value("SELECT @@global.gtid_binlog_pos")
     }
 
-    /// The target's checkpoint, if the target file and checkpoint exist.
+    /// The target's low-water mark (merged over all writers' records), if the target file and
+    /// a checkpoint exist.
     pub fn checkpoint(&self) -> Option<String> {
-        let conn =
-            rusqlite::Connection::open_with_flags(&self.target, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
-        conn.query_row("SELECT position FROM _sluice_checkpoint", [], |r| r.get(0))
+        use sluice_engine::target::Target;
+        if !self.target.exists() {
+            return None;
+        }
+        let mut target = sluice_engine::target::sqlite::SqliteTarget::open(&self.target).ok()?;
+        target
+            .load_checkpoint()
             .ok()
+            .flatten()
+            .map(|cp| cp.position.to_string())
     }
 
     /// Waits until the target's checkpoint equals the source's binlog position.
