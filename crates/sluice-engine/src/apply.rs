@@ -338,12 +338,16 @@ impl Writer<'_> {
 /// Runs the applier until the reader's channel closes (then complete transactions are
 /// committed and an incomplete large one rolled back) or a writer fails. `targets` holds one
 /// connection per writer.
+///
+/// `failed` is notified when a writer fails, so that the caller can stop the reader even while
+/// the coordinator is waiting for the next message.
 pub fn run_applier(
     targets: Vec<Box<dyn Target>>,
     mut rx: mpsc::Receiver<ApplyMsg>,
     policy: BatchPolicy,
     start: Checkpoint,
     progress: &Progress,
+    failed: &tokio::sync::Notify,
 ) -> Result<(), TargetError> {
     let shared = Shared {
         state: Mutex::new(LowWater {
@@ -386,6 +390,7 @@ pub fn run_applier(
                     lw.stop = true;
                     drop(lw);
                     shared.changed.notify_all();
+                    failed.notify_one();
                 }
                 result
             }));

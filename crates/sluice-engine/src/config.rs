@@ -64,6 +64,8 @@ pub struct Config {
     pub tables: Vec<TableRule>,
     #[serde(default)]
     pub apply: ApplyConfig,
+    #[serde(default)]
+    pub transforms: TransformsConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +110,22 @@ pub struct TableRule {
     pub exclude_columns: Option<Vec<String>>,
     /// Target table name, for a rule that matches exactly one table.
     pub target: Option<String>,
+    /// Row filter: only rows for which this condition is TRUE reach the target
+    /// (see docs/filters-and-transforms.md).
+    #[serde(rename = "where")]
+    pub row_filter: Option<String>,
+    /// Per-column transforms (`null`, `const:V`, `hmac`, `mask:N`, `truncate:N`), applied
+    /// before anything leaves the process.
+    #[serde(default)]
+    pub transforms: std::collections::BTreeMap<String, String>,
+}
+
+/// Where the HMAC key for `hmac` transforms comes from.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformsConfig {
+    pub hmac_key_env: Option<String>,
+    pub hmac_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,6 +188,12 @@ pub struct TableSelector {
     pub columns: ColumnSelection,
     pub target: Option<String>,
     pub is_exact: bool,
+    /// The config key of this rule, e.g. `tables[2]`, for messages.
+    pub key: String,
+    /// The parsed `where` condition (compiled per table definition when planned).
+    pub row_filter: Option<std::sync::Arc<crate::rowfilter::Expr>>,
+    /// Per-column transforms, by column name.
+    pub transforms: Vec<(String, crate::transform::TransformSpec)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -227,7 +251,10 @@ impl Config {
         if path.is_relative() {
             *path = base.join(&*path);
         }
-        if let Some(p) = &mut self.source.password_file {
+        for p in [&mut self.source.password_file, &mut self.transforms.hmac_key_file]
+            .into_iter()
+            .flatten()
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -242,6 +269,12 @@ impl Config {
         }
         if self.source.user.trim().is_empty() {
             return Err(invalid("source.user", "must not be empty"));
+        }
+        if self.transforms.hmac_key_env.is_some() && self.transforms.hmac_key_file.is_some() {
+            return Err(invalid(
+                "transforms.hmac_key_env",
+                "set either hmac_key_env or hmac_key_file, not both",
+            ));
         }
         if self.source.password_env.is_some() && self.source.password_file.is_some() {
             return Err(invalid(
@@ -356,6 +389,33 @@ impl Config {
                 ));
             }
         }
+        let row_filter = match &rule.row_filter {
+            Some(text) => Some(std::sync::Arc::new(
+                crate::rowfilter::parse(text).map_err(|e| invalid(key("where"), e.to_string()))?,
+            )),
+            None => None,
+        };
+        let mut transforms = Vec::with_capacity(rule.transforms.len());
+        for (column, spec) in &rule.transforms {
+            let parsed = crate::transform::parse_transform(spec)
+                .map_err(|e| invalid(key(&format!("transforms.{column}")), e))?;
+            if !columns.includes(column) {
+                return Err(invalid(
+                    key(&format!("transforms.{column}")),
+                    format!("column {column} is not replicated by this rule, so there is nothing to transform"),
+                ));
+            }
+            if parsed == crate::transform::TransformSpec::Hmac
+                && self.transforms.hmac_key_env.is_none()
+                && self.transforms.hmac_key_file.is_none()
+            {
+                return Err(invalid(
+                    key(&format!("transforms.{column}")),
+                    "hmac needs a key: set transforms.hmac_key_env or transforms.hmac_key_file",
+                ));
+            }
+            transforms.push((column.clone(), parsed));
+        }
         Ok(TableSelector {
             pattern: rule.pattern.clone(),
             schema: glob(schema)?,
@@ -363,7 +423,33 @@ impl Config {
             columns,
             target: rule.target.clone(),
             is_exact,
+            key: format!("tables[{i}]"),
+            row_filter,
+            transforms,
         })
+    }
+
+    /// Reads the HMAC key for `hmac` transforms, when one is configured.
+    pub fn hmac_key(&self) -> Result<Option<Secret>, ConfigError> {
+        if let Some(var) = &self.transforms.hmac_key_env {
+            return std::env::var(var).map(|v| Some(Secret::new(v))).map_err(|_| {
+                invalid(
+                    "transforms.hmac_key_env",
+                    format!("environment variable {var} is not set"),
+                )
+            });
+        }
+        if let Some(path) = &self.transforms.hmac_key_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                invalid(
+                    "transforms.hmac_key_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            let key = text.strip_suffix('\n').unwrap_or(&text);
+            return Ok(Some(Secret::new(key.to_owned())));
+        }
+        Ok(None)
     }
 
     /// Reads the source password from where the config says. Missing → empty password only if

@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use sluice_binlog::{ColumnDef, ColumnKind, TableDef, Value};
 
-use crate::config::{ColumnSelection, TableSelector};
+use crate::config::{ColumnSelection, Secret, TableSelector};
+use crate::rowfilter::CompiledFilter;
 use crate::target::{TargetColumn, TargetTable};
+use crate::transform::CompiledTransform;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PlanError {
@@ -34,6 +36,19 @@ pub enum PlanError {
         second: String,
         target: String,
     },
+    #[error("config key `{key}.where` for table {table}: {message}")]
+    Filter {
+        key: String,
+        table: String,
+        message: String,
+    },
+    #[error("config key `{key}.transforms.{column}` for table {table}: {message}")]
+    Transform {
+        key: String,
+        table: String,
+        column: String,
+        message: String,
+    },
 }
 
 /// How one source table (at one definition) maps to its target table.
@@ -43,27 +58,54 @@ pub struct TablePlan {
     pub target: Arc<TargetTable>,
     /// Source column index of each target column.
     pub source_columns: Vec<usize>,
+    /// Rows for which this is not TRUE do not reach the target.
+    pub row_filter: Option<CompiledFilter>,
+    /// Per target column, the transform applied to its values.
+    pub transforms: Vec<Option<CompiledTransform>>,
 }
 
 impl TablePlan {
-    /// Projects a full source row image onto the target columns.
+    /// Whether a full source row image passes the row filter.
+    pub fn passes(&self, row: &[Value]) -> bool {
+        self.row_filter.as_ref().is_none_or(|f| f.matches(row))
+    }
+
+    /// Projects a full source row image onto the target columns and applies the transforms.
     pub fn project(&self, mut row: Vec<Value>) -> Vec<Value> {
         self.source_columns
             .iter()
-            .map(|&i| std::mem::replace(&mut row[i], Value::Null))
+            .zip(&self.transforms)
+            .map(|(&i, transform)| {
+                let v = std::mem::replace(&mut row[i], Value::Null);
+                match transform {
+                    Some(t) => t.apply(v),
+                    None => v,
+                }
+            })
             .collect()
     }
 }
 
 /// The selectors of the config, in order; the first rule that matches a table applies.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TableFilter {
     selectors: Vec<TableSelector>,
+    hmac_key: Option<Secret>,
+}
+
+impl std::fmt::Debug for TableFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableFilter")
+            .field("selectors", &self.selectors)
+            .field("hmac_key", &self.hmac_key)
+            .finish()
+    }
 }
 
 impl TableFilter {
-    pub fn new(selectors: Vec<TableSelector>) -> Self {
-        TableFilter { selectors }
+    /// `hmac_key` is the key of `hmac` transforms (see [`crate::config::Config::hmac_key`]).
+    pub fn new(selectors: Vec<TableSelector>, hmac_key: Option<Secret>) -> Self {
+        TableFilter { selectors, hmac_key }
     }
 
     pub fn select(&self, schema: &str, table: &str) -> Option<&TableSelector> {
@@ -77,11 +119,15 @@ impl TableFilter {
     /// Builds the plan of a selected table. `None` when the table is not selected.
     pub fn plan(&self, def: &TableDef) -> Option<Result<TablePlan, PlanError>> {
         let selector = self.select(&def.schema, &def.name)?;
-        Some(plan_table(def, selector))
+        Some(plan_table(
+            def,
+            selector,
+            self.hmac_key.as_ref().map(|k| k.expose().as_bytes()),
+        ))
     }
 }
 
-fn plan_table(def: &TableDef, selector: &TableSelector) -> Result<TablePlan, PlanError> {
+fn plan_table(def: &TableDef, selector: &TableSelector, hmac_key: Option<&[u8]>) -> Result<TablePlan, PlanError> {
     let table = def.qualified_name();
     if def.primary_key.is_empty() {
         return Err(PlanError::NoPrimaryKey { table });
@@ -117,14 +163,51 @@ fn plan_table(def: &TableDef, selector: &TableSelector) -> Result<TablePlan, Pla
             }
         }
     }
+    let row_filter = match &selector.row_filter {
+        Some(expr) => Some(crate::rowfilter::compile(expr, def).map_err(|e| PlanError::Filter {
+            key: selector.key.clone(),
+            table: table.clone(),
+            message: e.to_string(),
+        })?),
+        None => None,
+    };
+    let mut transforms: Vec<Option<CompiledTransform>> = vec![None; source_columns.len()];
+    for (column, spec) in &selector.transforms {
+        let transform_err = |message: String| PlanError::Transform {
+            key: selector.key.clone(),
+            table: table.clone(),
+            column: column.clone(),
+            message,
+        };
+        let Some(pos) = source_columns
+            .iter()
+            .position(|&i| def.columns[i].name.eq_ignore_ascii_case(column))
+        else {
+            return Err(transform_err(format!(
+                "column {column} does not exist or is not replicated"
+            )));
+        };
+        if key.contains(&pos) && !spec.keeps_values_distinct() {
+            return Err(transform_err(format!(
+                "{column} is part of the primary key; only hmac keeps key values distinct (a {spec} key would merge rows)"
+            )));
+        }
+        let compiled =
+            crate::transform::compile(spec, &def.columns[source_columns[pos]], hmac_key).map_err(transform_err)?;
+        transforms[pos] = Some(compiled);
+    }
     let target = TargetTable {
         source_name: table,
         name: selector.target.clone().unwrap_or_else(|| def.name.clone()),
         columns: source_columns
             .iter()
-            .map(|&i| TargetColumn {
+            .zip(&transforms)
+            .map(|(&i, t)| TargetColumn {
                 name: def.columns[i].name.clone(),
-                source: def.columns[i].clone(),
+                source: match t {
+                    Some(t) => t.output_column(&def.columns[i]),
+                    None => def.columns[i].clone(),
+                },
             })
             .collect(),
         key,
@@ -133,6 +216,8 @@ fn plan_table(def: &TableDef, selector: &TableSelector) -> Result<TablePlan, Pla
         source: Arc::new(def.clone()),
         target: Arc::new(target),
         source_columns,
+        row_filter,
+        transforms,
     })
 }
 

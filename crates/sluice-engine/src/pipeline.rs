@@ -96,6 +96,11 @@ pub async fn check(config: &Config) -> Result<(SourceInfo, Vec<Arc<TablePlan>>),
     Ok((info, plans))
 }
 
+/// The config's table rules with the HMAC key they need.
+fn table_filter(config: &Config) -> Result<TableFilter, ConfigError> {
+    Ok(TableFilter::new(config.selectors(), config.hmac_key()?))
+}
+
 /// Reads the target's checkpoint without creating anything.
 pub fn read_checkpoint(config: &Config) -> Result<Option<Checkpoint>, TargetError> {
     if !config.target_path().exists() {
@@ -106,7 +111,7 @@ pub fn read_checkpoint(config: &Config) -> Result<Option<Checkpoint>, TargetErro
 
 /// Plans every existing source table the config selects.
 async fn initial_plans(conn: &mut mysql_async::Conn, config: &Config) -> Result<Vec<Arc<TablePlan>>, RunError> {
-    let filter = TableFilter::new(config.selectors());
+    let filter = table_filter(config)?;
     let mut plans: Vec<Arc<TablePlan>> = Vec::new();
     for (schema, table) in catalog::list_tables(conn).await? {
         if !filter.is_selected(&schema, &table) {
@@ -188,6 +193,8 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
     // The applier reports its end, so that a failed target write stops the pipeline even while
     // the source is idle (the reader would otherwise only notice on its next send).
     let (applier_done_tx, applier_done) = oneshot::channel::<()>();
+    let applier_failed = Arc::new(tokio::sync::Notify::new());
+    let writer_failed = applier_failed.clone();
     let mut targets: Vec<Box<dyn Target>> = vec![Box::new(target)];
     for _ in 1..config.writers() {
         targets.push(Box::new(SqliteTarget::open(config.target_path())?));
@@ -196,7 +203,7 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
     let applier = std::thread::Builder::new()
         .name("sluice-apply".into())
         .spawn(move || {
-            let result = run_applier(targets, rx, policy, start_cp, &progress);
+            let result = run_applier(targets, rx, policy, start_cp, &progress, &writer_failed);
             let _ = applier_done_tx.send(());
             result
         })
@@ -204,7 +211,7 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
 
     let reader = SourceReader {
         replica: replica_config(config, &password),
-        schema: SchemaTracker::new(TableFilter::new(config.selectors()), pool.clone(), plans),
+        schema: SchemaTracker::new(table_filter(config)?, pool.clone(), plans),
         tx,
         connected: options.connected,
     };
@@ -212,6 +219,7 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
         r = reader.run(checkpoint.clone()) => r,
         () = shutdown => Ok(()),
         _ = applier_done => Ok(()),
+        () = applier_failed.notified() => Ok(()),
     };
     // The reader (and its sender) is dropped here; the applier drains and stops.
     let apply_result = tokio::task::spawn_blocking(move || applier.join())

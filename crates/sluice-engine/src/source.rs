@@ -207,22 +207,10 @@ impl SourceReader {
                 let iter = rows.rows(&plan.source).map_err(|e| StreamEnd::Fatal(rows_err(e)))?;
                 for change in iter {
                     let change = change.map_err(|e| StreamEnd::Fatal(rows_err(e)))?;
-                    let table = plan.target.clone();
-                    t.pending.push(match change {
-                        RowChange::Insert(row) => RowOp::Insert {
-                            table,
-                            row: plan.project(row),
-                        },
-                        RowChange::Delete(row) => RowOp::Delete {
-                            table,
-                            row: plan.project(row),
-                        },
-                        RowChange::Update { before, after } => RowOp::Update {
-                            table,
-                            before: plan.project(before),
-                            after: plan.project(after),
-                        },
-                    });
+                    let Some(op) = to_target_op(&plan, change) else {
+                        continue;
+                    };
+                    t.pending.push(op);
                     if t.pending.len() >= ROWS_PER_MESSAGE {
                         // Too large to buffer whole: stream it (the applier treats it as a barrier).
                         let ops = std::mem::take(&mut t.pending);
@@ -287,6 +275,38 @@ impl SourceReader {
         }
         position.position.advance(t.gtid);
         Ok(())
+    }
+}
+
+/// Turns a source row change into the target's, through the row filter and the transforms.
+/// An update whose row enters the filter becomes an insert, one that leaves it a delete.
+fn to_target_op(plan: &crate::filter::TablePlan, change: RowChange) -> Option<RowOp> {
+    let table = plan.target.clone();
+    match change {
+        RowChange::Insert(row) => plan.passes(&row).then(|| RowOp::Insert {
+            table,
+            row: plan.project(row),
+        }),
+        RowChange::Delete(row) => plan.passes(&row).then(|| RowOp::Delete {
+            table,
+            row: plan.project(row),
+        }),
+        RowChange::Update { before, after } => match (plan.passes(&before), plan.passes(&after)) {
+            (true, true) => Some(RowOp::Update {
+                table,
+                before: plan.project(before),
+                after: plan.project(after),
+            }),
+            (true, false) => Some(RowOp::Delete {
+                table,
+                row: plan.project(before),
+            }),
+            (false, true) => Some(RowOp::Insert {
+                table,
+                row: plan.project(after),
+            }),
+            (false, false) => None,
+        },
     }
 }
 

@@ -72,6 +72,11 @@ impl Env {
     /// Starts `sluice run` in the background, logging to `sluice.log` in the test dir, and
     /// waits until it streams (or exits: refusal tests inspect that).
     pub fn start(&self) -> Sluice {
+        self.start_with_log_level("info,sluice_engine=debug")
+    }
+
+    /// [`Env::start`] with a `SLUICE_LOG` filter.
+    pub fn start_with_log_level(&self, level: &str) -> Sluice {
         let log_path = self.dir.path().join("sluice.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -80,6 +85,7 @@ impl Env {
             .unwrap();
         let child = self
             .sluice()
+            .env("SLUICE_LOG", level)
             .args(["run", "-c"])
             .arg(&self.config)
             .stdout(Stdio::from(log.try_clone().unwrap()))
