@@ -16,6 +16,9 @@ _sluice_missing_packages() {
   { _sluice_have_program mariadb && _sluice_have_program mariadb-binlog; } ||
     printf 'mariadb-client '
   _sluice_have_program sqlite3 || printf 'sqlite3 '
+  # PostgreSQL's server programs (initdb, postgres) for the PostgreSQL target's tests; Debian
+  # keeps them off PATH, under /usr/lib/postgresql/<version>/bin.
+  _sluice_have_postgres_server || printf 'postgresql '
   { _sluice_have_program cc && _sluice_have_program make; } ||
     printf 'build-essential '
   _sluice_have_program pkg-config || printf 'pkg-config '
@@ -24,6 +27,14 @@ _sluice_missing_packages() {
 # mariadbd lives in sbin, which a non-root user's PATH often lacks.
 _sluice_have_program() {
   command -v "$1" >/dev/null 2>&1 || [[ -x "/usr/sbin/$1" || -x "/usr/local/sbin/$1" ]]
+}
+
+_sluice_have_postgres_server() {
+  local dir
+  for dir in /usr/lib/postgresql/*/bin /usr/local/pgsql/bin; do
+    [[ -x "$dir/initdb" && -x "$dir/postgres" ]] && return 0
+  done
+  command -v initdb >/dev/null 2>&1 && command -v postgres >/dev/null 2>&1
 }
 
 _sluice_ensure_cargo() {

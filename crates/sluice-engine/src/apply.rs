@@ -235,8 +235,14 @@ impl Writer<'_> {
     }
 
     fn start_txn(&mut self, sched: Scheduled) -> Result<(), TargetError> {
-        let ready = |lw: &LowWater| lw.stop || lw.tracker.low_water() >= sched.depends_on;
-        let satisfied = ready(&self.shared.state.lock().expect("lock"));
+        let stopped = || TargetError::Other("apply stopped".into());
+        let satisfied = {
+            let lw = self.shared.state.lock().expect("lock");
+            if lw.stop {
+                return Err(stopped());
+            }
+            lw.tracker.low_water() >= sched.depends_on
+        };
         if !satisfied {
             // Never wait while holding an open group: the transaction we wait for may need
             // this group's commit to advance the low-water mark.
@@ -244,9 +250,13 @@ impl Writer<'_> {
                 self.commit_group()?;
             }
             let guard = self.shared.state.lock().expect("lock");
-            let guard = self.shared.changed.wait_while(guard, |lw| !ready(lw)).expect("lock");
+            let guard = self
+                .shared
+                .changed
+                .wait_while(guard, |lw| !lw.stop && lw.tracker.low_water() < sched.depends_on)
+                .expect("lock");
             if guard.stop {
-                return Err(TargetError::Other("apply stopped".into()));
+                return Err(stopped());
             }
         }
         if self.group.is_none() {
@@ -455,10 +465,10 @@ impl Coordinator<'_> {
                     self.flush_if_needed(true)?;
                     match rx.blocking_recv() {
                         Some(m) => m,
-                        None => return Ok(()),
+                        None => return self.final_flush(),
                     }
                 }
-                Err(mpsc::error::TryRecvError::Disconnected) => return Ok(()),
+                Err(mpsc::error::TryRecvError::Disconnected) => return self.final_flush(),
             };
             if self.stopped() {
                 return Err(TargetError::Other("apply stopped".into()));
@@ -529,6 +539,14 @@ impl Coordinator<'_> {
                 // Best effort: a full queue means a commit (which persists the mark) is coming.
                 let _ = self.queues[0].try_send(Work::Flush);
             }
+        }
+        Ok(())
+    }
+
+    /// At shutdown, persists a mark that moved over transactions with nothing to apply.
+    fn final_flush(&mut self) -> Result<(), TargetError> {
+        if self.unflushed && self.large_writer.is_none() && !self.stopped() {
+            self.send(0, Work::Flush)?;
         }
         Ok(())
     }

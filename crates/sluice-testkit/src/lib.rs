@@ -53,10 +53,12 @@
 //!   the kernel kills its servers, but their temp directories remain.
 
 mod binaries;
+mod postgres;
 mod process;
 mod server;
 mod template;
 
+pub use self::postgres::PostgresServer;
 pub use server::{MariaDb, MariaDbOptions};
 
 use std::ffi::OsString;

@@ -17,6 +17,8 @@
 //! * **No partial state on error.** Any error between `begin` and `commit` leaves the target
 //!   as it was at the previous commit once [`Target::rollback`] (or a reconnect) has run.
 
+pub mod mariadb;
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;

@@ -1,0 +1,1026 @@
+//! PostgreSQL target: replicates into one schema of a PostgreSQL database.
+//!
+//! # Design
+//!
+//! * **Sync client.** The target uses the synchronous `postgres` crate (a blocking wrapper
+//!   around `tokio-postgres` that drives its own small tokio runtime). Such a runtime cannot
+//!   be started on a thread that is already running one, so every call that reaches the
+//!   server is moved to a short-lived scoped thread when the caller is inside a tokio
+//!   runtime; on plain threads (sluice's writer threads) calls run directly. Sessions use
+//!   `TimeZone = 'UTC'`, `DateStyle = 'ISO, YMD'` and `IntervalStyle = 'postgres'`. A closed
+//!   connection is replaced on the next [`Target::begin`], [`Target::prepare`] or
+//!   [`Target::load_checkpoint`]; the server has rolled back whatever was open on it.
+//! * **Types.** Each source type maps to the closest exact PostgreSQL type (integers widened
+//!   where the unsigned range needs it, `BIGINT UNSIGNED` as `numeric(20,0)`, `DECIMAL(p,s)`
+//!   as `numeric(p,s)`, `TIME` as `interval`, `DATETIME` as `timestamp`, `TIMESTAMP` as
+//!   `timestamptz`, text as `text`, bytes as `bytea`, JSON as `json`); see
+//!   `docs/type-mapping.md`. Values PostgreSQL cannot represent are refused with an error
+//!   naming the table and column: zero and partial dates (`0000-00-00`, `2024-00-15`), the
+//!   zero TIMESTAMP, and text containing NUL characters. Identifiers longer than PostgreSQL's
+//!   63 bytes are refused too (PostgreSQL would silently truncate them).
+//! * **Exact parameters.** Values are bound as parameters in PostgreSQL's *text* format
+//!   (bytes in binary format), and the server parses them with the column's own input
+//!   function: decimals, 64-bit unsigned integers, dates and intervals arrive digit for digit,
+//!   floats in their shortest round-tripping form (exact for both `real` and
+//!   `double precision`).
+//! * **Upserts.** An insert is `INSERT … ON CONFLICT (key) DO UPDATE SET` every non-key
+//!   column (`DO NOTHING` when every column is a key column), so re-applying it replaces the
+//!   row. An update whose key is unchanged is the same upsert of the new row; an update that
+//!   changes the key deletes the old key and upserts the new row. A delete of a missing row
+//!   changes nothing. Statements are prepared once per (table, operation) and kept for the
+//!   life of the connection; identifiers are always quoted and schema-qualified.
+//! * **Checkpoint with the rows.** [`Target::begin`] is `BEGIN`; [`Target::commit`] upserts
+//!   the writer's row of `_sluice_checkpoint` and `COMMIT`s. PostgreSQL DDL is transactional,
+//!   so [`Target::prepare`] inside an open transaction creates the tables in it: they commit
+//!   or roll back with its rows. Outside a transaction `prepare` runs in its own transaction
+//!   (all or nothing). A failed statement aborts a PostgreSQL transaction anyway; the target
+//!   rolls it back at once, marks it failed and refuses to commit it.
+//!
+//! Error messages name tables and columns, never row values (values may be personal data):
+//! PostgreSQL's `DETAIL` (which quotes rows and keys) is never included, and for data
+//! exceptions (SQLSTATE class 22, whose messages end with the offending input) only the text
+//! before the value is kept.
+
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use postgres::types::{to_sql_checked, Format, IsNull, ToSql, Type};
+use postgres::{Client, NoTls, Statement};
+use sluice_binlog::{Charset, ColumnDef, ColumnKind, GtidPosition, Value};
+
+use super::{Checkpoint, RowOp, Target, TargetError, TargetResult, TargetTable};
+
+/// Prefix of sluice's own tables; target tables may not use it.
+const BOOKKEEPING_PREFIX: &str = "_sluice_";
+const CHECKPOINT_TABLE: &str = "_sluice_checkpoint";
+
+/// PostgreSQL truncates identifiers to `NAMEDATALEN - 1` bytes.
+const MAX_IDENTIFIER_BYTES: usize = 63;
+
+const SESSION_INIT: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'";
+
+/// The target column type for a source column (docs/type-mapping.md).
+pub fn postgres_type(column: &ColumnDef) -> String {
+    let unsigned = column.unsigned;
+    let ty = match column.kind {
+        ColumnKind::TinyInt | ColumnKind::Year => "smallint",
+        ColumnKind::SmallInt if unsigned => "integer",
+        ColumnKind::SmallInt => "smallint",
+        ColumnKind::MediumInt => "integer",
+        ColumnKind::Int if unsigned => "bigint",
+        ColumnKind::Int => "integer",
+        ColumnKind::BigInt if unsigned => "numeric(20,0)",
+        ColumnKind::BigInt => "bigint",
+        // BIT(n) is an unsigned n-bit number; BIT(64) (or unknown width) can exceed bigint.
+        ColumnKind::Bit if (1..=63).contains(&column.length) => "bigint",
+        ColumnKind::Bit => "numeric(20,0)",
+        ColumnKind::Float => "real",
+        ColumnKind::Double => "double precision",
+        ColumnKind::Decimal if decimal_known(column) => {
+            return format!("numeric({},{})", column.precision, column.scale)
+        }
+        // Unknown precision: unconstrained numeric keeps the value and its scale exactly.
+        ColumnKind::Decimal => "numeric",
+        ColumnKind::Date => "date",
+        // TIME ranges over ±838:59:59, beyond PostgreSQL's time of day.
+        ColumnKind::Time => "interval",
+        ColumnKind::DateTime => return format!("timestamp({}) without time zone", column.fsp.min(6)),
+        ColumnKind::Timestamp => return format!("timestamp({}) with time zone", column.fsp.min(6)),
+        ColumnKind::Text if is_undecoded(column) => "bytea",
+        ColumnKind::Text | ColumnKind::Enum | ColumnKind::Set => "text",
+        ColumnKind::Binary | ColumnKind::Other => "bytea",
+        // `json` keeps the text exactly as written (jsonb would reorder keys, drop duplicates
+        // and normalize numbers), and still validates it and supports the JSON operators.
+        ColumnKind::Json => "json",
+    };
+    ty.to_owned()
+}
+
+fn decimal_known(column: &ColumnDef) -> bool {
+    (1..=65).contains(&column.precision) && column.scale <= column.precision
+}
+
+/// Character data in a charset sluice doesn't decode arrives as bytes.
+fn is_undecoded(column: &ColumnDef) -> bool {
+    column.kind == ColumnKind::Text && matches!(column.charset, Charset::Binary | Charset::Other(_))
+}
+
+/// Quotes an identifier: wrapped in double quotes, embedded double quotes doubled.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn check_identifier(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("empty {what} name"));
+    }
+    if name.contains('\0') {
+        return Err(format!("{what} name {name} contains a NUL character"));
+    }
+    if name.len() > MAX_IDENTIFIER_BYTES {
+        return Err(format!(
+            "{what} name {name} is {} bytes long, but PostgreSQL identifiers hold at most {MAX_IDENTIFIER_BYTES} bytes",
+            name.len()
+        ));
+    }
+    Ok(())
+}
+
+fn validate_table(table: &TargetTable) -> TargetResult<()> {
+    let fail = |why: String| Err(TargetError::Other(format!("table {}: {why}", table.name)));
+    if let Err(why) = check_identifier("table", &table.name) {
+        return fail(why);
+    }
+    for column in &table.columns {
+        if let Err(why) = check_identifier("column", &column.name) {
+            return fail(why);
+        }
+    }
+    if table
+        .name
+        .get(..BOOKKEEPING_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(BOOKKEEPING_PREFIX))
+    {
+        return fail(format!(
+            "names starting with {BOOKKEEPING_PREFIX} are reserved for sluice"
+        ));
+    }
+    if table.columns.is_empty() {
+        return fail("no columns".into());
+    }
+    if table.key.is_empty() {
+        return fail("no key columns".into());
+    }
+    if let Some(k) = table.key.iter().find(|&&k| k >= table.columns.len()) {
+        return fail(format!("key column index {k} out of range"));
+    }
+    Ok(())
+}
+
+/// Whether `v` is within the source integer type's range.
+fn int_fits(column: &ColumnDef, v: i128) -> bool {
+    let bits = match column.kind {
+        ColumnKind::TinyInt => 8,
+        ColumnKind::SmallInt => 16,
+        ColumnKind::MediumInt => 24,
+        ColumnKind::Int => 32,
+        ColumnKind::BigInt => 64,
+        ColumnKind::Bit => {
+            let width = if (1..=64).contains(&column.length) {
+                column.length
+            } else {
+                64
+            };
+            return v >= 0 && (v >> width) == 0;
+        }
+        ColumnKind::Year => return v == 0 || (1901..=2155).contains(&v),
+        _ => return false,
+    };
+    if column.unsigned {
+        v >= 0 && (v >> bits) == 0
+    } else {
+        let half = 1i128 << (bits - 1);
+        (-half..half).contains(&v)
+    }
+}
+
+/// One bound parameter: text format (parsed by the column type's input function) or raw
+/// bytes in binary format (for `bytea`).
+#[derive(Debug)]
+enum Param<'a> {
+    Null,
+    Text(Cow<'a, str>),
+    Bytes(&'a [u8]),
+}
+
+impl ToSql for Param<'_> {
+    fn to_sql(&self, _ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
+        match self {
+            Param::Null => Ok(IsNull::Yes),
+            Param::Text(s) => {
+                out.extend_from_slice(s.as_bytes());
+                Ok(IsNull::No)
+            }
+            Param::Bytes(b) => {
+                out.extend_from_slice(b);
+                Ok(IsNull::No)
+            }
+        }
+    }
+
+    fn accepts(_ty: &Type) -> bool {
+        // The server parses text-format values with the column's input function.
+        true
+    }
+
+    fn encode_format(&self, _ty: &Type) -> Format {
+        match self {
+            Param::Bytes(_) => Format::Binary,
+            Param::Null | Param::Text(_) => Format::Text,
+        }
+    }
+
+    to_sql_checked!();
+}
+
+/// Why a value can't be bound.
+enum Refusal {
+    /// The value's variant doesn't belong in the column.
+    WrongKind,
+    /// The value is valid for the source but PostgreSQL can't represent it.
+    Unrepresentable(&'static str),
+}
+
+fn no_nul(s: &str) -> Result<Param<'_>, Refusal> {
+    if s.contains('\0') {
+        Err(Refusal::Unrepresentable(
+            "text containing a NUL character (PostgreSQL text cannot hold U+0000)",
+        ))
+    } else {
+        Ok(Param::Text(Cow::Borrowed(s)))
+    }
+}
+
+const ZERO_DATE: &str = "a zero or partial date (PostgreSQL has no year 0, month 0 or day 0)";
+
+/// Converts a value for a column (the accepted variants are those of the SQLite target,
+/// docs/type-mapping.md).
+fn to_param<'a>(value: &'a Value, column: &ColumnDef) -> Result<Param<'a>, Refusal> {
+    let kind = column.kind;
+    let integer = kind.is_integer() || matches!(kind, ColumnKind::Year | ColumnKind::Bit);
+    let owned = |s: String| Ok(Param::Text(Cow::Owned(s)));
+    match value {
+        Value::Null => Ok(Param::Null),
+        Value::Int(v) if integer && int_fits(column, i128::from(*v)) => owned(v.to_string()),
+        Value::Year(v) if integer && int_fits(column, i128::from(*v)) => owned(v.to_string()),
+        Value::UInt(v) | Value::Bit(v) if integer && int_fits(column, i128::from(*v)) => owned(v.to_string()),
+        // Shortest round-tripping forms; the server's float parsers are correctly rounded.
+        Value::Float(v) if matches!(kind, ColumnKind::Float | ColumnKind::Double) => owned(format!("{v:e}")),
+        Value::Double(v) if matches!(kind, ColumnKind::Float | ColumnKind::Double) => owned(format!("{v:e}")),
+        Value::Decimal(s) if kind == ColumnKind::Decimal => Ok(Param::Text(Cow::Borrowed(s))),
+        Value::Date { year, month, day } if kind == ColumnKind::Date => {
+            if *year == 0 || *month == 0 || *day == 0 {
+                return Err(Refusal::Unrepresentable(ZERO_DATE));
+            }
+            owned(value.to_string())
+        }
+        Value::Time { .. } if kind == ColumnKind::Time => owned(value.to_string()),
+        Value::DateTime { year, month, day, .. } if kind == ColumnKind::DateTime => {
+            if *year == 0 || *month == 0 || *day == 0 {
+                return Err(Refusal::Unrepresentable(ZERO_DATE));
+            }
+            owned(value.to_string())
+        }
+        Value::Timestamp { seconds, micros } if kind == ColumnKind::Timestamp => {
+            if *seconds == 0 && *micros == 0 {
+                return Err(Refusal::Unrepresentable(
+                    "the zero TIMESTAMP 0000-00-00 00:00:00 (PostgreSQL has no such instant)",
+                ));
+            }
+            // Printed in UTC; the offset makes the instant independent of the session.
+            owned(format!("{value}+00"))
+        }
+        Value::Text(s) if matches!(kind, ColumnKind::Enum | ColumnKind::Set | ColumnKind::Json) => no_nul(s),
+        Value::Text(s) if kind == ColumnKind::Text && is_undecoded(column) => Ok(Param::Bytes(s.as_bytes())),
+        Value::Text(s) if kind == ColumnKind::Text => no_nul(s),
+        Value::Enum(s) if kind == ColumnKind::Enum => no_nul(s),
+        Value::Set(s) if kind == ColumnKind::Set => no_nul(s),
+        Value::Json(s) if kind == ColumnKind::Json => no_nul(s),
+        Value::Bytes(b) if matches!(kind, ColumnKind::Binary | ColumnKind::Other) || is_undecoded(column) => {
+            Ok(Param::Bytes(b))
+        }
+        _ => Err(Refusal::WrongKind),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum StmtKind {
+    Upsert,
+    Delete,
+}
+
+/// Everything sluice derives once per target table: column types and statement texts.
+struct TablePlan {
+    table: Arc<TargetTable>,
+    types: Vec<String>,
+    upsert: String,
+    delete: String,
+}
+
+impl TablePlan {
+    fn new(table: Arc<TargetTable>, schema: &str) -> TargetResult<TablePlan> {
+        validate_table(&table)?;
+        let types: Vec<String> = table.columns.iter().map(|c| postgres_type(&c.source)).collect();
+        let name = format!("{}.{}", quote_ident(schema), quote_ident(&table.name));
+        let cols: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let key_cols: Vec<&str> = table.key.iter().map(|&k| cols[k].as_str()).collect();
+        let non_key: Vec<usize> = (0..cols.len()).filter(|i| !table.key.contains(i)).collect();
+        let placeholders: Vec<String> = (1..=cols.len()).map(|i| format!("${i}")).collect();
+        let conflict_action = if non_key.is_empty() {
+            "NOTHING".to_owned()
+        } else {
+            let sets: Vec<String> = non_key
+                .iter()
+                .map(|&i| format!("{c} = EXCLUDED.{c}", c = cols[i]))
+                .collect();
+            format!("UPDATE SET {}", sets.join(", "))
+        };
+        let upsert = format!(
+            "INSERT INTO {name} ({}) VALUES ({}) ON CONFLICT ({}) DO {conflict_action}",
+            cols.join(", "),
+            placeholders.join(", "),
+            key_cols.join(", "),
+        );
+        let where_key: Vec<String> = key_cols
+            .iter()
+            .enumerate()
+            .map(|(n, c)| format!("{c} = ${}", n + 1))
+            .collect();
+        let delete = format!("DELETE FROM {name} WHERE {}", where_key.join(" AND "));
+        Ok(TablePlan {
+            table,
+            types,
+            upsert,
+            delete,
+        })
+    }
+
+    fn not_null(&self, i: usize) -> bool {
+        !self.table.columns[i].source.nullable || self.table.key.contains(&i)
+    }
+
+    fn create_sql(&self, schema: &str) -> String {
+        let t = &self.table;
+        let mut defs: Vec<String> = t
+            .columns
+            .iter()
+            .zip(&self.types)
+            .enumerate()
+            .map(|(i, (c, ty))| {
+                let not_null = if self.not_null(i) { " NOT NULL" } else { "" };
+                format!("{} {ty}{not_null}", quote_ident(&c.name))
+            })
+            .collect();
+        let key: Vec<String> = t.key.iter().map(|&k| quote_ident(&t.columns[k].name)).collect();
+        defs.push(format!("PRIMARY KEY ({})", key.join(", ")));
+        format!(
+            "CREATE TABLE {}.{} (\n    {}\n)",
+            quote_ident(schema),
+            quote_ident(&t.name),
+            defs.join(",\n    ")
+        )
+    }
+
+    /// The JSON description stored in `_sluice_tables.definition`.
+    fn definition_json(&self) -> TargetResult<String> {
+        let t = &self.table;
+        let columns: Vec<serde_json::Value> = t
+            .columns
+            .iter()
+            .zip(&self.types)
+            .enumerate()
+            .map(|(i, (c, ty))| {
+                serde_json::json!({
+                    "name": c.name,
+                    "type": ty,
+                    "not_null": self.not_null(i),
+                    "source": c.source,
+                })
+            })
+            .collect();
+        let key: Vec<&str> = t.key.iter().map(|&k| t.columns[k].name.as_str()).collect();
+        let doc = serde_json::json!({
+            "version": 1,
+            "source_name": t.source_name,
+            "columns": columns,
+            "key": key,
+        });
+        serde_json::to_string(&doc)
+            .map_err(|e| TargetError::Other(format!("table {}: cannot describe columns: {e}", t.name)))
+    }
+
+    /// Converts `value` for column `i`, or names the column when the value doesn't fit.
+    fn bind<'a>(&self, i: usize, value: &'a Value) -> TargetResult<Param<'a>> {
+        let column = &self.table.columns[i].source;
+        to_param(value, column).map_err(|refusal| {
+            let prefix = format!(
+                "table {}: column {} ({:?} stored as {})",
+                self.table.name, self.table.columns[i].name, column.kind, self.types[i],
+            );
+            TargetError::Other(match refusal {
+                Refusal::WrongKind => format!("{prefix} cannot hold a {} value", value.kind()),
+                Refusal::Unrepresentable(what) => format!("{prefix} cannot store {what}"),
+            })
+        })
+    }
+
+    fn bind_row<'a>(&self, row: &'a [Value]) -> TargetResult<Vec<Param<'a>>> {
+        self.check_len(row)?;
+        row.iter().enumerate().map(|(i, v)| self.bind(i, v)).collect()
+    }
+
+    fn bind_key<'a>(&self, row: &'a [Value]) -> TargetResult<Vec<Param<'a>>> {
+        self.check_len(row)?;
+        self.table.key.iter().map(|&k| self.bind(k, &row[k])).collect()
+    }
+
+    fn check_len(&self, row: &[Value]) -> TargetResult<()> {
+        if row.len() == self.table.columns.len() {
+            Ok(())
+        } else {
+            Err(TargetError::Other(format!(
+                "table {}: row has {} values for {} columns",
+                self.table.name,
+                row.len(),
+                self.table.columns.len()
+            )))
+        }
+    }
+
+    /// The column names a statement's `$n` parameters stand for.
+    fn param_columns(&self, kind: StmtKind) -> Vec<&str> {
+        match kind {
+            StmtKind::Upsert => self.table.columns.iter().map(|c| c.name.as_str()).collect(),
+            StmtKind::Delete => self
+                .table
+                .key
+                .iter()
+                .map(|&k| self.table.columns[k].name.as_str())
+                .collect(),
+        }
+    }
+}
+
+/// A message without row values: severity, SQLSTATE and message, for data exceptions cut
+/// before the quoted input, plus the column when PostgreSQL names one (or a parameter
+/// number maps to one).
+fn error_message(e: &postgres::Error, params: &[&str]) -> String {
+    let Some(db) = e.as_db_error() else {
+        return e.to_string();
+    };
+    let code = db.code().code();
+    let mut message = db.message().to_owned();
+    if code.starts_with("22") {
+        if let Some(i) = message.find(": ") {
+            message.truncate(i);
+        }
+    }
+    let mut out = format!("{} {code}: {message}", db.severity());
+    let column = db.column().map(str::to_owned).or_else(|| {
+        // "unnamed portal parameter $3 = '…'": the parameter number, never the value.
+        let context = db.where_()?;
+        let digits: String = context
+            .split("parameter $")
+            .nth(1)?
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        let n: usize = digits.parse().ok()?;
+        params.get(n.checked_sub(1)?).map(|c| (*c).to_owned())
+    });
+    if let Some(column) = column {
+        out.push_str(&format!(" (column {column})"));
+    }
+    out
+}
+
+/// Whether the connection is gone after `e` (closed, I/O failure, or a server error that
+/// ends the session: FATAL/PANIC, connection exceptions, administrator shutdown).
+fn connection_lost(e: &postgres::Error) -> bool {
+    if e.is_closed() || e.source().is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some()) {
+        return true;
+    }
+    e.as_db_error().is_some_and(|db| {
+        let code = db.code().code();
+        matches!(db.severity(), "FATAL" | "PANIC") || code.starts_with("08") || code.starts_with("57P")
+    })
+}
+
+fn db_error(operation: &'static str, table: &str, e: &postgres::Error) -> TargetError {
+    TargetError::Database {
+        operation,
+        table: table.to_owned(),
+        message: error_message(e, &[]),
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Runs `f` directly, or on a scoped thread when the caller is inside a tokio runtime (the
+/// sync client's own runtime can't be started there).
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|scope| {
+        scope
+            .spawn(f)
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// The client, closed off any tokio runtime when dropped (closing blocks on the client's own
+/// runtime, which can't run inside another).
+struct Conn(Option<Client>);
+
+impl Deref for Conn {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        self.0.as_ref().expect("the client is only taken when dropped")
+    }
+}
+
+impl DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.0.as_mut().expect("the client is only taken when dropped")
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            off_runtime(move || drop(client));
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TxState {
+    Idle,
+    Open,
+    /// A write failed; the transaction has already been rolled back.
+    Failed,
+}
+
+/// A PostgreSQL schema sluice replicates into.
+pub struct PostgresTarget {
+    conn_str: String,
+    schema: String,
+    client: Conn,
+    plans: HashMap<String, TablePlan>,
+    statements: HashMap<(String, StmtKind), Statement>,
+    checkpoint_statement: Option<Statement>,
+    state: TxState,
+    /// The connection failed and must be replaced (set from error paths that only have `&self`).
+    lost: Cell<bool>,
+}
+
+impl PostgresTarget {
+    /// Connects with a libpq-style connection string or URL
+    /// (`host=… port=… user=… dbname=…` or `postgresql://user@host:port/db`; no TLS) and
+    /// writes into `schema`, which [`Target::prepare`] creates when missing.
+    pub fn connect(conn_str: &str, schema: &str) -> TargetResult<PostgresTarget> {
+        check_identifier("schema", schema).map_err(|why| TargetError::Other(format!("target {why}")))?;
+        let client = off_runtime(|| open_client(conn_str)).map_err(|e| db_error("connect", schema, &e))?;
+        Ok(PostgresTarget {
+            conn_str: conn_str.to_owned(),
+            schema: schema.to_owned(),
+            client: Conn(Some(client)),
+            plans: HashMap::new(),
+            statements: HashMap::new(),
+            checkpoint_statement: None,
+            state: TxState::Idle,
+            lost: Cell::new(false),
+        })
+    }
+
+    /// The schema the target writes into.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    fn qualified(&self, table: &str) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(table))
+    }
+
+    /// Maps a client error, remembering when the connection itself failed.
+    fn fail(&self, operation: &'static str, table: &str, e: &postgres::Error) -> TargetError {
+        if connection_lost(e) {
+            self.lost.set(true);
+        }
+        db_error(operation, table, e)
+    }
+
+    /// Replaces a failed connection (only ever called with no transaction open).
+    fn ensure_connected(&mut self) -> TargetResult<()> {
+        if !self.lost.get() && !self.client.is_closed() {
+            return Ok(());
+        }
+        let client = open_client(&self.conn_str).map_err(|e| db_error("reconnect", &self.schema, &e))?;
+        self.statements.clear();
+        self.checkpoint_statement = None;
+        self.client = Conn(Some(client));
+        self.lost.set(false);
+        Ok(())
+    }
+
+    fn plan(&mut self, table: &Arc<TargetTable>) -> TargetResult<()> {
+        let fresh = match self.plans.get_mut(&table.name) {
+            Some(plan) if Arc::ptr_eq(&plan.table, table) => false,
+            Some(plan) if *plan.table == **table => {
+                plan.table = Arc::clone(table);
+                false
+            }
+            _ => true,
+        };
+        if fresh {
+            let plan = TablePlan::new(Arc::clone(table), &self.schema)?;
+            // Dropping a statement closes it on the server.
+            self.statements.remove(&(table.name.clone(), StmtKind::Upsert));
+            self.statements.remove(&(table.name.clone(), StmtKind::Delete));
+            self.plans.insert(table.name.clone(), plan);
+        }
+        Ok(())
+    }
+
+    fn execute(&mut self, name: &str, kind: StmtKind, params: &[Param<'_>]) -> TargetResult<()> {
+        let operation = match kind {
+            StmtKind::Upsert => "upsert",
+            StmtKind::Delete => "delete",
+        };
+        let plan = &self.plans[name];
+        let cache_key = (name.to_owned(), kind);
+        if !self.statements.contains_key(&cache_key) {
+            let sql = match kind {
+                StmtKind::Upsert => &plan.upsert,
+                StmtKind::Delete => &plan.delete,
+            };
+            let stmt = self.client.prepare(sql).map_err(|e| self.fail(operation, name, &e))?;
+            self.statements.insert(cache_key.clone(), stmt);
+        }
+        let stmt = &self.statements[&cache_key];
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        self.client.execute(stmt, &refs).map_err(|e| {
+            if connection_lost(&e) {
+                self.lost.set(true);
+            }
+            TargetError::Database {
+                operation,
+                table: name.to_owned(),
+                message: error_message(&e, &plan.param_columns(kind)),
+            }
+        })?;
+        Ok(())
+    }
+
+    fn apply_op(&mut self, op: &RowOp) -> TargetResult<()> {
+        let table = match op {
+            RowOp::Insert { table, .. } | RowOp::Update { table, .. } | RowOp::Delete { table, .. } => table,
+        };
+        self.plan(table)?;
+        let name = table.name.as_str();
+        // The plan is looked up anew for each statement: `execute` needs `&mut self`.
+        match op {
+            RowOp::Insert { row, .. } => {
+                let values = self.plans[name].bind_row(row)?;
+                self.execute(name, StmtKind::Upsert, &values)
+            }
+            RowOp::Delete { row, .. } => {
+                let key = self.plans[name].bind_key(row)?;
+                self.execute(name, StmtKind::Delete, &key)
+            }
+            RowOp::Update { before, after, .. } => {
+                let plan = &self.plans[name];
+                plan.check_len(before)?;
+                let values = plan.bind_row(after)?;
+                if plan.table.key.iter().all(|&k| before[k] == after[k]) {
+                    self.execute(name, StmtKind::Upsert, &values)
+                } else {
+                    let old_key = plan.bind_key(before)?;
+                    self.execute(name, StmtKind::Delete, &old_key)?;
+                    self.execute(name, StmtKind::Upsert, &values)
+                }
+            }
+        }
+    }
+
+    /// Column names of every relation in the schema, in order.
+    fn existing_tables(&mut self) -> TargetResult<HashMap<String, Vec<String>>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT c.relname::text, a.attname::text \
+                 FROM pg_catalog.pg_attribute a \
+                 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+                   AND a.attnum > 0 AND NOT a.attisdropped \
+                 ORDER BY c.relname, a.attnum",
+                &[&self.schema],
+            )
+            .map_err(|e| self.fail("inspect tables", &self.schema, &e))?;
+        let mut tables: HashMap<String, Vec<String>> = HashMap::new();
+        for row in rows {
+            tables.entry(row.get(0)).or_default().push(row.get(1));
+        }
+        Ok(tables)
+    }
+
+    fn check_existing(plan: &TablePlan, existing: &[String]) -> TargetResult<()> {
+        let expected: Vec<&str> = plan.table.columns.iter().map(|c| c.name.as_str()).collect();
+        if existing.iter().map(String::as_str).eq(expected.iter().copied()) {
+            return Ok(());
+        }
+        Err(TargetError::Other(format!(
+            "table {} already exists in the target with columns ({}), but sluice expects ({}); \
+             drop or rename the table, or change the replicated columns",
+            plan.table.name,
+            existing.join(", "),
+            expected.join(", ")
+        )))
+    }
+
+    /// Creates the schema, the bookkeeping tables and the missing tables, inside the open
+    /// transaction.
+    fn prepare_in_tx(&mut self, tables: &[Arc<TargetTable>]) -> TargetResult<()> {
+        for table in tables {
+            self.plan(table)?;
+        }
+        let schema_exists = !self
+            .client
+            .query(
+                "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1",
+                &[&self.schema],
+            )
+            .map_err(|e| self.fail("inspect schema", &self.schema, &e))?
+            .is_empty();
+        if !schema_exists {
+            self.client
+                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&self.schema)))
+                .map_err(|e| self.fail("create schema", &self.schema, &e))?;
+        }
+        let bookkeeping = format!(
+            "CREATE TABLE IF NOT EXISTS {checkpoint} (
+                \"writer\" integer PRIMARY KEY,
+                \"position\" text NOT NULL,
+                \"applied\" text NOT NULL,
+                \"source_commit_unix\" bigint NOT NULL,
+                \"updated_at_unix\" bigint NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS {tables} (
+                \"name\" text PRIMARY KEY,
+                \"source_name\" text NOT NULL,
+                \"definition\" text NOT NULL,
+                \"created_at_unix\" bigint NOT NULL
+            )",
+            checkpoint = self.qualified(CHECKPOINT_TABLE),
+            tables = self.qualified("_sluice_tables"),
+        );
+        let existing = self.existing_tables()?;
+        if !existing.contains_key(CHECKPOINT_TABLE) || !existing.contains_key("_sluice_tables") {
+            self.client
+                .batch_execute(&bookkeeping)
+                .map_err(|e| self.fail("create bookkeeping tables", "_sluice_*", &e))?;
+        }
+        for table in tables {
+            let plan = &self.plans[&table.name];
+            match existing.get(&table.name) {
+                Some(columns) => Self::check_existing(plan, columns)?,
+                None => {
+                    let sql = plan.create_sql(&self.schema);
+                    self.client
+                        .batch_execute(&sql)
+                        .map_err(|e| self.fail("create table", &table.name, &e))?;
+                }
+            }
+        }
+        let record = format!(
+            "INSERT INTO {} (\"name\", \"source_name\", \"definition\", \"created_at_unix\") \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (\"name\") DO NOTHING",
+            self.qualified("_sluice_tables")
+        );
+        let record = self
+            .client
+            .prepare(&record)
+            .map_err(|e| self.fail("record table", "_sluice_tables", &e))?;
+        let now = unix_now();
+        for table in tables {
+            let plan = &self.plans[&table.name];
+            let definition = plan.definition_json()?;
+            self.client
+                .execute(&record, &[&table.name, &plan.table.source_name, &definition, &now])
+                .map_err(|e| self.fail("record table", &table.name, &e))?;
+        }
+        Ok(())
+    }
+
+    fn rollback_now(&mut self) -> TargetResult<()> {
+        if self.lost.get() || self.client.is_closed() {
+            // The server rolls back a transaction whose connection is gone.
+            return Ok(());
+        }
+        match self.client.batch_execute("ROLLBACK") {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let err = self.fail("rollback", "(transaction)", &e);
+                if self.lost.get() {
+                    Ok(())
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    fn prepare_impl(&mut self, tables: &[Arc<TargetTable>]) -> TargetResult<()> {
+        if self.state == TxState::Open {
+            return self.prepare_in_tx(tables).inspect_err(|_| {
+                let _ = self.rollback_now();
+                self.state = TxState::Failed;
+            });
+        }
+        self.ensure_connected()?;
+        self.client
+            .batch_execute("BEGIN")
+            .map_err(|e| self.fail("begin", "(transaction)", &e))?;
+        let result = self.prepare_in_tx(tables).and_then(|()| {
+            self.client
+                .batch_execute("COMMIT")
+                .map_err(|e| self.fail("commit", "(transaction)", &e))
+        });
+        if result.is_err() {
+            let _ = self.rollback_now();
+        }
+        result
+    }
+
+    fn load_checkpoint_impl(&mut self) -> TargetResult<Option<Checkpoint>> {
+        if self.state != TxState::Open {
+            self.ensure_connected()?;
+        }
+        let exists = !self
+            .client
+            .query(
+                "SELECT 1 FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2",
+                &[&self.schema, &CHECKPOINT_TABLE],
+            )
+            .map_err(|e| self.fail("load checkpoint", CHECKPOINT_TABLE, &e))?
+            .is_empty();
+        if !exists {
+            return Ok(None);
+        }
+        let sql = format!(
+            "SELECT \"position\", \"applied\", \"source_commit_unix\" FROM {}",
+            self.qualified(CHECKPOINT_TABLE)
+        );
+        let rows = self
+            .client
+            .query(&sql, &[])
+            .map_err(|e| self.fail("load checkpoint", CHECKPOINT_TABLE, &e))?;
+        let bad = |what: &str| TargetError::Other(format!("_sluice_checkpoint holds an invalid {what}"));
+        let mut records = Vec::with_capacity(rows.len());
+        for row in rows {
+            let position: String = row.get(0);
+            let applied: String = row.get(1);
+            let commit_unix: i64 = row.get(2);
+            records.push(Checkpoint {
+                position: position.parse::<GtidPosition>().map_err(|_| bad("position"))?,
+                applied: Checkpoint::parse_applied(&applied).map_err(|_| bad("applied GTID list"))?,
+                source_commit_unix: u32::try_from(commit_unix).map_err(|_| bad("source commit time"))?,
+                writer: 0,
+            });
+        }
+        Ok(Checkpoint::merge(records))
+    }
+
+    fn begin_impl(&mut self) -> TargetResult<()> {
+        if self.state == TxState::Open {
+            return Err(TargetError::Other("begin called while a transaction is open".into()));
+        }
+        self.ensure_connected()?;
+        if let Err(e) = self.client.batch_execute("BEGIN") {
+            let err = self.fail("begin", "(transaction)", &e);
+            if !self.lost.get() && !self.client.is_closed() {
+                return Err(err);
+            }
+            // The connection was gone (server restart, idle timeout): nothing was open on
+            // it, so reconnect and start over once.
+            self.ensure_connected()?;
+            self.client
+                .batch_execute("BEGIN")
+                .map_err(|e| self.fail("begin", "(transaction)", &e))?;
+        }
+        self.state = TxState::Open;
+        Ok(())
+    }
+
+    fn apply_impl(&mut self, op: &RowOp) -> TargetResult<()> {
+        match self.state {
+            TxState::Open => {}
+            TxState::Idle => return Err(TargetError::Other("apply called outside a transaction".into())),
+            TxState::Failed => {
+                return Err(TargetError::Other(
+                    "apply called after a failed write; roll back first".into(),
+                ))
+            }
+        }
+        let result = self.apply_op(op);
+        if result.is_err() {
+            // No partial state: abandon the whole target transaction now.
+            self.state = TxState::Failed;
+            let _ = self.rollback_now();
+        }
+        result
+    }
+
+    fn write_checkpoint(&mut self, checkpoint: &Checkpoint) -> TargetResult<()> {
+        if self.checkpoint_statement.is_none() {
+            let sql = format!(
+                "INSERT INTO {} (\"writer\", \"position\", \"applied\", \"source_commit_unix\", \"updated_at_unix\") \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (\"writer\") DO UPDATE SET \
+                 \"position\" = EXCLUDED.\"position\", \"applied\" = EXCLUDED.\"applied\", \
+                 \"source_commit_unix\" = EXCLUDED.\"source_commit_unix\", \"updated_at_unix\" = EXCLUDED.\"updated_at_unix\"",
+                self.qualified(CHECKPOINT_TABLE)
+            );
+            let stmt = self
+                .client
+                .prepare(&sql)
+                .map_err(|e| self.fail("write checkpoint", CHECKPOINT_TABLE, &e))?;
+            self.checkpoint_statement = Some(stmt);
+        }
+        let stmt = self.checkpoint_statement.as_ref().expect("prepared above");
+        let writer = i32::from(checkpoint.writer);
+        let position = checkpoint.position.to_string();
+        let applied = checkpoint.applied_text();
+        let commit_unix = i64::from(checkpoint.source_commit_unix);
+        let now = unix_now();
+        self.client
+            .execute(stmt, &[&writer, &position, &applied, &commit_unix, &now])
+            .map_err(|e| self.fail("write checkpoint", CHECKPOINT_TABLE, &e))?;
+        self.client
+            .batch_execute("COMMIT")
+            .map_err(|e| self.fail("commit", "(transaction)", &e))
+    }
+
+    fn commit_impl(&mut self, checkpoint: &Checkpoint) -> TargetResult<()> {
+        match self.state {
+            TxState::Open => {}
+            TxState::Idle => return Err(TargetError::Other("commit called outside a transaction".into())),
+            TxState::Failed => {
+                return Err(TargetError::Other(
+                    "commit refused: a write in this transaction failed and it was rolled back".into(),
+                ))
+            }
+        }
+        match self.write_checkpoint(checkpoint) {
+            Ok(()) => {
+                self.state = TxState::Idle;
+                Ok(())
+            }
+            Err(e) => {
+                self.state = TxState::Failed;
+                let _ = self.rollback_now();
+                Err(e)
+            }
+        }
+    }
+}
+
+fn open_client(conn_str: &str) -> Result<Client, postgres::Error> {
+    let mut client = Client::connect(conn_str, NoTls)?;
+    client.batch_execute(SESSION_INIT)?;
+    Ok(client)
+}
+
+impl Target for PostgresTarget {
+    fn prepare(&mut self, tables: &[Arc<TargetTable>]) -> TargetResult<()> {
+        off_runtime(|| self.prepare_impl(tables))
+    }
+
+    fn load_checkpoint(&mut self) -> TargetResult<Option<Checkpoint>> {
+        off_runtime(|| self.load_checkpoint_impl())
+    }
+
+    fn begin(&mut self) -> TargetResult<()> {
+        off_runtime(|| self.begin_impl())
+    }
+
+    fn apply(&mut self, op: &RowOp) -> TargetResult<()> {
+        off_runtime(|| self.apply_impl(op))
+    }
+
+    fn commit(&mut self, checkpoint: &Checkpoint) -> TargetResult<()> {
+        off_runtime(|| self.commit_impl(checkpoint))
+    }
+
+    fn rollback(&mut self) -> TargetResult<()> {
+        off_runtime(|| {
+            self.state = TxState::Idle;
+            self.rollback_now()
+        })
+    }
+}
