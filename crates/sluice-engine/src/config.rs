@@ -94,8 +94,32 @@ pub struct SourceConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
 pub enum TargetConfig {
+    /// An embedded SQLite file (one writer).
     Sqlite { path: PathBuf },
+    /// A MariaDB or MySQL server.
+    Mariadb(ServerTarget),
+    /// A PostgreSQL server.
+    Postgres(ServerTarget),
 }
+
+/// Connection settings of a server target. The password, like the source's, comes from an
+/// environment variable or a file only.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTarget {
+    pub host: String,
+    pub port: Option<u16>,
+    pub user: String,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// The database to write into (created if missing on MariaDB).
+    pub database: String,
+    /// PostgreSQL schema (default `public`).
+    pub schema: Option<String>,
+}
+
+/// Default writers for server targets: enough to overlap commit latency on a small machine.
+pub const DEFAULT_SERVER_WRITERS: usize = 4;
 
 /// Selects tables by `schema.table` name or glob, and their columns.
 #[derive(Debug, Deserialize)]
@@ -247,9 +271,14 @@ impl Config {
     }
 
     fn resolve_paths(mut self, base: &Path) -> Config {
-        let TargetConfig::Sqlite { path } = &mut self.target;
-        if path.is_relative() {
-            *path = base.join(&*path);
+        match &mut self.target {
+            TargetConfig::Sqlite { path } if path.is_relative() => *path = base.join(&*path),
+            TargetConfig::Mariadb(t) | TargetConfig::Postgres(t) => {
+                if let Some(p) = t.password_file.as_mut().filter(|p| p.is_relative()) {
+                    *p = base.join(&*p);
+                }
+            }
+            _ => {}
         }
         for p in [&mut self.source.password_file, &mut self.transforms.hmac_key_file]
             .into_iter()
@@ -310,9 +339,25 @@ impl Config {
         if self.apply.batch_max_delay_ms > 60_000 {
             return Err(invalid("apply.batch_max_delay_ms", "must be at most 60000"));
         }
-        let TargetConfig::Sqlite { path } = &self.target;
-        if path.as_os_str().is_empty() {
-            return Err(invalid("target.path", "must not be empty"));
+        match &self.target {
+            TargetConfig::Sqlite { path } if path.as_os_str().is_empty() => {
+                return Err(invalid("target.path", "must not be empty"));
+            }
+            TargetConfig::Mariadb(t) | TargetConfig::Postgres(t) => {
+                if t.host.trim().is_empty() {
+                    return Err(invalid("target.host", "must not be empty"));
+                }
+                if t.database.trim().is_empty() {
+                    return Err(invalid("target.database", "must not be empty"));
+                }
+                if t.password_env.is_some() && t.password_file.is_some() {
+                    return Err(invalid(
+                        "target.password_env",
+                        "set either password_env or password_file, not both",
+                    ));
+                }
+            }
+            TargetConfig::Sqlite { .. } => {}
         }
         Ok(())
     }
@@ -470,16 +515,54 @@ impl Config {
 
     /// The number of writer connections to use.
     pub fn writers(&self) -> usize {
-        self.apply.writers.unwrap_or(DEFAULT_SQLITE_WRITERS)
+        self.apply.writers.unwrap_or(match self.target {
+            TargetConfig::Sqlite { .. } => DEFAULT_SQLITE_WRITERS,
+            _ => DEFAULT_SERVER_WRITERS,
+        })
     }
 
     pub fn heartbeat(&self) -> Duration {
         Duration::from_millis(self.source.heartbeat_ms)
     }
 
-    pub fn target_path(&self) -> &Path {
-        let TargetConfig::Sqlite { path } = &self.target;
-        path
+    /// A human-readable name of the target (never containing a password).
+    pub fn target_description(&self) -> String {
+        match &self.target {
+            TargetConfig::Sqlite { path } => format!("sqlite:{}", path.display()),
+            TargetConfig::Mariadb(t) => format!(
+                "mariadb://{}@{}:{}/{}",
+                t.user,
+                t.host,
+                t.port.unwrap_or(3306),
+                t.database
+            ),
+            TargetConfig::Postgres(t) => format!(
+                "postgres://{}@{}:{}/{} schema {}",
+                t.user,
+                t.host,
+                t.port.unwrap_or(5432),
+                t.database,
+                t.schema.as_deref().unwrap_or("public")
+            ),
+        }
+    }
+
+    /// The target password, for server targets.
+    pub fn target_password(&self) -> Result<Secret, ConfigError> {
+        let (TargetConfig::Mariadb(t) | TargetConfig::Postgres(t)) = &self.target else {
+            return Ok(Secret::default());
+        };
+        if let Some(var) = &t.password_env {
+            return std::env::var(var)
+                .map(Secret::new)
+                .map_err(|_| invalid("target.password_env", format!("environment variable {var} is not set")));
+        }
+        if let Some(path) = &t.password_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| invalid("target.password_file", format!("cannot read {}: {e}", path.display())))?;
+            return Ok(Secret::new(text.trim_end_matches(['\n', '\r']).to_owned()));
+        }
+        Ok(Secret::default())
     }
 }
 

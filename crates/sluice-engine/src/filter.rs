@@ -132,7 +132,15 @@ fn plan_table(def: &TableDef, selector: &TableSelector, hmac_key: Option<&[u8]>)
     if def.primary_key.is_empty() {
         return Err(PlanError::NoPrimaryKey { table });
     }
-    if let ColumnSelection::Include(cols) | ColumnSelection::Exclude(cols) = &selector.columns {
+    // Named columns must exist, except excluded columns of a glob rule (which may name a
+    // column only some of the matched tables have). An exact rule's exclude list must match:
+    // a misspelt PII column there would otherwise be replicated.
+    let named = match &selector.columns {
+        ColumnSelection::Include(cols) => Some(cols),
+        ColumnSelection::Exclude(cols) if selector.is_exact => Some(cols),
+        _ => None,
+    };
+    if let Some(cols) = named {
         if let Some(missing) = cols.iter().find(|c| def.column_index(c).is_none()) {
             return Err(PlanError::UnknownColumn {
                 table,

@@ -10,11 +10,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::apply::{run_applier, BatchPolicy, Progress};
 use crate::catalog::{self, CatalogError};
-use crate::config::{Config, ConfigError, StartPosition};
+use crate::config::{Config, ConfigError, StartPosition, TargetConfig};
 use crate::filter::{PlanError, TableFilter, TablePlan};
 use crate::preflight::{self, PreflightError, SourceInfo};
 use crate::schema::SchemaTracker;
 use crate::source::{replica_config, SourceError, SourceReader};
+use crate::target::mariadb::MariaDbTarget;
+use crate::target::postgres::PostgresTarget;
 use crate::target::sqlite::SqliteTarget;
 use crate::target::{Checkpoint, Target, TargetError};
 
@@ -101,12 +103,44 @@ fn table_filter(config: &Config) -> Result<TableFilter, ConfigError> {
     Ok(TableFilter::new(config.selectors(), config.hmac_key()?))
 }
 
+/// Opens one connection to the configured target.
+pub fn open_target(config: &Config) -> Result<Box<dyn Target>, RunError> {
+    Ok(match &config.target {
+        TargetConfig::Sqlite { path } => Box::new(SqliteTarget::open(path)?),
+        TargetConfig::Mariadb(t) => {
+            let password = config.target_password()?;
+            let opts = crate::target::mariadb::OptsBuilder::new()
+                .ip_or_hostname(Some(t.host.clone()))
+                .tcp_port(t.port.unwrap_or(3306))
+                .user(Some(t.user.clone()))
+                .pass(Some(password.expose().to_owned()))
+                .prefer_socket(false);
+            Box::new(MariaDbTarget::connect_with(opts, &t.database)?)
+        }
+        TargetConfig::Postgres(t) => {
+            let password = config.target_password()?;
+            let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+            let conn = format!(
+                "host={} port={} user={} password={} dbname={} connect_timeout=10",
+                quote(&t.host),
+                t.port.unwrap_or(5432),
+                quote(&t.user),
+                quote(password.expose()),
+                quote(&t.database)
+            );
+            Box::new(PostgresTarget::connect(&conn, t.schema.as_deref().unwrap_or("public"))?)
+        }
+    })
+}
+
 /// Reads the target's checkpoint without creating anything.
-pub fn read_checkpoint(config: &Config) -> Result<Option<Checkpoint>, TargetError> {
-    if !config.target_path().exists() {
-        return Ok(None);
+pub fn read_checkpoint(config: &Config) -> Result<Option<Checkpoint>, RunError> {
+    if let TargetConfig::Sqlite { path } = &config.target {
+        if !path.exists() {
+            return Ok(None);
+        }
     }
-    SqliteTarget::open(config.target_path())?.load_checkpoint()
+    Ok(open_target(config)?.load_checkpoint()?)
 }
 
 /// Plans every existing source table the config selects.
@@ -146,7 +180,7 @@ pub struct RunOptions {
 pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let password = config.source_password()?;
     let pool = source_pool(config)?;
-    let mut target = SqliteTarget::open(config.target_path())?;
+    let mut target = open_target(config)?;
     let checkpoint = target.load_checkpoint()?;
 
     let mut conn = source_conn(&pool, config).await?;
@@ -195,9 +229,9 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
     let (applier_done_tx, applier_done) = oneshot::channel::<()>();
     let applier_failed = Arc::new(tokio::sync::Notify::new());
     let writer_failed = applier_failed.clone();
-    let mut targets: Vec<Box<dyn Target>> = vec![Box::new(target)];
+    let mut targets: Vec<Box<dyn Target>> = vec![target];
     for _ in 1..config.writers() {
-        targets.push(Box::new(SqliteTarget::open(config.target_path())?));
+        targets.push(open_target(config)?);
     }
     tracing::info!(writers = targets.len(), "applier ready");
     let applier = std::thread::Builder::new()

@@ -36,7 +36,7 @@ pub async fn status(config: &Config) -> Result<StatusReport, RunError> {
     let checkpoint = read_checkpoint(config)?;
     let tables = read_tables(config)?;
     let mut report = StatusReport {
-        target: config.target_path().display().to_string(),
+        target: config.target_description(),
         checkpoint: checkpoint.as_ref().map(|c| c.position.to_string()),
         tables,
         source_position: None,
@@ -77,7 +77,10 @@ pub async fn status(config: &Config) -> Result<StatusReport, RunError> {
 }
 
 fn read_tables(config: &Config) -> Result<Vec<TableStatus>, RunError> {
-    let path = config.target_path();
+    // Row counts are read from SQLite targets only, for now.
+    let crate::config::TargetConfig::Sqlite { path } = &config.target else {
+        return Ok(Vec::new());
+    };
     if !path.exists() {
         return Ok(Vec::new());
     }

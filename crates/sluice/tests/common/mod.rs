@@ -50,8 +50,17 @@ impl Env {
 
     /// (Re)writes the config; `extra_source` lines go into [source].
     pub fn write_config(&self, tables_toml: &str, extra_source: &str) {
+        self.write_config_with_target(
+            tables_toml,
+            extra_source,
+            "[target]\nkind = \"sqlite\"\npath = \"edge.sqlite\"\n",
+        );
+    }
+
+    /// (Re)writes the config with another `[target]` section.
+    pub fn write_config_with_target(&self, tables_toml: &str, extra_source: &str, target_toml: &str) {
         let text = format!(
-            "[source]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"{REPL_USER}\"\npassword_file = \"password\"\nheartbeat_ms = 500\n{extra_source}\n\n[target]\nkind = \"sqlite\"\npath = \"edge.sqlite\"\n\n{tables_toml}\n",
+            "[source]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"{REPL_USER}\"\npassword_file = \"password\"\nheartbeat_ms = 500\n{extra_source}\n\n{target_toml}\n{tables_toml}\n",
             port = self.db.port()
         );
         std::fs::write(&self.config, text).unwrap();
@@ -77,6 +86,10 @@ impl Env {
 
     /// [`Env::start`] with a `SLUICE_LOG` filter.
     pub fn start_with_log_level(&self, level: &str) -> Sluice {
+        self.spawn_and_wait(level, || self.checkpoint().is_some())
+    }
+
+    fn spawn_and_wait(&self, level: &str, has_checkpoint: impl Fn() -> bool) -> Sluice {
         let log_path = self.dir.path().join("sluice.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -100,7 +113,7 @@ impl Env {
         // starts from the source's current position, so wait for it.
         let streams_before = self.log().matches("streaming binlog").count();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while self.checkpoint().is_none() || self.log().matches("streaming binlog").count() == streams_before {
+        while !has_checkpoint() || self.log().matches("streaming binlog").count() == streams_before {
             if sluice.try_exit().is_some() {
                 break;
             }
@@ -108,6 +121,40 @@ impl Env {
             std::thread::sleep(Duration::from_millis(20));
         }
         sluice
+    }
+
+    /// Starts sluice against a server target; `positions` reads the writers' checkpoint rows.
+    pub fn start_server_target(&self, positions: impl Fn() -> Vec<String>) -> Sluice {
+        self.spawn_and_wait("info,sluice_engine=debug", || !positions().is_empty())
+    }
+
+    /// Waits until the merged checkpoint (per-domain maximum over the writers' rows, read
+    /// with `positions`) equals the source's binlog position.
+    pub fn wait_caught_up_with(&self, sluice: &mut Sluice, positions: impl Fn() -> Vec<String>) {
+        let want: sluice_binlog::GtidPosition = self.source_position().parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut merged = sluice_binlog::GtidPosition::new();
+            for p in positions() {
+                for g in p.parse::<sluice_binlog::GtidPosition>().unwrap().iter() {
+                    if !merged.contains(g) {
+                        merged.advance(g);
+                    }
+                }
+            }
+            if merged == want {
+                return;
+            }
+            if let Some(status) = sluice.try_exit() {
+                panic!("sluice exited ({status}); log:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "target did not reach {want} (at {merged}); log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn log(&self) -> String {

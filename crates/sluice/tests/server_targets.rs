@@ -1,0 +1,138 @@
+//! MariaDB source → MariaDB and PostgreSQL targets, with parallel writers, end to end.
+
+mod common;
+
+use common::Env;
+use sluice_testkit::{MariaDb, PostgresServer};
+
+const SETUP: &str = "
+CREATE DATABASE shop;
+CREATE TABLE shop.accounts (id INT PRIMARY KEY, owner VARCHAR(40), balance DECIMAL(12,2), opened DATETIME(6), note TEXT);
+CREATE TABLE shop.counters (id INT PRIMARY KEY, n BIGINT NOT NULL);
+INSERT INTO shop.counters VALUES (1, 0), (2, 0);
+";
+const TABLES: &str =
+    "[[tables]]\nmatch = \"shop.*\"\nexclude_columns = [\"note\"]\n\n[apply]\nwriters = 4\nbatch_max_rows = 20\n";
+
+/// Concurrent clients with hot counters, key changes and deletes.
+fn workload(env: &Env) {
+    let clients: Vec<_> = (0..3)
+        .map(|c| {
+            let sql: String = (0..80)
+                .map(|i| {
+                    let id = c * 1000 + i;
+                    format!(
+                        "BEGIN; UPDATE shop.counters SET n = n + 1 WHERE id = {hot};
+                         INSERT INTO shop.accounts VALUES ({id}, 'o{c}-{i}', {i}.25, '2024-02-29 12:00:00.{i:06}', 'secret');
+                         UPDATE shop.accounts SET id = id + 500, balance = balance * 2 WHERE id = {prev};
+                         DELETE FROM shop.accounts WHERE id = {old};
+                         COMMIT;",
+                        hot = 1 + i % 2,
+                        prev = id - 1,
+                        old = id + 500 - 4,
+                    )
+                })
+                .collect();
+            let port = env.db.port();
+            std::thread::spawn(move || {
+                let ok = std::process::Command::new("mariadb")
+                    .args(["-h127.0.0.1", "-uroot", &format!("-P{port}"), "-e", &sql])
+                    .status()
+                    .unwrap()
+                    .success();
+                assert!(ok);
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+}
+
+fn source_accounts(env: &Env) -> Vec<Vec<String>> {
+    env.db
+        .query_rows("SELECT id, owner, balance, opened FROM shop.accounts ORDER BY id")
+}
+
+#[test]
+fn replicates_into_a_mariadb_target() {
+    let env = Env::new(SETUP, TABLES);
+    let target = MariaDb::start();
+    target.create_user("edge", "edge-pw", &["ALL PRIVILEGES"]);
+    std::fs::write(env.dir.path().join("target-password"), "edge-pw\n").unwrap();
+    env.write_config_with_target(
+        TABLES,
+        "",
+        &format!(
+            "[target]\nkind = \"mariadb\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"edge\"\npassword_file = \"target-password\"\ndatabase = \"edge\"\n",
+            target.port()
+        ),
+    );
+    let positions = || -> Vec<String> {
+        let exists = target.query_value(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'edge' AND TABLE_NAME = '_sluice_checkpoint'",
+        );
+        if exists == "0" {
+            return Vec::new();
+        }
+        target
+            .query_rows("SELECT position FROM edge._sluice_checkpoint")
+            .into_iter()
+            .map(|r| r[0].clone())
+            .collect()
+    };
+    let mut sluice = env.start_server_target(positions);
+    workload(&env);
+    env.wait_caught_up_with(&mut sluice, positions);
+    assert!(sluice.stop().success());
+    assert_eq!(
+        target.query_rows("SELECT id, owner, balance, opened FROM edge.accounts ORDER BY id"),
+        source_accounts(&env)
+    );
+    assert_eq!(
+        target.query_rows("SELECT id, n FROM edge.counters ORDER BY id"),
+        vec![vec!["1", "120"], vec!["2", "120"]]
+    );
+    assert!(env.log().contains("writers=4"));
+}
+
+#[test]
+fn replicates_into_a_postgres_target() {
+    let env = Env::new(SETUP, TABLES);
+    let pg = PostgresServer::start();
+    pg.exec("CREATE DATABASE edge");
+    env.write_config_with_target(
+        TABLES,
+        "",
+        &format!(
+            "[target]\nkind = \"postgres\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"postgres\"\ndatabase = \"edge\"\nschema = \"shop_edge\"\n",
+            pg.port()
+        ),
+    );
+    let positions = || -> Vec<String> {
+        let mut client = postgres::Client::connect(&pg.conn_string_for("edge"), postgres::NoTls).unwrap();
+        client
+            .query("SELECT position FROM shop_edge._sluice_checkpoint", &[])
+            .map(|rows| rows.iter().map(|r| r.get::<_, String>(0)).collect())
+            .unwrap_or_default()
+    };
+    let mut sluice = env.start_server_target(positions);
+    workload(&env);
+    env.wait_caught_up_with(&mut sluice, positions);
+    assert!(sluice.stop().success());
+    let mut client = postgres::Client::connect(&pg.conn_string_for("edge"), postgres::NoTls).unwrap();
+    let target: Vec<Vec<String>> = client
+        .query("SELECT id::text, owner, balance::text, to_char(opened, 'YYYY-MM-DD HH24:MI:SS.US') FROM shop_edge.accounts a ORDER BY a.id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (0..4).map(|i| r.get::<_, String>(i)).collect())
+        .collect();
+    assert_eq!(target, source_accounts(&env));
+    let counters: Vec<(i32, i64)> = client
+        .query("SELECT id, n FROM shop_edge.counters ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(counters, vec![(1, 120), (2, 120)]);
+}
