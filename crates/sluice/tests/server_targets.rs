@@ -136,3 +136,111 @@ fn replicates_into_a_postgres_target() {
         .collect();
     assert_eq!(counters, vec![(1, 120), (2, 120)]);
 }
+
+const PII_SETUP: &str = "
+CREATE DATABASE crm;
+CREATE TABLE crm.customers (id INT PRIMARY KEY, email VARCHAR(100), phone VARCHAR(30), card VARCHAR(30), note VARCHAR(50), tier INT, region VARCHAR(8));
+";
+const PII_TABLES: &str = "[[tables]]
+match = \"crm.customers\"
+where = \"region = 'eu'\"
+[tables.transforms]
+email = \"hmac\"
+phone = \"mask:4\"
+card = \"null\"
+note = \"truncate:3\"
+tier = \"const:9\"
+
+[transforms]
+hmac_key_file = \"hmac-key\"
+";
+
+/// Every transform and a row filter, on a server target; returns the target rows as text.
+fn transformed_rows(
+    target_toml: &str,
+    read: impl Fn() -> Vec<Vec<String>>,
+    positions: impl Fn() -> Vec<String> + Copy,
+) {
+    let env = Env::new(PII_SETUP, PII_TABLES);
+    std::fs::write(env.dir.path().join("hmac-key"), "k3y-k3y-k3y-k3y-k3y\n").unwrap();
+    env.write_config_with_target(PII_TABLES, "", target_toml);
+    let mut sluice = env.start_server_target(positions);
+    env.db.exec(
+        "INSERT INTO crm.customers VALUES (1, 'a@example.com', '+1-555-0101', '4111', 'hello', 3, 'eu'),
+                                          (2, 'b@example.com', '+1-555-0102', '4222', 'hi', 4, 'us'),
+                                          (3, NULL, NULL, NULL, NULL, NULL, 'eu');
+         UPDATE crm.customers SET region = 'eu' WHERE id = 2;
+         UPDATE crm.customers SET region = 'us' WHERE id = 3;",
+    );
+    env.wait_caught_up_with(&mut sluice, positions);
+    assert!(sluice.stop().success());
+    let rows = read();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0][0], "1");
+    assert_eq!(rows[0][1].len(), 64, "email is an HMAC hex digest: {rows:?}");
+    assert!(rows[0][1].chars().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(&rows[0][2..], ["*******0101", "NULL", "hel", "9"]);
+    assert_eq!(rows[1][0], "2");
+    assert_ne!(rows[1][1], rows[0][1]);
+    assert_eq!(&rows[1][2..], ["*******0102", "NULL", "hi", "9"]);
+}
+
+#[test]
+fn transforms_and_filters_on_a_mariadb_target() {
+    let target = MariaDb::start();
+    target.create_user("edge", "edge-pw", &["ALL PRIVILEGES"]);
+    let positions = || -> Vec<String> {
+        if target.query_value("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'edge' AND TABLE_NAME = '_sluice_checkpoint'") == "0" {
+            return Vec::new();
+        }
+        target
+            .query_rows("SELECT position FROM edge._sluice_checkpoint")
+            .into_iter()
+            .map(|r| r[0].clone())
+            .collect()
+    };
+    let toml = format!(
+        "[target]\nkind = \"mariadb\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"edge\"\npassword_env = \"SLUICE_TEST_EDGE_PW\"\ndatabase = \"edge\"\n",
+        target.port()
+    );
+    std::env::set_var("SLUICE_TEST_EDGE_PW", "edge-pw");
+    transformed_rows(
+        &toml,
+        || target.query_rows("SELECT id, email, phone, card, note, tier FROM edge.customers ORDER BY id"),
+        &positions,
+    );
+}
+
+#[test]
+fn transforms_and_filters_on_a_postgres_target() {
+    let pg = PostgresServer::start();
+    pg.exec("CREATE DATABASE edge");
+    let conn = pg.conn_string_for("edge");
+    let positions = || -> Vec<String> {
+        let mut client = postgres::Client::connect(&conn, postgres::NoTls).unwrap();
+        client
+            .query("SELECT position FROM public._sluice_checkpoint", &[])
+            .map(|rows| rows.iter().map(|r| r.get::<_, String>(0)).collect())
+            .unwrap_or_default()
+    };
+    let toml = format!(
+        "[target]\nkind = \"postgres\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"postgres\"\ndatabase = \"edge\"\n",
+        pg.port()
+    );
+    transformed_rows(
+        &toml,
+        || {
+            let mut client = postgres::Client::connect(&conn, postgres::NoTls).unwrap();
+            client
+                .query(
+                    "SELECT id::text, coalesce(email, 'NULL'), coalesce(phone, 'NULL'), coalesce(card, 'NULL'), coalesce(note, 'NULL'), coalesce(tier::text, 'NULL') FROM customers ORDER BY customers.id",
+                    &[],
+                )
+                .unwrap()
+                .iter()
+                .map(|r| (0..6).map(|i| r.get::<_, String>(i)).collect())
+                .collect()
+        },
+        &positions,
+    );
+}
