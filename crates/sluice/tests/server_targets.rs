@@ -207,7 +207,7 @@ fn transforms_and_filters_on_a_mariadb_target() {
     transformed_rows(
         &toml,
         || target.query_rows("SELECT id, email, phone, card, note, tier FROM edge.customers ORDER BY id"),
-        &positions,
+        positions,
     );
 }
 
@@ -241,6 +241,6 @@ fn transforms_and_filters_on_a_postgres_target() {
                 .map(|r| (0..6).map(|i| r.get::<_, String>(i)).collect())
                 .collect()
         },
-        &positions,
+        positions,
     );
 }
