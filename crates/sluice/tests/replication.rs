@@ -291,3 +291,26 @@ fn parallel_writers_with_hot_rows_equal_the_source() {
     let total: i64 = env.target_rows("SELECT sum(n) FROM counters")[0][0].parse().unwrap();
     assert_eq!(total, 600);
 }
+
+/// Peak resident memory of a process, from /proc (Linux).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_million_row_transaction_streams_in_bounded_memory() {
+    let env = Env::new(SHOP, TABLES);
+    let mut sluice = env.start();
+    env.db.exec("INSERT INTO shop.orders SELECT seq, seq % 1000, seq / 100, 'bulk row with some text' FROM shop.seq_1_to_1000000");
+    env.wait_caught_up(&mut sluice);
+    let peak_mib = peak_rss_kib(sluice.pid()) / 1024;
+    assert!(sluice.stop().success());
+    eprintln!("peak RSS of sluice applying a 1,000,000-row transaction: {peak_mib} MiB");
+    assert!(peak_mib < 256, "peak RSS {peak_mib} MiB");
+    assert_eq!(
+        env.target_rows("SELECT count(*), sum(customer_id) FROM orders"),
+        env.db.query_rows("SELECT count(*), sum(customer_id) FROM shop.orders")
+    );
+}
