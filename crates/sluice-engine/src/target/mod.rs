@@ -128,6 +128,20 @@ impl Checkpoint {
     }
 }
 
+/// Copy progress of one target table's backfill, stored in the target in the same transaction
+/// as the copied rows (see `crate::backfill`).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct BackfillProgress {
+    /// The target table name.
+    pub table: String,
+    /// Every existing source row has been copied.
+    pub done: bool,
+    /// The source primary key of the last copied row, as opaque text written by
+    /// `crate::backfill`; `None` before the first chunk.
+    pub last_key: Option<String>,
+    pub rows_copied: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
     /// The target database reported an error. The message never contains row values.
@@ -166,4 +180,16 @@ pub trait Target: Send {
 
     /// Abandons the open transaction, if any.
     fn rollback(&mut self) -> TargetResult<()>;
+
+    /// Records `progress` (replacing the table's previous record) inside the open transaction,
+    /// so that it commits with the rows it describes.
+    fn record_backfill(&mut self, progress: &BackfillProgress) -> TargetResult<()> {
+        let _ = progress;
+        Err(TargetError::Other("this target does not support backfill yet".into()))
+    }
+
+    /// Every table's backfill record; empty for a fresh target.
+    fn load_backfill(&mut self) -> TargetResult<Vec<BackfillProgress>> {
+        Ok(Vec::new())
+    }
 }
