@@ -32,7 +32,7 @@ use sluice_binlog::{Gtid, GtidPosition};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::schedule::{DependencyTracker, Scheduled, TxnIndex, WriteSet};
-use crate::target::{Checkpoint, RowOp, Target, TargetError, TargetTable};
+use crate::target::{BackfillProgress, Checkpoint, RowOp, Target, TargetError, TargetTable};
 
 /// Messages from the source reader to the applier, in binlog order.
 #[derive(Debug)]
@@ -53,6 +53,13 @@ pub enum ApplyMsg {
     },
     LargeRows(Vec<RowOp>),
     LargeEnd,
+    /// Existing rows of a table being backfilled (already filtered and projected: upserts),
+    /// placed in the stream where their watermark window closed, with the copy progress to
+    /// record in the same target transaction.
+    Chunk {
+        ops: Vec<RowOp>,
+        progress: BackfillProgress,
+    },
     /// The source lost its connection: drop everything not committed and reply with the
     /// committed checkpoint, from which the source resumes.
     Abort(oneshot::Sender<Checkpoint>),
@@ -83,6 +90,9 @@ pub const ROWS_PER_MESSAGE: usize = 512;
 /// A debug line is logged each time an open target transaction grows by this many rows.
 const LARGE_BATCH_LOG_EVERY: usize = 50_000;
 
+/// Distinguishes a table's backfill-progress key from its row keys in write sets.
+const BACKFILL_KEY_SALT: u64 = 0x6261_636b_6669_6c6c;
+
 /// Work items queued per writer; bounds memory together with the reader's channel.
 const WRITER_QUEUE: usize = 64;
 
@@ -95,12 +105,15 @@ struct Shared {
 struct LowWater {
     tracker: DependencyTracker,
     /// Scheduled transactions not yet folded into `position`, by index.
-    pending: BTreeMap<TxnIndex, (Gtid, u32)>,
+    /// `None` for backfill chunks, which have no GTID.
+    pending: BTreeMap<TxnIndex, Option<(Gtid, u32)>>,
     /// The low-water mark as a GTID position.
     position: GtidPosition,
     commit_unix: u32,
     /// Set when a writer failed or the applier is aborting: waiting writers give up.
     stop: bool,
+    /// The highest low-water mark any writer has recorded in the target so far.
+    persisted: GtidPosition,
 }
 
 impl LowWater {
@@ -110,9 +123,10 @@ impl LowWater {
             if i > lw {
                 break;
             }
-            let (gtid, unix) = self.pending.remove(&i).expect("present");
-            self.position.advance(gtid);
-            self.commit_unix = self.commit_unix.max(unix);
+            if let Some((gtid, unix)) = self.pending.remove(&i).expect("present") {
+                self.position.advance(gtid);
+                self.commit_unix = self.commit_unix.max(unix);
+            }
         }
     }
 }
@@ -130,6 +144,11 @@ enum Work {
     },
     /// Persist the low-water mark (advanced by transactions that had nothing to apply).
     Flush,
+    Chunk {
+        sched: Scheduled,
+        ops: Vec<RowOp>,
+        progress: BackfillProgress,
+    },
     LargeRows(Vec<RowOp>),
     LargeEnd,
     Prepare(Arc<TargetTable>, std_mpsc::Sender<Result<(), TargetError>>),
@@ -141,7 +160,8 @@ enum Work {
 struct Group {
     started: Instant,
     rows: usize,
-    txns: Vec<(TxnIndex, Gtid)>,
+    /// Source transactions (and GTID-less backfill chunks) in this group.
+    txns: Vec<(TxnIndex, Option<Gtid>)>,
     /// Inside a large transaction (its end not yet seen).
     mid_large: bool,
 }
@@ -168,6 +188,11 @@ impl Writer<'_> {
                     // Nothing queued: commit now rather than add lag.
                     if self.group.as_ref().is_some_and(|g| !g.mid_large) {
                         self.commit_group()?;
+                        // Writers committing at the same moment each record the mark without
+                        // the other's transactions; while idle, record the full mark once.
+                        if self.mark_unrecorded() {
+                            self.flush()?;
+                        }
                     }
                     match rx.recv() {
                         Ok(w) => w,
@@ -180,7 +205,13 @@ impl Writer<'_> {
                 Work::Txn { sched, gtid, ops } => {
                     self.start_txn(sched)?;
                     self.apply_ops(&ops)?;
-                    self.end_txn(sched.index, gtid)?;
+                    self.end_txn(sched.index, Some(gtid))?;
+                }
+                Work::Chunk { sched, ops, progress } => {
+                    self.start_txn(sched)?;
+                    self.apply_ops(&ops)?;
+                    self.target.record_backfill(&progress)?;
+                    self.end_txn(sched.index, None)?;
                 }
                 Work::LargeStart { sched, gtid, ops } => {
                     self.start_txn(sched)?;
@@ -192,22 +223,9 @@ impl Writer<'_> {
                 Work::LargeEnd => {
                     let (index, gtid) = self.large.take().expect("large transaction open");
                     self.group.as_mut().expect("open").mid_large = false;
-                    self.end_txn(index, gtid)?;
+                    self.end_txn(index, Some(gtid))?;
                 }
-                Work::Flush => {
-                    if self.group.is_none() {
-                        self.target.begin()?;
-                        self.group = Some(Group {
-                            started: Instant::now(),
-                            rows: 0,
-                            txns: Vec::new(),
-                            mid_large: false,
-                        });
-                    }
-                    if !self.group.as_ref().is_some_and(|g| g.mid_large) {
-                        self.commit_group()?;
-                    }
-                }
+                Work::Flush => self.flush()?,
                 Work::Prepare(table, ack) => {
                     let _ = ack.send(self.target.prepare(&[table]));
                 }
@@ -220,6 +238,29 @@ impl Writer<'_> {
                 }
             }
         }
+    }
+
+    /// Commits the open group (or an empty transaction), recording the current mark.
+    fn flush(&mut self) -> Result<(), TargetError> {
+        if self.group.as_ref().is_some_and(|g| g.mid_large) {
+            return Ok(());
+        }
+        if self.group.is_none() {
+            self.target.begin()?;
+            self.group = Some(Group {
+                started: Instant::now(),
+                rows: 0,
+                txns: Vec::new(),
+                mid_large: false,
+            });
+        }
+        self.commit_group()
+    }
+
+    /// Whether the low-water mark is ahead of every mark recorded in the target.
+    fn mark_unrecorded(&self) -> bool {
+        let lw = self.shared.state.lock().expect("lock");
+        !lw.persisted.covers(&lw.position)
     }
 
     /// On shutdown: commit complete transactions, roll back an incomplete large one.
@@ -288,7 +329,7 @@ impl Writer<'_> {
         Ok(())
     }
 
-    fn end_txn(&mut self, index: TxnIndex, gtid: Gtid) -> Result<(), TargetError> {
+    fn end_txn(&mut self, index: TxnIndex, gtid: Option<Gtid>) -> Result<(), TargetError> {
         let group = self.group.as_mut().expect("open group");
         group.txns.push((index, gtid));
         if group.rows >= self.policy.max_rows || group.started.elapsed() >= self.policy.max_delay {
@@ -307,7 +348,7 @@ impl Writer<'_> {
             let mark = lw.tracker.low_water_if_committed(&indexes);
             let mut position = lw.position.clone();
             let mut commit_unix = lw.commit_unix;
-            for (_, (gtid, unix)) in lw.pending.range(..=mark) {
+            for (gtid, unix) in lw.pending.range(..=mark).filter_map(|(_, p)| p.as_ref()) {
                 position.advance(*gtid);
                 commit_unix = commit_unix.max(*unix);
             }
@@ -315,26 +356,38 @@ impl Writer<'_> {
         };
         self.committed_above.retain(|g| !position.contains(*g));
         let mut applied = self.committed_above.clone();
-        applied.extend(group.txns.iter().map(|(_, g)| *g).filter(|g| !position.contains(*g)));
+        applied.extend(
+            group
+                .txns
+                .iter()
+                .filter_map(|(_, g)| *g)
+                .filter(|g| !position.contains(*g)),
+        );
         let checkpoint = Checkpoint {
-            position,
+            position: position.clone(),
             applied,
             source_commit_unix: commit_unix,
             writer: self.id,
         };
         self.target.commit(&checkpoint)?;
-        self.committed_above.extend(group.txns.iter().map(|(_, g)| *g));
+        self.committed_above.extend(group.txns.iter().filter_map(|(_, g)| *g));
         let mut lw = self.shared.state.lock().expect("lock");
         for (index, _) in &group.txns {
             lw.commit(*index);
+        }
+        for gtid in position.iter() {
+            if !lw.persisted.contains(gtid) {
+                lw.persisted.advance(gtid);
+            }
         }
         self.progress.target_commits.fetch_add(1, Ordering::Relaxed);
         self.progress
             .rows_applied
             .fetch_add(group.rows as u64, Ordering::Relaxed);
-        self.progress
-            .source_txns_applied
-            .fetch_add(group.txns.len() as u64, Ordering::Relaxed);
+        self.progress.source_txns_applied.fetch_add(
+            group.txns.iter().filter(|(_, g)| g.is_some()).count() as u64,
+            Ordering::Relaxed,
+        );
         self.progress
             .last_source_commit_unix
             .store(u64::from(lw.commit_unix), Ordering::Relaxed);
@@ -366,6 +419,7 @@ pub fn run_applier(
             position: start.position.clone(),
             commit_unix: start.source_commit_unix,
             stop: false,
+            persisted: start.position.clone(),
         }),
         changed: Condvar::new(),
     };
@@ -481,7 +535,7 @@ impl Coordinator<'_> {
                     } else {
                         WriteSet::of_ops(&ops)
                     };
-                    let sched = self.schedule(&ws, gtid, commit_unix);
+                    let sched = self.schedule(&ws, Some(gtid), commit_unix);
                     if ops.is_empty() {
                         // Nothing to apply: committed as soon as it is scheduled.
                         self.shared.state.lock().expect("lock").commit(sched.index);
@@ -494,10 +548,20 @@ impl Coordinator<'_> {
                     }
                 }
                 ApplyMsg::LargeStart { gtid, commit_unix, ops } => {
-                    let sched = self.schedule(&WriteSet::barrier(), gtid, commit_unix);
+                    let sched = self.schedule(&WriteSet::barrier(), Some(gtid), commit_unix);
                     let w = self.pick_writer();
                     self.large_writer = Some(w);
                     self.send(w, Work::LargeStart { sched, gtid, ops })?;
+                }
+                ApplyMsg::Chunk { ops, progress } => {
+                    // A table's chunks conflict with each other, so they commit in key order
+                    // and the recorded progress never runs ahead of a chunk not yet committed.
+                    let mut ws = WriteSet::of_ops(&ops);
+                    ws.keys
+                        .push(crate::schedule::key_hash(&progress.table, &[], &[]) ^ BACKFILL_KEY_SALT);
+                    let sched = self.schedule(&ws, None, 0);
+                    let w = self.pick_writer();
+                    self.send(w, Work::Chunk { sched, ops, progress })?;
                 }
                 ApplyMsg::LargeRows(ops) => {
                     let w = self.large_writer.expect("large transaction started");
@@ -515,10 +579,10 @@ impl Coordinator<'_> {
         }
     }
 
-    fn schedule(&mut self, ws: &WriteSet, gtid: Gtid, commit_unix: u32) -> Scheduled {
+    fn schedule(&mut self, ws: &WriteSet, gtid: Option<Gtid>, commit_unix: u32) -> Scheduled {
         let mut lw = self.shared.state.lock().expect("lock");
         let sched = lw.tracker.schedule(ws);
-        lw.pending.insert(sched.index, (gtid, commit_unix));
+        lw.pending.insert(sched.index, gtid.map(|g| (g, commit_unix)));
         sched
     }
 
@@ -530,7 +594,14 @@ impl Coordinator<'_> {
 
     /// Persists a low-water mark that moved without any writer committing.
     fn flush_if_needed(&mut self, idle: bool) -> Result<(), TargetError> {
-        if self.unflushed
+        // When idle, also record a mark that writers committing concurrently each left short
+        // (each recorded the mark without the other's transactions): the merged checkpoint is
+        // exact either way, but a clean mark keeps it compact and readable.
+        let behind = idle && {
+            let lw = self.shared.state.lock().expect("lock");
+            !lw.persisted.covers(&lw.position)
+        };
+        if (self.unflushed || behind)
             && (idle || self.last_flush.elapsed() >= self.policy.max_delay.max(Duration::from_millis(100)))
         {
             self.unflushed = false;
@@ -598,7 +669,7 @@ impl Coordinator<'_> {
             .pending
             .iter()
             .filter(|(i, _)| lw.tracker.is_committed(**i))
-            .map(|(_, (g, _))| *g)
+            .filter_map(|(_, p)| p.map(|(g, _)| g))
             .collect();
         applied_above.extend(committed_above);
         applied_above.retain(|g| !lw.position.contains(*g));

@@ -66,6 +66,36 @@ pub struct Config {
     pub apply: ApplyConfig,
     #[serde(default)]
     pub transforms: TransformsConfig,
+    #[serde(default)]
+    pub backfill: BackfillConfig,
+}
+
+/// Copying existing rows of the selected tables (see docs and `crate::backfill`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillConfig {
+    /// Copy the existing rows of every selected table the target has not copied yet.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Rows per chunk (one source `SELECT`, one target transaction).
+    #[serde(default = "default_chunk_rows")]
+    pub chunk_rows: usize,
+}
+
+impl Default for BackfillConfig {
+    fn default() -> Self {
+        BackfillConfig {
+            enabled: true,
+            chunk_rows: crate::backfill::DEFAULT_CHUNK_ROWS,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_chunk_rows() -> usize {
+    crate::backfill::DEFAULT_CHUNK_ROWS
 }
 
 #[derive(Debug, Deserialize)]
@@ -335,6 +365,9 @@ impl Config {
         }
         if self.apply.writers.is_some_and(|w| w == 0 || w > MAX_WRITERS) {
             return Err(invalid("apply.writers", format!("must be between 1 and {MAX_WRITERS}")));
+        }
+        if !(1..=1_000_000).contains(&self.backfill.chunk_rows) {
+            return Err(invalid("backfill.chunk_rows", "must be between 1 and 1000000"));
         }
         if self.apply.batch_max_delay_ms > 60_000 {
             return Err(invalid("apply.batch_max_delay_ms", "must be at most 60000"));

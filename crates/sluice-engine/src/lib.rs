@@ -3,6 +3,7 @@
 //! source → schema (table definitions at each position) → filter → apply → target.
 
 pub mod apply;
+pub mod backfill;
 pub mod catalog;
 pub mod config;
 pub mod ddl;

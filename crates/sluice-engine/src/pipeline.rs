@@ -9,6 +9,7 @@ use sluice_binlog::GtidPosition;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::apply::{run_applier, BatchPolicy, Progress};
+use crate::backfill::BackfillJob;
 use crate::catalog::{self, CatalogError};
 use crate::config::{Config, ConfigError, StartPosition, TargetConfig};
 use crate::filter::{PlanError, TableFilter, TablePlan};
@@ -192,6 +193,7 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
     drop(conn);
     let tables: Vec<_> = plans.iter().map(|p| p.target.clone()).collect();
     target.prepare(&tables)?;
+    let first_progress = target.load_backfill()?;
     tracing::info!(tables = tables.len(), "target tables ready");
 
     let checkpoint = match checkpoint {
@@ -243,14 +245,53 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
         })
         .expect("spawn applier thread");
 
+    // Tables whose existing rows are not (fully) copied yet.
+    let copied: std::collections::HashMap<String, crate::target::BackfillProgress> =
+        first_progress.into_iter().map(|p| (p.table.clone(), p)).collect();
+    let jobs: Vec<BackfillJob> = if config.backfill.enabled {
+        plans
+            .iter()
+            .filter_map(|plan| match copied.get(&plan.target.name) {
+                Some(p) if p.done => None,
+                Some(p) => Some(BackfillJob {
+                    plan: plan.clone(),
+                    last_key: p.last_key.clone(),
+                    rows_copied: p.rows_copied,
+                }),
+                None => Some(BackfillJob {
+                    plan: plan.clone(),
+                    last_key: None,
+                    rows_copied: 0,
+                }),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let (backfill_tx, backfill_rx) = mpsc::channel(2);
+    let backfill_pool = pool.clone();
+    let chunk_rows = config.backfill.chunk_rows;
+    let has_jobs = !jobs.is_empty();
+    let backfill = async move {
+        for job in jobs {
+            tracing::info!(table = %job.plan.source.qualified_name(), resume = job.last_key.is_some(), "backfill started");
+            crate::backfill::copy_table(&backfill_pool, job, chunk_rows, &backfill_tx).await?;
+        }
+        drop(backfill_tx);
+        Ok::<(), SourceError>(())
+    };
     let reader = SourceReader {
         replica: replica_config(config, &password),
         schema: SchemaTracker::new(table_filter(config)?, pool.clone(), plans),
         tx,
         connected: options.connected,
+        backfill: has_jobs.then_some(backfill_rx),
+        windows: Default::default(),
     };
+    let start = checkpoint.clone();
+    let source = async move { tokio::try_join!(reader.run(start), backfill).map(|_| ()) };
     let source_result = tokio::select! {
-        r = reader.run(checkpoint.clone()) => r,
+        r = source => r,
         () = shutdown => Ok(()),
         _ = applier_done => Ok(()),
         () = applier_failed.notified() => Ok(()),

@@ -12,7 +12,11 @@ use sluice_binlog::replica::{BinlogStream, ReplicaConfig, ReplicaError};
 use sluice_binlog::{DecodeError, EventBody, EventDecoder, Gtid, RowChange};
 use tokio::sync::{mpsc, oneshot};
 
+use std::collections::HashSet;
+
 use crate::apply::{ApplyMsg, ROWS_PER_MESSAGE};
+use crate::backfill::{BackfillMsg, Chunk};
+use crate::schedule::{key_hash, KeyHash};
 use crate::schema::{MappedTable, SchemaError, SchemaTracker};
 use crate::target::{Checkpoint, RowOp};
 
@@ -45,6 +49,10 @@ pub enum SourceError {
     Schema(#[from] SchemaError),
     #[error("the applier stopped")]
     ApplierGone,
+    #[error("the source connection was lost during a backfill ({0}); restart sluice: the copy resumes from its last committed chunk")]
+    LostDuringBackfill(ReplicaError),
+    #[error(transparent)]
+    Backfill(#[from] crate::backfill::BackfillError),
 }
 
 /// Errors that end one connection attempt.
@@ -72,7 +80,23 @@ pub struct SourceReader {
     pub tx: mpsc::Sender<ApplyMsg>,
     /// Set once the first connection succeeded; tests and the demo wait on it.
     pub connected: Option<oneshot::Sender<()>>,
+    /// Chunks of tables being backfilled (see [`crate::backfill`]).
+    pub backfill: Option<mpsc::Receiver<BackfillMsg>>,
+    /// Open backfill windows, oldest first (the backfill opens the next chunk's window while
+    /// the previous chunk waits for the stream to pass its high mark).
+    pub windows: std::collections::VecDeque<Window>,
 }
+
+/// The reader's side of a backfill chunk: the keys the stream changed since the window
+/// opened, and the chunk once it is read.
+pub struct Window {
+    table: String,
+    touched: HashSet<KeyHash>,
+    chunk: Option<Chunk>,
+}
+
+/// Events buffered between the socket reader task and the decoder.
+const EVENT_QUEUE: usize = 1_024;
 
 struct OpenTxn {
     gtid: Gtid,
@@ -103,6 +127,12 @@ impl SourceReader {
                         position: position.position.to_string(),
                         message,
                     });
+                }
+                StreamEnd::Retry(e) if self.backfill.is_some() => {
+                    // A chunk handed to the applier but not committed would be lost with the
+                    // abort while the copy moved past it; a restart resumes from the chunk
+                    // progress the target holds.
+                    return Err(SourceError::LostDuringBackfill(e));
                 }
                 StreamEnd::Retry(e) => {
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "source connection lost; reconnecting");
@@ -141,15 +171,84 @@ impl SourceReader {
         self.schema.reset_table_ids();
         let mut decoder = EventDecoder::new();
         let mut txn: Option<OpenTxn> = None;
+        // Reading the socket is not cancel-safe, so it runs in its own task; the loop below
+        // selects over channels, which are.
+        let (event_tx, mut events) = mpsc::channel(EVENT_QUEUE);
+        let pump = tokio::spawn(async move {
+            loop {
+                let next = stream.next_event().await;
+                let failed = next.is_err();
+                if event_tx.send(next).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let _stop_pump = AbortOnDrop(pump);
         loop {
-            let raw = match stream.next_event().await {
-                Ok(raw) => raw,
-                Err(e) => return StreamEnd::Retry(e),
-            };
-            if let Err(end) = self.handle_event(&mut decoder, &raw, &mut txn, position).await {
-                return end;
+            let backfill_open = self.backfill.is_some();
+            tokio::select! {
+                next = events.recv() => {
+                    let raw = match next {
+                        Some(Ok(raw)) => raw,
+                        Some(Err(e)) => return StreamEnd::Retry(e),
+                        None => return StreamEnd::Fatal(SourceError::ApplierGone),
+                    };
+                    if let Err(end) = self.handle_event(&mut decoder, &raw, &mut txn, position).await {
+                        return end;
+                    }
+                }
+                msg = async { self.backfill.as_mut().expect("open").recv().await }, if backfill_open => {
+                    match msg {
+                        Some(msg) => {
+                            if let Err(end) = self.on_backfill(msg, position).await {
+                                return end;
+                            }
+                        }
+                        None => self.backfill = None,
+                    }
+                }
             }
         }
+    }
+
+    async fn on_backfill(&mut self, msg: BackfillMsg, position: &Checkpoint) -> Result<(), StreamEnd> {
+        match msg {
+            BackfillMsg::Open { plan, reply } => {
+                self.windows.push_back(Window {
+                    table: plan.source.qualified_name(),
+                    touched: HashSet::new(),
+                    chunk: None,
+                });
+                let _ = reply.send(());
+            }
+            BackfillMsg::Chunk(chunk) => {
+                if let Some(w) = self.windows.iter_mut().find(|w| w.chunk.is_none()) {
+                    w.chunk = Some(chunk);
+                }
+                self.emit_ready_chunk(position).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the window's chunk to the applier once the stream has passed its high mark,
+    /// without the rows the stream changed inside the window.
+    async fn emit_ready_chunk(&mut self, position: &Checkpoint) -> Result<(), StreamEnd> {
+        // In order: a table's chunks must reach the applier in key order.
+        while self
+            .windows
+            .front()
+            .and_then(|w| w.chunk.as_ref())
+            .is_some_and(|c| position.position.covers(&c.high))
+        {
+            let window = self.windows.pop_front().expect("ready");
+            let mut chunk = window.chunk.expect("ready");
+            chunk.drop_touched(&window.touched);
+            let (ops, progress) = chunk.into_apply();
+            tracing::debug!(table = %progress.table, rows = ops.len(), done = progress.done, "backfill chunk");
+            self.send(ApplyMsg::Chunk { ops, progress }).await?;
+        }
+        Ok(())
     }
 
     async fn handle_event(
@@ -205,8 +304,24 @@ impl SourceReader {
                     source,
                 };
                 let iter = rows.rows(&plan.source).map_err(|e| StreamEnd::Fatal(rows_err(e)))?;
+                let table_name = plan.source.qualified_name();
+                let in_window = self.windows.iter().any(|w| w.table == table_name);
                 for change in iter {
                     let change = change.map_err(|e| StreamEnd::Fatal(rows_err(e)))?;
+                    if in_window {
+                        // Keys changed inside an open backfill window (filtered or not): the
+                        // chunk must not overwrite the stream's version of these rows.
+                        let key = &plan.source.primary_key;
+                        let hashes = match &change {
+                            RowChange::Insert(r) | RowChange::Delete(r) => vec![key_hash(&table_name, key, r)],
+                            RowChange::Update { before, after } => {
+                                vec![key_hash(&table_name, key, before), key_hash(&table_name, key, after)]
+                            }
+                        };
+                        for w in self.windows.iter_mut().filter(|w| w.table == table_name) {
+                            w.touched.extend(hashes.iter().copied());
+                        }
+                    }
                     let Some(op) = to_target_op(&plan, change) else {
                         continue;
                     };
@@ -274,7 +389,16 @@ impl SourceReader {
             .await?;
         }
         position.position.advance(t.gtid);
-        Ok(())
+        self.emit_ready_chunk(position).await
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

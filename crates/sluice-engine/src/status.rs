@@ -30,11 +30,26 @@ pub struct TableStatus {
     pub target: String,
     pub source: String,
     pub rows: u64,
+    /// Copy of the existing rows: `pending`, `copying` or `ready`.
+    pub backfill: String,
+    pub backfill_rows_copied: u64,
 }
 
 pub async fn status(config: &Config) -> Result<StatusReport, RunError> {
     let checkpoint = read_checkpoint(config)?;
-    let tables = read_tables(config)?;
+    let mut tables = read_tables(config)?;
+    if !tables.is_empty() {
+        let progress = crate::pipeline::open_target(config)?.load_backfill()?;
+        for t in &mut tables {
+            let (state, copied) = match progress.iter().find(|p| p.table == t.target) {
+                Some(p) if p.done => ("ready", p.rows_copied),
+                Some(p) => ("copying", p.rows_copied),
+                None => ("pending", 0),
+            };
+            t.backfill = state.to_owned();
+            t.backfill_rows_copied = copied;
+        }
+    }
     let mut report = StatusReport {
         target: config.target_description(),
         checkpoint: checkpoint.as_ref().map(|c| c.position.to_string()),
@@ -113,6 +128,8 @@ fn read_tables(config: &Config) -> Result<Vec<TableStatus>, RunError> {
             .query_row(&format!("SELECT count(*) FROM {quoted}"), [], |r| r.get(0))
             .map_err(db)?;
         out.push(TableStatus {
+            backfill: String::new(),
+            backfill_rows_copied: 0,
             target,
             source,
             rows: rows as u64,

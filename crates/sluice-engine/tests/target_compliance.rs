@@ -26,7 +26,7 @@ use sluice_binlog::{Charset, ColumnDef, ColumnKind, Gtid, GtidPosition, Value};
 use sluice_engine::target::mariadb::MariaDbTarget;
 use sluice_engine::target::postgres::PostgresTarget;
 use sluice_engine::target::sqlite::{read_rows, SqliteTarget};
-use sluice_engine::target::{Checkpoint, RowOp, Target, TargetColumn, TargetError, TargetTable};
+use sluice_engine::target::{BackfillProgress, Checkpoint, RowOp, Target, TargetColumn, TargetError, TargetTable};
 use sluice_testkit::{MariaDb, PostgresServer};
 use tempfile::TempDir;
 
@@ -1496,6 +1496,209 @@ fn many_rows_in_one_transaction(f: &Fixture) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Backfill progress
+
+fn progress(table: &str, done: bool, last_key: Option<&str>, rows_copied: u64) -> BackfillProgress {
+    BackfillProgress {
+        table: table.to_owned(),
+        done,
+        last_key: last_key.map(str::to_owned),
+        rows_copied,
+    }
+}
+
+/// Records `records` in one target transaction, with no rows, and commits.
+fn record_all(target: &mut dyn Target, records: &[BackfillProgress], cp: &Checkpoint) {
+    target.begin().unwrap();
+    for record in records {
+        target.record_backfill(record).unwrap();
+    }
+    target.commit(cp).unwrap();
+}
+
+fn backfill_progress_commits_with_the_rows(f: &Fixture) {
+    let t = users();
+    let mut target = f.open_prepared(&[Arc::clone(&t)]);
+    let record = progress("users", false, Some("[1]"), 1);
+    target.begin().unwrap();
+    target.apply(&insert(&t, user(1, "a", 1.0))).unwrap();
+    target.record_backfill(&record).unwrap();
+    // Invisible to another connection until commit.
+    assert_eq!(f.open().load_backfill().unwrap(), vec![]);
+    target.commit(&checkpoint(1, 1)).unwrap();
+
+    assert_eq!(target.load_backfill().unwrap(), vec![record.clone()]);
+    assert_eq!(f.open().load_backfill().unwrap(), vec![record]);
+    assert_eq!(f.rows(&t), vec![canon(&user(1, "a", 1.0))]);
+    assert_eq!(f.open().load_checkpoint().unwrap(), Some(checkpoint(1, 1)));
+}
+
+fn rolled_back_backfill_progress_is_not_recorded(f: &Fixture) {
+    let t = users();
+    let mut target = f.open_prepared(&[Arc::clone(&t)]);
+    // Rolled back before anything was ever committed.
+    target.begin().unwrap();
+    target.apply(&insert(&t, user(1, "a", 1.0))).unwrap();
+    target
+        .record_backfill(&progress("users", false, Some("[1]"), 1))
+        .unwrap();
+    target.rollback().unwrap();
+    assert_eq!(target.load_backfill().unwrap(), vec![]);
+    assert!(f.rows(&t).is_empty());
+
+    // Rolled back over a committed record: the committed one stays as it was.
+    let committed = progress("users", false, Some("[5]"), 5);
+    record_all(&mut *target, std::slice::from_ref(&committed), &checkpoint(1, 1));
+    target.begin().unwrap();
+    target.record_backfill(&progress("users", true, None, 10)).unwrap();
+    target
+        .record_backfill(&progress("orders", false, Some("[2]"), 2))
+        .unwrap();
+    target.rollback().unwrap();
+    assert_eq!(target.load_backfill().unwrap(), vec![committed.clone()]);
+    assert_eq!(f.open().load_backfill().unwrap(), vec![committed]);
+}
+
+fn backfill_progress_is_upserted_per_table(f: &Fixture) {
+    let mut target = f.open_prepared(&[users()]);
+    // Names sort in byte order, whatever the target's default collation.
+    let first = vec![
+        progress("orders", false, Some("[10]"), 10),
+        progress("users", false, Some("[\"b\"]"), 3),
+        progress("Zeta", false, None, 0),
+        progress("accounts", true, Some("[99]"), 99),
+    ];
+    record_all(&mut *target, &first, &checkpoint(1, 1));
+    let mut expected = first.clone();
+    expected.sort_by(|a, b| a.table.cmp(&b.table));
+    assert_eq!(
+        expected.iter().map(|p| p.table.as_str()).collect::<Vec<_>>(),
+        ["Zeta", "accounts", "orders", "users"]
+    );
+    assert_eq!(target.load_backfill().unwrap(), expected);
+
+    // Replace some: rows_copied, last_key and done all change; the others stay.
+    let second = vec![
+        progress("orders", true, None, 25),
+        progress("Zeta", false, Some("[1]"), 1),
+        progress("orders", true, Some("[25]"), 26),
+    ];
+    record_all(&mut *target, &second, &checkpoint(2, 2));
+    let expected = vec![
+        progress("Zeta", false, Some("[1]"), 1),
+        progress("accounts", true, Some("[99]"), 99),
+        progress("orders", true, Some("[25]"), 26),
+        progress("users", false, Some("[\"b\"]"), 3),
+    ];
+    assert_eq!(target.load_backfill().unwrap(), expected);
+    assert_eq!(f.open().load_backfill().unwrap(), expected);
+
+    // Large counts and a done table going back to not done.
+    let third = vec![
+        progress("users", false, Some("[\"c\"]"), i64::MAX as u64),
+        progress("accounts", false, Some("[0]"), 0),
+    ];
+    record_all(&mut *target, &third, &checkpoint(3, 3));
+    let loaded = f.open().load_backfill().unwrap();
+    assert_eq!(loaded[1], third[1]);
+    assert_eq!(loaded[3], third[0]);
+}
+
+fn record_backfill_needs_an_open_transaction(f: &Fixture) {
+    let t = users();
+    let mut target = f.open_prepared(&[Arc::clone(&t)]);
+    let record = progress("users", false, Some("secret-key-42"), 7);
+    let msg = target.record_backfill(&record).unwrap_err().to_string();
+    assert!(!msg.contains("secret-key-42"), "{msg}");
+    assert_eq!(target.load_backfill().unwrap(), vec![]);
+
+    // Nor after a rollback.
+    target.begin().unwrap();
+    target.rollback().unwrap();
+    assert!(target.record_backfill(&record).is_err());
+
+    // Nor after a failed write: the transaction is gone, and commit stays refused.
+    target.begin().unwrap();
+    target.record_backfill(&record).unwrap();
+    assert!(target.apply(&insert(&t, vec![Value::Int(1)])).is_err());
+    let msg = target.record_backfill(&record).unwrap_err().to_string();
+    assert!(!msg.contains("secret-key-42"), "{msg}");
+    assert!(target.commit(&checkpoint(1, 1)).is_err());
+    target.rollback().unwrap();
+    assert_eq!(target.load_backfill().unwrap(), vec![]);
+    assert_eq!(f.open().load_backfill().unwrap(), vec![]);
+    assert_eq!(target.load_checkpoint().unwrap(), None);
+
+    // The target is usable afterwards.
+    record_all(&mut *target, std::slice::from_ref(&record), &checkpoint(2, 2));
+    assert_eq!(target.load_backfill().unwrap(), vec![record]);
+}
+
+fn a_fresh_target_has_no_backfill_progress(f: &Fixture) {
+    let mut target = f.open();
+    assert_eq!(target.load_backfill().unwrap(), vec![], "fresh target");
+    target.prepare(&[users()]).unwrap();
+    assert_eq!(target.load_backfill().unwrap(), vec![], "prepared target");
+    assert_eq!(
+        f.open().load_backfill().unwrap(),
+        vec![],
+        "prepared target, new connection"
+    );
+}
+
+fn backfill_keys_round_trip_exactly(f: &Fixture) {
+    let mut target = f.open_prepared(&[users()]);
+    // 4 KB of mixed one- to four-byte characters, quotes and backslashes.
+    let mut long = String::new();
+    let mut i = 0usize;
+    while long.len() < 4096 {
+        long.push_str(["a", "é", "€", "🦀", "'", "\"", "\\", "`", "%", "_", "\n", "\t"][i % 12]);
+        i += 1;
+    }
+    let keys: Vec<(&str, Option<String>)> = vec![
+        (
+            "k_unicode",
+            Some("héllo wörld 日本語 Ελληνικά 🦀🎉 \u{200b}\u{feff}".to_owned()),
+        ),
+        ("k_quotes", Some(r#"it's "quoted" `back` ''double'' "#.to_owned())),
+        ("k_backslash", Some(r"C:\path\to\x \' \\' \n \0 \\".to_owned())),
+        ("k_json", Some(r#"[1,"a\"b\\c",null,"O'Brien"]"#.to_owned())),
+        ("k_spaces", Some("  trailing and leading spaces  ".to_owned())),
+        ("k_empty", Some(String::new())),
+        ("k_long", Some(long)),
+        ("k_none", None),
+    ];
+    let records: Vec<BackfillProgress> = keys
+        .iter()
+        .enumerate()
+        .map(|(n, (table, key))| BackfillProgress {
+            table: (*table).to_owned(),
+            done: n % 2 == 0,
+            last_key: key.clone(),
+            rows_copied: n as u64 * 1000,
+        })
+        .collect();
+    record_all(&mut *target, &records, &checkpoint(1, 1));
+    let mut expected = records.clone();
+    expected.sort_by(|a, b| a.table.cmp(&b.table));
+    assert_eq!(target.load_backfill().unwrap(), expected);
+    let loaded = f.open().load_backfill().unwrap();
+    assert_eq!(loaded, expected);
+    let long_loaded = loaded.iter().find(|p| p.table == "k_long").unwrap();
+    assert!(long_loaded.last_key.as_ref().unwrap().len() >= 4096);
+
+    // A key goes back to None, and None to a key.
+    let back = vec![
+        progress("k_long", true, None, 5),
+        progress("k_none", false, Some("[\"\\u00e9\"]"), 6),
+    ];
+    record_all(&mut *target, &back, &checkpoint(2, 2));
+    let loaded = f.open().load_backfill().unwrap();
+    assert_eq!(loaded.iter().find(|p| p.table == "k_long"), Some(&back[0]));
+    assert_eq!(loaded.iter().find(|p| p.table == "k_none"), Some(&back[1]));
+}
+
+// ---------------------------------------------------------------------------------------------
 // One test per check and target
 
 macro_rules! compliance {
@@ -1538,6 +1741,12 @@ compliance!(
     long_identifiers,
     an_equal_table_definition_in_another_arc_works,
     many_rows_in_one_transaction,
+    backfill_progress_commits_with_the_rows,
+    rolled_back_backfill_progress_is_not_recorded,
+    backfill_progress_is_upserted_per_table,
+    record_backfill_needs_an_open_transaction,
+    a_fresh_target_has_no_backfill_progress,
+    backfill_keys_round_trip_exactly,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1596,6 +1805,40 @@ fn all_types_table() -> Arc<TargetTable> {
 
 mod mariadb_only {
     use super::*;
+
+    /// A failed record abandons the transaction like a failed write, and its error holds no
+    /// key; `last_key` compares and stores exact bytes.
+    #[test]
+    fn a_failed_backfill_record_fails_the_transaction() {
+        let f = Fixture::new(Kind::MariaDb, "backfill_failure");
+        let t = users();
+        let mut target = f.open_prepared(&[Arc::clone(&t)]);
+        let Backend::MariaDb { server, database } = &f.backend else {
+            unreachable!()
+        };
+        let collation: Vec<Option<String>> = mariadb_conn(server)
+            .exec(
+                "SELECT COLLATION_NAME FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = '_sluice_backfill' AND COLUMN_NAME = 'last_key'",
+                (database,),
+            )
+            .unwrap();
+        assert_eq!(collation, vec![Some("utf8mb4_bin".to_owned())]);
+
+        target.begin().unwrap();
+        target.apply(&insert(&t, user(1, "a", 1.0))).unwrap();
+        // `name` holds at most 64 characters, like every MariaDB table name.
+        let long_name = "n".repeat(65);
+        let msg = target
+            .record_backfill(&progress(&long_name, false, Some("secret-key-42"), 1))
+            .unwrap_err()
+            .to_string();
+        assert!(!msg.contains("secret-key-42"), "{msg}");
+        assert!(target.commit(&checkpoint(1, 1)).is_err());
+        target.rollback().unwrap();
+        assert!(f.rows(&t).is_empty());
+        assert_eq!(target.load_backfill().unwrap(), vec![]);
+    }
 
     #[test]
     fn out_of_range_integers_are_refused() {
@@ -1759,6 +2002,29 @@ mod mariadb_only {
 
 mod postgres_only {
     use super::*;
+
+    /// PostgreSQL text cannot hold NUL: such a key is refused without the key, and the
+    /// transaction is abandoned like after a failed write.
+    #[test]
+    fn a_backfill_key_with_nul_is_refused() {
+        let f = Fixture::new(Kind::Postgres, "backfill_nul");
+        let t = users();
+        let mut target = f.open_prepared(&[Arc::clone(&t)]);
+        target.begin().unwrap();
+        target.apply(&insert(&t, user(1, "a", 1.0))).unwrap();
+        let msg = target
+            .record_backfill(&progress("users", false, Some("secret\0key"), 1))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("users") && msg.contains("NUL") && !msg.contains("secret"),
+            "{msg}"
+        );
+        assert!(target.commit(&checkpoint(1, 1)).is_err());
+        target.rollback().unwrap();
+        assert!(f.rows(&t).is_empty());
+        assert_eq!(target.load_backfill().unwrap(), vec![]);
+    }
 
     #[test]
     fn out_of_range_integers_are_refused() {

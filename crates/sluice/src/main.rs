@@ -165,7 +165,10 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                     );
                 }
                 for t in &report.tables {
-                    println!("table:      {} <- {} ({} rows)", t.target, t.source, t.rows);
+                    println!(
+                        "table:      {} <- {} ({} rows; backfill {}, {} copied)",
+                        t.target, t.source, t.rows, t.backfill, t.backfill_rows_copied
+                    );
                 }
             }
             Ok(())

@@ -38,7 +38,9 @@
 //!   and `ROW` are fine). A failed
 //!   write rolls the whole transaction back at once and marks it failed, so
 //!   [`Target::commit`] refuses it. A connection dropped with an open transaction is rolled
-//!   back by the server.
+//!   back by the server. [`Target::record_backfill`] upserts a table's row of
+//!   `_sluice_backfill` (its backfill progress) inside the open transaction, so it commits
+//!   with the copied rows it describes.
 //! * **`prepare()` and implicit commits.** MariaDB DDL commits the open transaction
 //!   implicitly, which would break atomicity if [`Target::prepare`] ran `CREATE TABLE` on the
 //!   main connection between `begin` and `commit`. Instead, when a transaction is open,
@@ -63,7 +65,7 @@ use mysql::{Conn, Params, Statement, Value as MyValue};
 use sluice_binlog::value::civil_from_unix;
 use sluice_binlog::{Charset, ColumnDef, ColumnKind, GtidPosition, Value};
 
-use super::{Checkpoint, RowOp, Target, TargetError, TargetResult, TargetTable};
+use super::{BackfillProgress, Checkpoint, RowOp, Target, TargetError, TargetResult, TargetTable};
 
 pub use mysql::{Opts, OptsBuilder};
 
@@ -71,6 +73,7 @@ pub use mysql::{Opts, OptsBuilder};
 const BOOKKEEPING_PREFIX: &str = "_sluice_";
 const CHECKPOINT_TABLE: &str = "_sluice_checkpoint";
 const TABLES_TABLE: &str = "_sluice_tables";
+const BACKFILL_TABLE: &str = "_sluice_backfill";
 
 /// MariaDB identifiers (database, table, column names) are at most 64 characters.
 const MAX_IDENTIFIER_CHARS: usize = 64;
@@ -114,9 +117,23 @@ const CREATE_TABLES: &str = "CREATE TABLE IF NOT EXISTS `_sluice_tables` (
     PRIMARY KEY (`name`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
 
+const CREATE_BACKFILL: &str = "CREATE TABLE IF NOT EXISTS `_sluice_backfill` (
+    `name` VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin NOT NULL,
+    `done` BOOLEAN NOT NULL,
+    `last_key` LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
+    `rows_copied` BIGINT NOT NULL,
+    `updated_at_unix` BIGINT NOT NULL,
+    PRIMARY KEY (`name`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
+
 const UPSERT_CHECKPOINT: &str = "INSERT INTO `_sluice_checkpoint` (`writer`, `position`, `applied`, `source_commit_unix`, `updated_at_unix`) VALUES (?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE `position` = VALUES(`position`), `applied` = VALUES(`applied`), `source_commit_unix` = VALUES(`source_commit_unix`), `updated_at_unix` = VALUES(`updated_at_unix`)";
 
 const SELECT_CHECKPOINT: &str = "SELECT `position`, `applied`, `source_commit_unix` FROM `_sluice_checkpoint`";
+
+const UPSERT_BACKFILL: &str = "INSERT INTO `_sluice_backfill` (`name`, `done`, `last_key`, `rows_copied`, `updated_at_unix`) VALUES (?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE `done` = VALUES(`done`), `last_key` = VALUES(`last_key`), `rows_copied` = VALUES(`rows_copied`), `updated_at_unix` = VALUES(`updated_at_unix`)";
+
+const SELECT_BACKFILL: &str =
+    "SELECT `name`, `done`, `last_key`, `rows_copied` FROM `_sluice_backfill` ORDER BY `name`";
 
 const RECORD_TABLE: &str = "INSERT INTO `_sluice_tables` (`name`, `source_name`, `definition`, `created_at_unix`) VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE `name` = `name`";
 
@@ -622,6 +639,7 @@ pub struct MariaDbTarget {
     plans: HashMap<String, TablePlan>,
     statements: HashMap<(String, StmtKind), Statement>,
     checkpoint_statement: Option<Statement>,
+    backfill_statement: Option<Statement>,
     state: TxState,
 }
 
@@ -669,6 +687,7 @@ impl MariaDbTarget {
             plans: HashMap::new(),
             statements: HashMap::new(),
             checkpoint_statement: None,
+            backfill_statement: None,
             state: TxState::Idle,
         })
     }
@@ -687,6 +706,7 @@ impl MariaDbTarget {
         // The old connection's statements died with it.
         self.statements.clear();
         self.checkpoint_statement = None;
+        self.backfill_statement = None;
         self.conn = conn;
         self.broken = false;
         Ok(())
@@ -827,7 +847,11 @@ impl MariaDbTarget {
         }
         let existing = self.existing_tables()?;
         let mut to_create: Vec<(String, String)> = Vec::new();
-        for (name, sql) in [(CHECKPOINT_TABLE, CREATE_CHECKPOINT), (TABLES_TABLE, CREATE_TABLES)] {
+        for (name, sql) in [
+            (CHECKPOINT_TABLE, CREATE_CHECKPOINT),
+            (TABLES_TABLE, CREATE_TABLES),
+            (BACKFILL_TABLE, CREATE_BACKFILL),
+        ] {
             if !existing.contains_key(name) {
                 to_create.push((name.to_owned(), sql.to_owned()));
             }
@@ -925,6 +949,36 @@ impl MariaDbTarget {
         }
         if let Err(e) = self.conn.query_drop("COMMIT") {
             return Err(self.fail("commit", "(transaction)", &e));
+        }
+        Ok(())
+    }
+
+    fn write_backfill(&mut self, progress: &BackfillProgress) -> TargetResult<()> {
+        let rows_copied = i64::try_from(progress.rows_copied).map_err(|_| {
+            TargetError::Other(format!(
+                "table {}: backfill row count is too large to record",
+                progress.table
+            ))
+        })?;
+        let stmt = match &self.backfill_statement {
+            Some(stmt) => stmt.clone(),
+            None => match self.conn.prep(UPSERT_BACKFILL) {
+                Ok(stmt) => {
+                    self.backfill_statement = Some(stmt.clone());
+                    stmt
+                }
+                Err(e) => return Err(self.fail("record backfill", BACKFILL_TABLE, &e)),
+            },
+        };
+        let params = (
+            progress.table.as_str(),
+            progress.done,
+            progress.last_key.as_deref(),
+            rows_copied,
+            unix_now(),
+        );
+        if let Err(e) = self.conn.exec_drop(&stmt, params) {
+            return Err(self.fail("record backfill", &progress.table, &e));
         }
         Ok(())
     }
@@ -1030,6 +1084,53 @@ impl Target for MariaDbTarget {
     fn rollback(&mut self) -> TargetResult<()> {
         self.state = TxState::Idle;
         self.rollback_now()
+    }
+
+    fn record_backfill(&mut self, progress: &BackfillProgress) -> TargetResult<()> {
+        match self.state {
+            TxState::Open => {}
+            TxState::Idle => {
+                return Err(TargetError::Other(
+                    "record_backfill called outside a transaction".into(),
+                ))
+            }
+            TxState::Failed => {
+                return Err(TargetError::Other(
+                    "record_backfill called after a failed write; roll back first".into(),
+                ))
+            }
+        }
+        let result = self.write_backfill(progress);
+        if result.is_err() {
+            // No partial state: abandon the whole target transaction now.
+            self.state = TxState::Failed;
+            let _ = self.rollback_now();
+        }
+        result
+    }
+
+    fn load_backfill(&mut self) -> TargetResult<Vec<BackfillProgress>> {
+        if self.state != TxState::Open {
+            self.ensure_connected()?;
+        }
+        let rows: Vec<(String, i64, Option<String>, i64)> = match self.conn.query(SELECT_BACKFILL) {
+            Ok(rows) => rows,
+            Err(mysql::Error::MySqlError(e)) if e.code == ER_NO_SUCH_TABLE => return Ok(Vec::new()),
+            Err(e) => return Err(self.fail("load backfill", BACKFILL_TABLE, &e)),
+        };
+        rows.into_iter()
+            .map(|(table, done, last_key, rows_copied)| {
+                let rows_copied = u64::try_from(rows_copied).map_err(|_| {
+                    TargetError::Other(format!("{BACKFILL_TABLE} holds an invalid row count for table {table}"))
+                })?;
+                Ok(BackfillProgress {
+                    table,
+                    done: done != 0,
+                    last_key,
+                    rows_copied,
+                })
+            })
+            .collect()
     }
 }
 

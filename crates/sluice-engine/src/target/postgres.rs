@@ -30,9 +30,10 @@
 //!   changes nothing. Statements are prepared once per (table, operation) and kept for the
 //!   life of the connection; identifiers are always quoted and schema-qualified.
 //! * **Checkpoint with the rows.** [`Target::begin`] is `BEGIN`; [`Target::commit`] upserts
-//!   the writer's row of `_sluice_checkpoint` and `COMMIT`s. PostgreSQL DDL is transactional,
-//!   so [`Target::prepare`] inside an open transaction creates the tables in it: they commit
-//!   or roll back with its rows. Outside a transaction `prepare` runs in its own transaction
+//!   the writer's row of `_sluice_checkpoint` and `COMMIT`s; [`Target::record_backfill`]
+//!   upserts a table's backfill progress (`_sluice_backfill`) in the open transaction.
+//!   PostgreSQL DDL is transactional, so [`Target::prepare`] inside an open transaction
+//!   creates the tables in it: they commit or roll back with its rows. Outside a transaction `prepare` runs in its own transaction
 //!   (all or nothing). A failed statement aborts a PostgreSQL transaction anyway; the target
 //!   rolls it back at once, marks it failed and refuses to commit it.
 //!
@@ -54,11 +55,13 @@ use postgres::types::{to_sql_checked, Format, IsNull, ToSql, Type};
 use postgres::{Client, NoTls, Statement};
 use sluice_binlog::{Charset, ColumnDef, ColumnKind, GtidPosition, Value};
 
-use super::{Checkpoint, RowOp, Target, TargetError, TargetResult, TargetTable};
+use super::{BackfillProgress, Checkpoint, RowOp, Target, TargetError, TargetResult, TargetTable};
 
 /// Prefix of sluice's own tables; target tables may not use it.
 const BOOKKEEPING_PREFIX: &str = "_sluice_";
 const CHECKPOINT_TABLE: &str = "_sluice_checkpoint";
+const TABLES_TABLE: &str = "_sluice_tables";
+const BACKFILL_TABLE: &str = "_sluice_backfill";
 
 /// PostgreSQL truncates identifiers to `NAMEDATALEN - 1` bytes.
 const MAX_IDENTIFIER_BYTES: usize = 63;
@@ -572,6 +575,7 @@ pub struct PostgresTarget {
     plans: HashMap<String, TablePlan>,
     statements: HashMap<(String, StmtKind), Statement>,
     checkpoint_statement: Option<Statement>,
+    backfill_statement: Option<Statement>,
     state: TxState,
     /// The connection failed and must be replaced (set from error paths that only have `&self`).
     lost: Cell<bool>,
@@ -591,6 +595,7 @@ impl PostgresTarget {
             plans: HashMap::new(),
             statements: HashMap::new(),
             checkpoint_statement: None,
+            backfill_statement: None,
             state: TxState::Idle,
             lost: Cell::new(false),
         })
@@ -621,6 +626,7 @@ impl PostgresTarget {
         let client = open_client(&self.conn_str).map_err(|e| db_error("reconnect", &self.schema, &e))?;
         self.statements.clear();
         self.checkpoint_statement = None;
+        self.backfill_statement = None;
         self.client = Conn(Some(client));
         self.lost.set(false);
         Ok(())
@@ -774,12 +780,23 @@ impl PostgresTarget {
                 \"source_name\" text NOT NULL,
                 \"definition\" text NOT NULL,
                 \"created_at_unix\" bigint NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS {backfill} (
+                \"name\" text PRIMARY KEY,
+                \"done\" boolean NOT NULL,
+                \"last_key\" text,
+                \"rows_copied\" bigint NOT NULL,
+                \"updated_at_unix\" bigint NOT NULL
             )",
             checkpoint = self.qualified(CHECKPOINT_TABLE),
-            tables = self.qualified("_sluice_tables"),
+            tables = self.qualified(TABLES_TABLE),
+            backfill = self.qualified(BACKFILL_TABLE),
         );
         let existing = self.existing_tables()?;
-        if !existing.contains_key(CHECKPOINT_TABLE) || !existing.contains_key("_sluice_tables") {
+        if [CHECKPOINT_TABLE, TABLES_TABLE, BACKFILL_TABLE]
+            .iter()
+            .any(|name| !existing.contains_key(*name))
+        {
             self.client
                 .batch_execute(&bookkeeping)
                 .map_err(|e| self.fail("create bookkeeping tables", "_sluice_*", &e))?;
@@ -799,12 +816,12 @@ impl PostgresTarget {
         let record = format!(
             "INSERT INTO {} (\"name\", \"source_name\", \"definition\", \"created_at_unix\") \
              VALUES ($1, $2, $3, $4) ON CONFLICT (\"name\") DO NOTHING",
-            self.qualified("_sluice_tables")
+            self.qualified(TABLES_TABLE)
         );
         let record = self
             .client
             .prepare(&record)
-            .map_err(|e| self.fail("record table", "_sluice_tables", &e))?;
+            .map_err(|e| self.fail("record table", TABLES_TABLE, &e))?;
         let now = unix_now();
         for table in tables {
             let plan = &self.plans[&table.name];
@@ -966,6 +983,104 @@ impl PostgresTarget {
             .map_err(|e| self.fail("commit", "(transaction)", &e))
     }
 
+    fn write_backfill(&mut self, progress: &BackfillProgress) -> TargetResult<()> {
+        let table = progress.table.as_str();
+        let rows_copied = i64::try_from(progress.rows_copied)
+            .map_err(|_| TargetError::Other(format!("table {table}: backfill row count is too large to record")))?;
+        if progress.last_key.as_deref().is_some_and(|k| k.contains('\0')) {
+            return Err(TargetError::Other(format!(
+                "table {table}: the backfill key contains a NUL character, which PostgreSQL text cannot hold"
+            )));
+        }
+        if self.backfill_statement.is_none() {
+            let sql = format!(
+                "INSERT INTO {} (\"name\", \"done\", \"last_key\", \"rows_copied\", \"updated_at_unix\") \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (\"name\") DO UPDATE SET \
+                 \"done\" = EXCLUDED.\"done\", \"last_key\" = EXCLUDED.\"last_key\", \
+                 \"rows_copied\" = EXCLUDED.\"rows_copied\", \"updated_at_unix\" = EXCLUDED.\"updated_at_unix\"",
+                self.qualified(BACKFILL_TABLE)
+            );
+            let stmt = self
+                .client
+                .prepare(&sql)
+                .map_err(|e| self.fail("record backfill", BACKFILL_TABLE, &e))?;
+            self.backfill_statement = Some(stmt);
+        }
+        let stmt = self.backfill_statement.as_ref().expect("prepared above");
+        let last_key = progress.last_key.as_deref();
+        let now = unix_now();
+        self.client
+            .execute(stmt, &[&table, &progress.done, &last_key, &rows_copied, &now])
+            .map_err(|e| self.fail("record backfill", table, &e))?;
+        Ok(())
+    }
+
+    fn record_backfill_impl(&mut self, progress: &BackfillProgress) -> TargetResult<()> {
+        match self.state {
+            TxState::Open => {}
+            TxState::Idle => {
+                return Err(TargetError::Other(
+                    "record_backfill called outside a transaction".into(),
+                ))
+            }
+            TxState::Failed => {
+                return Err(TargetError::Other(
+                    "record_backfill called after a failed write; roll back first".into(),
+                ))
+            }
+        }
+        let result = self.write_backfill(progress);
+        if result.is_err() {
+            // No partial state: abandon the whole target transaction now.
+            self.state = TxState::Failed;
+            let _ = self.rollback_now();
+        }
+        result
+    }
+
+    fn load_backfill_impl(&mut self) -> TargetResult<Vec<BackfillProgress>> {
+        if self.state != TxState::Open {
+            self.ensure_connected()?;
+        }
+        let exists = !self
+            .client
+            .query(
+                "SELECT 1 FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2",
+                &[&self.schema, &BACKFILL_TABLE],
+            )
+            .map_err(|e| self.fail("load backfill", BACKFILL_TABLE, &e))?
+            .is_empty();
+        if !exists {
+            return Ok(Vec::new());
+        }
+        // Byte order of the names, whatever the database's collation.
+        let sql = format!(
+            "SELECT \"name\", \"done\", \"last_key\", \"rows_copied\" FROM {} ORDER BY \"name\" COLLATE \"C\"",
+            self.qualified(BACKFILL_TABLE)
+        );
+        let rows = self
+            .client
+            .query(&sql, &[])
+            .map_err(|e| self.fail("load backfill", BACKFILL_TABLE, &e))?;
+        rows.into_iter()
+            .map(|row| {
+                let table: String = row.get(0);
+                let rows_copied: i64 = row.get(3);
+                let rows_copied = u64::try_from(rows_copied).map_err(|_| {
+                    TargetError::Other(format!("{BACKFILL_TABLE} holds an invalid row count for table {table}"))
+                })?;
+                Ok(BackfillProgress {
+                    table,
+                    done: row.get(1),
+                    last_key: row.get(2),
+                    rows_copied,
+                })
+            })
+            .collect()
+    }
+
     fn commit_impl(&mut self, checkpoint: &Checkpoint) -> TargetResult<()> {
         match self.state {
             TxState::Open => {}
@@ -1022,5 +1137,13 @@ impl Target for PostgresTarget {
             self.state = TxState::Idle;
             self.rollback_now()
         })
+    }
+
+    fn record_backfill(&mut self, progress: &BackfillProgress) -> TargetResult<()> {
+        off_runtime(|| self.record_backfill_impl(progress))
+    }
+
+    fn load_backfill(&mut self) -> TargetResult<Vec<BackfillProgress>> {
+        off_runtime(|| self.load_backfill_impl())
     }
 }

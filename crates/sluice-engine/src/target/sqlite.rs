@@ -38,9 +38,10 @@
 //!   up front, so the transaction can't fail half-way with `SQLITE_BUSY` on lock upgrade);
 //!   [`Target::commit`] upserts the single row of `_sluice_checkpoint` and `COMMIT`s, so the
 //!   stored position always names exactly the last source transaction whose rows are
-//!   present. `_sluice_tables` records, per target table, the source table and a JSON
-//!   description of the columns and types sluice created it with (for schema-change
-//!   detection later).
+//!   present. `_sluice_backfill` holds each table's backfill progress, upserted by
+//!   [`Target::record_backfill`] inside the transaction of the rows it covers.
+//!   `_sluice_tables` records, per target table, the source table and a JSON description of
+//!   the columns and types sluice created it with (for schema-change detection later).
 //! * **No partial state.** A failed write rolls the whole target transaction back at once;
 //!   the transaction is then marked failed, and [`Target::commit`] refuses to commit it.
 //!   Closing the connection with an open transaction also rolls it back.
@@ -56,7 +57,7 @@ use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use sluice_binlog::{Charset, ColumnDef, ColumnKind, Value};
 
-use super::{Checkpoint, RowOp, Target, TargetError, TargetResult, TargetTable};
+use super::{BackfillProgress, Checkpoint, RowOp, Target, TargetError, TargetResult, TargetTable};
 
 /// How long a write waits for another connection's lock before failing with `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -82,11 +83,25 @@ CREATE TABLE IF NOT EXISTS "_sluice_tables" (
     "definition" TEXT NOT NULL,
     "created_at_unix" INTEGER NOT NULL
 ) STRICT;
+CREATE TABLE IF NOT EXISTS "_sluice_backfill" (
+    "name" TEXT NOT NULL PRIMARY KEY,
+    "done" INTEGER NOT NULL,
+    "last_key" TEXT,
+    "rows_copied" INTEGER NOT NULL,
+    "updated_at_unix" INTEGER NOT NULL
+) STRICT;
 "#;
 
 const UPSERT_CHECKPOINT: &str = r#"INSERT INTO "_sluice_checkpoint" ("writer", "position", "applied", "source_commit_unix", "updated_at_unix") VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT ("writer") DO UPDATE SET "position" = excluded."position", "applied" = excluded."applied", "source_commit_unix" = excluded."source_commit_unix", "updated_at_unix" = excluded."updated_at_unix""#;
 
 const SELECT_CHECKPOINT: &str = r#"SELECT "position", "applied", "source_commit_unix" FROM "_sluice_checkpoint""#;
+
+const BACKFILL_TABLE: &str = "_sluice_backfill";
+
+const UPSERT_BACKFILL: &str = r#"INSERT INTO "_sluice_backfill" ("name", "done", "last_key", "rows_copied", "updated_at_unix") VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT ("name") DO UPDATE SET "done" = excluded."done", "last_key" = excluded."last_key", "rows_copied" = excluded."rows_copied", "updated_at_unix" = excluded."updated_at_unix""#;
+
+const SELECT_BACKFILL: &str =
+    r#"SELECT "name", "done", "last_key", "rows_copied" FROM "_sluice_backfill" ORDER BY "name""#;
 
 /// The declared type of a target column (the storage class SQLite enforces in a STRICT table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -613,6 +628,28 @@ impl SqliteTarget {
         Ok(())
     }
 
+    fn write_backfill(&mut self, progress: &BackfillProgress) -> TargetResult<()> {
+        let rows_copied = i64::try_from(progress.rows_copied).map_err(|_| {
+            TargetError::Other(format!(
+                "table {}: backfill row count is too large to record",
+                progress.table
+            ))
+        })?;
+        self.conn
+            .prepare_cached(UPSERT_BACKFILL)
+            .and_then(|mut st| {
+                st.execute(params![
+                    progress.table,
+                    progress.done,
+                    progress.last_key,
+                    rows_copied,
+                    unix_now()
+                ])
+            })
+            .map_err(db_err("record backfill", &progress.table))?;
+        Ok(())
+    }
+
     fn rollback_now(&mut self) -> TargetResult<()> {
         if !self.conn.is_autocommit() {
             self.conn
@@ -760,6 +797,65 @@ impl Target for SqliteTarget {
     fn rollback(&mut self) -> TargetResult<()> {
         self.state = TxState::Idle;
         self.rollback_now()
+    }
+
+    fn record_backfill(&mut self, progress: &BackfillProgress) -> TargetResult<()> {
+        match self.state {
+            TxState::Open => {}
+            TxState::Idle => {
+                return Err(TargetError::Other(
+                    "record_backfill called outside a transaction".into(),
+                ))
+            }
+            TxState::Failed => {
+                return Err(TargetError::Other(
+                    "record_backfill called after a failed write; roll back first".into(),
+                ))
+            }
+        }
+        let result = self.write_backfill(progress);
+        if result.is_err() {
+            // No partial state: abandon the whole target transaction now.
+            self.state = TxState::Failed;
+            let _ = self.rollback_now();
+        }
+        result
+    }
+
+    fn load_backfill(&mut self) -> TargetResult<Vec<BackfillProgress>> {
+        let exists = self
+            .conn
+            .query_row(
+                "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+                [BACKFILL_TABLE],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(db_err("load backfill", BACKFILL_TABLE))?;
+        if exists.is_none() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(String, i64, Option<String>, i64)> = self
+            .conn
+            .prepare_cached(SELECT_BACKFILL)
+            .and_then(|mut st| {
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                    .collect()
+            })
+            .map_err(db_err("load backfill", BACKFILL_TABLE))?;
+        rows.into_iter()
+            .map(|(table, done, last_key, rows_copied)| {
+                let rows_copied = u64::try_from(rows_copied).map_err(|_| {
+                    TargetError::Other(format!("{BACKFILL_TABLE} holds an invalid row count for table {table}"))
+                })?;
+                Ok(BackfillProgress {
+                    table,
+                    done: done != 0,
+                    last_key,
+                    rows_copied,
+                })
+            })
+            .collect()
     }
 }
 

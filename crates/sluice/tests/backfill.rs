@@ -1,0 +1,183 @@
+//! Backfill: existing rows are copied while the stream runs, exactly, also with writes racing
+//! the chunks, a kill -9 in the middle, composite and string keys, and tables added later.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Env;
+
+const SETUP: &str = "
+CREATE DATABASE shop;
+CREATE TABLE shop.orders (id INT PRIMARY KEY, customer INT NOT NULL, total DECIMAL(10,2), note VARCHAR(40));
+CREATE TABLE shop.lines (order_id INT, line_no SMALLINT, sku VARCHAR(20) CHARACTER SET utf8mb4, qty INT, PRIMARY KEY (order_id, line_no));
+CREATE TABLE shop.tags (name VARCHAR(30) PRIMARY KEY, hits BIGINT UNSIGNED);
+INSERT INTO shop.orders SELECT seq, seq % 97, seq * 1.25, CONCAT('n', seq) FROM shop.seq_1_to_5000;
+INSERT INTO shop.lines SELECT seq DIV 4, seq % 4, CONCAT('sku-', seq), seq % 7 FROM shop.seq_4_to_3999;
+INSERT INTO shop.tags SELECT CONCAT('tag-', LPAD(seq, 5, '0'), IF(seq % 3 = 0, '-ä', '')), seq FROM shop.seq_1_to_1500;
+";
+
+fn tables(chunk_rows: usize) -> String {
+    format!("[[tables]]\nmatch = \"shop.*\"\n\n[backfill]\nchunk_rows = {chunk_rows}\n")
+}
+
+fn backfill_done(env: &Env, tables: usize) -> bool {
+    let exists = !env
+        .target_rows("SELECT name FROM sqlite_master WHERE name = '_sluice_backfill'")
+        .is_empty();
+    exists && env.target_rows("SELECT count(*) FROM _sluice_backfill WHERE done")[0][0] == tables.to_string()
+}
+
+fn wait_backfilled(env: &Env, sluice: &mut common::Sluice, tables: usize) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !(env.target.exists() && backfill_done(env, tables)) {
+        if let Some(status) = sluice.try_exit() {
+            panic!("sluice exited ({status}); log:\n{}", env.log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backfill did not finish; log:\n{}",
+            env.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    env.wait_caught_up(sluice);
+}
+
+/// Compares row sets and, when they differ, names only the differing rows.
+fn same_rows(what: &str, mut target: Vec<Vec<String>>, mut source: Vec<Vec<String>>) {
+    target.sort();
+    source.sort();
+    if target != source {
+        let missing: Vec<_> = source.iter().filter(|r| !target.contains(r)).take(8).collect();
+        let extra: Vec<_> = target.iter().filter(|r| !source.contains(r)).take(8).collect();
+        panic!(
+            "{what}: {} target rows, {} source rows; missing {missing:?}; extra {extra:?}",
+            target.len(),
+            source.len()
+        );
+    }
+}
+
+fn assert_equal(env: &Env) {
+    same_rows(
+        "orders",
+        env.target_rows("SELECT id, customer, total, note FROM orders"),
+        env.db.query_rows("SELECT id, customer, total, note FROM shop.orders"),
+    );
+    same_rows(
+        "lines",
+        env.target_rows("SELECT order_id, line_no, sku, qty FROM lines"),
+        env.db.query_rows("SELECT order_id, line_no, sku, qty FROM shop.lines"),
+    );
+    same_rows(
+        "tags",
+        env.target_rows("SELECT name, hits FROM tags"),
+        env.db.query_rows("SELECT name, hits FROM shop.tags"),
+    );
+}
+
+#[test]
+fn existing_rows_are_copied_on_first_start() {
+    let env = Env::new(SETUP, &tables(700));
+    let mut sluice = env.start();
+    wait_backfilled(&env, &mut sluice, 3);
+    assert!(sluice.stop().success());
+    assert_equal(&env);
+    assert_eq!(env.target_rows("SELECT count(*) FROM orders"), vec![vec!["5000"]]);
+}
+
+/// Concurrent writers hammer the rows being copied (updates, deletes, re-inserts, key changes)
+/// while chunks are small, so windows and chunk boundaries race the stream constantly.
+#[test]
+fn writes_racing_the_chunks_converge() {
+    let env = Env::new(SETUP, &tables(97));
+    let mut sluice = env.start();
+    let port = env.db.port();
+    let writers: Vec<_> = (0..3)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let sql: String = (0..120)
+                    .map(|i| {
+                        let id = 1 + (i * 41 + c * 13) % 5000;
+                        format!(
+                            "BEGIN;
+                             UPDATE shop.orders SET total = total + 1, note = 'w{c}' WHERE id = {id};
+                             DELETE FROM shop.orders WHERE id = {del};
+                             INSERT IGNORE INTO shop.orders VALUES ({new}, {c}, 1.00, 'new');
+                             UPDATE shop.orders SET id = {moved} WHERE id = {from};
+                             UPDATE shop.lines SET qty = qty + 1 WHERE order_id = {lo};
+                             DELETE FROM shop.lines WHERE order_id = {lo2} AND line_no = 2;
+                             UPDATE shop.tags SET hits = hits + 1 WHERE name = 'tag-{tag:05}';
+                             COMMIT;",
+                            del = 1 + (i * 53 + c * 7) % 5000,
+                            new = 10_000 + c * 1000 + i,
+                            moved = 20_000 + c * 1000 + i,
+                            from = 1 + (i * 59 + c * 17) % 5000,
+                            lo = 1 + (i * 7 + c) % 999,
+                            lo2 = 1 + (i * 11 + c) % 999,
+                            tag = 1 + (i * 29 + c) % 1500,
+                        )
+                    })
+                    .collect();
+                let ok = std::process::Command::new("mariadb")
+                    .args(["-h127.0.0.1", "-uroot", &format!("-P{port}"), "-e", &sql])
+                    .status()
+                    .unwrap()
+                    .success();
+                assert!(ok);
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    wait_backfilled(&env, &mut sluice, 3);
+    assert!(sluice.stop().success());
+    assert_equal(&env);
+}
+
+#[test]
+fn kill_9_during_a_backfill_resumes_from_the_last_chunk() {
+    let env = Env::new(SETUP, &tables(50));
+    let mut sluice = env.start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let copied = env
+            .target_rows("SELECT coalesce(sum(rows_copied), 0) FROM _sluice_backfill")
+            .first()
+            .map(|r| r[0].parse::<u64>().unwrap_or(0))
+            .unwrap_or(0);
+        if copied >= 1000 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backfill made no progress; log:\n{}",
+            env.log()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    sluice.kill9();
+    assert!(!backfill_done(&env, 3), "killed before the end");
+    env.db.exec("UPDATE shop.orders SET note = 'after crash' WHERE id IN (1, 2500, 5000); DELETE FROM shop.tags WHERE name = 'tag-01499';");
+    let mut sluice = env.start();
+    wait_backfilled(&env, &mut sluice, 3);
+    assert!(sluice.stop().success());
+    assert!(env.log().contains("resume=true"), "{}", env.log());
+    assert_equal(&env);
+}
+
+#[test]
+fn a_table_added_to_the_config_is_backfilled() {
+    let env = Env::new(SETUP, "[[tables]]\nmatch = \"shop.orders\"\n");
+    let mut sluice = env.start();
+    wait_backfilled(&env, &mut sluice, 1);
+    assert!(sluice.stop().success());
+    env.write_config(&tables(300), "");
+    env.db.exec("UPDATE shop.tags SET hits = 0 WHERE name = 'tag-00001'");
+    let mut sluice = env.start();
+    wait_backfilled(&env, &mut sluice, 3);
+    assert!(sluice.stop().success());
+    assert_equal(&env);
+}
