@@ -12,8 +12,10 @@ use crate::pipeline::{read_checkpoint, source_pool, RunError};
 #[derive(Debug, serde::Serialize)]
 pub struct StatusReport {
     pub target: String,
-    /// The applied checkpoint (GTID position), `None` before the first start.
+    /// The applied checkpoint's low-water mark (GTID position), `None` before the first start.
     pub checkpoint: Option<String>,
+    /// GTIDs applied beyond the low-water mark (parallel writers commit out of order).
+    pub applied_beyond: Vec<String>,
     pub tables: Vec<TableStatus>,
     /// The source's current binlog position, when it could be reached.
     pub source_position: Option<String>,
@@ -53,6 +55,10 @@ pub async fn status(config: &Config) -> Result<StatusReport, RunError> {
     let mut report = StatusReport {
         target: config.target_description(),
         checkpoint: checkpoint.as_ref().map(|c| c.position.to_string()),
+        applied_beyond: checkpoint
+            .as_ref()
+            .map(|c| c.applied.iter().map(|g| g.to_string()).collect())
+            .unwrap_or_default(),
         tables,
         source_position: None,
         source_error: None,

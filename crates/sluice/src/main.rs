@@ -152,6 +152,9 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                     "checkpoint: {}",
                     report.checkpoint.as_deref().unwrap_or("(none: never started)")
                 );
+                if !report.applied_beyond.is_empty() {
+                    println!("applied beyond it: {}", report.applied_beyond.join(","));
+                }
                 match (&report.source_position, &report.source_error) {
                     (Some(p), _) => println!("source:     {p}"),
                     (None, Some(e)) => println!("source:     unreachable: {e}"),
