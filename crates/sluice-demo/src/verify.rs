@@ -299,14 +299,20 @@ pub fn target_tables(target: &rusqlite::Connection) -> anyhow::Result<Vec<String
     Ok(tables)
 }
 
-/// The checkpoint sluice committed, as text.
+/// The checkpoint sluice committed (its writers' records merged: the low-water mark), as text.
 pub fn target_checkpoint(target: &rusqlite::Connection) -> anyhow::Result<Option<String>> {
-    let mut statement = target.prepare(r#"SELECT "position" FROM "_sluice_checkpoint" WHERE "id" = 1"#)?;
-    let mut rows = statement.query([])?;
-    Ok(match rows.next()? {
-        Some(row) => Some(row.get(0)?),
-        None => None,
-    })
+    use sluice_engine::target::Checkpoint;
+    let mut statement = target.prepare(r#"SELECT "position", "applied" FROM "_sluice_checkpoint""#)?;
+    let rows: Vec<(String, String)> = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    let mut records = Vec::new();
+    for (position, applied) in rows {
+        records.push(Checkpoint {
+            position: position.parse().map_err(|e| anyhow::anyhow!("checkpoint position: {e}"))?,
+            applied: Checkpoint::parse_applied(&applied).map_err(|e| anyhow::anyhow!("checkpoint applied list: {e}"))?,
+            ..Checkpoint::default()
+        });
+    }
+    Ok(Checkpoint::merge(records).map(|c| c.position.to_string()))
 }
 
 /// Occurrences of `needle` in the target database's files (main file, and WAL if present).
