@@ -303,12 +303,17 @@ pub fn target_tables(target: &rusqlite::Connection) -> anyhow::Result<Vec<String
 pub fn target_checkpoint(target: &rusqlite::Connection) -> anyhow::Result<Option<String>> {
     use sluice_engine::target::Checkpoint;
     let mut statement = target.prepare(r#"SELECT "position", "applied" FROM "_sluice_checkpoint""#)?;
-    let rows: Vec<(String, String)> = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    let rows: Vec<(String, String)> = statement
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
     let mut records = Vec::new();
     for (position, applied) in rows {
         records.push(Checkpoint {
-            position: position.parse().map_err(|e| anyhow::anyhow!("checkpoint position: {e}"))?,
-            applied: Checkpoint::parse_applied(&applied).map_err(|e| anyhow::anyhow!("checkpoint applied list: {e}"))?,
+            position: position
+                .parse()
+                .map_err(|e| anyhow::anyhow!("checkpoint position: {e}"))?,
+            applied: Checkpoint::parse_applied(&applied)
+                .map_err(|e| anyhow::anyhow!("checkpoint applied list: {e}"))?,
             ..Checkpoint::default()
         });
     }
