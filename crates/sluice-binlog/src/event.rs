@@ -228,6 +228,15 @@ impl EventDecoder {
         &self.fde
     }
 
+    /// Turns CRC32 verification on (the default) or off. Checksummed events still have their
+    /// four checksum bytes stripped; only the comparison is skipped.
+    ///
+    /// Meant for tools and fuzzing (random bytes practically never carry a valid CRC32, which
+    /// would hide everything past the checksum from a fuzzer); replication keeps it on.
+    pub fn set_verify_checksums(&mut self, verify: bool) {
+        self.verify_checksums = verify;
+    }
+
     /// Decodes one whole event (header, body, and checksum if the format has one).
     pub fn decode<'a>(&mut self, raw: &'a [u8]) -> Result<Event<'a>, DecodeError> {
         let header = EventHeader::parse(raw)?;

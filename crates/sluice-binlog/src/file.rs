@@ -100,21 +100,20 @@ impl<R: Read> BinlogFileReader<R> {
             )));
         }
         let size = header.event_size as usize;
-        self.buf.resize(size, 0);
-        let mut filled = HEADER_LEN;
-        while filled < size {
-            match self.input.read(&mut self.buf[filled..]) {
-                Ok(0) => {
-                    return Err(err(DecodeError::Truncated {
-                        what: "event",
-                        needed: size - HEADER_LEN,
-                        available: filled - HEADER_LEN,
-                    }));
-                }
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(err(DecodeError::invalid("binlog file", format!("read failed: {e}")))),
-            }
+        // Found by fuzzing: sizing the buffer from the header up front let a corrupt size
+        // field (up to MAX_EVENT_SIZE) allocate a GiB for a few-byte file. read_to_end grows
+        // the buffer only as bytes actually arrive (and retries on Interrupted).
+        let body_len = (size - HEADER_LEN) as u64;
+        if let Err(e) = (&mut self.input).take(body_len).read_to_end(&mut self.buf) {
+            return Err(err(DecodeError::invalid("binlog file", format!("read failed: {e}"))));
+        }
+        let filled = self.buf.len();
+        if filled < size {
+            return Err(err(DecodeError::Truncated {
+                what: "event",
+                needed: size - HEADER_LEN,
+                available: filled - HEADER_LEN,
+            }));
         }
         self.offset += size as u64;
         Ok(Some((at, &self.buf[..size])))

@@ -109,6 +109,14 @@ impl<'a> RowsEvent<'a> {
                 ),
             ));
         }
+        // Found by fuzzing: with no columns a row image is zero bytes long, so the iterator
+        // would yield empty rows forever without consuming input. Real tables have columns.
+        if self.column_count == 0 && !self.rows.is_empty() {
+            return Err(DecodeError::invalid(
+                "rows event",
+                format!("row data for {}, which has no columns", table.qualified_name()),
+            ));
+        }
         if !self.has_full_images() {
             return Err(DecodeError::Unsupported(format!(
                 "row event for {} does not carry full row images; sluice needs binlog_row_image=FULL",
@@ -222,6 +230,7 @@ fn decode_value(cur: &mut Cursor<'_>, col: &ColumnDef) -> Result<Value, DecodeEr
             }
             let size = mysql_common::binlog::decimal::decimal_bin_size(precision, scale);
             let bytes = cur.take(size)?;
+            check_decimal_groups(bytes, precision, scale)?;
             let dec = mysql_common::binlog::decimal::Decimal::read_bin(bytes, precision, scale, false)
                 .map_err(|e| DecodeError::invalid("DECIMAL value", e.to_string()))?;
             Value::Decimal(dec.to_string())
@@ -363,6 +372,46 @@ fn decode_value(cur: &mut Cursor<'_>, col: &ColumnDef) -> Result<Value, DecodeEr
     })
 }
 
+/// Found by fuzzing: `Decimal::read_bin` trusts every digit group of a binary DECIMAL to
+/// hold no more digits than the group is for; a corrupt group overflowed an `i32`
+/// multiplication inside `mysql_common` (a panic with overflow checks, a wrong value
+/// without). MySQL's own `bin2decimal` refuses such input (`E_DEC_BAD_NUM`); so does this.
+///
+/// `bytes` is exactly `decimal_bin_size(precision, scale)` long. Groups are big-endian, the
+/// first bit of the value is its sign flipped, and negative values have every bit inverted.
+fn check_decimal_groups(bytes: &[u8], precision: usize, scale: usize) -> Result<(), DecodeError> {
+    const DIG_PER_DEC: usize = 9;
+    const DIG_TO_BYTES: [usize; DIG_PER_DEC + 1] = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
+    let intg = precision - scale;
+    // Digits per group in storage order: partial leading integer group, full integer
+    // groups, full fraction groups, partial trailing fraction group.
+    let mut groups = vec![intg % DIG_PER_DEC];
+    groups.resize(1 + intg / DIG_PER_DEC + scale / DIG_PER_DEC, DIG_PER_DEC);
+    groups.push(scale % DIG_PER_DEC);
+    let invert = if bytes.first().is_some_and(|b| b & 0x80 == 0) {
+        0xff
+    } else {
+        0
+    };
+    let mut at = 0;
+    for digits in groups.into_iter().filter(|&digits| digits > 0) {
+        let len = DIG_TO_BYTES[digits];
+        let mut value = 0u64;
+        for (i, &b) in bytes.get(at..at + len).unwrap_or_default().iter().enumerate() {
+            let b = if at + i == 0 { b ^ 0x80 } else { b };
+            value = value << 8 | u64::from(b ^ invert);
+        }
+        at += len;
+        if value >= 10u64.pow(digits as u32) {
+            return Err(DecodeError::invalid(
+                "DECIMAL value",
+                format!("a {digits}-digit group holds {value}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn int_value(bytes: &[u8], unsigned: bool) -> Value {
     let raw = le_uint(bytes);
     if unsigned {
@@ -472,6 +521,28 @@ mod tests {
     fn latin1_is_cp1252() {
         assert_eq!(text(&[0x80, 0xe9], Charset::Latin1), Value::Text("€é".into()));
         assert_eq!(text(&[0xff, 0xfe], Charset::Utf8), Value::Bytes(vec![0xff, 0xfe]));
+    }
+
+    #[test]
+    fn decimal_digit_groups_are_checked() {
+        // DECIMAL(10,4): a 6-digit integer group (3 bytes), a 4-digit fraction group (2 bytes).
+        use mysql_common::binlog::decimal::Decimal;
+        let positive = [0x80, 0x04, 0xd2, 0x16, 0x2e];
+        let negative = positive.map(|b| !b);
+        assert_eq!(
+            Decimal::read_bin(&positive[..], 10, 4, false).unwrap().to_string(),
+            "1234.5678"
+        );
+        assert_eq!(
+            Decimal::read_bin(&negative[..], 10, 4, false).unwrap().to_string(),
+            "-1234.5678"
+        );
+        assert!(check_decimal_groups(&positive, 10, 4).is_ok());
+        assert!(check_decimal_groups(&negative, 10, 4).is_ok());
+        // Fraction group 65535, positive and negative; integer group 1000000.
+        assert!(check_decimal_groups(&[0x80, 0x04, 0xd2, 0xff, 0xff], 10, 4).is_err());
+        assert!(check_decimal_groups(&[0x7f, 0xfb, 0x2d, 0x00, 0x00], 10, 4).is_err());
+        assert!(check_decimal_groups(&[0x8f, 0x42, 0x40, 0x00, 0x00], 10, 4).is_err());
     }
 
     #[test]
