@@ -57,23 +57,23 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use mysql::prelude::FromRow;
 use mysql::prelude::Queryable;
 use mysql::{Conn, Params, Statement, Value as MyValue};
 use sluice_binlog::value::civil_from_unix;
-use sluice_binlog::{Charset, ColumnDef, ColumnKind, GtidPosition, Value};
+use sluice_binlog::{Charset, ColumnDef, ColumnKind, Value};
 
+use super::common::{
+    bit_width, check_existing_columns, check_row_len, check_table_shape, checkpoint_from_rows, definition_json,
+    int_fits, rows_copied_from_db, rows_copied_to_db, unix_now, TxState, BACKFILL_TABLE,
+};
 use super::{BackfillProgress, Checkpoint, RowOp, Target, TargetError, TargetResult, TargetTable};
 
 pub use mysql::{Opts, OptsBuilder};
 
-/// Prefix of sluice's own tables; target tables may not use it.
-const BOOKKEEPING_PREFIX: &str = "_sluice_";
 const CHECKPOINT_TABLE: &str = "_sluice_checkpoint";
 const TABLES_TABLE: &str = "_sluice_tables";
-const BACKFILL_TABLE: &str = "_sluice_backfill";
 
 /// MariaDB identifiers (database, table, column names) are at most 64 characters.
 const MAX_IDENTIFIER_CHARS: usize = 64;
@@ -185,14 +185,6 @@ pub fn mariadb_type(column: &ColumnDef, key: bool) -> String {
     }
 }
 
-fn bit_width(column: &ColumnDef) -> u32 {
-    if (1..=64).contains(&column.length) {
-        column.length
-    } else {
-        64
-    }
-}
-
 fn decimal_known(column: &ColumnDef) -> bool {
     (1..=65).contains(&column.precision) && column.scale <= column.precision.min(38)
 }
@@ -276,46 +268,7 @@ fn validate_table(table: &TargetTable) -> TargetResult<()> {
             return fail(why);
         }
     }
-    if table
-        .name
-        .get(..BOOKKEEPING_PREFIX.len())
-        .is_some_and(|p| p.eq_ignore_ascii_case(BOOKKEEPING_PREFIX))
-    {
-        return fail(format!(
-            "names starting with {BOOKKEEPING_PREFIX} are reserved for sluice"
-        ));
-    }
-    if table.columns.is_empty() {
-        return fail("no columns".into());
-    }
-    if table.key.is_empty() {
-        return fail("no key columns".into());
-    }
-    if let Some(k) = table.key.iter().find(|&&k| k >= table.columns.len()) {
-        return fail(format!("key column index {k} out of range"));
-    }
-    Ok(())
-}
-
-/// Whether `v` is within the source integer type's range (so a bad value is refused with a
-/// clear message rather than a server range error).
-fn int_fits(column: &ColumnDef, v: i128) -> bool {
-    let bits = match column.kind {
-        ColumnKind::TinyInt => 8,
-        ColumnKind::SmallInt => 16,
-        ColumnKind::MediumInt => 24,
-        ColumnKind::Int => 32,
-        ColumnKind::BigInt => 64,
-        ColumnKind::Bit => return v >= 0 && (v >> bit_width(column)) == 0,
-        ColumnKind::Year => return v == 0 || (1901..=2155).contains(&v),
-        _ => return false,
-    };
-    if column.unsigned {
-        v >= 0 && (v >> bits) == 0
-    } else {
-        let half = 1i128 << (bits - 1);
-        (-half..half).contains(&v)
-    }
+    check_table_shape(table)
 }
 
 /// Converts a value for a column, or `None` when the value's variant doesn't belong in such a
@@ -469,30 +422,7 @@ impl TablePlan {
 
     /// The JSON description stored in `_sluice_tables.definition`.
     fn definition_json(&self) -> TargetResult<String> {
-        let t = &self.table;
-        let columns: Vec<serde_json::Value> = t
-            .columns
-            .iter()
-            .zip(&self.types)
-            .enumerate()
-            .map(|(i, (c, ty))| {
-                serde_json::json!({
-                    "name": c.name,
-                    "type": ty,
-                    "not_null": self.not_null(i),
-                    "source": c.source,
-                })
-            })
-            .collect();
-        let key: Vec<&str> = t.key.iter().map(|&k| t.columns[k].name.as_str()).collect();
-        let doc = serde_json::json!({
-            "version": 1,
-            "source_name": t.source_name,
-            "columns": columns,
-            "key": key,
-        });
-        serde_json::to_string(&doc)
-            .map_err(|e| TargetError::Other(format!("table {}: cannot describe columns: {e}", t.name)))
+        definition_json(&self.table, &self.types, &[])
     }
 
     /// Converts `value` for column `i`, or names the column when the value doesn't fit.
@@ -521,16 +451,7 @@ impl TablePlan {
     }
 
     fn check_len(&self, row: &[Value]) -> TargetResult<()> {
-        if row.len() == self.table.columns.len() {
-            Ok(())
-        } else {
-            Err(TargetError::Other(format!(
-                "table {}: row has {} values for {} columns",
-                self.table.name,
-                row.len(),
-                self.table.columns.len()
-            )))
-        }
+        check_row_len(&self.table, row)
     }
 }
 
@@ -612,20 +533,6 @@ fn db_error(operation: &'static str, table: &str, e: &mysql::Error) -> TargetErr
         table: table.to_owned(),
         message: error_message(e),
     }
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum TxState {
-    Idle,
-    Open,
-    /// A write failed; the transaction has already been rolled back.
-    Failed,
 }
 
 /// A MariaDB database sluice replicates into.
@@ -825,21 +732,6 @@ impl MariaDbTarget {
         Ok(tables)
     }
 
-    /// Verifies that an existing table has the expected column names, in order.
-    fn check_existing(plan: &TablePlan, existing: &[String]) -> TargetResult<()> {
-        let expected: Vec<&str> = plan.table.columns.iter().map(|c| c.name.as_str()).collect();
-        if existing.iter().map(String::as_str).eq(expected.iter().copied()) {
-            return Ok(());
-        }
-        Err(TargetError::Other(format!(
-            "table {} already exists in the target with columns ({}), but sluice expects ({}); \
-             drop or rename the table, or change the replicated columns",
-            plan.table.name,
-            existing.join(", "),
-            expected.join(", ")
-        )))
-    }
-
     fn prepare_tables(&mut self, tables: &[Arc<TargetTable>]) -> TargetResult<()> {
         // Every check first: a refused prepare creates nothing.
         for table in tables {
@@ -859,7 +751,7 @@ impl MariaDbTarget {
         for table in tables {
             let plan = &self.plans[&table.name];
             match existing.get(&table.name) {
-                Some(columns) => Self::check_existing(plan, columns)?,
+                Some(columns) => check_existing_columns(&plan.table, columns)?,
                 None => to_create.push((table.name.clone(), plan.create_sql())),
             }
         }
@@ -954,12 +846,7 @@ impl MariaDbTarget {
     }
 
     fn write_backfill(&mut self, progress: &BackfillProgress) -> TargetResult<()> {
-        let rows_copied = i64::try_from(progress.rows_copied).map_err(|_| {
-            TargetError::Other(format!(
-                "table {}: backfill row count is too large to record",
-                progress.table
-            ))
-        })?;
+        let rows_copied = rows_copied_to_db(progress)?;
         let stmt = match &self.backfill_statement {
             Some(stmt) => stmt.clone(),
             None => match self.conn.prep(UPSERT_BACKFILL) {
@@ -1005,17 +892,7 @@ impl Target for MariaDbTarget {
             Err(mysql::Error::MySqlError(e)) if e.code == ER_NO_SUCH_TABLE => return Ok(None),
             Err(e) => return Err(self.fail("load checkpoint", CHECKPOINT_TABLE, &e)),
         };
-        let bad = |what: &str| TargetError::Other(format!("_sluice_checkpoint holds an invalid {what}"));
-        let mut records = Vec::with_capacity(rows.len());
-        for (position, applied, commit_unix) in rows {
-            records.push(Checkpoint {
-                position: position.parse::<GtidPosition>().map_err(|_| bad("position"))?,
-                applied: Checkpoint::parse_applied(&applied).map_err(|_| bad("applied GTID list"))?,
-                source_commit_unix: u32::try_from(commit_unix).map_err(|_| bad("source commit time"))?,
-                writer: 0,
-            });
-        }
-        Ok(Checkpoint::merge(records))
+        checkpoint_from_rows(rows)
     }
 
     fn begin(&mut self) -> TargetResult<()> {
@@ -1040,15 +917,7 @@ impl Target for MariaDbTarget {
     }
 
     fn apply(&mut self, op: &RowOp) -> TargetResult<()> {
-        match self.state {
-            TxState::Open => {}
-            TxState::Idle => return Err(TargetError::Other("apply called outside a transaction".into())),
-            TxState::Failed => {
-                return Err(TargetError::Other(
-                    "apply called after a failed write; roll back first".into(),
-                ))
-            }
-        }
+        self.state.require_open("apply")?;
         let result = self.apply_op(op);
         if result.is_err() {
             // No partial state: abandon the whole target transaction now.
@@ -1059,15 +928,7 @@ impl Target for MariaDbTarget {
     }
 
     fn commit(&mut self, checkpoint: &Checkpoint) -> TargetResult<()> {
-        match self.state {
-            TxState::Open => {}
-            TxState::Idle => return Err(TargetError::Other("commit called outside a transaction".into())),
-            TxState::Failed => {
-                return Err(TargetError::Other(
-                    "commit refused: a write in this transaction failed and it was rolled back".into(),
-                ))
-            }
-        }
+        self.state.require_open_for_commit()?;
         match self.write_checkpoint(checkpoint) {
             Ok(()) => {
                 self.state = TxState::Idle;
@@ -1087,19 +948,7 @@ impl Target for MariaDbTarget {
     }
 
     fn record_backfill(&mut self, progress: &BackfillProgress) -> TargetResult<()> {
-        match self.state {
-            TxState::Open => {}
-            TxState::Idle => {
-                return Err(TargetError::Other(
-                    "record_backfill called outside a transaction".into(),
-                ))
-            }
-            TxState::Failed => {
-                return Err(TargetError::Other(
-                    "record_backfill called after a failed write; roll back first".into(),
-                ))
-            }
-        }
+        self.state.require_open("record_backfill")?;
         let result = self.write_backfill(progress);
         if result.is_err() {
             // No partial state: abandon the whole target transaction now.
@@ -1120,9 +969,7 @@ impl Target for MariaDbTarget {
         };
         rows.into_iter()
             .map(|(table, done, last_key, rows_copied)| {
-                let rows_copied = u64::try_from(rows_copied).map_err(|_| {
-                    TargetError::Other(format!("{BACKFILL_TABLE} holds an invalid row count for table {table}"))
-                })?;
+                let rows_copied = rows_copied_from_db(&table, rows_copied)?;
                 Ok(BackfillProgress {
                     table,
                     done: done != 0,

@@ -17,6 +17,7 @@
 //! * **No partial state on error.** Any error between `begin` and `commit` leaves the target
 //!   as it was at the previous commit once [`Target::rollback`] (or a reconnect) has run.
 
+mod common;
 pub mod mariadb;
 pub mod postgres;
 pub mod sqlite;

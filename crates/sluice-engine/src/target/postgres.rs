@@ -48,20 +48,20 @@ use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use postgres::types::{to_sql_checked, Format, IsNull, ToSql, Type};
 use postgres::{Client, NoTls, Statement};
-use sluice_binlog::{Charset, ColumnDef, ColumnKind, GtidPosition, Value};
+use sluice_binlog::{Charset, ColumnDef, ColumnKind, Value};
 
+use super::common::{
+    check_existing_columns, check_row_len, check_table_shape, checkpoint_from_rows, definition_json, int_fits,
+    rows_copied_from_db, rows_copied_to_db, unix_now, TxState, BACKFILL_TABLE,
+};
 use super::{BackfillProgress, Checkpoint, RowOp, Target, TargetError, TargetResult, TargetTable};
 
-/// Prefix of sluice's own tables; target tables may not use it.
-const BOOKKEEPING_PREFIX: &str = "_sluice_";
 const CHECKPOINT_TABLE: &str = "_sluice_checkpoint";
 const TABLES_TABLE: &str = "_sluice_tables";
-const BACKFILL_TABLE: &str = "_sluice_backfill";
 
 /// PostgreSQL truncates identifiers to `NAMEDATALEN - 1` bytes.
 const MAX_IDENTIFIER_BYTES: usize = 63;
@@ -145,52 +145,7 @@ fn validate_table(table: &TargetTable) -> TargetResult<()> {
             return fail(why);
         }
     }
-    if table
-        .name
-        .get(..BOOKKEEPING_PREFIX.len())
-        .is_some_and(|p| p.eq_ignore_ascii_case(BOOKKEEPING_PREFIX))
-    {
-        return fail(format!(
-            "names starting with {BOOKKEEPING_PREFIX} are reserved for sluice"
-        ));
-    }
-    if table.columns.is_empty() {
-        return fail("no columns".into());
-    }
-    if table.key.is_empty() {
-        return fail("no key columns".into());
-    }
-    if let Some(k) = table.key.iter().find(|&&k| k >= table.columns.len()) {
-        return fail(format!("key column index {k} out of range"));
-    }
-    Ok(())
-}
-
-/// Whether `v` is within the source integer type's range.
-fn int_fits(column: &ColumnDef, v: i128) -> bool {
-    let bits = match column.kind {
-        ColumnKind::TinyInt => 8,
-        ColumnKind::SmallInt => 16,
-        ColumnKind::MediumInt => 24,
-        ColumnKind::Int => 32,
-        ColumnKind::BigInt => 64,
-        ColumnKind::Bit => {
-            let width = if (1..=64).contains(&column.length) {
-                column.length
-            } else {
-                64
-            };
-            return v >= 0 && (v >> width) == 0;
-        }
-        ColumnKind::Year => return v == 0 || (1901..=2155).contains(&v),
-        _ => return false,
-    };
-    if column.unsigned {
-        v >= 0 && (v >> bits) == 0
-    } else {
-        let half = 1i128 << (bits - 1);
-        (-half..half).contains(&v)
-    }
+    check_table_shape(table)
 }
 
 /// One bound parameter: text format (parsed by the column type's input function) or raw
@@ -382,30 +337,7 @@ impl TablePlan {
 
     /// The JSON description stored in `_sluice_tables.definition`.
     fn definition_json(&self) -> TargetResult<String> {
-        let t = &self.table;
-        let columns: Vec<serde_json::Value> = t
-            .columns
-            .iter()
-            .zip(&self.types)
-            .enumerate()
-            .map(|(i, (c, ty))| {
-                serde_json::json!({
-                    "name": c.name,
-                    "type": ty,
-                    "not_null": self.not_null(i),
-                    "source": c.source,
-                })
-            })
-            .collect();
-        let key: Vec<&str> = t.key.iter().map(|&k| t.columns[k].name.as_str()).collect();
-        let doc = serde_json::json!({
-            "version": 1,
-            "source_name": t.source_name,
-            "columns": columns,
-            "key": key,
-        });
-        serde_json::to_string(&doc)
-            .map_err(|e| TargetError::Other(format!("table {}: cannot describe columns: {e}", t.name)))
+        definition_json(&self.table, &self.types, &[])
     }
 
     /// Converts `value` for column `i`, or names the column when the value doesn't fit.
@@ -434,16 +366,7 @@ impl TablePlan {
     }
 
     fn check_len(&self, row: &[Value]) -> TargetResult<()> {
-        if row.len() == self.table.columns.len() {
-            Ok(())
-        } else {
-            Err(TargetError::Other(format!(
-                "table {}: row has {} values for {} columns",
-                self.table.name,
-                row.len(),
-                self.table.columns.len()
-            )))
-        }
+        check_row_len(&self.table, row)
     }
 
     /// The column names a statement's `$n` parameters stand for.
@@ -513,12 +436,6 @@ fn db_error(operation: &'static str, table: &str, e: &postgres::Error) -> Target
     }
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 /// Runs `f` directly, or on a scoped thread when the caller is inside a tokio runtime (the
 /// sync client's own runtime can't be started there).
 fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
@@ -557,14 +474,6 @@ impl Drop for Conn {
             off_runtime(move || drop(client));
         }
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum TxState {
-    Idle,
-    Open,
-    /// A write failed; the transaction has already been rolled back.
-    Failed,
 }
 
 /// A PostgreSQL schema sluice replicates into.
@@ -734,20 +643,6 @@ impl PostgresTarget {
         Ok(tables)
     }
 
-    fn check_existing(plan: &TablePlan, existing: &[String]) -> TargetResult<()> {
-        let expected: Vec<&str> = plan.table.columns.iter().map(|c| c.name.as_str()).collect();
-        if existing.iter().map(String::as_str).eq(expected.iter().copied()) {
-            return Ok(());
-        }
-        Err(TargetError::Other(format!(
-            "table {} already exists in the target with columns ({}), but sluice expects ({}); \
-             drop or rename the table, or change the replicated columns",
-            plan.table.name,
-            existing.join(", "),
-            expected.join(", ")
-        )))
-    }
-
     /// Creates the schema, the bookkeeping tables and the missing tables, inside the open
     /// transaction.
     fn prepare_in_tx(&mut self, tables: &[Arc<TargetTable>]) -> TargetResult<()> {
@@ -804,7 +699,7 @@ impl PostgresTarget {
         for table in tables {
             let plan = &self.plans[&table.name];
             match existing.get(&table.name) {
-                Some(columns) => Self::check_existing(plan, columns)?,
+                Some(columns) => check_existing_columns(&plan.table, columns)?,
                 None => {
                     let sql = plan.create_sql(&self.schema);
                     self.client
@@ -898,20 +793,8 @@ impl PostgresTarget {
             .client
             .query(&sql, &[])
             .map_err(|e| self.fail("load checkpoint", CHECKPOINT_TABLE, &e))?;
-        let bad = |what: &str| TargetError::Other(format!("_sluice_checkpoint holds an invalid {what}"));
-        let mut records = Vec::with_capacity(rows.len());
-        for row in rows {
-            let position: String = row.get(0);
-            let applied: String = row.get(1);
-            let commit_unix: i64 = row.get(2);
-            records.push(Checkpoint {
-                position: position.parse::<GtidPosition>().map_err(|_| bad("position"))?,
-                applied: Checkpoint::parse_applied(&applied).map_err(|_| bad("applied GTID list"))?,
-                source_commit_unix: u32::try_from(commit_unix).map_err(|_| bad("source commit time"))?,
-                writer: 0,
-            });
-        }
-        Ok(Checkpoint::merge(records))
+        let rows: Vec<(String, String, i64)> = rows.iter().map(|row| (row.get(0), row.get(1), row.get(2))).collect();
+        checkpoint_from_rows(rows)
     }
 
     fn begin_impl(&mut self) -> TargetResult<()> {
@@ -936,15 +819,7 @@ impl PostgresTarget {
     }
 
     fn apply_impl(&mut self, op: &RowOp) -> TargetResult<()> {
-        match self.state {
-            TxState::Open => {}
-            TxState::Idle => return Err(TargetError::Other("apply called outside a transaction".into())),
-            TxState::Failed => {
-                return Err(TargetError::Other(
-                    "apply called after a failed write; roll back first".into(),
-                ))
-            }
-        }
+        self.state.require_open("apply")?;
         let result = self.apply_op(op);
         if result.is_err() {
             // No partial state: abandon the whole target transaction now.
@@ -985,8 +860,7 @@ impl PostgresTarget {
 
     fn write_backfill(&mut self, progress: &BackfillProgress) -> TargetResult<()> {
         let table = progress.table.as_str();
-        let rows_copied = i64::try_from(progress.rows_copied)
-            .map_err(|_| TargetError::Other(format!("table {table}: backfill row count is too large to record")))?;
+        let rows_copied = rows_copied_to_db(progress)?;
         if progress.last_key.as_deref().is_some_and(|k| k.contains('\0')) {
             return Err(TargetError::Other(format!(
                 "table {table}: the backfill key contains a NUL character, which PostgreSQL text cannot hold"
@@ -1016,19 +890,7 @@ impl PostgresTarget {
     }
 
     fn record_backfill_impl(&mut self, progress: &BackfillProgress) -> TargetResult<()> {
-        match self.state {
-            TxState::Open => {}
-            TxState::Idle => {
-                return Err(TargetError::Other(
-                    "record_backfill called outside a transaction".into(),
-                ))
-            }
-            TxState::Failed => {
-                return Err(TargetError::Other(
-                    "record_backfill called after a failed write; roll back first".into(),
-                ))
-            }
-        }
+        self.state.require_open("record_backfill")?;
         let result = self.write_backfill(progress);
         if result.is_err() {
             // No partial state: abandon the whole target transaction now.
@@ -1068,9 +930,7 @@ impl PostgresTarget {
             .map(|row| {
                 let table: String = row.get(0);
                 let rows_copied: i64 = row.get(3);
-                let rows_copied = u64::try_from(rows_copied).map_err(|_| {
-                    TargetError::Other(format!("{BACKFILL_TABLE} holds an invalid row count for table {table}"))
-                })?;
+                let rows_copied = rows_copied_from_db(&table, rows_copied)?;
                 Ok(BackfillProgress {
                     table,
                     done: row.get(1),
@@ -1082,15 +942,7 @@ impl PostgresTarget {
     }
 
     fn commit_impl(&mut self, checkpoint: &Checkpoint) -> TargetResult<()> {
-        match self.state {
-            TxState::Open => {}
-            TxState::Idle => return Err(TargetError::Other("commit called outside a transaction".into())),
-            TxState::Failed => {
-                return Err(TargetError::Other(
-                    "commit refused: a write in this transaction failed and it was rolled back".into(),
-                ))
-            }
-        }
+        self.state.require_open_for_commit()?;
         match self.write_checkpoint(checkpoint) {
             Ok(()) => {
                 self.state = TxState::Idle;

@@ -51,12 +51,16 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use sluice_binlog::{Charset, ColumnDef, ColumnKind, Value};
 
+use super::common::{
+    check_existing_columns, check_row_len, check_table_shape, checkpoint_from_rows, definition_json,
+    rows_copied_from_db, rows_copied_to_db, unix_now, TxState, BACKFILL_TABLE,
+};
 use super::{BackfillProgress, Checkpoint, RowOp, Target, TargetError, TargetResult, TargetTable};
 
 /// How long a write waits for another connection's lock before failing with `SQLITE_BUSY`.
@@ -65,9 +69,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Rows whose worst-case size (see [`max_row_bytes`]) is at most this many bytes get
 /// `WITHOUT ROWID` (about 1/20 of SQLite's default 4096-byte page, SQLite's own guidance).
 const WITHOUT_ROWID_MAX_ROW_BYTES: u64 = 200;
-
-/// Prefix of sluice's own tables; target tables may not use it.
-const BOOKKEEPING_PREFIX: &str = "_sluice_";
 
 const CREATE_BOOKKEEPING: &str = r#"
 CREATE TABLE IF NOT EXISTS "_sluice_checkpoint" (
@@ -95,8 +96,6 @@ CREATE TABLE IF NOT EXISTS "_sluice_backfill" (
 const UPSERT_CHECKPOINT: &str = r#"INSERT INTO "_sluice_checkpoint" ("writer", "position", "applied", "source_commit_unix", "updated_at_unix") VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT ("writer") DO UPDATE SET "position" = excluded."position", "applied" = excluded."applied", "source_commit_unix" = excluded."source_commit_unix", "updated_at_unix" = excluded."updated_at_unix""#;
 
 const SELECT_CHECKPOINT: &str = r#"SELECT "position", "applied", "source_commit_unix" FROM "_sluice_checkpoint""#;
-
-const BACKFILL_TABLE: &str = "_sluice_backfill";
 
 const UPSERT_BACKFILL: &str = r#"INSERT INTO "_sluice_backfill" ("name", "done", "last_key", "rows_copied", "updated_at_unix") VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT ("name") DO UPDATE SET "done" = excluded."done", "last_key" = excluded."last_key", "rows_copied" = excluded."rows_copied", "updated_at_unix" = excluded."updated_at_unix""#;
 
@@ -309,31 +308,13 @@ impl TablePlan {
 
     /// The JSON description stored in `_sluice_tables.definition`.
     fn definition_json(&self) -> TargetResult<String> {
-        let t = &self.table;
-        let columns: Vec<serde_json::Value> = t
-            .columns
-            .iter()
-            .zip(&self.types)
-            .enumerate()
-            .map(|(i, (c, ty))| {
-                serde_json::json!({
-                    "name": c.name,
-                    "type": ty.as_sql(),
-                    "not_null": !c.source.nullable || t.key.contains(&i),
-                    "source": c.source,
-                })
-            })
-            .collect();
-        let key: Vec<&str> = t.key.iter().map(|&k| t.columns[k].name.as_str()).collect();
-        let doc = serde_json::json!({
-            "version": 1,
-            "source_name": t.source_name,
-            "columns": columns,
-            "key": key,
-            "without_rowid": use_without_rowid(t, &self.types),
-        });
-        serde_json::to_string(&doc)
-            .map_err(|e| TargetError::Other(format!("table {}: cannot describe columns: {e}", t.name)))
+        let types: Vec<&str> = self.types.iter().map(|ty| ty.as_sql()).collect();
+        let without_rowid = use_without_rowid(&self.table, &self.types);
+        definition_json(
+            &self.table,
+            &types,
+            &[("without_rowid", serde_json::Value::Bool(without_rowid))],
+        )
     }
 
     /// Converts `value` for column `i`, or names the column when the value doesn't fit.
@@ -362,16 +343,7 @@ impl TablePlan {
     }
 
     fn check_len(&self, row: &[Value]) -> TargetResult<()> {
-        if row.len() == self.table.columns.len() {
-            Ok(())
-        } else {
-            Err(TargetError::Other(format!(
-                "table {}: row has {} values for {} columns",
-                self.table.name,
-                row.len(),
-                self.table.columns.len()
-            )))
-        }
+        check_row_len(&self.table, row)
     }
 }
 
@@ -383,25 +355,7 @@ fn validate_table(table: &TargetTable) -> TargetResult<()> {
     if table.name.contains('\0') || table.columns.iter().any(|c| c.name.contains('\0')) {
         return fail("identifier contains a NUL character".into());
     }
-    if table
-        .name
-        .get(..BOOKKEEPING_PREFIX.len())
-        .is_some_and(|p| p.eq_ignore_ascii_case(BOOKKEEPING_PREFIX))
-    {
-        return fail(format!(
-            "names starting with {BOOKKEEPING_PREFIX} are reserved for sluice"
-        ));
-    }
-    if table.columns.is_empty() {
-        return fail("no columns".into());
-    }
-    if table.key.is_empty() {
-        return fail("no key columns".into());
-    }
-    if let Some(k) = table.key.iter().find(|&&k| k >= table.columns.len()) {
-        return fail(format!("key column index {k} out of range"));
-    }
-    Ok(())
+    check_table_shape(table)
 }
 
 /// Converts a value to what is stored in a column of `kind` declared as `ty`; `None` when the
@@ -458,20 +412,6 @@ fn db_err(operation: &'static str, table: &str) -> impl FnOnce(rusqlite::Error) 
         table,
         message: e.to_string(),
     }
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum TxState {
-    Idle,
-    Open,
-    /// A write failed; the SQLite transaction has already been rolled back.
-    Failed,
 }
 
 /// A SQLite database file sluice replicates into.
@@ -578,21 +518,6 @@ impl SqliteTarget {
         }
     }
 
-    /// Verifies that an existing table has the expected column names, in order.
-    fn check_existing(&self, plan: &TablePlan, existing: &[String]) -> TargetResult<()> {
-        let expected: Vec<&str> = plan.table.columns.iter().map(|c| c.name.as_str()).collect();
-        if existing.iter().map(String::as_str).eq(expected.iter().copied()) {
-            return Ok(());
-        }
-        Err(TargetError::Other(format!(
-            "table {} already exists in the target with columns ({}), but sluice expects ({}); \
-             drop or rename the table, or change the replicated columns",
-            plan.table.name,
-            existing.join(", "),
-            expected.join(", ")
-        )))
-    }
-
     fn prepare_in_tx(&mut self, tables: &[Arc<TargetTable>]) -> TargetResult<()> {
         self.conn
             .execute_batch(CREATE_BOOKKEEPING)
@@ -615,7 +540,7 @@ impl SqliteTarget {
                     .execute(&plan.create_sql(), [])
                     .map_err(db_err("create table", name))?;
             } else {
-                self.check_existing(plan, &existing)?;
+                check_existing_columns(&plan.table, &existing)?;
             }
             let definition = plan.definition_json()?;
             self.conn
@@ -629,12 +554,7 @@ impl SqliteTarget {
     }
 
     fn write_backfill(&mut self, progress: &BackfillProgress) -> TargetResult<()> {
-        let rows_copied = i64::try_from(progress.rows_copied).map_err(|_| {
-            TargetError::Other(format!(
-                "table {}: backfill row count is too large to record",
-                progress.table
-            ))
-        })?;
+        let rows_copied = rows_copied_to_db(progress)?;
         self.conn
             .prepare_cached(UPSERT_BACKFILL)
             .and_then(|mut st| {
@@ -701,22 +621,12 @@ impl Target for SqliteTarget {
         if exists.is_none() {
             return Ok(None);
         }
-        let bad = |what: &str| TargetError::Other(format!("_sluice_checkpoint holds an invalid {what}"));
         let rows: Vec<(String, String, i64)> = self
             .conn
             .prepare_cached(SELECT_CHECKPOINT)
             .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect())
             .map_err(db_err("load checkpoint", "_sluice_checkpoint"))?;
-        let mut records = Vec::with_capacity(rows.len());
-        for (position, applied, commit_unix) in rows {
-            records.push(Checkpoint {
-                position: position.parse().map_err(|_| bad("position"))?,
-                applied: Checkpoint::parse_applied(&applied).map_err(|_| bad("applied GTID list"))?,
-                source_commit_unix: u32::try_from(commit_unix).map_err(|_| bad("source commit time"))?,
-                writer: 0,
-            });
-        }
-        Ok(Checkpoint::merge(records))
+        checkpoint_from_rows(rows)
     }
 
     fn begin(&mut self) -> TargetResult<()> {
@@ -732,15 +642,7 @@ impl Target for SqliteTarget {
     }
 
     fn apply(&mut self, op: &RowOp) -> TargetResult<()> {
-        match self.state {
-            TxState::Open => {}
-            TxState::Idle => return Err(TargetError::Other("apply called outside a transaction".into())),
-            TxState::Failed => {
-                return Err(TargetError::Other(
-                    "apply called after a failed write; roll back first".into(),
-                ))
-            }
-        }
+        self.state.require_open("apply")?;
         let result = self.apply_op(op);
         if result.is_err() {
             // No partial state: abandon the whole target transaction now.
@@ -751,15 +653,7 @@ impl Target for SqliteTarget {
     }
 
     fn commit(&mut self, checkpoint: &Checkpoint) -> TargetResult<()> {
-        match self.state {
-            TxState::Open => {}
-            TxState::Idle => return Err(TargetError::Other("commit called outside a transaction".into())),
-            TxState::Failed => {
-                return Err(TargetError::Other(
-                    "commit refused: a write in this transaction failed and it was rolled back".into(),
-                ))
-            }
-        }
+        self.state.require_open_for_commit()?;
         let position = checkpoint.position.to_string();
         let applied = checkpoint.applied_text();
         let result = self
@@ -800,19 +694,7 @@ impl Target for SqliteTarget {
     }
 
     fn record_backfill(&mut self, progress: &BackfillProgress) -> TargetResult<()> {
-        match self.state {
-            TxState::Open => {}
-            TxState::Idle => {
-                return Err(TargetError::Other(
-                    "record_backfill called outside a transaction".into(),
-                ))
-            }
-            TxState::Failed => {
-                return Err(TargetError::Other(
-                    "record_backfill called after a failed write; roll back first".into(),
-                ))
-            }
-        }
+        self.state.require_open("record_backfill")?;
         let result = self.write_backfill(progress);
         if result.is_err() {
             // No partial state: abandon the whole target transaction now.
@@ -845,9 +727,7 @@ impl Target for SqliteTarget {
             .map_err(db_err("load backfill", BACKFILL_TABLE))?;
         rows.into_iter()
             .map(|(table, done, last_key, rows_copied)| {
-                let rows_copied = u64::try_from(rows_copied).map_err(|_| {
-                    TargetError::Other(format!("{BACKFILL_TABLE} holds an invalid row count for table {table}"))
-                })?;
+                let rows_copied = rows_copied_from_db(&table, rows_copied)?;
                 Ok(BackfillProgress {
                     table,
                     done: done != 0,

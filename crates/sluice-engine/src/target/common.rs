@@ -1,0 +1,223 @@
+//! Logic the SQLite, MariaDB and PostgreSQL targets share word for word: the transaction
+//! state machine behind the target contract, the dialect-independent checks of a
+//! [`TargetTable`], source integer ranges, and the conversions of sluice's bookkeeping rows.
+//!
+//! Only what is the same in every dialect lives here; identifier rules, type mapping, value
+//! binding and statement texts stay with each target.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sluice_binlog::{ColumnDef, ColumnKind, GtidPosition, Value};
+
+use super::{BackfillProgress, Checkpoint, TargetError, TargetResult, TargetTable};
+
+/// Prefix of sluice's own tables; target tables may not use it.
+pub(super) const BOOKKEEPING_PREFIX: &str = "_sluice_";
+
+/// Name of the backfill progress table (the same in every target, and in its messages).
+pub(super) const BACKFILL_TABLE: &str = "_sluice_backfill";
+
+/// Where a target stands in the `begin` / `apply` / `commit` protocol. Every target enforces
+/// the same contract (see the module documentation of `target`), so the states and the
+/// refusals callers see are shared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum TxState {
+    Idle,
+    Open,
+    /// A write failed; the target transaction has already been rolled back.
+    Failed,
+}
+
+impl TxState {
+    /// Refuses a write (`call` names it: `apply`, `record_backfill`) unless a transaction is
+    /// open and no write in it has failed.
+    pub(super) fn require_open(self, call: &str) -> TargetResult<()> {
+        match self {
+            TxState::Open => Ok(()),
+            TxState::Idle => Err(TargetError::Other(format!("{call} called outside a transaction"))),
+            TxState::Failed => Err(TargetError::Other(format!(
+                "{call} called after a failed write; roll back first"
+            ))),
+        }
+    }
+
+    /// Like [`TxState::require_open`] for `commit`, whose refusal after a failed write says
+    /// that nothing will be committed.
+    pub(super) fn require_open_for_commit(self) -> TargetResult<()> {
+        match self {
+            TxState::Open => Ok(()),
+            TxState::Idle => Err(TargetError::Other("commit called outside a transaction".into())),
+            TxState::Failed => Err(TargetError::Other(
+                "commit refused: a write in this transaction failed and it was rolled back".into(),
+            )),
+        }
+    }
+}
+
+/// The checks of a table definition that don't depend on the dialect: no reserved name, at
+/// least one column, a key, key indexes in range. Each target checks its identifier rules
+/// first, then calls this.
+pub(super) fn check_table_shape(table: &TargetTable) -> TargetResult<()> {
+    let fail = |why: String| Err(TargetError::Other(format!("table {}: {why}", table.name)));
+    if table
+        .name
+        .get(..BOOKKEEPING_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(BOOKKEEPING_PREFIX))
+    {
+        return fail(format!(
+            "names starting with {BOOKKEEPING_PREFIX} are reserved for sluice"
+        ));
+    }
+    if table.columns.is_empty() {
+        return fail("no columns".into());
+    }
+    if table.key.is_empty() {
+        return fail("no key columns".into());
+    }
+    if let Some(k) = table.key.iter().find(|&&k| k >= table.columns.len()) {
+        return fail(format!("key column index {k} out of range"));
+    }
+    Ok(())
+}
+
+/// Refuses a row whose value count doesn't match the table's columns (binding it would read
+/// past the row or leave columns out).
+pub(super) fn check_row_len(table: &TargetTable, row: &[Value]) -> TargetResult<()> {
+    if row.len() == table.columns.len() {
+        Ok(())
+    } else {
+        Err(TargetError::Other(format!(
+            "table {}: row has {} values for {} columns",
+            table.name,
+            row.len(),
+            table.columns.len()
+        )))
+    }
+}
+
+/// Verifies that a table already in the target has the expected column names, in order
+/// (sluice never alters a table it did not create the way it expects).
+pub(super) fn check_existing_columns(table: &TargetTable, existing: &[String]) -> TargetResult<()> {
+    let expected: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
+    if existing.iter().map(String::as_str).eq(expected.iter().copied()) {
+        return Ok(());
+    }
+    Err(TargetError::Other(format!(
+        "table {} already exists in the target with columns ({}), but sluice expects ({}); \
+         drop or rename the table, or change the replicated columns",
+        table.name,
+        existing.join(", "),
+        expected.join(", ")
+    )))
+}
+
+/// The declared width of a BIT column in bits; unknown widths (0) count as the widest, 64.
+pub(super) fn bit_width(column: &ColumnDef) -> u32 {
+    if (1..=64).contains(&column.length) {
+        column.length
+    } else {
+        64
+    }
+}
+
+/// Whether `v` is within the source integer type's range, so a bad value is refused with a
+/// clear message naming the column rather than a server range error (or a wider target
+/// column silently accepting it).
+pub(super) fn int_fits(column: &ColumnDef, v: i128) -> bool {
+    let bits = match column.kind {
+        ColumnKind::TinyInt => 8,
+        ColumnKind::SmallInt => 16,
+        ColumnKind::MediumInt => 24,
+        ColumnKind::Int => 32,
+        ColumnKind::BigInt => 64,
+        ColumnKind::Bit => return v >= 0 && (v >> bit_width(column)) == 0,
+        ColumnKind::Year => return v == 0 || (1901..=2155).contains(&v),
+        _ => return false,
+    };
+    if column.unsigned {
+        v >= 0 && (v >> bits) == 0
+    } else {
+        let half = 1i128 << (bits - 1);
+        (-half..half).contains(&v)
+    }
+}
+
+/// Seconds since the Unix epoch, for the `updated_at_unix` / `created_at_unix` bookkeeping
+/// columns (0 if the clock is before 1970).
+pub(super) fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Turns the `(position, applied, source_commit_unix)` rows of `_sluice_checkpoint` into one
+/// checkpoint ([`Checkpoint::merge`] over the writers' rows). The stored format is the same
+/// in every target.
+pub(super) fn checkpoint_from_rows(rows: Vec<(String, String, i64)>) -> TargetResult<Option<Checkpoint>> {
+    let bad = |what: &str| TargetError::Other(format!("_sluice_checkpoint holds an invalid {what}"));
+    let mut records = Vec::with_capacity(rows.len());
+    for (position, applied, commit_unix) in rows {
+        records.push(Checkpoint {
+            position: position.parse::<GtidPosition>().map_err(|_| bad("position"))?,
+            applied: Checkpoint::parse_applied(&applied).map_err(|_| bad("applied GTID list"))?,
+            source_commit_unix: u32::try_from(commit_unix).map_err(|_| bad("source commit time"))?,
+            writer: 0,
+        });
+    }
+    Ok(Checkpoint::merge(records))
+}
+
+/// `rows_copied` as stored in `_sluice_backfill` (a signed 64-bit column in every target).
+pub(super) fn rows_copied_to_db(progress: &BackfillProgress) -> TargetResult<i64> {
+    i64::try_from(progress.rows_copied).map_err(|_| {
+        TargetError::Other(format!(
+            "table {}: backfill row count is too large to record",
+            progress.table
+        ))
+    })
+}
+
+/// `rows_copied` read back from `_sluice_backfill`; a negative count means the row was
+/// tampered with.
+pub(super) fn rows_copied_from_db(table: &str, rows_copied: i64) -> TargetResult<u64> {
+    u64::try_from(rows_copied)
+        .map_err(|_| TargetError::Other(format!("{BACKFILL_TABLE} holds an invalid row count for table {table}")))
+}
+
+/// The JSON description stored in `_sluice_tables.definition` (for schema-change detection):
+/// one format for every target, so only the column types differ. `extra` fields (dialect
+/// details such as SQLite's `without_rowid`) follow the common ones.
+pub(super) fn definition_json<T: AsRef<str>>(
+    table: &TargetTable,
+    types: &[T],
+    extra: &[(&str, serde_json::Value)],
+) -> TargetResult<String> {
+    let columns: Vec<serde_json::Value> = table
+        .columns
+        .iter()
+        .zip(types)
+        .enumerate()
+        .map(|(i, (c, ty))| {
+            serde_json::json!({
+                "name": c.name,
+                "type": ty.as_ref(),
+                "not_null": !c.source.nullable || table.key.contains(&i),
+                "source": c.source,
+            })
+        })
+        .collect();
+    let key: Vec<&str> = table.key.iter().map(|&k| table.columns[k].name.as_str()).collect();
+    let mut doc = serde_json::json!({
+        "version": 1,
+        "source_name": table.source_name,
+        "columns": columns,
+        "key": key,
+    });
+    if let Some(fields) = doc.as_object_mut() {
+        for (name, value) in extra {
+            fields.insert((*name).to_owned(), value.clone());
+        }
+    }
+    serde_json::to_string(&doc)
+        .map_err(|e| TargetError::Other(format!("table {}: cannot describe columns: {e}", table.name)))
+}
