@@ -82,3 +82,28 @@ sluice_ensure_deps() {
     return 1
   }
 }
+
+# Benchmark-only system packages (scripts/bench-*): sysbench, the MySQL load generator.
+# Like sluice_ensure_deps, installs only what is missing (apt-get update only then).
+sluice_ensure_bench_deps() {
+  _sluice_have_program sysbench && return 0
+  echo "Installing missing system packages: sysbench" >&2
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "error: apt-get not found; please install sysbench yourself" >&2
+    return 1
+  fi
+  local -a as_root=()
+  if ((EUID != 0)); then
+    if ! command -v sudo >/dev/null 2>&1; then
+      echo "error: need root (or sudo) to install: sysbench" >&2
+      return 1
+    fi
+    as_root=(sudo)
+  fi
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -q --no-install-recommends sysbench || {
+    echo "error: installing sysbench failed" >&2
+    return 1
+  }
+}

@@ -1,0 +1,165 @@
+"""Turns the measurements of scripts/bench-decode into its printed lines and JSON record.
+
+    python3 report.py decode RUN_DIR OUT_JSON
+    python3 report.py filter-cost RUN_DIR OUT_JSON
+
+RUN_DIR holds the JSON each measurement printed: env.json, run.json (size, commands), and
+for decode sluice_all.json, sluice_skip.json, sluice_what_if.json, python.json,
+mariadb_binlog.json (a list of runs); for filter-cost filter_cost.out/.json.
+One line per figure, always with the peer measured in the same run and the ratio.
+"""
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+GOAL_ROWS_PER_S = 1_000_000
+
+
+def load(run_dir, name):
+    return json.loads((run_dir / name).read_text())
+
+
+def decode(run_dir, out_path):
+    env = load(run_dir, "env.json")
+    run = load(run_dir, "run.json")
+    all_ = load(run_dir, "sluice_all.json")
+    skip = load(run_dir, "sluice_skip.json")
+    py = load(run_dir, "python.json")
+    proto = load(run_dir, "sluice_what_if.json")
+    proto_skip = load(run_dir, "sluice_skip_what_if.json")
+    native_runs = load(run_dir, "mariadb_binlog.json")
+
+    bytes_ = all_["bytes"]
+    rows = all_["rows"]
+    native_wall = statistics.median(r["wall_s"] for r in native_runs)
+    native_cpu = statistics.median(r["cpu_s"] for r in native_runs)
+
+    sluice_rps = all_["rows_per_s"]
+    py_rps = py["rows"] / py["wall_s"]
+    sluice_mbps = all_["mb_per_s"]
+    native_mbps = bytes_ / 1e6 / native_wall
+    skip_mbps = skip["mb_per_s"]
+    skip_rps = rows / skip["wall_s"]
+
+    figures = {
+        "decode": {
+            "sluice_rows_per_s": sluice_rps,
+            "python_mysql_replication_rows_per_s": py_rps,
+            "ratio": sluice_rps / py_rps,
+            "sluice_rows_per_cpu_s": all_["rows_per_cpu_s"],
+            "python_mysql_replication_rows_per_cpu_s": py["rows"] / py["cpu_s"],
+            "rows_sluice": rows,
+            "rows_python_mysql_replication": py["rows"],
+        },
+        "decode_native": {
+            "sluice_mb_per_s": sluice_mbps,
+            "mariadb_binlog_mb_per_s": native_mbps,
+            "ratio": sluice_mbps / native_mbps,
+            "sluice_mb_per_cpu_s": all_["mb_per_cpu_s"],
+            "mariadb_binlog_mb_per_cpu_s": bytes_ / 1e6 / native_cpu,
+        },
+        "skip_unselected": {
+            "skip_unselected_mb_per_s": skip_mbps,
+            "skip_unselected_rows_per_s": skip_rps,
+            "sluice_decode_all_mb_per_s": sluice_mbps,
+            "ratio": skip_mbps / sluice_mbps,
+        },
+        "decode_prototype": {
+            "note": "prototype of proposed decoder changes (sluice-bench decode --what-if), not sluice's current decoder",
+            "prototype_rows_per_s": proto["rows_per_s"],
+            "sluice_rows_per_s": sluice_rps,
+            "ratio": proto["rows_per_s"] / sluice_rps,
+            "prototype_skip_unselected_mb_per_s": proto_skip["mb_per_s"],
+            "prototype_checksum_matches": proto["checksum"] == all_["checksum"],
+        },
+        "goal": {
+            "sluice_rows_per_s": sluice_rps,
+            "goal_rows_per_s": GOAL_ROWS_PER_S,
+            "met": sluice_rps >= GOAL_ROWS_PER_S,
+        },
+    }
+    lines = [
+        "decode workload=oltp_write_only sluice_rows_per_s={:.0f} python_mysql_replication_rows_per_s={:.0f} ratio={:.1f}".format(
+            sluice_rps, py_rps, sluice_rps / py_rps
+        ),
+        "decode_native workload=oltp_write_only mariadb_binlog_mb_per_s={:.1f} sluice_mb_per_s={:.1f} ratio={:.2f}".format(
+            native_mbps, sluice_mbps, sluice_mbps / native_mbps
+        ),
+        "skip_unselected workload=oltp_write_only skip_unselected_mb_per_s={:.1f} skip_unselected_rows_per_s={:.0f} "
+        "sluice_decode_all_mb_per_s={:.1f} ratio={:.1f}".format(skip_mbps, skip_rps, sluice_mbps, skip_mbps / sluice_mbps),
+        "decode_goal sluice_rows_per_s={:.0f} goal_rows_per_s={} met={}".format(
+            sluice_rps, GOAL_ROWS_PER_S, "yes" if sluice_rps >= GOAL_ROWS_PER_S else "no"
+        ),
+        "decode_prototype note=not-current-decoder prototype_rows_per_s={:.0f} sluice_rows_per_s={:.0f} ratio={:.2f} "
+        "prototype_skip_unselected_mb_per_s={:.1f} same_rows={}".format(
+            proto["rows_per_s"], sluice_rps, proto["rows_per_s"] / sluice_rps, proto_skip["mb_per_s"],
+            "yes" if proto["checksum"] == all_["checksum"] and proto["rows"] == rows else "no",
+        ),
+        "decode_input bytes={} files={} events={} rows={} row_events={} python_rows={} sluice_runs={} "
+        "sluice_cpu_s={:.3f} python_cpu_s={:.3f} mariadb_binlog_cpu_s={:.3f}".format(
+            bytes_, len(all_["files"]), all_["events"], rows, all_["row_events"], py["rows"], all_["runs"],
+            all_["cpu_s"], py["cpu_s"], native_cpu,
+        ),
+    ]
+    if py["rows"] != rows:
+        lines.append(f"warning: python-mysql-replication saw {py['rows']} rows, sluice {rows}")
+    for line in lines:
+        print(line)
+    record = {
+        "benchmark": "decode",
+        "env": env,
+        "run": run,
+        "figures": figures,
+        "lines": lines,
+        "raw": {
+            "sluice_all": all_,
+            "sluice_skip": skip,
+            "python_mysql_replication": py,
+            "mariadb_binlog": native_runs,
+            "prototype": proto,
+            "prototype_skip": proto_skip,
+        },
+    }
+    Path(out_path).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def filter_cost(run_dir, out_path):
+    env = load(run_dir, "env.json")
+    run = load(run_dir, "run.json")
+    fc = load(run_dir, "filter_cost.json")
+    lines = [l for l in (run_dir / "filter_cost.out").read_text().splitlines() if l.startswith("filter_cost")]
+    for line in lines:
+        print(line)
+    record = {
+        "benchmark": "filter-cost",
+        "env": env,
+        "run": run,
+        "figures": {
+            "filter_cost": {
+                "decode_apply_cpu_s": fc["decode_apply_cpu_s"],
+                "filter_transform_cpu_s": fc["filter_transform_cpu_s"],
+                "share_percent": fc["share_percent"],
+                "goal_percent": fc["goal_percent"],
+                "met": fc["goal_met"],
+            }
+        },
+        "lines": lines,
+        "raw": fc,
+    }
+    Path(out_path).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def main():
+    kind, run_dir, out = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    if kind == "decode":
+        decode(run_dir, out)
+    elif kind == "filter-cost":
+        filter_cost(run_dir, out)
+    else:
+        raise SystemExit(f"unknown report {kind}")
+
+
+if __name__ == "__main__":
+    main()

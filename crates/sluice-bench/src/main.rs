@@ -1,0 +1,115 @@
+//! `sluice-bench`: sluice's speed benchmarks, as programs that print their figures.
+//!
+//! See bench/README.md for how the scripts in scripts/ drive these subcommands and what each
+//! figure means. Every figure is meant to be read beside a peer measured in the same run
+//! (docs: shared BENCHMARKS.md); this binary measures sluice's side and offers the small
+//! helpers the scripts need to measure the peers the same way.
+
+mod decode;
+mod filter_cost;
+mod measure;
+mod source;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "sluice-bench", about = "sluice's speed benchmarks (see bench/README.md)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Decodes binlog files on one thread, every row of every table into typed values (or
+    /// only the tables matching --select, skipping the others undecoded as sluice does), and
+    /// prints events, rows, bytes, seconds, rows/s and MB/s.
+    Decode {
+        /// Binlog files, decoded in the order given.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Decode rows only of tables matching this `schema.table` glob (sluice's `match`
+        /// syntax); rows of other tables are skipped without being decoded.
+        #[arg(long)]
+        select: Option<String>,
+        /// Decode the files this many times and report each run and the median.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+        /// Measure the prototype of proposed decoder changes (see bench/README.md) instead of
+        /// sluice's current decoder.
+        #[arg(long)]
+        what_if: bool,
+        /// Label of the printed line (e.g. `decode_all`, `decode_skip`).
+        #[arg(long, default_value = "decode")]
+        label: String,
+        /// Also print the result as one JSON object on the last line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measures what row filters and column transforms cost, relative to decoding the same
+    /// binlog and applying it to SQLite.
+    FilterCost {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// A sluice config whose [[tables]] rules (with `where` and `transforms`) are the
+        /// filtered run; the unfiltered run uses the same rules without them. Default: a
+        /// built-in config for sysbench's `sbtest.sbtest*` tables.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Directory for the SQLite target files (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Commit the SQLite target after this many applied rows (at a transaction boundary).
+        #[arg(long, default_value_t = sluice_engine::config::DEFAULT_BATCH_MAX_ROWS)]
+        batch_rows: usize,
+        /// Repeat each timed part this many times and keep the median.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Starts a throwaway MariaDB (sluice-testkit) under DIR, prints `port=…`, `pid=…` and
+    /// `data_dir=…`, and keeps it until standard input closes or a signal arrives.
+    Source {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Extra `mariadbd` arguments (repeatable).
+        #[arg(long = "server-arg", allow_hyphen_values = true)]
+        server_args: Vec<String>,
+    },
+    /// Runs a command and prints its wall-clock and CPU seconds (user+sys, children
+    /// included) as `wall_s=… cpu_s=…`; the command's standard output is discarded.
+    Time {
+        /// Print as JSON instead.
+        #[arg(long)]
+        json: bool,
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Decode {
+            files,
+            select,
+            repeat,
+            what_if,
+            label,
+            json,
+        } => decode::run(&files, select.as_deref(), repeat.max(1), &label, what_if, json),
+        Command::FilterCost {
+            files,
+            config,
+            dir,
+            batch_rows,
+            repeat,
+            json,
+        } => filter_cost::run(&files, config.as_deref(), dir, batch_rows.max(1), repeat.max(1), json),
+        Command::Source { dir, server_args } => source::run(&dir, server_args),
+        Command::Time { json, command } => measure::time_command(&command, json),
+    }
+}
