@@ -193,7 +193,7 @@ impl CompiledTransform {
                 if v.is_null() {
                     Value::Null
                 } else {
-                    Value::Text(hex::encode(key.mac(&canonical_bytes(&v))))
+                    Value::Text(lower_hex(&key.mac(&canonical_bytes(&v))))
                 }
             }
             Op::Mask(n) => map_text(v, |s| mask_str(s, *n), |b| mask_bytes(b, *n)),
@@ -271,7 +271,29 @@ fn map_text(v: Value, text: impl FnOnce(String) -> String, bytes: impl FnOnce(Ve
     }
 }
 
+/// Lowercase hex of a digest. On the per-row path of `hmac`, so written out with a table
+/// rather than through a formatter.
+fn lower_hex(digest: &[u8; 32]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
 fn mask_str(s: String, keep: usize) -> String {
+    if s.is_ascii() {
+        // One byte per character: mask in place, without a second string.
+        if s.len() <= keep {
+            return s;
+        }
+        let hidden = s.len() - keep;
+        let mut bytes = s.into_bytes();
+        bytes[..hidden].fill(b'*');
+        return String::from_utf8(bytes).expect("ASCII stays valid UTF-8");
+    }
     let count = s.chars().count();
     if count <= keep {
         return s;
