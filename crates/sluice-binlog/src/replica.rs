@@ -115,14 +115,13 @@ impl PacketConn {
     async fn write_packet(&mut self, payload: &[u8]) -> Result<(), ReplicaError> {
         let mut out = Vec::with_capacity(payload.len() + 8);
         let mut chunks = payload.chunks(MAX_PACKET).peekable();
-        let mut last_len = 0;
         while let Some(chunk) = chunks.next() {
             out.extend_from_slice(&(chunk.len() as u32).to_le_bytes()[..3]);
             out.push(self.seq);
             self.seq = self.seq.wrapping_add(1);
             out.extend_from_slice(chunk);
-            last_len = chunk.len();
-            if chunks.peek().is_none() && last_len == MAX_PACKET {
+            // A payload ending on a full packet needs an empty packet to mark its end.
+            if chunks.peek().is_none() && chunk.len() == MAX_PACKET {
                 out.extend_from_slice(&[0, 0, 0, self.seq]);
                 self.seq = self.seq.wrapping_add(1);
             }
@@ -131,7 +130,6 @@ impl PacketConn {
             out.extend_from_slice(&[0, 0, 0, self.seq]);
             self.seq = self.seq.wrapping_add(1);
         }
-        let _ = last_len;
         self.stream.get_mut().write_all(&out).await?;
         Ok(())
     }

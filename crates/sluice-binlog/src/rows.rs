@@ -129,16 +129,6 @@ impl<'a> RowsEvent<'a> {
             table,
         })
     }
-
-    /// Counts the rows without building values (cheap-ish: still walks the images).
-    pub fn row_count(&self, table: &TableDef) -> Result<usize, DecodeError> {
-        let mut n = 0;
-        for row in self.rows(table)? {
-            row?;
-            n += 1;
-        }
-        Ok(n)
-    }
 }
 
 pub struct RowIter<'a, 't> {

@@ -5,8 +5,6 @@
 //! charsets, ENUM/SET labels, primary key). Where the binlog lacks a piece (older servers,
 //! `binlog_row_metadata=MINIMAL`), the caller completes it from `information_schema`.
 
-use std::sync::Arc;
-
 /// The column types sluice knows how to decode and store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -154,5 +152,3 @@ impl TableDef {
         format!("{}.{}", self.schema, self.name)
     }
 }
-
-pub type SharedTableDef = Arc<TableDef>;

@@ -169,6 +169,16 @@ pub async fn load_table(
     }))
 }
 
+/// Whether `text` is the ENUM/SET label `label` as `information_schema` prints it: its
+/// COLUMN_TYPE is utf8mb3, so characters outside the Basic Multilingual Plane come out as `?`,
+/// and a `?` in `label` matches any one character.
+pub fn label_matches(label: &str, text: &str) -> bool {
+    label == text
+        || (label.contains('?')
+            && label.chars().count() == text.chars().count()
+            && label.chars().zip(text.chars()).all(|(a, b)| a == b || a == '?'))
+}
+
 /// Parses the labels of `enum('a','b''c')` / `set(...)`.
 pub fn parse_labels(column_type: &str) -> Vec<String> {
     let Some(start) = column_type.find('(') else {

@@ -247,11 +247,8 @@ pub fn same_replicated_column(a: &ColumnDef, b: &ColumnDef) -> bool {
 /// outside the Basic Multilingual Plane as `?` (its COLUMN_TYPE is utf8mb3), so a `?` on
 /// either side matches any one character.
 fn labels_match(a: &[String], b: &[String]) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| {
-            x.chars().count() == y.chars().count()
-                && x.chars().zip(y.chars()).all(|(p, q)| p == q || p == '?' || q == '?')
-        })
+    use crate::catalog::label_matches;
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| label_matches(x, y) || label_matches(y, x))
 }
 
 /// Whether `new` keeps every replicated column of `plan` (same names, types, order) and the

@@ -1758,12 +1758,7 @@ impl<'a> Compiler<'a> {
 /// Whether a literal names an ENUM/SET label. `information_schema` prints characters outside
 /// the Basic Multilingual Plane as `?`, so a `?` in a label matches any one character.
 pub(crate) fn is_label(labels: &[String], s: &str) -> bool {
-    labels.iter().any(|l| {
-        l == s
-            || (l.contains('?')
-                && l.chars().count() == s.chars().count()
-                && l.chars().zip(s.chars()).all(|(a, b)| a == b || a == '?'))
-    })
+    labels.iter().any(|l| crate::catalog::label_matches(l, s))
 }
 
 fn check_enum_label(s: &str, def: &ColumnDef, pos: usize) -> Result<(), FilterError> {

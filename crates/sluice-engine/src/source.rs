@@ -5,7 +5,6 @@
 //! committed checkpoint, and reconnects from there with exponential backoff, so a
 //! transaction cut in half by a network failure is never applied in part.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_binlog::replica::{BinlogStream, ReplicaConfig, ReplicaError};
@@ -304,22 +303,28 @@ impl SourceReader {
                     source,
                 };
                 let iter = rows.rows(&plan.source).map_err(|e| StreamEnd::Fatal(rows_err(e)))?;
-                let table_name = plan.source.qualified_name();
-                let in_window = self.windows.iter().any(|w| w.table == table_name);
+                // The table's name is only needed (and built) while a backfill window is open.
+                let window_table = if self.windows.is_empty() {
+                    None
+                } else {
+                    Some(plan.source.qualified_name()).filter(|name| self.windows.iter().any(|w| &w.table == name))
+                };
                 for change in iter {
                     let change = change.map_err(|e| StreamEnd::Fatal(rows_err(e)))?;
-                    if in_window {
+                    if let Some(table_name) = &window_table {
                         // Keys changed inside an open backfill window (filtered or not): the
                         // chunk must not overwrite the stream's version of these rows.
                         let key = &plan.source.primary_key;
-                        let hashes = match &change {
-                            RowChange::Insert(r) | RowChange::Delete(r) => vec![key_hash(&table_name, key, r)],
-                            RowChange::Update { before, after } => {
-                                vec![key_hash(&table_name, key, before), key_hash(&table_name, key, after)]
-                            }
+                        let (first, second) = match &change {
+                            RowChange::Insert(r) | RowChange::Delete(r) => (key_hash(table_name, key, r), None),
+                            RowChange::Update { before, after } => (
+                                key_hash(table_name, key, before),
+                                Some(key_hash(table_name, key, after)),
+                            ),
                         };
-                        for w in self.windows.iter_mut().filter(|w| w.table == table_name) {
-                            w.touched.extend(hashes.iter().copied());
+                        for w in self.windows.iter_mut().filter(|w| &w.table == table_name) {
+                            w.touched.insert(first);
+                            w.touched.extend(second);
                         }
                     }
                     let Some(op) = to_target_op(&plan, change) else {
@@ -446,5 +451,3 @@ pub fn replica_config(config: &crate::config::Config, password: &crate::config::
         connect_timeout: Duration::from_secs(10),
     }
 }
-
-pub type SharedPlan = Arc<crate::filter::TablePlan>;
