@@ -10,8 +10,8 @@
 //! the bytes it really has), so mutations reach the event bodies instead of dying on a
 //! checksum or a size mismatch.
 //!
-//! `crates/sluice-binlog/tests/fuzz_regressions.rs` keeps a copy of both loops (it cannot
-//! depend on this crate); keep them in step.
+//! `crates/sluice-binlog/tests/fuzz_regressions.rs` compiles this same file in (`#[path]`),
+//! so the regression tests run exactly these loops.
 
 use std::collections::HashMap;
 

@@ -4,20 +4,20 @@
 //!
 //! The files live in `tests/data/fuzz/`. Their name says which loop they go through:
 //! `file-*.bin` are whole binlog files (target `decode_events`), `stream-*.bin` are raw event
-//! sequences decoded with checksums off (target `decode_single_event`). The two loops below
-//! are copies of `fuzz/src/lib.rs`; keep them in step.
+//! sequences decoded with checksums off (target `decode_single_event`). Both loops are
+//! `fuzz/src/lib.rs` itself, compiled in below.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use sluice_binlog::file::{BinlogFileReader, MAGIC};
-use sluice_binlog::{EventBody, EventDecoder, TableDef};
+/// The fuzz targets' own decode loops, compiled into this test from the same source file.
+#[path = "../../../fuzz/src/lib.rs"]
+mod decode_loops;
 
-const HEADER_LEN: usize = 19;
+use decode_loops::{decode_file, decode_stream, Outcome};
 
 /// The fuzzer's own limit (`-timeout=10`); a fixed input needs milliseconds.
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -58,139 +58,6 @@ unsafe impl GlobalAlloc for LargestAllocation {
 
 #[global_allocator]
 static ALLOCATOR: LargestAllocation = LargestAllocation;
-
-#[derive(Debug, Default)]
-struct Outcome {
-    events: usize,
-    rows: usize,
-    error: Option<String>,
-}
-
-#[derive(Default)]
-struct Tables {
-    defs: HashMap<u64, TableDef>,
-    last: Option<TableDef>,
-}
-
-impl Tables {
-    fn apply(&mut self, body: EventBody<'_>, outcome: &mut Outcome, lenient_ids: bool) -> Result<(), String> {
-        match body {
-            EventBody::TableMap(map) => {
-                let def = map.to_table_def();
-                let _ = map.has_full_metadata();
-                self.last = Some(def.clone());
-                self.defs.insert(map.table_id, def);
-            }
-            EventBody::Rows(rows) => {
-                let table = match self.defs.get(&rows.table_id) {
-                    Some(t) => t,
-                    None if lenient_ids => match &self.last {
-                        Some(t) => t,
-                        None => return Err("rows for unknown table id".into()),
-                    },
-                    None => return Err("rows for unknown table id".into()),
-                };
-                let _ = rows.is_statement_end();
-                for row in rows.rows(table).map_err(|e| e.to_string())? {
-                    let row = row.map_err(|e| e.to_string())?;
-                    let _ = format!("{row:?}");
-                    outcome.rows += 1;
-                }
-            }
-            other => {
-                let _ = format!("{other:?}");
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Whole binlog file, checksums verified (fuzz target `decode_events`).
-fn decode_file(data: &[u8]) -> Outcome {
-    let owned;
-    let data = if data.starts_with(&MAGIC) {
-        data
-    } else {
-        owned = [&MAGIC[..], data].concat();
-        &owned[..]
-    };
-    let mut outcome = Outcome::default();
-    let mut reader = match BinlogFileReader::new(data, "fuzz") {
-        Ok(r) => r,
-        Err(e) => {
-            outcome.error = Some(e.to_string());
-            return outcome;
-        }
-    };
-    let mut decoder = EventDecoder::new();
-    let mut tables = Tables::default();
-    loop {
-        let (offset, raw) = match reader.next_event() {
-            Ok(Some(ev)) => ev,
-            Ok(None) => break,
-            Err(e) => {
-                outcome.error = Some(e.to_string());
-                break;
-            }
-        };
-        let event = match decoder.decode(raw) {
-            Ok(ev) => ev,
-            Err(e) => {
-                outcome.error = Some(format!("offset {offset}: {e}"));
-                break;
-            }
-        };
-        outcome.events += 1;
-        if let Err(e) = tables.apply(event.body, &mut outcome, false) {
-            outcome.error = Some(format!("offset {offset}: {e}"));
-            break;
-        }
-    }
-    outcome
-}
-
-/// Raw events without magic, checksums not verified, sizes patched (fuzz target
-/// `decode_single_event`).
-fn decode_stream(data: &[u8]) -> Outcome {
-    let mut outcome = Outcome::default();
-    let mut decoder = EventDecoder::new();
-    decoder.set_verify_checksums(false);
-    let mut tables = Tables::default();
-    let mut rest = data;
-    let mut offset = 0usize;
-    while !rest.is_empty() {
-        let declared = if rest.len() >= HEADER_LEN {
-            u32::from_le_bytes([rest[9], rest[10], rest[11], rest[12]]) as usize
-        } else {
-            rest.len()
-        };
-        let len = if declared < HEADER_LEN {
-            rest.len()
-        } else {
-            declared.min(rest.len())
-        };
-        let mut raw = rest[..len].to_vec();
-        rest = &rest[len..];
-        if raw.len() >= HEADER_LEN {
-            raw[9..13].copy_from_slice(&(len as u32).to_le_bytes());
-        }
-        let at = offset;
-        offset += len;
-        let event = match decoder.decode(&raw) {
-            Ok(ev) => ev,
-            Err(e) => {
-                outcome.error = Some(format!("offset {at}: {e}"));
-                break;
-            }
-        };
-        outcome.events += 1;
-        if let Err(e) = tables.apply(event.body, &mut outcome, true) {
-            outcome.error = Some(format!("offset {at}: {e}"));
-            break;
-        }
-    }
-    outcome
-}
 
 fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz")
