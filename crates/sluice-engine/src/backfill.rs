@@ -114,14 +114,14 @@ pub struct BackfillJob {
     pub rows_copied: u64,
 }
 
-fn quote(name: &str) -> String {
+pub(crate) fn quote(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
 }
 
 /// The keyset condition `(k1, k2, …) > (?, ?, …)` spelt out so that MariaDB uses the key's
 /// index: `k1 > ? OR (k1 = ? AND k2 > ?) OR …`. Returns the SQL and the order the last key's
 /// values must be bound in.
-fn after_key(keys: &[String]) -> (String, Vec<usize>) {
+pub(crate) fn after_key(keys: &[String]) -> (String, Vec<usize>) {
     let mut terms = Vec::new();
     let mut order = Vec::new();
     for i in 0..keys.len() {
@@ -181,7 +181,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 /// Converts a value of the binary protocol into sluice's value for `column`, the same value
 /// the binlog decoder produces for it. The session runs with `time_zone = '+00:00'`, so
 /// TIMESTAMPs arrive in UTC.
-fn convert(v: mysql_async::Value, column: &ColumnDef) -> Option<Value> {
+pub(crate) fn convert(v: mysql_async::Value, column: &ColumnDef) -> Option<Value> {
     use mysql_async::Value as M;
     Some(match (v, column.kind) {
         (M::NULL, _) => Value::Null,

@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod backfill;
+pub mod canonical;
 pub mod catalog;
 pub mod config;
 pub mod ddl;
@@ -17,3 +18,4 @@ pub mod source;
 pub mod status;
 pub mod target;
 pub mod transform;
+pub mod verify;

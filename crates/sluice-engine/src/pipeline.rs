@@ -144,6 +144,12 @@ pub fn read_checkpoint(config: &Config) -> Result<Option<Checkpoint>, RunError> 
     Ok(open_target(config)?.load_checkpoint()?)
 }
 
+/// Plans every existing source table the config selects, as the source defines it now.
+pub async fn current_plans(pool: &mysql_async::Pool, config: &Config) -> Result<Vec<Arc<TablePlan>>, RunError> {
+    let mut conn = source_conn(pool, config).await?;
+    initial_plans(&mut conn, config).await
+}
+
 /// Plans every existing source table the config selects.
 async fn initial_plans(conn: &mut mysql_async::Conn, config: &Config) -> Result<Vec<Arc<TablePlan>>, RunError> {
     let filter = table_filter(config)?;

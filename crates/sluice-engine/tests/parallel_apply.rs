@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use sluice_binlog::{Charset, ColumnDef, ColumnKind, Gtid, Value};
 use sluice_engine::apply::{run_applier, ApplyMsg, BatchPolicy, Progress};
 use sluice_engine::target::sqlite::SqliteTarget;
-use sluice_engine::target::{Checkpoint, RowOp, Target, TargetColumn, TargetResult, TargetTable};
+use sluice_engine::target::{Checkpoint, RowOp, RowSelection, Target, TargetColumn, TargetResult, TargetTable};
 
 fn column(name: &str) -> ColumnDef {
     ColumnDef {
@@ -98,6 +98,12 @@ impl Target for Faulty {
     }
     fn rollback(&mut self) -> TargetResult<()> {
         self.inner.rollback()
+    }
+    fn read_rows(&mut self, table: &Arc<TargetTable>, selection: RowSelection<'_>) -> TargetResult<Vec<Vec<Value>>> {
+        self.inner.read_rows(table, selection)
+    }
+    fn commit_without_checkpoint(&mut self) -> TargetResult<()> {
+        self.inner.commit_without_checkpoint()
     }
 }
 

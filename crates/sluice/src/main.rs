@@ -1,6 +1,7 @@
 //! The `sluice` command line.
 
 mod dump;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +40,32 @@ enum Command {
     Status {
         #[arg(short, long)]
         config: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare every replicated table (or --table) of the target with the source, through the
+    /// same filters and transforms, while replication runs. Exit status: 0 all equal (or
+    /// repaired), 3 some table not ready (backfill still copying), 4 differences found,
+    /// 1 error.
+    Verify {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Only tables whose target name or source `schema.table` matches this glob.
+        #[arg(long)]
+        table: Option<String>,
+        /// Rewrite differing rows from the source through the target's normal write path.
+        #[arg(long)]
+        repair: bool,
+        /// Source rows per chunk.
+        #[arg(long, default_value_t = sluice_engine::verify::DEFAULT_CHUNK_ROWS)]
+        chunk_rows: usize,
+        /// How many times a differing key is re-read on both sides before it counts.
+        #[arg(long, default_value_t = 5)]
+        rechecks: u32,
+        /// Seconds to wait for the target to catch up with a source position.
+        #[arg(long, default_value_t = 120)]
+        catch_up_timeout: u64,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -87,7 +114,7 @@ fn main() -> ExitCode {
         .build()
         .expect("tokio runtime");
     match runtime.block_on(execute(cli.command)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(1)
@@ -95,7 +122,31 @@ fn main() -> ExitCode {
     }
 }
 
-async fn execute(command: Command) -> anyhow::Result<()> {
+async fn execute(command: Command) -> anyhow::Result<ExitCode> {
+    if let Command::Verify {
+        config,
+        table,
+        repair,
+        chunk_rows,
+        rechecks,
+        catch_up_timeout,
+        json,
+    } = command
+    {
+        let config = Config::load(&config)?;
+        let options = sluice_engine::verify::VerifyOptions {
+            table,
+            chunk_rows,
+            repair,
+            rechecks,
+            catch_up_timeout: Duration::from_secs(catch_up_timeout),
+        };
+        return verify::run(&config, &options, json).await;
+    }
+    execute_other(command).await.map(|()| ExitCode::SUCCESS)
+}
+
+async fn execute_other(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Check { config } => {
             let config = Config::load(&config)?;
@@ -192,6 +243,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             }
             _ => anyhow::bail!("give a binlog FILE or --config to read from the source"),
         },
+        Command::Verify { .. } => unreachable!("handled in execute"),
     }
 }
 

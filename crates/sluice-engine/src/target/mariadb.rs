@@ -68,7 +68,10 @@ use super::common::{
     bit_width, check_existing_columns, check_row_len, check_table_shape, checkpoint_from_rows, definition_json,
     int_fits, rows_copied_from_db, rows_copied_to_db, unix_now, TxState, BACKFILL_TABLE,
 };
-use super::{BackfillProgress, Checkpoint, RowOp, Target, TargetError, TargetResult, TargetTable};
+use super::{
+    number_placeholders, selection_condition, selection_value, BackfillProgress, Checkpoint, RowOp, RowSelection,
+    Target, TargetError, TargetResult, TargetTable,
+};
 
 pub use mysql::{Opts, OptsBuilder};
 
@@ -547,6 +550,8 @@ pub struct MariaDbTarget {
     statements: HashMap<(String, StmtKind), Statement>,
     checkpoint_statement: Option<Statement>,
     backfill_statement: Option<Statement>,
+    /// Prepared verification reads by SQL text (see [`Target::read_rows`]); bounded.
+    read_statements: HashMap<String, Statement>,
     state: TxState,
 }
 
@@ -595,6 +600,7 @@ impl MariaDbTarget {
             statements: HashMap::new(),
             checkpoint_statement: None,
             backfill_statement: None,
+            read_statements: HashMap::new(),
             state: TxState::Idle,
         })
     }
@@ -614,6 +620,7 @@ impl MariaDbTarget {
         self.statements.clear();
         self.checkpoint_statement = None;
         self.backfill_statement = None;
+        self.read_statements.clear();
         self.conn = conn;
         self.broken = false;
         Ok(())
@@ -978,6 +985,86 @@ impl Target for MariaDbTarget {
                 })
             })
             .collect()
+    }
+
+    fn read_rows(&mut self, table: &Arc<TargetTable>, selection: RowSelection<'_>) -> TargetResult<Vec<Vec<Value>>> {
+        if self.state != TxState::Open {
+            self.ensure_connected()?;
+        }
+        self.plan(table)?;
+        let plan = &self.plans[&table.name];
+        let cols: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let keys: Vec<String> = table.key.iter().map(|&k| cols[k].clone()).collect();
+        let (condition, binds) = selection_condition(&keys, &selection);
+        let mut sql = format!(
+            "SELECT {} FROM {} WHERE {}",
+            cols.join(", "),
+            quote_ident(&table.name),
+            number_placeholders(&condition, |_| "?".to_owned())
+        );
+        if let RowSelection::KeyRange { limit, .. } = selection {
+            sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", keys.join(", ")));
+        }
+        if self.state == TxState::Open {
+            // A repair's read: lock the rows until the repair commits.
+            sql.push_str(" FOR UPDATE");
+        }
+        let params = binds
+            .iter()
+            .map(|&(tuple, k)| plan.bind(table.key[k], selection_value(&selection, (tuple, k))))
+            .collect::<TargetResult<Vec<_>>>()?;
+        let stmt = match self.read_statements.get(&sql) {
+            Some(stmt) => stmt.clone(),
+            None => {
+                if self.read_statements.len() >= 64 {
+                    for (_, old) in self.read_statements.drain() {
+                        let _ = self.conn.close(old);
+                    }
+                }
+                let stmt = match self.conn.prep(&sql) {
+                    Ok(stmt) => stmt,
+                    Err(e) => return Err(self.fail("verify read", &table.name, &e)),
+                };
+                self.read_statements.insert(sql, stmt.clone());
+                stmt
+            }
+        };
+        let rows: Vec<mysql::Row> = match self.conn.exec(&stmt, Params::Positional(params)) {
+            Ok(rows) => rows,
+            Err(e) => return Err(self.fail("verify read", &table.name, &e)),
+        };
+        rows.into_iter()
+            .map(|row| {
+                row.unwrap()
+                    .into_iter()
+                    .zip(&table.columns)
+                    .map(|(v, c)| {
+                        crate::backfill::convert(v, &c.source).ok_or_else(|| {
+                            TargetError::Other(format!(
+                                "table {}: column {} came back as an unexpected kind of value",
+                                table.name, c.name
+                            ))
+                        })
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn commit_without_checkpoint(&mut self) -> TargetResult<()> {
+        self.state.require_open_for_commit()?;
+        match self.conn.query_drop("COMMIT") {
+            Ok(()) => {
+                self.state = TxState::Idle;
+                Ok(())
+            }
+            Err(e) => {
+                let e = self.fail("commit", "(transaction)", &e);
+                self.state = TxState::Failed;
+                let _ = self.rollback_now();
+                Err(e)
+            }
+        }
     }
 }
 

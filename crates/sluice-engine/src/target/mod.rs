@@ -193,4 +193,125 @@ pub trait Target: Send {
     fn load_backfill(&mut self) -> TargetResult<Vec<BackfillProgress>> {
         Ok(Vec::new())
     }
+
+    /// Reads rows of `table` for verification, each with one value per column, decoded back
+    /// into the [`Value`]s sluice wrote (temporal values may come back as their canonical text,
+    /// see `crate::canonical`). One statement, so one consistent snapshot. Inside an open
+    /// transaction the rows read are locked against concurrent writers until it ends.
+    fn read_rows(&mut self, table: &Arc<TargetTable>, selection: RowSelection<'_>) -> TargetResult<Vec<Vec<Value>>>;
+
+    /// Commits the open transaction without writing a checkpoint record: for repairs made by
+    /// verification, which are not part of the stream's progress.
+    fn commit_without_checkpoint(&mut self) -> TargetResult<()>;
+}
+
+/// Which rows [`Target::read_rows`] returns. Key tuples hold the key columns' values in
+/// [`TargetTable::key`] order.
+#[derive(Clone, Copy, Debug)]
+pub enum RowSelection<'a> {
+    /// Rows whose key is above `after` (from the first when `None`) and at most `upto` (no
+    /// bound when `None`), in the target's key order, at most `limit` of them.
+    KeyRange {
+        after: Option<&'a [Value]>,
+        upto: Option<&'a [Value]>,
+        limit: usize,
+    },
+    /// The rows with these keys, in no particular order; keys without a row are left out.
+    Keys(&'a [Vec<Value>]),
+}
+
+/// A keyset comparison of the key tuple with a bound, spelt out as
+/// `k1 > ? OR (k1 = ? AND k2 > ?) OR …` (which every engine turns into index ranges):
+/// `strict` compares the leading columns, `last` the last one (`>`/`>` for "above",
+/// `<`/`<=` for "at most"). Returns the SQL and which key value each placeholder binds.
+fn keyset_terms(keys: &[String], strict: &str, last: &str) -> (String, Vec<usize>) {
+    let mut terms = Vec::new();
+    let mut order = Vec::new();
+    for i in 0..keys.len() {
+        let mut parts = Vec::new();
+        for (j, k) in keys.iter().enumerate().take(i) {
+            parts.push(format!("{k} = {PLACEHOLDER}"));
+            order.push(j);
+        }
+        let op = if i + 1 == keys.len() { last } else { strict };
+        parts.push(format!("{} {op} {PLACEHOLDER}", keys[i]));
+        order.push(i);
+        terms.push(format!("({})", parts.join(" AND ")));
+    }
+    (format!("({})", terms.join(" OR ")), order)
+}
+
+/// Marks where a placeholder goes in SQL built by [`selection_condition`]; NUL cannot occur in
+/// an identifier (every target refuses it), so a quoted name never contains the marker.
+const PLACEHOLDER: char = '\0';
+
+/// The `WHERE` condition of a [`RowSelection`] over the quoted key columns `keys`, with
+/// [`PLACEHOLDER`] where each placeholder goes, and which key value (index into a key tuple) binds each one,
+/// paired with which tuple (0 = `after`/first key, 1 = `upto`, n = n-th key of a key list).
+pub fn selection_condition(keys: &[String], selection: &RowSelection<'_>) -> (String, Vec<(usize, usize)>) {
+    match selection {
+        RowSelection::KeyRange { after, upto, .. } => {
+            let mut conds = Vec::new();
+            let mut binds = Vec::new();
+            if after.is_some() {
+                let (sql, order) = keyset_terms(keys, ">", ">");
+                conds.push(sql);
+                binds.extend(order.into_iter().map(|k| (0, k)));
+            }
+            if upto.is_some() {
+                let (sql, order) = keyset_terms(keys, "<", "<=");
+                conds.push(sql);
+                binds.extend(order.into_iter().map(|k| (1, k)));
+            }
+            if conds.is_empty() {
+                ("1 = 1".to_owned(), binds)
+            } else {
+                (conds.join(" AND "), binds)
+            }
+        }
+        RowSelection::Keys(list) => {
+            let mut binds = Vec::new();
+            let terms: Vec<String> = (0..list.len())
+                .map(|n| {
+                    let parts: Vec<String> = keys
+                        .iter()
+                        .enumerate()
+                        .map(|(k, name)| {
+                            binds.push((n, k));
+                            format!("{name} = {PLACEHOLDER}")
+                        })
+                        .collect();
+                    format!("({})", parts.join(" AND "))
+                })
+                .collect();
+            if terms.is_empty() {
+                ("1 = 0".to_owned(), binds)
+            } else {
+                (terms.join(" OR "), binds)
+            }
+        }
+    }
+}
+
+/// Replaces each placeholder marker in `sql` with `placeholder(n)` (n counts from 1).
+pub fn number_placeholders(sql: &str, placeholder: impl Fn(usize) -> String) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    for (n, part) in sql.split(PLACEHOLDER).enumerate() {
+        if n > 0 {
+            out.push_str(&placeholder(n));
+        }
+        out.push_str(part);
+    }
+    out
+}
+
+/// The value bound for placeholder `(tuple, key)` of [`selection_condition`].
+pub fn selection_value<'a>(selection: &RowSelection<'a>, (tuple, key): (usize, usize)) -> &'a Value {
+    match selection {
+        RowSelection::KeyRange { after, upto, .. } => {
+            let t = if tuple == 0 { after } else { upto };
+            &t.expect("bound present")[key]
+        }
+        RowSelection::Keys(list) => &list[tuple][key],
+    }
 }

@@ -58,7 +58,10 @@ use super::common::{
     check_existing_columns, check_row_len, check_table_shape, checkpoint_from_rows, definition_json, int_fits,
     rows_copied_from_db, rows_copied_to_db, unix_now, TxState, BACKFILL_TABLE,
 };
-use super::{BackfillProgress, Checkpoint, RowOp, Target, TargetError, TargetResult, TargetTable};
+use super::{
+    number_placeholders, selection_condition, selection_value, BackfillProgress, Checkpoint, RowOp, RowSelection,
+    Target, TargetError, TargetResult, TargetTable,
+};
 
 const CHECKPOINT_TABLE: &str = "_sluice_checkpoint";
 const TABLES_TABLE: &str = "_sluice_tables";
@@ -485,6 +488,8 @@ pub struct PostgresTarget {
     statements: HashMap<(String, StmtKind), Statement>,
     checkpoint_statement: Option<Statement>,
     backfill_statement: Option<Statement>,
+    /// Prepared verification reads by SQL text (see [`Target::read_rows`]); bounded.
+    read_statements: HashMap<String, Statement>,
     state: TxState,
     /// The connection failed and must be replaced (set from error paths that only have `&self`).
     lost: Cell<bool>,
@@ -505,6 +510,7 @@ impl PostgresTarget {
             statements: HashMap::new(),
             checkpoint_statement: None,
             backfill_statement: None,
+            read_statements: HashMap::new(),
             state: TxState::Idle,
             lost: Cell::new(false),
         })
@@ -536,6 +542,7 @@ impl PostgresTarget {
         self.statements.clear();
         self.checkpoint_statement = None;
         self.backfill_statement = None;
+        self.read_statements.clear();
         self.client = Conn(Some(client));
         self.lost.set(false);
         Ok(())
@@ -941,6 +948,100 @@ impl PostgresTarget {
             .collect()
     }
 
+    fn read_rows_impl(
+        &mut self,
+        table: &Arc<TargetTable>,
+        selection: RowSelection<'_>,
+    ) -> TargetResult<Vec<Vec<Value>>> {
+        if self.state != TxState::Open {
+            self.ensure_connected()?;
+        }
+        self.plan(table)?;
+        let cols: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let keys: Vec<String> = table.key.iter().map(|&k| cols[k].clone()).collect();
+        let (condition, binds) = selection_condition(&keys, &selection);
+        let select: Vec<String> = table
+            .columns
+            .iter()
+            .zip(&cols)
+            .map(|(c, name)| verify_select_expr(&c.source, name))
+            .collect();
+        let mut sql = format!(
+            "SELECT {} FROM {} WHERE {}",
+            select.join(", "),
+            self.qualified(&table.name),
+            number_placeholders(&condition, |n| format!("${n}"))
+        );
+        if let RowSelection::KeyRange { limit, .. } = selection {
+            sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", keys.join(", ")));
+        }
+        if self.state == TxState::Open {
+            // A repair's read: lock the rows until the repair commits.
+            sql.push_str(" FOR UPDATE");
+        }
+        let plan = &self.plans[&table.name];
+        let params = binds
+            .iter()
+            .map(|&(tuple, k)| match selection_value(&selection, (tuple, k)) {
+                // A key read back from this target (integers and temporal values come back as
+                // text); every parameter is sent as text anyway.
+                Value::Text(s) => Ok(Param::Text(Cow::Borrowed(s.as_str()))),
+                v => plan.bind(table.key[k], v),
+            })
+            .collect::<TargetResult<Vec<_>>>()?;
+        if !self.read_statements.contains_key(&sql) {
+            if self.read_statements.len() >= 64 {
+                self.read_statements.clear();
+            }
+            let stmt = self
+                .client
+                .prepare(&sql)
+                .map_err(|e| self.fail("verify read", &table.name, &e))?;
+            self.read_statements.insert(sql.clone(), stmt);
+        }
+        let stmt = &self.read_statements[&sql];
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        let rows = self.client.query(stmt, &refs).map_err(|e| {
+            if connection_lost(&e) {
+                self.lost.set(true);
+            }
+            db_error("verify read", &table.name, &e)
+        })?;
+        rows.iter()
+            .map(|row| {
+                table
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        verify_read_value(&c.source, row, i).ok_or_else(|| {
+                            TargetError::Other(format!(
+                                "table {}: column {} came back as an unexpected kind of value",
+                                table.name, c.name
+                            ))
+                        })
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn commit_without_checkpoint_impl(&mut self) -> TargetResult<()> {
+        self.state.require_open_for_commit()?;
+        match self.client.batch_execute("COMMIT") {
+            Ok(()) => {
+                self.state = TxState::Idle;
+                Ok(())
+            }
+            Err(e) => {
+                let e = self.fail("commit", "(transaction)", &e);
+                self.state = TxState::Failed;
+                let _ = self.rollback_now();
+                Err(e)
+            }
+        }
+    }
+
     fn commit_impl(&mut self, checkpoint: &Checkpoint) -> TargetResult<()> {
         self.state.require_open_for_commit()?;
         match self.write_checkpoint(checkpoint) {
@@ -955,6 +1056,68 @@ impl PostgresTarget {
             }
         }
     }
+}
+
+/// The select expression that reads a column for verification: FLOAT, DOUBLE and binary data
+/// as they are, everything else as text in the canonical form of `crate::canonical`
+/// (the session runs with `TimeZone = 'UTC'` and `DateStyle = 'ISO, YMD'`).
+fn verify_select_expr(column: &ColumnDef, name: &str) -> String {
+    match column.kind {
+        ColumnKind::Float | ColumnKind::Double | ColumnKind::Binary | ColumnKind::Other => name.to_owned(),
+        ColumnKind::Text if is_undecoded(column) => name.to_owned(),
+        // Always 6 fraction digits here; trimmed to MySQL's form in `verify_read_value`.
+        ColumnKind::DateTime => format!("to_char({name}, 'YYYY-MM-DD HH24:MI:SS.US')"),
+        ColumnKind::Timestamp => format!("to_char({name} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"),
+        // TIME is stored as an interval of hours, minutes and seconds: its length in seconds.
+        ColumnKind::Time => format!("extract(epoch from {name})::text"),
+        _ => format!("{name}::text"),
+    }
+}
+
+/// Column `i` of a row selected with [`verify_select_expr`] as a [`Value`].
+fn verify_read_value(column: &ColumnDef, row: &postgres::Row, i: usize) -> Option<Value> {
+    let value = match column.kind {
+        ColumnKind::Float => row.try_get::<_, Option<f32>>(i).ok()?.map(Value::Float),
+        ColumnKind::Double => row.try_get::<_, Option<f64>>(i).ok()?.map(Value::Double),
+        ColumnKind::Binary | ColumnKind::Other => row.try_get::<_, Option<Vec<u8>>>(i).ok()?.map(Value::Bytes),
+        ColumnKind::Text if is_undecoded(column) => row.try_get::<_, Option<Vec<u8>>>(i).ok()?.map(Value::Bytes),
+        kind => match row.try_get::<_, Option<String>>(i).ok()? {
+            None => None,
+            Some(text) => Some(Value::Text(match kind {
+                ColumnKind::DateTime | ColumnKind::Timestamp => match text.strip_suffix(".000000") {
+                    Some(whole) => whole.to_owned(),
+                    None => text,
+                },
+                ColumnKind::Time => interval_text(&text)?,
+                _ => text,
+            })),
+        },
+    };
+    Some(value.unwrap_or(Value::Null))
+}
+
+/// `-45000.500000` (seconds) as MySQL prints a TIME: `-12:30:00.500000`.
+fn interval_text(seconds: &str) -> Option<String> {
+    let (negative, digits) = match seconds.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, seconds),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let whole: u64 = whole.parse().ok()?;
+    let mut micros = String::from(fraction);
+    micros.truncate(6);
+    while micros.len() < 6 {
+        micros.push('0');
+    }
+    let micros: u32 = micros.parse().ok()?;
+    let time = Value::Time {
+        negative: negative && (whole > 0 || micros > 0),
+        hours: u32::try_from(whole / 3600).ok()?,
+        minutes: (whole % 3600 / 60) as u8,
+        seconds: (whole % 60) as u8,
+        micros,
+    };
+    Some(time.to_string())
 }
 
 fn open_client(conn_str: &str) -> Result<Client, postgres::Error> {
@@ -997,5 +1160,13 @@ impl Target for PostgresTarget {
 
     fn load_backfill(&mut self) -> TargetResult<Vec<BackfillProgress>> {
         off_runtime(|| self.load_backfill_impl())
+    }
+
+    fn read_rows(&mut self, table: &Arc<TargetTable>, selection: RowSelection<'_>) -> TargetResult<Vec<Vec<Value>>> {
+        off_runtime(|| self.read_rows_impl(table, selection))
+    }
+
+    fn commit_without_checkpoint(&mut self) -> TargetResult<()> {
+        off_runtime(|| self.commit_without_checkpoint_impl())
     }
 }

@@ -61,7 +61,10 @@ use super::common::{
     check_existing_columns, check_row_len, check_table_shape, checkpoint_from_rows, definition_json,
     rows_copied_from_db, rows_copied_to_db, unix_now, TxState, BACKFILL_TABLE,
 };
-use super::{BackfillProgress, Checkpoint, RowOp, Target, TargetError, TargetResult, TargetTable};
+use super::{
+    number_placeholders, selection_condition, selection_value, BackfillProgress, Checkpoint, RowOp, RowSelection,
+    Target, TargetError, TargetResult, TargetTable,
+};
 
 /// How long a write waits for another connection's lock before failing with `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -393,15 +396,36 @@ fn to_sql(value: &Value, kind: ColumnKind, ty: SqliteType) -> Option<ToSqlOutput
     Some(out)
 }
 
-/// Widens a FLOAT through its shortest decimal form, so FLOAT 0.1 is stored as the double
-/// 0.1 rather than 0.10000000149011612 (the f32's exact binary value). In the rare cases
-/// (about one f32 in 10^8) where that double would not round back to the same f32, the exact
-/// widening is used instead, so the source value is always recoverable.
-pub fn widen_f32(v: f32) -> f64 {
-    let exact = f64::from(v);
-    match v.to_string().parse::<f64>() {
-        Ok(d) if (d as f32).to_bits() == v.to_bits() => d,
-        _ => exact,
+pub use crate::canonical::widen_f32;
+
+/// Binds a key value for a verification read. Besides what a write accepts, a value read back
+/// from this target is accepted in its stored form (temporal text, big unsigned integers as
+/// text), so a read can continue after a key it returned.
+fn bind_read<'a>(plan: &TablePlan, i: usize, value: &'a Value) -> TargetResult<ToSqlOutput<'a>> {
+    match (plan.types[i], value) {
+        (SqliteType::Text | SqliteType::Any, Value::Text(s)) => Ok(ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes()))),
+        (SqliteType::Real, Value::Double(d)) => Ok(ToSqlOutput::Owned(SqlValue::Real(*d))),
+        _ => plan.bind(i, value),
+    }
+}
+
+/// A stored value as a [`Value`] for verification: integers by the column's kind, REAL as a
+/// double, text as `Text` (DECIMAL and temporal text is already canonical), BLOB as bytes.
+fn read_value(column: &ColumnDef, stored: ValueRef<'_>) -> Value {
+    match stored {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => match column.kind {
+            ColumnKind::Year => Value::Year(i as u16),
+            ColumnKind::Bit => Value::Bit(i as u64),
+            _ if column.unsigned => Value::UInt(i as u64),
+            _ => Value::Int(i),
+        },
+        ValueRef::Real(d) => Value::Double(d),
+        ValueRef::Text(t) => match std::str::from_utf8(t) {
+            Ok(s) => Value::Text(s.to_owned()),
+            Err(_) => Value::Bytes(t.to_vec()),
+        },
+        ValueRef::Blob(b) => Value::Bytes(b.to_vec()),
     }
 }
 
@@ -736,6 +760,63 @@ impl Target for SqliteTarget {
                 })
             })
             .collect()
+    }
+
+    fn read_rows(&mut self, table: &Arc<TargetTable>, selection: RowSelection<'_>) -> TargetResult<Vec<Vec<Value>>> {
+        self.plan(table)?;
+        let plan = &self.plans[&table.name];
+        let cols: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let keys: Vec<String> = table.key.iter().map(|&k| cols[k].clone()).collect();
+        let (condition, binds) = selection_condition(&keys, &selection);
+        let mut sql = format!(
+            "SELECT {} FROM {} WHERE {}",
+            cols.join(", "),
+            quote_ident(&table.name),
+            number_placeholders(&condition, |n| format!("?{n}"))
+        );
+        if let RowSelection::KeyRange { limit, .. } = selection {
+            sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", keys.join(", ")));
+        }
+        let params = binds
+            .iter()
+            .map(|&(tuple, k)| bind_read(plan, table.key[k], selection_value(&selection, (tuple, k))))
+            .collect::<TargetResult<Vec<_>>>()?;
+        let mut st = self
+            .conn
+            .prepare_cached(&sql)
+            .map_err(db_err("verify read", &table.name))?;
+        let rows = st
+            .query_map(rusqlite::params_from_iter(params), |row| {
+                table
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| Ok(read_value(&c.source, row.get_ref(i)?)))
+                    .collect::<rusqlite::Result<Vec<Value>>>()
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(db_err("verify read", &table.name))?;
+        Ok(rows)
+    }
+
+    fn commit_without_checkpoint(&mut self) -> TargetResult<()> {
+        self.state.require_open_for_commit()?;
+        let result = self
+            .conn
+            .prepare_cached("COMMIT")
+            .and_then(|mut st| st.execute([]))
+            .map_err(db_err("commit", "(transaction)"));
+        match result {
+            Ok(_) => {
+                self.state = TxState::Idle;
+                Ok(())
+            }
+            Err(e) => {
+                self.state = TxState::Failed;
+                let _ = self.rollback_now();
+                Err(e)
+            }
+        }
     }
 }
 

@@ -1,0 +1,936 @@
+//! `sluice verify`: full-table comparison of the source (through the table's filter and
+//! transforms) with the target, while replication runs, without locks.
+//!
+//! A table is read from the source in primary-key chunks (keyset pagination, one `SELECT` per
+//! chunk, the source's GTID position read right after it). Each source row that passes the
+//! row filter is projected and transformed exactly as the stream would write it, and encoded
+//! canonically (`crate::canonical`) into a 128-bit digest; the target's copy of the same rows
+//! is read back and digested the same way. Before reading the target, verification waits
+//! until the target's checkpoint covers the source position the chunk was read at, so a row
+//! the stream has not applied yet is not reported.
+//!
+//! Two ways to find the target's rows of a chunk:
+//!
+//! * **Key range** — when every key column compares the same way on the source and on the
+//!   target (integers, binary strings, dates, …) and no key column is transformed: the target
+//!   rows between the chunk's first and last source key. One pass finds missing, different
+//!   and extra rows.
+//! * **Key list** — otherwise (text keys, whose collations differ between engines; keys
+//!   stored as text in SQLite; `hmac`-transformed keys): the target rows with the chunk's keys
+//!   finds missing and different rows; a second pass over the target in its own key order
+//!   looks each target key up on the source to find extra rows. For `hmac`-transformed keys
+//!   the source key cannot be derived from the target's, so that pass compares row counts
+//!   only.
+//!
+//! A difference may still come from lag: the stream can change a row between the source read
+//! and the target read. So every differing key is re-checked: source read, wait for the target
+//! to catch up with it, target read, source read again. When the source row is the same in
+//! both reads, the target (whose state lies between them) must hold exactly it, so a
+//! difference then is real; when the source row changed, the round is inconclusive and is
+//! repeated, up to `rechecks` rounds (keys still changing are reported as unsettled, not as
+//! differences). `--repair` then rewrites each of them with the source's current
+//! row through the target's normal write statements, in a target transaction that first
+//! locks the row and confirms it still holds the version found wrong (so a row the stream
+//! has meanwhile rewritten is left to the stream).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use sluice_binlog::{ColumnDef, ColumnKind, GtidPosition, Value};
+
+use crate::backfill::{convert, quote};
+use crate::canonical::{self, RowDigest};
+use crate::config::{Config, TargetConfig};
+use crate::filter::TablePlan;
+use crate::pipeline::{open_target, source_pool, RunError};
+use crate::target::{Checkpoint, RowOp, RowSelection, Target, TargetError, TargetTable};
+
+/// Source rows per chunk unless told otherwise.
+pub const DEFAULT_CHUNK_ROWS: usize = 5_000;
+/// Keys per key-list query.
+const KEYS_PER_QUERY: usize = 500;
+/// Differing keys listed per table in the report (all are counted).
+const REPORTED_KEYS: usize = 100;
+
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// Only tables whose target or source name (`schema.table`) matches this glob.
+    pub table: Option<String>,
+    pub chunk_rows: usize,
+    /// Rewrite differing rows from the source.
+    pub repair: bool,
+    /// How many times a differing key is re-checked before it counts as a difference.
+    pub rechecks: u32,
+    /// How long to wait for the target to catch up with a source position.
+    pub catch_up_timeout: Duration,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            table: None,
+            chunk_rows: DEFAULT_CHUNK_ROWS,
+            repair: false,
+            rechecks: 5,
+            catch_up_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("verify {table}: source query failed: {message}")]
+    Source { table: String, message: String },
+    #[error("verify {table}: {message}")]
+    Compare { table: String, message: String },
+    #[error("verify: the target's checkpoint ({checkpoint}) did not reach source position {position} within {seconds} s; is `sluice run` running and keeping up?")]
+    NotCaughtUp {
+        checkpoint: String,
+        position: String,
+        seconds: u64,
+    },
+    #[error("verify: --table {0:?} matches no replicated table")]
+    NoSuchTable(String),
+    #[error("verify: invalid --table pattern: {0}")]
+    BadPattern(String),
+}
+
+impl From<TargetError> for VerifyError {
+    fn from(e: TargetError) -> Self {
+        VerifyError::Run(RunError::Target(e))
+    }
+}
+
+/// How a table's rows differ, by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Difference {
+    /// The source has the row (after the filter), the target doesn't.
+    Missing,
+    /// The target has a row the source doesn't (or that the filter excludes).
+    Extra,
+    /// Both have the row, with different values.
+    Different,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Equal,
+    Differs,
+    /// Every difference found was repaired.
+    Repaired,
+    /// Not compared: the table is not fully copied yet (or not created).
+    NotReady,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DifferingKey {
+    /// The target key, as text (`[1,"a"]`); keys are the target's, so transformed keys show
+    /// their transformed values.
+    pub key: String,
+    pub difference: Difference,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TableVerification {
+    pub table: String,
+    pub source: String,
+    pub outcome: Outcome,
+    /// Why the table was not compared, for `not_ready`; notes on what was compared otherwise.
+    pub note: Option<String>,
+    /// `key_range` or `key_list` (see the module documentation).
+    pub method: &'static str,
+    /// Source rows that pass the filter, and target rows compared.
+    pub source_rows: u64,
+    pub target_rows: u64,
+    pub chunks: u64,
+    /// Keys that differed at first sight (before re-checks).
+    pub suspects: u64,
+    /// Keys that kept changing on the source during every re-check: not compared.
+    pub unsettled: u64,
+    pub missing: u64,
+    pub extra: u64,
+    pub different: u64,
+    pub repaired: u64,
+    /// Up to 100 of the differing keys.
+    pub keys: Vec<DifferingKey>,
+    pub seconds: f64,
+}
+
+impl TableVerification {
+    fn new(plan: &TablePlan) -> Self {
+        TableVerification {
+            table: plan.target.name.clone(),
+            source: plan.target.source_name.clone(),
+            outcome: Outcome::Equal,
+            note: None,
+            method: "key_range",
+            source_rows: 0,
+            target_rows: 0,
+            chunks: 0,
+            suspects: 0,
+            unsettled: 0,
+            missing: 0,
+            extra: 0,
+            different: 0,
+            repaired: 0,
+            keys: Vec::new(),
+            seconds: 0.0,
+        }
+    }
+
+    pub fn differences(&self) -> u64 {
+        self.missing + self.extra + self.different
+    }
+}
+
+/// Whether the target engine orders and compares a key column exactly as the source does.
+fn key_order_agrees(column: &ColumnDef, target: &TargetConfig) -> bool {
+    let sqlite = matches!(target, TargetConfig::Sqlite { .. });
+    match column.kind {
+        // SQLite keeps BIGINT UNSIGNED (and BIT(64)) above i64::MAX as text.
+        ColumnKind::BigInt if column.unsigned => !sqlite,
+        ColumnKind::Bit => !sqlite && (1..=63).contains(&column.length),
+        k if k.is_integer() => true,
+        ColumnKind::Year | ColumnKind::Float | ColumnKind::Double => true,
+        ColumnKind::Binary => true,
+        // Fixed-width text in SQLite sorts chronologically; native types elsewhere.
+        ColumnKind::Date | ColumnKind::DateTime | ColumnKind::Timestamp => true,
+        // SQLite keeps TIME (with its sign) and DECIMAL as text; MariaDB keeps a DECIMAL of
+        // unknown precision as text.
+        ColumnKind::Time => !sqlite,
+        ColumnKind::Decimal => {
+            matches!(target, TargetConfig::Postgres(_))
+                || (matches!(target, TargetConfig::Mariadb(_)) && column.precision > 0)
+        }
+        // Collations differ between engines (and from the source's).
+        _ => false,
+    }
+}
+
+/// A source row: its primary key as the source binds it, and its values.
+type SourceRow = (Vec<mysql_async::Value>, Vec<Value>);
+
+/// A row of the source, projected for the target.
+struct Expected {
+    target_key: Vec<Value>,
+    source_key: Vec<mysql_async::Value>,
+    digest: Option<RowDigest>,
+}
+
+/// A key that differed, with what was seen on each side the last time.
+#[derive(Clone)]
+struct Suspect {
+    key_bytes: Vec<u8>,
+    target_key: Vec<Value>,
+    source_key: Vec<mysql_async::Value>,
+    difference: Difference,
+    /// The target row's digest when last read (`None`: absent).
+    observed: Option<RowDigest>,
+}
+
+/// The source side of one table: prepared statement texts and a connection.
+struct SourceTable {
+    conn: mysql_async::Conn,
+    plan: Arc<TablePlan>,
+    first_sql: String,
+    next_sql: String,
+    bind_order: Vec<usize>,
+    columns_sql: String,
+    from: String,
+    key_columns: Vec<String>,
+}
+
+impl SourceTable {
+    async fn open(pool: &mysql_async::Pool, plan: Arc<TablePlan>, chunk_rows: usize) -> Result<Self, VerifyError> {
+        let def = plan.source.clone();
+        let table = def.qualified_name();
+        let err = |e: mysql_async::Error| VerifyError::Source {
+            table: table.clone(),
+            message: e.to_string(),
+        };
+        let mut conn = pool.get_conn().await.map_err(err)?;
+        // UTC for TIMESTAMPs; READ COMMITTED so that no snapshot outlives its statement and
+        // nothing is held between chunks.
+        for setting in [
+            "SET NAMES utf8mb4",
+            "SET time_zone = '+00:00'",
+            "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        ] {
+            conn.query_drop(setting).await.map_err(err)?;
+        }
+        let columns: Vec<String> = def.columns.iter().map(|c| quote(&c.name)).collect();
+        let key_columns: Vec<String> = def.primary_key.iter().map(|&i| quote(&def.columns[i].name)).collect();
+        let from = format!("{}.{}", quote(&def.schema), quote(&def.name));
+        let columns_sql = columns.join(", ");
+        let order = key_columns.join(", ");
+        let first_sql = format!("SELECT {columns_sql} FROM {from} ORDER BY {order} LIMIT {chunk_rows}");
+        let (condition, bind_order) = crate::backfill::after_key(&key_columns);
+        let next_sql =
+            format!("SELECT {columns_sql} FROM {from} WHERE {condition} ORDER BY {order} LIMIT {chunk_rows}");
+        Ok(SourceTable {
+            conn,
+            plan,
+            first_sql,
+            next_sql,
+            bind_order,
+            columns_sql,
+            from,
+            key_columns,
+        })
+    }
+
+    fn error(&self, e: mysql_async::Error) -> VerifyError {
+        VerifyError::Source {
+            table: self.plan.source.qualified_name(),
+            message: e.to_string(),
+        }
+    }
+
+    async fn position(&mut self) -> Result<GtidPosition, VerifyError> {
+        let text: String = self
+            .conn
+            .query_first("SELECT @@global.gtid_binlog_pos")
+            .await
+            .map_err(|e| self.error(e))?
+            .unwrap_or_default();
+        text.parse().map_err(|_| VerifyError::Source {
+            table: self.plan.source.qualified_name(),
+            message: format!("unreadable gtid_binlog_pos {text:?}"),
+        })
+    }
+
+    fn convert_rows(&self, raw: Vec<mysql_async::Row>) -> Result<Vec<SourceRow>, VerifyError> {
+        let def = &self.plan.source;
+        let mut rows = Vec::with_capacity(raw.len());
+        for row in raw {
+            let values = row.unwrap();
+            let key = def.primary_key.iter().map(|&i| values[i].clone()).collect();
+            let mut converted = Vec::with_capacity(values.len());
+            for (v, c) in values.into_iter().zip(&def.columns) {
+                converted.push(convert(v, c).ok_or_else(|| VerifyError::Compare {
+                    table: def.qualified_name(),
+                    message: format!("source column {} came back as an unexpected kind of value", c.name),
+                })?);
+            }
+            rows.push((key, converted));
+        }
+        Ok(rows)
+    }
+
+    /// The next chunk after `after` (source key values), and the position right after it.
+    async fn chunk(
+        &mut self,
+        after: Option<&[mysql_async::Value]>,
+    ) -> Result<(Vec<SourceRow>, GtidPosition), VerifyError> {
+        let raw: Vec<mysql_async::Row> = match after {
+            None => self.conn.exec(self.first_sql.as_str(), ()).await,
+            Some(k) => {
+                let params: Vec<mysql_async::Value> = self.bind_order.iter().map(|&i| k[i].clone()).collect();
+                self.conn.exec(self.next_sql.as_str(), params).await
+            }
+        }
+        .map_err(|e| self.error(e))?;
+        let high = self.position().await?;
+        Ok((self.convert_rows(raw)?, high))
+    }
+
+    /// The rows with these source keys (absent keys are left out), and the position after.
+    async fn by_keys(
+        &mut self,
+        keys: &[Vec<mysql_async::Value>],
+    ) -> Result<(Vec<SourceRow>, GtidPosition), VerifyError> {
+        let mut rows = Vec::new();
+        for batch in keys.chunks(KEYS_PER_QUERY) {
+            let term = format!(
+                "({})",
+                self.key_columns
+                    .iter()
+                    .map(|k| format!("{k} = ?"))
+                    .collect::<Vec<_>>()
+                    .join(" AND ")
+            );
+            let sql = format!(
+                "SELECT {} FROM {} WHERE {}",
+                self.columns_sql,
+                self.from,
+                vec![term; batch.len()].join(" OR ")
+            );
+            let params: Vec<mysql_async::Value> = batch.iter().flatten().cloned().collect();
+            let raw: Vec<mysql_async::Row> = self.conn.exec(sql, params).await.map_err(|e| self.error(e))?;
+            rows.extend(self.convert_rows(raw)?);
+        }
+        let high = self.position().await?;
+        Ok((rows, high))
+    }
+
+    /// Source rows as the target should hold them, by canonical target key.
+    fn expect(&self, rows: Vec<SourceRow>, scratch: &mut Vec<u8>) -> Result<HashMap<Vec<u8>, Expected>, VerifyError> {
+        let plan = &self.plan;
+        let table = &plan.target;
+        let mut expected = HashMap::with_capacity(rows.len());
+        for (source_key, row) in rows {
+            let passes = plan.passes(&row);
+            let projected = plan.project(row);
+            let key_bytes = canonical::encode_key(table, &projected).map_err(|e| compare_err(table, e))?;
+            let digest = if passes {
+                Some(canonical::row_digest(table, &projected, scratch).map_err(|e| compare_err(table, e))?)
+            } else {
+                None
+            };
+            let target_key = table.key.iter().map(|&k| projected[k].clone()).collect();
+            expected.insert(
+                key_bytes,
+                Expected {
+                    target_key,
+                    source_key,
+                    digest,
+                },
+            );
+        }
+        Ok(expected)
+    }
+}
+
+fn compare_err(table: &TargetTable, e: impl std::fmt::Display) -> VerifyError {
+    VerifyError::Compare {
+        table: table.name.clone(),
+        message: e.to_string(),
+    }
+}
+
+/// The target's rows by canonical key, as digests.
+fn digests(
+    table: &TargetTable,
+    rows: &[Vec<Value>],
+    scratch: &mut Vec<u8>,
+) -> Result<HashMap<Vec<u8>, RowDigest>, VerifyError> {
+    let mut out = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let key = canonical::encode_key(table, row).map_err(|e| compare_err(table, e))?;
+        out.insert(
+            key,
+            canonical::row_digest(table, row, scratch).map_err(|e| compare_err(table, e))?,
+        );
+    }
+    Ok(out)
+}
+
+/// A sluice value as a parameter for the source (MariaDB/MySQL), whose comparisons convert
+/// strings to the column's type, so text forms read back from a target bind as strings.
+fn source_param(value: &Value) -> mysql_async::Value {
+    use mysql_async::Value as M;
+    match value {
+        Value::Null => M::NULL,
+        Value::Int(v) => M::Int(*v),
+        Value::UInt(v) | Value::Bit(v) => M::UInt(*v),
+        Value::Year(v) => M::UInt(u64::from(*v)),
+        Value::Float(v) => M::Float(*v),
+        Value::Double(v) => M::Double(*v),
+        Value::Bytes(b) => M::Bytes(b.clone()),
+        Value::Date { year, month, day } => M::Date(*year, *month, *day, 0, 0, 0, 0),
+        Value::DateTime {
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+            micros,
+        } => M::Date(*year, *month, *day, *hour, *minute, *second, *micros),
+        Value::Time {
+            negative,
+            hours,
+            minutes,
+            seconds,
+            micros,
+        } => M::Time(*negative, hours / 24, (hours % 24) as u8, *minutes, *seconds, *micros),
+        other => M::Bytes(other.to_string().into_bytes()),
+    }
+}
+
+/// A target key as JSON text, the same whichever form the target handed the values back in.
+fn key_text(table: &TargetTable, key: &[Value]) -> String {
+    let parts: Vec<serde_json::Value> = key
+        .iter()
+        .zip(&table.key)
+        .map(|(v, &k)| canonical::typed(&table.columns[k].source, v).unwrap_or_else(|| v.clone()))
+        .map(|v| match v {
+            Value::Null => serde_json::Value::Null,
+            Value::Int(i) => serde_json::json!(i),
+            Value::UInt(u) | Value::Bit(u) => serde_json::json!(u),
+            Value::Bytes(b) => match std::str::from_utf8(&b) {
+                Ok(s) => serde_json::json!(s),
+                Err(_) => serde_json::json!({ "hex": hex::encode(b) }),
+            },
+            other => serde_json::json!(other.to_string()),
+        })
+        .collect();
+    serde_json::Value::Array(parts).to_string()
+}
+
+/// Waits until the target's checkpoint covers `position`; returns the checkpoint.
+async fn wait_for_target(
+    target: &mut dyn Target,
+    position: &GtidPosition,
+    timeout: Duration,
+) -> Result<Checkpoint, VerifyError> {
+    let started = Instant::now();
+    loop {
+        let checkpoint = tokio::task::block_in_place(|| target.load_checkpoint())?.unwrap_or_default();
+        if position.iter().all(|gtid| checkpoint.covers(gtid)) {
+            return Ok(checkpoint);
+        }
+        if started.elapsed() >= timeout {
+            return Err(VerifyError::NotCaughtUp {
+                checkpoint: checkpoint.position.to_string(),
+                position: position.to_string(),
+                seconds: timeout.as_secs(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Verifies every replicated table (or those `options.table` selects).
+pub async fn verify(config: &Config, options: &VerifyOptions) -> Result<Vec<TableVerification>, VerifyError> {
+    let pattern = match &options.table {
+        Some(p) => Some(
+            globset::Glob::new(p)
+                .map_err(|e| VerifyError::BadPattern(e.to_string()))?
+                .compile_matcher(),
+        ),
+        None => None,
+    };
+    let pool = source_pool(config).map_err(RunError::from)?;
+    let plans = crate::pipeline::current_plans(&pool, config).await?;
+    let plans: Vec<Arc<TablePlan>> = plans
+        .into_iter()
+        .filter(|p| {
+            pattern
+                .as_ref()
+                .is_none_or(|m| m.is_match(&p.target.name) || m.is_match(&p.target.source_name))
+        })
+        .collect();
+    if let (Some(p), true) = (&options.table, plans.is_empty()) {
+        return Err(VerifyError::NoSuchTable(p.clone()));
+    }
+    let mut target = open_target(config)?;
+    let checkpoint = tokio::task::block_in_place(|| target.load_checkpoint())?;
+    let progress = tokio::task::block_in_place(|| target.load_backfill())?;
+    let mut reports = Vec::new();
+    for plan in plans {
+        let mut report = TableVerification::new(&plan);
+        let not_ready = if checkpoint.is_none() {
+            Some("the target has no checkpoint yet: `sluice run` has not started replicating into it".to_owned())
+        } else if !config.backfill.enabled {
+            None
+        } else {
+            match progress.iter().find(|p| p.table == plan.target.name) {
+                Some(p) if p.done => None,
+                Some(p) => Some(format!(
+                    "backfill is copying the table ({} rows so far); verify it once it is ready",
+                    p.rows_copied
+                )),
+                None => Some("backfill has not started on this table yet".to_owned()),
+            }
+        };
+        if let Some(reason) = not_ready {
+            report.outcome = Outcome::NotReady;
+            report.note = Some(reason);
+            reports.push(report);
+            continue;
+        }
+        if !config.backfill.enabled {
+            report.note = Some(
+                "backfill is disabled: rows that existed before replication started are reported missing unless copied some other way".into(),
+            );
+        }
+        let started = Instant::now();
+        verify_table(&pool, target.as_mut(), config, plan, options, &mut report).await?;
+        report.seconds = started.elapsed().as_secs_f64();
+        reports.push(report);
+    }
+    pool.disconnect().await.ok();
+    Ok(reports)
+}
+
+async fn verify_table(
+    pool: &mysql_async::Pool,
+    target: &mut dyn Target,
+    config: &Config,
+    plan: Arc<TablePlan>,
+    options: &VerifyOptions,
+    report: &mut TableVerification,
+) -> Result<(), VerifyError> {
+    let table = plan.target.clone();
+    let key_transformed = table.key.iter().any(|&k| plan.transforms[k].is_some());
+    let range = !key_transformed
+        && table
+            .key
+            .iter()
+            .all(|&k| key_order_agrees(&table.columns[k].source, &config.target));
+    report.method = if range { "key_range" } else { "key_list" };
+    let mut source = SourceTable::open(pool, plan.clone(), options.chunk_rows).await?;
+    let mut scratch = Vec::with_capacity(256);
+    let mut suspects: Vec<Suspect> = Vec::new();
+    let mut after_source: Option<Vec<mysql_async::Value>> = None;
+    // Key range: the target key the previous chunk ended at.
+    let mut after_target: Option<Vec<Value>> = None;
+    loop {
+        let (rows, high) = source.chunk(after_source.as_deref()).await?;
+        let done = rows.len() < options.chunk_rows;
+        report.chunks += 1;
+        if let Some((key, _)) = rows.last() {
+            after_source = Some(key.clone());
+        }
+        let upto: Option<Vec<Value>> = if done {
+            None
+        } else {
+            rows.last()
+                .map(|(_, row)| table.key.iter().map(|&k| row[plan.source_columns[k]].clone()).collect())
+        };
+        let expected = source.expect(rows, &mut scratch)?;
+        report.source_rows += expected.values().filter(|e| e.digest.is_some()).count() as u64;
+        wait_for_target(target, &high, options.catch_up_timeout).await?;
+        let target_rows = if range {
+            let mut all = Vec::new();
+            let mut after = after_target.clone();
+            loop {
+                let limit = options.chunk_rows + 1;
+                let batch = tokio::task::block_in_place(|| {
+                    target.read_rows(
+                        &table,
+                        RowSelection::KeyRange {
+                            after: after.as_deref(),
+                            upto: upto.as_deref(),
+                            limit,
+                        },
+                    )
+                })?;
+                let more = batch.len() == limit;
+                if let Some(last) = batch.last() {
+                    after = Some(table.key.iter().map(|&k| last[k].clone()).collect());
+                }
+                all.extend(batch);
+                if !more {
+                    break;
+                }
+            }
+            after_target = upto.clone();
+            all
+        } else {
+            let keys: Vec<Vec<Value>> = expected
+                .values()
+                .filter(|e| e.digest.is_some())
+                .map(|e| e.target_key.clone())
+                .collect();
+            let mut all = Vec::new();
+            for batch in keys.chunks(KEYS_PER_QUERY) {
+                all.extend(tokio::task::block_in_place(|| {
+                    target.read_rows(&table, RowSelection::Keys(batch))
+                })?);
+            }
+            all
+        };
+        report.target_rows += target_rows.len() as u64;
+        let found = digests(&table, &target_rows, &mut scratch)?;
+        for (key_bytes, e) in &expected {
+            let got = found.get(key_bytes).copied();
+            if got != e.digest && !(e.digest.is_none() && got.is_none()) {
+                suspects.push(Suspect {
+                    key_bytes: key_bytes.clone(),
+                    target_key: e.target_key.clone(),
+                    source_key: e.source_key.clone(),
+                    difference: classify(e.digest, got),
+                    observed: got,
+                });
+            }
+        }
+        if range {
+            for row in &target_rows {
+                let key_bytes = canonical::encode_key(&table, row).map_err(|e| compare_err(&table, e))?;
+                if !expected.contains_key(&key_bytes) {
+                    let target_key: Vec<Value> = table.key.iter().map(|&k| row[k].clone()).collect();
+                    suspects.push(Suspect {
+                        observed: found.get(&key_bytes).copied(),
+                        key_bytes,
+                        source_key: target_key.iter().map(source_param).collect(),
+                        target_key,
+                        difference: Difference::Extra,
+                    });
+                }
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    if !range {
+        if key_transformed {
+            report.note = Some(
+                "the key is hmac-transformed, so extra target rows are found by counting only (see target_rows)".into(),
+            );
+        } else {
+            extra_rows_pass(&mut source, target, &table, options, &mut suspects, &mut scratch).await?;
+        }
+    }
+    report.suspects = suspects.len() as u64;
+    let mut confirmed = Vec::new();
+    let mut pending = suspects;
+    for round in 0..options.rechecks.max(1) {
+        if pending.is_empty() {
+            break;
+        }
+        if round > 0 {
+            tokio::time::sleep(Duration::from_millis(100 * u64::from(round))).await;
+        }
+        let result = recheck(&mut source, target, &table, options, pending, &mut scratch).await?;
+        confirmed.extend(result.confirmed);
+        pending = result.unsettled;
+    }
+    report.unsettled = pending.len() as u64;
+    if !pending.is_empty() {
+        report.note = Some(format!(
+            "{} key(s) changed on the source during every re-check and could not be compared; run verify again when they are quieter",
+            pending.len()
+        ));
+    }
+    if options.repair && !confirmed.is_empty() {
+        let repaired = repair(&mut source, target, &table, &confirmed, &mut scratch).await?;
+        report.repaired = repaired;
+        // Whatever the repair skipped (rewritten meanwhile) or failed to fix shows up here.
+        let result = recheck(&mut source, target, &table, options, confirmed, &mut scratch).await?;
+        confirmed = result.confirmed;
+        report.unsettled += result.unsettled.len() as u64;
+    }
+    for s in &confirmed {
+        match s.difference {
+            Difference::Missing => report.missing += 1,
+            Difference::Extra => report.extra += 1,
+            Difference::Different => report.different += 1,
+        }
+        if report.keys.len() < REPORTED_KEYS {
+            report.keys.push(DifferingKey {
+                key: key_text(&table, &s.target_key),
+                difference: s.difference,
+            });
+        }
+    }
+    report.outcome = if !confirmed.is_empty() {
+        Outcome::Differs
+    } else if report.repaired > 0 {
+        Outcome::Repaired
+    } else {
+        Outcome::Equal
+    };
+    if confirmed.is_empty() && key_transformed && report.source_rows != report.target_rows {
+        // Counting is all the transformed key allows; a count difference that survives is
+        // reported as differing without keys.
+        report.outcome = Outcome::Differs;
+        report.note = Some(format!(
+            "{} source rows but {} target rows with the source's keys; extra target rows cannot be named because the key is hmac-transformed",
+            report.source_rows, report.target_rows
+        ));
+    }
+    Ok(())
+}
+
+fn classify(expected: Option<RowDigest>, got: Option<RowDigest>) -> Difference {
+    match (expected, got) {
+        (Some(_), None) => Difference::Missing,
+        (None, Some(_)) => Difference::Extra,
+        _ => Difference::Different,
+    }
+}
+
+/// Key-list method, second pass: every target row whose key the source lacks (or filters
+/// out) is a suspect.
+async fn extra_rows_pass(
+    source: &mut SourceTable,
+    target: &mut dyn Target,
+    table: &Arc<TargetTable>,
+    options: &VerifyOptions,
+    suspects: &mut Vec<Suspect>,
+    scratch: &mut Vec<u8>,
+) -> Result<(), VerifyError> {
+    let known: HashSet<Vec<u8>> = suspects.iter().map(|s| s.key_bytes.clone()).collect();
+    let mut after: Option<Vec<Value>> = None;
+    loop {
+        let limit = options.chunk_rows.min(KEYS_PER_QUERY * 4);
+        let rows = tokio::task::block_in_place(|| {
+            target.read_rows(
+                table,
+                RowSelection::KeyRange {
+                    after: after.as_deref(),
+                    upto: None,
+                    limit,
+                },
+            )
+        })?;
+        let Some(last) = rows.last() else { break };
+        after = Some(table.key.iter().map(|&k| last[k].clone()).collect());
+        let found = digests(table, &rows, scratch)?;
+        let keys: Vec<Vec<mysql_async::Value>> = rows
+            .iter()
+            .map(|r| table.key.iter().map(|&k| source_param(&r[k])).collect())
+            .collect();
+        let (source_rows, _) = source.by_keys(&keys).await?;
+        let expected = source.expect(source_rows, scratch)?;
+        for row in &rows {
+            let key_bytes = canonical::encode_key(table, row).map_err(|e| compare_err(table, e))?;
+            let passes = expected.get(&key_bytes).is_some_and(|e| e.digest.is_some());
+            if !passes && !known.contains(&key_bytes) {
+                let target_key: Vec<Value> = table.key.iter().map(|&k| row[k].clone()).collect();
+                suspects.push(Suspect {
+                    source_key: target_key.iter().map(source_param).collect(),
+                    target_key,
+                    observed: found.get(&key_bytes).copied(),
+                    key_bytes,
+                    difference: Difference::Extra,
+                });
+            }
+        }
+        if rows.len() < limit {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// What one re-check round made of the suspects.
+struct Recheck {
+    /// Differ, and the source row was the same before and after the target read.
+    confirmed: Vec<Suspect>,
+    /// The source row changed while the target was read: try again.
+    unsettled: Vec<Suspect>,
+}
+
+/// Re-reads the suspects: the source, then the target once it has caught up with that read,
+/// then the source again. The target's rows reflect some source position between the two
+/// source reads, so when a source row is the same in both reads the target must hold exactly
+/// it, and a difference is real, not lag. (A row changed and changed back between the reads
+/// could still fool this; the next round would see it.)
+async fn recheck(
+    source: &mut SourceTable,
+    target: &mut dyn Target,
+    table: &Arc<TargetTable>,
+    options: &VerifyOptions,
+    suspects: Vec<Suspect>,
+    scratch: &mut Vec<u8>,
+) -> Result<Recheck, VerifyError> {
+    let keys: Vec<Vec<mysql_async::Value>> = suspects.iter().map(|s| s.source_key.clone()).collect();
+    let (rows, high) = source.by_keys(&keys).await?;
+    let before = source.expect(rows, scratch)?;
+    wait_for_target(target, &high, options.catch_up_timeout).await?;
+    let target_keys: Vec<Vec<Value>> = suspects.iter().map(|s| s.target_key.clone()).collect();
+    let mut target_rows = Vec::new();
+    for batch in target_keys.chunks(KEYS_PER_QUERY) {
+        target_rows.extend(tokio::task::block_in_place(|| {
+            target.read_rows(table, RowSelection::Keys(batch))
+        })?);
+    }
+    let found = digests(table, &target_rows, scratch)?;
+    let (rows, _) = source.by_keys(&keys).await?;
+    let after = source.expect(rows, scratch)?;
+    let mut result = Recheck {
+        confirmed: Vec::new(),
+        unsettled: Vec::new(),
+    };
+    for mut s in suspects {
+        let want = before.get(&s.key_bytes).and_then(|e| e.digest);
+        let settled = after.get(&s.key_bytes).and_then(|e| e.digest) == want;
+        let got = found.get(&s.key_bytes).copied();
+        s.observed = got;
+        if want == got && settled {
+            continue;
+        }
+        s.difference = classify(want, got);
+        if settled {
+            result.confirmed.push(s);
+        } else {
+            result.unsettled.push(s);
+        }
+    }
+    Ok(result)
+}
+
+/// Rewrites the confirmed differing rows from the source's current rows. Returns how many
+/// rows were rewritten.
+async fn repair(
+    source: &mut SourceTable,
+    target: &mut dyn Target,
+    table: &Arc<TargetTable>,
+    suspects: &[Suspect],
+    scratch: &mut Vec<u8>,
+) -> Result<u64, VerifyError> {
+    let plan = source.plan.clone();
+    let mut repaired = 0;
+    for batch in suspects.chunks(KEYS_PER_QUERY) {
+        let keys: Vec<Vec<mysql_async::Value>> = batch.iter().map(|s| s.source_key.clone()).collect();
+        let (rows, _) = source.by_keys(&keys).await?;
+        let mut current: HashMap<Vec<u8>, Vec<Value>> = HashMap::new();
+        for (_, row) in rows {
+            if plan.passes(&row) {
+                let projected = plan.project(row);
+                let kb = canonical::encode_key(table, &projected).map_err(|e| compare_err(table, e))?;
+                current.insert(kb, projected);
+            }
+        }
+        let target_keys: Vec<Vec<Value>> = batch.iter().map(|s| s.target_key.clone()).collect();
+        let result: Result<u64, VerifyError> = tokio::task::block_in_place(|| {
+            target.begin()?;
+            // Locked until commit: a row the stream rewrites from here on waits for us, and a
+            // row it rewrote since the check no longer matches what we observed.
+            let locked = target.read_rows(table, RowSelection::Keys(&target_keys))?;
+            let now = digests(table, &locked, scratch)?;
+            let mut n = 0;
+            for s in batch {
+                if now.get(&s.key_bytes).copied() != s.observed {
+                    continue;
+                }
+                let op = match current.remove(&s.key_bytes) {
+                    Some(row) => RowOp::Insert {
+                        table: table.clone(),
+                        row,
+                    },
+                    None => {
+                        // The key as read back from the target may be in its stored form
+                        // (temporal text, say); the write path takes typed values.
+                        let mut row = vec![Value::Null; table.columns.len()];
+                        for (i, &k) in table.key.iter().enumerate() {
+                            let column = &table.columns[k].source;
+                            row[k] = canonical::typed(column, &s.target_key[i]).ok_or_else(|| {
+                                compare_err(
+                                    table,
+                                    format!("key column {} has an unreadable stored value", column.name),
+                                )
+                            })?;
+                        }
+                        RowOp::Delete {
+                            table: table.clone(),
+                            row,
+                        }
+                    }
+                };
+                target.apply(&op)?;
+                n += 1;
+            }
+            target.commit_without_checkpoint()?;
+            Ok(n)
+        });
+        match result {
+            Ok(n) => repaired += n,
+            Err(e) => {
+                let _ = tokio::task::block_in_place(|| target.rollback());
+                return Err(e);
+            }
+        }
+    }
+    Ok(repaired)
+}
