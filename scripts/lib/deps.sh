@@ -107,3 +107,29 @@ sluice_ensure_bench_deps() {
     return 1
   }
 }
+
+# Installs Debian package $2 when program $1 is missing (apt-get update only then), e.g.
+# `sluice_ensure_packages pt-table-checksum percona-toolkit` for scripts/bench-verify.
+sluice_ensure_packages() {
+  local program=$1 package=$2
+  _sluice_have_program "$program" && return 0
+  echo "Installing missing system package: $package" >&2
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "error: apt-get not found; please install $package yourself" >&2
+    return 1
+  fi
+  local -a as_root=()
+  if ((EUID != 0)); then
+    if ! command -v sudo >/dev/null 2>&1; then
+      echo "error: need root (or sudo) to install: $package" >&2
+      return 1
+    fi
+    as_root=(sudo)
+  fi
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -q --no-install-recommends "$package" || {
+    echo "error: installing $package failed" >&2
+    return 1
+  }
+}

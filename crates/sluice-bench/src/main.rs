@@ -9,6 +9,7 @@ mod decode;
 mod filter_cost;
 mod measure;
 mod source;
+mod verify_bench;
 
 use std::path::PathBuf;
 
@@ -79,6 +80,25 @@ enum Command {
         #[arg(long = "server-arg", allow_hyphen_values = true)]
         server_args: Vec<String>,
     },
+    /// Full-table verification: `sluice verify` into each target beside `pt-table-checksum`
+    /// on the same source table, in the same run (see bench/README.md).
+    Verify {
+        /// The `sluice` binary to measure.
+        #[arg(long)]
+        sluice: PathBuf,
+        #[arg(long, default_value_t = 2_000_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// `sluice verify --chunk-rows`.
+        #[arg(long, default_value_t = sluice_engine::verify::DEFAULT_CHUNK_ROWS)]
+        chunk_rows: usize,
+        /// Targets to verify, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "mariadb,sqlite,postgres")]
+        targets: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Runs a command and prints its wall-clock and CPU seconds (user+sys, children
     /// included) as `wall_s=… cpu_s=…`; the command's standard output is discarded.
     Time {
@@ -111,5 +131,20 @@ fn main() -> anyhow::Result<()> {
         } => filter_cost::run(&files, config.as_deref(), dir, batch_rows.max(1), repeat.max(1), json),
         Command::Source { dir, server_args } => source::run(&dir, server_args),
         Command::Time { json, command } => measure::time_command(&command, json),
+        Command::Verify {
+            sluice,
+            rows,
+            repeat,
+            chunk_rows,
+            targets,
+            json,
+        } => verify_bench::run(verify_bench::Options {
+            sluice,
+            rows,
+            repeat: repeat.max(1),
+            chunk_rows,
+            targets,
+            json,
+        }),
     }
 }

@@ -22,7 +22,7 @@
 //!   low-water mark known at that moment and the GTIDs this writer committed beyond it, so a
 //!   restart knows exactly what was applied, gaps included.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Condvar, Mutex};
@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use sluice_binlog::{Gtid, GtidPosition};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::incremental::{run_verifier, CommittedGroup, Expectations, IncrementalPolicy, VerifierLink, VERIFIER_QUEUE};
 use crate::schedule::{DependencyTracker, Scheduled, TxnIndex, WriteSet};
 use crate::target::{BackfillProgress, Checkpoint, RowOp, Target, TargetError, TargetTable};
 
@@ -114,6 +115,16 @@ struct LowWater {
     stop: bool,
     /// The highest low-water mark any writer has recorded in the target so far.
     persisted: GtidPosition,
+    /// Incremental verification (`crate::incremental`) is on.
+    verifying: bool,
+    /// Committed transactions whose rows the verifier has not checked yet.
+    unverified: BTreeSet<TxnIndex>,
+    /// Like `pending`, for the verified mark.
+    verify_pending: BTreeMap<TxnIndex, Option<Gtid>>,
+    /// Every transaction at or before it is committed and its rows were checked.
+    verified: GtidPosition,
+    /// Commit order of groups, for the verifier.
+    commit_seq: u64,
 }
 
 impl LowWater {
@@ -126,6 +137,21 @@ impl LowWater {
             if let Some((gtid, unix)) = self.pending.remove(&i).expect("present") {
                 self.position.advance(gtid);
                 self.commit_unix = self.commit_unix.max(unix);
+            }
+        }
+        self.advance_verified();
+    }
+
+    /// Moves the verified mark over committed transactions whose rows were checked.
+    fn advance_verified(&mut self) {
+        let limit = self.tracker.low_water();
+        let first_unverified = self.unverified.first().copied();
+        while let Some((&i, _)) = self.verify_pending.first_key_value() {
+            if i > limit || first_unverified.is_some_and(|u| i >= u) {
+                break;
+            }
+            if let Some(gtid) = self.verify_pending.remove(&i).expect("present") {
+                self.verified.advance(gtid);
             }
         }
     }
@@ -164,6 +190,8 @@ struct Group {
     txns: Vec<(TxnIndex, Option<Gtid>)>,
     /// Inside a large transaction (its end not yet seen).
     mid_large: bool,
+    /// What the group leaves in the target, for incremental verification.
+    expectations: Expectations,
 }
 
 struct Writer<'a> {
@@ -177,6 +205,8 @@ struct Writer<'a> {
     large: Option<(TxnIndex, Gtid)>,
     /// GTIDs this writer committed that the low-water mark may not cover yet.
     committed_above: Vec<Gtid>,
+    /// The incremental verifier, when on: shared counters, and its queue.
+    verifier: Option<(&'a VerifierLink, std_mpsc::SyncSender<CommittedGroup>)>,
 }
 
 impl Writer<'_> {
@@ -252,6 +282,7 @@ impl Writer<'_> {
                 rows: 0,
                 txns: Vec::new(),
                 mid_large: false,
+                expectations: Expectations::default(),
             });
         }
         self.commit_group()
@@ -307,6 +338,7 @@ impl Writer<'_> {
                 rows: 0,
                 txns: Vec::new(),
                 mid_large: false,
+                expectations: Expectations::default(),
             });
         }
         Ok(())
@@ -325,6 +357,11 @@ impl Writer<'_> {
         }
         for op in ops {
             self.target.apply(op)?;
+        }
+        if let Some((link, _)) = &self.verifier {
+            for op in ops {
+                group.expectations.note(op, &link.policy)?;
+            }
         }
         Ok(())
     }
@@ -369,9 +406,18 @@ impl Writer<'_> {
             source_commit_unix: commit_unix,
             writer: self.id,
         };
+        if let Some((link, _)) = &self.verifier {
+            link.started[usize::from(self.id)].fetch_add(1, Ordering::SeqCst);
+        }
         self.target.commit(&checkpoint)?;
         self.committed_above.extend(group.txns.iter().filter_map(|(_, g)| *g));
         let mut lw = self.shared.state.lock().expect("lock");
+        let seq = lw.commit_seq;
+        lw.commit_seq += 1;
+        if lw.verifying {
+            // Before `commit` below moves the verified mark: these are not checked yet.
+            lw.unverified.extend(group.txns.iter().map(|(i, _)| *i));
+        }
         for (index, _) in &group.txns {
             lw.commit(*index);
         }
@@ -394,6 +440,17 @@ impl Writer<'_> {
         *self.progress.applied_position.lock().expect("progress lock") = lw.position.clone();
         drop(lw);
         self.shared.changed.notify_all();
+        if let Some((link, queue)) = &self.verifier {
+            let handed = queue.send(CommittedGroup {
+                seq,
+                txns: group.txns,
+                expectations: group.expectations,
+            });
+            link.handed_over[usize::from(self.id)].fetch_add(1, Ordering::SeqCst);
+            if handed.is_err() {
+                return Err(TargetError::Other("incremental verification stopped".into()));
+            }
+        }
         Ok(())
     }
 }
@@ -411,6 +468,7 @@ pub fn run_applier(
     start: Checkpoint,
     progress: &Progress,
     failed: &tokio::sync::Notify,
+    verifier: Option<(Box<dyn Target>, IncrementalPolicy)>,
 ) -> Result<(), TargetError> {
     let shared = Shared {
         state: Mutex::new(LowWater {
@@ -420,20 +478,62 @@ pub fn run_applier(
             commit_unix: start.source_commit_unix,
             stop: false,
             persisted: start.position.clone(),
+            verifying: verifier.is_some(),
+            unverified: BTreeSet::new(),
+            verify_pending: BTreeMap::new(),
+            verified: start.position.clone(),
+            commit_seq: 0,
         }),
         changed: Condvar::new(),
     };
     *progress.applied_position.lock().expect("progress lock") = start.position.clone();
     let n = targets.len();
     assert!(n > 0, "at least one writer");
+    let link = verifier.as_ref().map(|(_, policy)| VerifierLink {
+        started: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        handed_over: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        policy: *policy,
+    });
+    let link = link.as_ref();
     std::thread::scope(|scope| {
         let mut queues = Vec::with_capacity(n);
         let mut handles = Vec::with_capacity(n);
+        let mut verify_queue = None;
+        let mut verifier_handle = None;
+        if let (Some((mut target, _)), Some(link)) = (verifier, link) {
+            let (tx, rx) = std_mpsc::sync_channel::<CommittedGroup>(VERIFIER_QUEUE);
+            verify_queue = Some(tx);
+            let shared = &shared;
+            verifier_handle = Some(scope.spawn(move || {
+                let mark_verified = |indexes: &[TxnIndex]| {
+                    let mut lw = shared.state.lock().expect("lock");
+                    for i in indexes {
+                        lw.unverified.remove(i);
+                    }
+                    lw.advance_verified();
+                    let verified = lw.verified.clone();
+                    drop(lw);
+                    shared.changed.notify_all();
+                    verified
+                };
+                let stopped = || shared.state.lock().expect("lock").stop;
+                let result = run_verifier(target.as_mut(), rx, link, &mark_verified, &stopped);
+                if result.is_err() {
+                    let mut lw = shared.state.lock().expect("lock");
+                    lw.stop = true;
+                    drop(lw);
+                    shared.changed.notify_all();
+                    failed.notify_one();
+                }
+                result
+            }));
+        }
         for (id, mut target) in targets.into_iter().enumerate() {
             let (tx, rx) = std_mpsc::sync_channel::<Work>(WRITER_QUEUE);
             queues.push(tx);
             let shared = &shared;
             let applied_before = start.applied.clone();
+            let queue = verify_queue.clone();
             handles.push(scope.spawn(move || {
                 let mut writer = Writer {
                     id: id as u16,
@@ -446,6 +546,7 @@ pub fn run_applier(
                     // GTIDs applied beyond the mark before this run stay recorded (by writer 0)
                     // until the mark passes them.
                     committed_above: if id == 0 { applied_before } else { Vec::new() },
+                    verifier: link.zip(queue),
                 };
                 let result = writer.run(rx);
                 if result.is_err() {
@@ -469,9 +570,11 @@ pub fn run_applier(
             policy,
         };
         let coordinated = coordinator.run(&mut rx, &start);
-        // Dropping the queues (inside `run`) lets the writers drain and stop.
+        // Dropping the queues (inside `run`) lets the writers drain and stop; once they have,
+        // the verifier's queue closes too.
+        drop(verify_queue);
         let mut first_error = coordinated.err();
-        for h in handles {
+        for h in handles.into_iter().chain(verifier_handle) {
             if let Err(e) = h
                 .join()
                 .unwrap_or_else(|_| Err(TargetError::Other("a writer thread panicked".into())))
@@ -583,6 +686,9 @@ impl Coordinator<'_> {
         let mut lw = self.shared.state.lock().expect("lock");
         let sched = lw.tracker.schedule(ws);
         lw.pending.insert(sched.index, gtid.map(|g| (g, commit_unix)));
+        if lw.verifying {
+            lw.verify_pending.insert(sched.index, gtid);
+        }
         sched
     }
 
@@ -663,7 +769,18 @@ impl Coordinator<'_> {
             done.recv().map_err(|_| TargetError::Other("apply stopped".into()))?;
         }
         self.large_writer = None;
-        let mut lw = self.shared.state.lock().expect("lock");
+        let lw = self.shared.state.lock().expect("lock");
+        // The verifier checks what was committed before the indexes start over.
+        let mut lw = self
+            .shared
+            .changed
+            .wait_while(lw, |lw| !lw.stop && !lw.unverified.is_empty())
+            .expect("lock");
+        if lw.verifying {
+            let position = lw.position.clone();
+            lw.verified = position;
+            lw.verify_pending.clear();
+        }
         // Committed transactions above the mark stay applied; everything else is void.
         let committed_above: Vec<Gtid> = lw
             .pending

@@ -68,6 +68,42 @@ pub struct Config {
     pub transforms: TransformsConfig,
     #[serde(default)]
     pub backfill: BackfillConfig,
+    #[serde(default)]
+    pub verify: VerifyConfig,
+}
+
+/// Incremental verification: committed rows read back and compared (`crate::incremental`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfig {
+    /// Read back every committed target transaction's rows.
+    #[serde(default = "default_true")]
+    pub incremental: bool,
+    /// `stop`, `repair` or `report` when a row read back differs.
+    #[serde(default = "default_on_mismatch")]
+    pub on_mismatch: crate::incremental::MismatchPolicy,
+    /// Rows of one target transaction checked at most (memory bound); the rest of a larger
+    /// transaction is left to `sluice verify`.
+    #[serde(default = "default_verify_max_rows")]
+    pub max_rows_per_transaction: usize,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        VerifyConfig {
+            incremental: true,
+            on_mismatch: default_on_mismatch(),
+            max_rows_per_transaction: default_verify_max_rows(),
+        }
+    }
+}
+
+fn default_on_mismatch() -> crate::incremental::MismatchPolicy {
+    crate::incremental::MismatchPolicy::Stop
+}
+
+fn default_verify_max_rows() -> usize {
+    100_000
 }
 
 /// Copying existing rows of the selected tables (see docs and `crate::backfill`).

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod config;
 pub mod ddl;
 pub mod filter;
+pub mod incremental;
 pub mod pipeline;
 pub mod preflight;
 pub mod rowfilter;

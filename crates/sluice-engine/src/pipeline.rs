@@ -241,11 +241,24 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
     for _ in 1..config.writers() {
         targets.push(open_target(config)?);
     }
-    tracing::info!(writers = targets.len(), "applier ready");
+    let verifier = if config.verify.incremental {
+        let policy = crate::incremental::IncrementalPolicy {
+            on_mismatch: config.verify.on_mismatch,
+            max_rows_per_group: config.verify.max_rows_per_transaction.max(1),
+        };
+        Some((open_target(config)?, policy))
+    } else {
+        None
+    };
+    tracing::info!(
+        writers = targets.len(),
+        incremental_verification = verifier.is_some(),
+        "applier ready"
+    );
     let applier = std::thread::Builder::new()
         .name("sluice-apply".into())
         .spawn(move || {
-            let result = run_applier(targets, rx, policy, start_cp, &progress, &writer_failed);
+            let result = run_applier(targets, rx, policy, start_cp, &progress, &writer_failed, verifier);
             let _ = applier_done_tx.send(());
             result
         })

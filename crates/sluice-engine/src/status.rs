@@ -16,6 +16,13 @@ pub struct StatusReport {
     pub checkpoint: Option<String>,
     /// GTIDs applied beyond the low-water mark (parallel writers commit out of order).
     pub applied_beyond: Vec<String>,
+    /// Incremental verification: every transaction at or before this position is applied
+    /// and its rows were read back and found as written. `None` when it never ran.
+    pub verified: Option<String>,
+    /// Rows read back different from what sluice wrote (since the target was created).
+    pub verify_mismatches: u64,
+    /// Transactions too large to be read back whole (left to `sluice verify`).
+    pub verify_unchecked_txns: u64,
     pub tables: Vec<TableStatus>,
     /// The source's current binlog position, when it could be reached.
     pub source_position: Option<String>,
@@ -40,6 +47,11 @@ pub struct TableStatus {
 pub async fn status(config: &Config) -> Result<StatusReport, RunError> {
     let checkpoint = read_checkpoint(config)?;
     let mut tables = read_tables(config)?;
+    let verified = if checkpoint.is_some() {
+        crate::pipeline::open_target(config)?.load_verified()?
+    } else {
+        None
+    };
     if !tables.is_empty() {
         let progress = crate::pipeline::open_target(config)?.load_backfill()?;
         for t in &mut tables {
@@ -59,6 +71,9 @@ pub async fn status(config: &Config) -> Result<StatusReport, RunError> {
             .as_ref()
             .map(|c| c.applied.iter().map(|g| g.to_string()).collect())
             .unwrap_or_default(),
+        verified: verified.as_ref().map(|v| v.position.to_string()),
+        verify_mismatches: verified.as_ref().map_or(0, |v| v.mismatches),
+        verify_unchecked_txns: verified.as_ref().map_or(0, |v| v.unchecked_txns),
         tables,
         source_position: None,
         source_error: None,

@@ -12,6 +12,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use sluice_binlog::{Charset, ColumnDef, ColumnKind, Gtid, Value};
 use sluice_engine::apply::{run_applier, ApplyMsg, BatchPolicy, Progress};
+use sluice_engine::incremental::{IncrementalPolicy, MismatchPolicy};
 use sluice_engine::target::sqlite::SqliteTarget;
 use sluice_engine::target::{Checkpoint, RowOp, RowSelection, Target, TargetColumn, TargetResult, TargetTable};
 
@@ -104,6 +105,12 @@ impl Target for Faulty {
     }
     fn commit_without_checkpoint(&mut self) -> TargetResult<()> {
         self.inner.commit_without_checkpoint()
+    }
+    fn record_verified(&mut self, record: &sluice_engine::target::VerifiedRecord) -> TargetResult<()> {
+        self.inner.record_verified(record)
+    }
+    fn load_verified(&mut self) -> TargetResult<Option<sluice_engine::target::VerifiedRecord>> {
+        self.inner.load_verified()
     }
 }
 
@@ -210,7 +217,24 @@ fn run_once(
     let failed = tokio::sync::Notify::new();
     let start_cp = start.clone();
     std::thread::scope(|s| {
-        let applier = s.spawn(|| run_applier(targets, rx, policy, start_cp, &progress, &failed));
+        // Incremental verification on, failing closed: a clean run must never see a mismatch.
+        let verifier: Box<dyn Target> = Box::new(SqliteTarget::open(path).unwrap());
+        let verify_policy = IncrementalPolicy {
+            on_mismatch: MismatchPolicy::Stop,
+            max_rows_per_group: 100_000,
+        };
+        let (progress, failed) = (&progress, &failed);
+        let applier = s.spawn(move || {
+            run_applier(
+                targets,
+                rx,
+                policy,
+                start_cp,
+                progress,
+                failed,
+                Some((verifier, verify_policy)),
+            )
+        });
         for (i, ops) in history.txns.iter().enumerate() {
             if start.covers(gtid(i)) {
                 continue;
@@ -291,5 +315,11 @@ proptest! {
             prop_assert!(cp.covers(gtid(i)), "checkpoint {:?} misses {}", cp, gtid(i));
         }
         prop_assert!(!cp.covers(gtid(history.txns.len())));
+        // Every transaction's rows were read back and found as written.
+        let verified = SqliteTarget::open(&path).unwrap().load_verified().unwrap().unwrap_or_default();
+        prop_assert_eq!(verified.mismatches, 0);
+        if !history.txns.is_empty() {
+            prop_assert!(verified.position.contains(gtid(history.txns.len() - 1)), "verified {} vs checkpoint {:?}", verified.position, cp);
+        }
     }
 }

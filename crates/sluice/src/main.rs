@@ -206,6 +206,20 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
                 if !report.applied_beyond.is_empty() {
                     println!("applied beyond it: {}", report.applied_beyond.join(","));
                 }
+                if let Some(verified) = &report.verified {
+                    println!(
+                        "verified:   {verified} (read back and checked; {} mismatching row(s){})",
+                        report.verify_mismatches,
+                        if report.verify_unchecked_txns > 0 {
+                            format!(
+                                ", {} transaction(s) too large to check whole",
+                                report.verify_unchecked_txns
+                            )
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
                 match (&report.source_position, &report.source_error) {
                     (Some(p), _) => println!("source:     {p}"),
                     (None, Some(e)) => println!("source:     unreachable: {e}"),

@@ -384,3 +384,125 @@ fn a_table_still_being_backfilled_is_not_ready_rather_than_different() {
         assert_ne!(t["outcome"], "differs", "{report:#}");
     }
 }
+
+const SIMPLE: &str = "CREATE DATABASE shop; CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(40));";
+
+fn status(env: &Env) -> serde_json::Value {
+    let config = env.config.display().to_string();
+    let out = env.run_cmd(&["status", "--json", "-c", config.as_str()]);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Waits until `sluice status` satisfies `done`.
+fn wait_status(
+    env: &Env,
+    sluice: &mut common::Sluice,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = status(env);
+        if done(&s) {
+            return s;
+        }
+        if let Some(code) = sluice.try_exit() {
+            panic!("sluice exited ({code}) waiting for {what}; log:\n{}", env.log());
+        }
+        assert!(Instant::now() < deadline, "no {what}: {s:#}; log:\n{}", env.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A trigger on the target rewrites every row sluice inserts: what sluice reads back is not
+/// what it wrote.
+fn add_tampering_trigger(env: &Env) {
+    let conn = rusqlite::Connection::open(&env.target).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.execute_batch(
+        "CREATE TRIGGER tamper AFTER INSERT ON items WHEN NEW.id >= 100 BEGIN UPDATE items SET name = 'tampered' WHERE id = NEW.id; END;",
+    )
+    .unwrap();
+}
+
+#[test]
+fn the_verified_position_follows_the_applied_one() {
+    let env = Env::new(SIMPLE, "[[tables]]\nmatch = \"shop.*\"\n");
+    let mut sluice = env.start();
+    env.db.exec("INSERT INTO shop.items SELECT seq, CONCAT('n', seq) FROM shop.seq_1_to_500; UPDATE shop.items SET name = 'x' WHERE id < 50; DELETE FROM shop.items WHERE id > 450;");
+    env.wait_caught_up(&mut sluice);
+    let want = env.source_position();
+    let s = wait_status(&env, &mut sluice, "verified position", |s| {
+        s["verified"] == want.as_str()
+    });
+    assert_eq!(s["verify_mismatches"], 0, "{s:#}");
+    assert!(env.log().contains("incremental_verification=true"), "{}", env.log());
+    assert!(sluice.stop().success());
+}
+
+#[test]
+fn a_row_changed_behind_sluices_back_stops_replication_by_default() {
+    let env = Env::new(SIMPLE, "[[tables]]\nmatch = \"shop.*\"\n");
+    let mut sluice = env.start();
+    env.db.exec("INSERT INTO shop.items VALUES (1, 'first')");
+    env.wait_caught_up(&mut sluice);
+    add_tampering_trigger(&env);
+    env.db.exec("INSERT INTO shop.items VALUES (100, 'secret-value')");
+    let exit = sluice.wait_exit(Duration::from_secs(60));
+    assert!(!exit.success(), "sluice must stop; log:\n{}", env.log());
+    let log = env.log();
+    assert!(
+        log.contains("incremental verification") && log.contains("items"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("secret-value") && !log.contains("tampered"),
+        "no values in the log: {log}"
+    );
+    let s = status(&env);
+    assert_eq!(s["verify_mismatches"], 1, "{s:#}");
+}
+
+#[test]
+fn report_policy_counts_and_goes_on_repair_policy_rewrites() {
+    let env = Env::new(
+        SIMPLE,
+        "[[tables]]\nmatch = \"shop.*\"\n\n[verify]\non_mismatch = \"report\"\n",
+    );
+    let mut sluice = env.start();
+    env.db.exec("INSERT INTO shop.items VALUES (1, 'first')");
+    env.wait_caught_up(&mut sluice);
+    add_tampering_trigger(&env);
+    env.db.exec("INSERT INTO shop.items VALUES (100, 'a'), (101, 'b')");
+    env.wait_caught_up(&mut sluice);
+    let want = env.source_position();
+    let s = wait_status(&env, &mut sluice, "verified position", |s| {
+        s["verified"] == want.as_str()
+    });
+    assert_eq!(s["verify_mismatches"], 2, "{s:#}");
+    assert_eq!(
+        env.target_rows("SELECT name FROM items WHERE id = 100"),
+        vec![vec!["tampered"]]
+    );
+    assert!(sluice.stop().success());
+
+    // Now repair: the expected row is written again (an upsert, which the insert trigger
+    // does not fire on).
+    env.write_config(
+        "[[tables]]\nmatch = \"shop.*\"\n\n[verify]\non_mismatch = \"repair\"\n",
+        "",
+    );
+    let mut sluice = env.start();
+    env.db.exec("UPDATE shop.items SET name = 'c' WHERE id = 1; DELETE FROM shop.items WHERE id = 101; INSERT INTO shop.items VALUES (102, 'd');");
+    env.wait_caught_up(&mut sluice);
+    let want = env.source_position();
+    let s = wait_status(&env, &mut sluice, "verified position", |s| {
+        s["verified"] == want.as_str()
+    });
+    assert_eq!(s["verify_mismatches"], 3, "{s:#}");
+    assert_eq!(
+        env.target_rows("SELECT name FROM items WHERE id = 102"),
+        vec![vec!["d"]]
+    );
+    assert!(sluice.stop().success());
+}

@@ -221,3 +221,16 @@ pub(super) fn definition_json<T: AsRef<str>>(
     serde_json::to_string(&doc)
         .map_err(|e| TargetError::Other(format!("table {}: cannot describe columns: {e}", table.name)))
 }
+
+/// A `_sluice_verified` row (position, mismatches, unchecked transactions) as a record.
+pub(super) fn verified_from_row(
+    (position, mismatches, unchecked): (String, i64, i64),
+) -> TargetResult<super::VerifiedRecord> {
+    Ok(super::VerifiedRecord {
+        position: position
+            .parse()
+            .map_err(|_| TargetError::Other(format!("_sluice_verified holds an unreadable position {position:?}")))?,
+        mismatches: mismatches.max(0) as u64,
+        unchecked_txns: unchecked.max(0) as u64,
+    })
+}

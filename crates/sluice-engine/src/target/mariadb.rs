@@ -66,11 +66,11 @@ use sluice_binlog::{Charset, ColumnDef, ColumnKind, Value};
 
 use super::common::{
     bit_width, check_existing_columns, check_row_len, check_table_shape, checkpoint_from_rows, definition_json,
-    int_fits, rows_copied_from_db, rows_copied_to_db, unix_now, TxState, BACKFILL_TABLE,
+    int_fits, rows_copied_from_db, rows_copied_to_db, unix_now, verified_from_row, TxState, BACKFILL_TABLE,
 };
 use super::{
     number_placeholders, selection_condition, selection_value, BackfillProgress, Checkpoint, RowOp, RowSelection,
-    Target, TargetError, TargetResult, TargetTable,
+    Target, TargetError, TargetResult, TargetTable, VerifiedRecord,
 };
 
 pub use mysql::{Opts, OptsBuilder};
@@ -1049,6 +1049,41 @@ impl Target for MariaDbTarget {
                     .collect()
             })
             .collect()
+    }
+
+    fn record_verified(&mut self, record: &VerifiedRecord) -> TargetResult<()> {
+        self.ensure_connected()?;
+        let result = self
+            .conn
+            .query_drop(
+                "CREATE TABLE IF NOT EXISTS `_sluice_verified` (`id` INT NOT NULL PRIMARY KEY, `position` TEXT NOT NULL, \
+                 `mismatches` BIGINT NOT NULL, `unchecked_txns` BIGINT NOT NULL, `updated_at_unix` BIGINT NOT NULL) ENGINE=InnoDB",
+            )
+            .and_then(|_| {
+                self.conn.exec_drop(
+                    "INSERT INTO `_sluice_verified` (`id`, `position`, `mismatches`, `unchecked_txns`, `updated_at_unix`) \
+                     VALUES (0, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE `position` = VALUES(`position`), \
+                     `mismatches` = VALUES(`mismatches`), `unchecked_txns` = VALUES(`unchecked_txns`), \
+                     `updated_at_unix` = VALUES(`updated_at_unix`)",
+                    (record.position.to_string(), record.mismatches, record.unchecked_txns, unix_now()),
+                )
+            });
+        result.map_err(|e| self.fail("record verified", "_sluice_verified", &e))
+    }
+
+    fn load_verified(&mut self) -> TargetResult<Option<VerifiedRecord>> {
+        if self.state != TxState::Open {
+            self.ensure_connected()?;
+        }
+        let row: Option<(String, i64, i64)> = match self
+            .conn
+            .query_first("SELECT `position`, `mismatches`, `unchecked_txns` FROM `_sluice_verified` WHERE `id` = 0")
+        {
+            Ok(row) => row,
+            Err(mysql::Error::MySqlError(e)) if e.code == ER_NO_SUCH_TABLE => return Ok(None),
+            Err(e) => return Err(self.fail("load verified", "_sluice_verified", &e)),
+        };
+        row.map(verified_from_row).transpose()
     }
 
     fn commit_without_checkpoint(&mut self) -> TargetResult<()> {

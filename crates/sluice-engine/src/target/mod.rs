@@ -203,6 +203,26 @@ pub trait Target: Send {
     /// Commits the open transaction without writing a checkpoint record: for repairs made by
     /// verification, which are not part of the stream's progress.
     fn commit_without_checkpoint(&mut self) -> TargetResult<()>;
+
+    /// Writes the incremental verifier's record (creating its table when missing), in a
+    /// transaction of its own. Called with no transaction open.
+    fn record_verified(&mut self, record: &VerifiedRecord) -> TargetResult<()>;
+
+    /// The incremental verifier's record; `None` when it never wrote one.
+    fn load_verified(&mut self) -> TargetResult<Option<VerifiedRecord>>;
+}
+
+/// What incremental verification has checked (`crate::incremental`), stored in
+/// `_sluice_verified`.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct VerifiedRecord {
+    /// Every source transaction at or before this position is applied and its rows were read
+    /// back from the target and found as they should be.
+    pub position: GtidPosition,
+    /// Rows found different from what was written, since the target was created.
+    pub mismatches: u64,
+    /// Source transactions too large to check row by row (see `crate::incremental`).
+    pub unchecked_txns: u64,
 }
 
 /// Which rows [`Target::read_rows`] returns. Key tuples hold the key columns' values in

@@ -56,11 +56,11 @@ use sluice_binlog::{Charset, ColumnDef, ColumnKind, Value};
 
 use super::common::{
     check_existing_columns, check_row_len, check_table_shape, checkpoint_from_rows, definition_json, int_fits,
-    rows_copied_from_db, rows_copied_to_db, unix_now, TxState, BACKFILL_TABLE,
+    rows_copied_from_db, rows_copied_to_db, unix_now, verified_from_row, TxState, BACKFILL_TABLE,
 };
 use super::{
     number_placeholders, selection_condition, selection_value, BackfillProgress, Checkpoint, RowOp, RowSelection,
-    Target, TargetError, TargetResult, TargetTable,
+    Target, TargetError, TargetResult, TargetTable, VerifiedRecord,
 };
 
 const CHECKPOINT_TABLE: &str = "_sluice_checkpoint";
@@ -1026,6 +1026,66 @@ impl PostgresTarget {
             .collect()
     }
 
+    fn record_verified_impl(&mut self, record: &VerifiedRecord) -> TargetResult<()> {
+        self.ensure_connected()?;
+        let table = self.qualified("_sluice_verified");
+        let sql = format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema};
+             CREATE TABLE IF NOT EXISTS {table} (\"id\" integer PRIMARY KEY, \"position\" text NOT NULL, \"mismatches\" bigint NOT NULL, \"unchecked_txns\" bigint NOT NULL, \"updated_at_unix\" bigint NOT NULL)",
+            schema = quote_ident(&self.schema)
+        );
+        self.client
+            .batch_execute(&sql)
+            .map_err(|e| self.fail("record verified", "_sluice_verified", &e))?;
+        let upsert = format!(
+            "INSERT INTO {table} (\"id\", \"position\", \"mismatches\", \"unchecked_txns\", \"updated_at_unix\") VALUES (0, $1, $2, $3, $4) \
+             ON CONFLICT (\"id\") DO UPDATE SET \"position\" = excluded.\"position\", \"mismatches\" = excluded.\"mismatches\", \
+             \"unchecked_txns\" = excluded.\"unchecked_txns\", \"updated_at_unix\" = excluded.\"updated_at_unix\""
+        );
+        self.client
+            .execute(
+                &upsert,
+                &[
+                    &record.position.to_string(),
+                    &(record.mismatches as i64),
+                    &(record.unchecked_txns as i64),
+                    &unix_now(),
+                ],
+            )
+            .map_err(|e| self.fail("record verified", "_sluice_verified", &e))?;
+        Ok(())
+    }
+
+    fn load_verified_impl(&mut self) -> TargetResult<Option<VerifiedRecord>> {
+        if self.state != TxState::Open {
+            self.ensure_connected()?;
+        }
+        let exists = !self
+            .client
+            .query(
+                "SELECT 1 FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = '_sluice_verified'",
+                &[&self.schema],
+            )
+            .map_err(|e| self.fail("load verified", "_sluice_verified", &e))?
+            .is_empty();
+        if !exists {
+            return Ok(None);
+        }
+        let sql = format!(
+            "SELECT \"position\", \"mismatches\", \"unchecked_txns\" FROM {} WHERE \"id\" = 0",
+            self.qualified("_sluice_verified")
+        );
+        let rows = self
+            .client
+            .query(&sql, &[])
+            .map_err(|e| self.fail("load verified", "_sluice_verified", &e))?;
+        rows.first()
+            .map(|r| verified_from_row((r.get(0), r.get(1), r.get(2))))
+            .transpose()
+    }
+
     fn commit_without_checkpoint_impl(&mut self) -> TargetResult<()> {
         self.state.require_open_for_commit()?;
         match self.client.batch_execute("COMMIT") {
@@ -1168,5 +1228,13 @@ impl Target for PostgresTarget {
 
     fn commit_without_checkpoint(&mut self) -> TargetResult<()> {
         off_runtime(|| self.commit_without_checkpoint_impl())
+    }
+
+    fn record_verified(&mut self, record: &VerifiedRecord) -> TargetResult<()> {
+        off_runtime(|| self.record_verified_impl(record))
+    }
+
+    fn load_verified(&mut self) -> TargetResult<Option<VerifiedRecord>> {
+        off_runtime(|| self.load_verified_impl())
     }
 }

@@ -59,11 +59,11 @@ use sluice_binlog::{Charset, ColumnDef, ColumnKind, Value};
 
 use super::common::{
     check_existing_columns, check_row_len, check_table_shape, checkpoint_from_rows, definition_json,
-    rows_copied_from_db, rows_copied_to_db, unix_now, TxState, BACKFILL_TABLE,
+    rows_copied_from_db, rows_copied_to_db, unix_now, verified_from_row, TxState, BACKFILL_TABLE,
 };
 use super::{
     number_placeholders, selection_condition, selection_value, BackfillProgress, Checkpoint, RowOp, RowSelection,
-    Target, TargetError, TargetResult, TargetTable,
+    Target, TargetError, TargetResult, TargetTable, VerifiedRecord,
 };
 
 /// How long a write waits for another connection's lock before failing with `SQLITE_BUSY`.
@@ -797,6 +797,45 @@ impl Target for SqliteTarget {
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(db_err("verify read", &table.name))?;
         Ok(rows)
+    }
+
+    fn record_verified(&mut self, record: &VerifiedRecord) -> TargetResult<()> {
+        let position = record.position.to_string();
+        self.conn
+            .execute_batch(
+                r#"CREATE TABLE IF NOT EXISTS "_sluice_verified" ("id" INTEGER PRIMARY KEY, "position" TEXT NOT NULL, "mismatches" INTEGER NOT NULL, "unchecked_txns" INTEGER NOT NULL, "updated_at_unix" INTEGER NOT NULL) STRICT"#,
+            )
+            .and_then(|_| {
+                self.conn.prepare_cached(r#"INSERT INTO "_sluice_verified" ("id", "position", "mismatches", "unchecked_txns", "updated_at_unix") VALUES (0, ?1, ?2, ?3, ?4) ON CONFLICT ("id") DO UPDATE SET "position" = excluded."position", "mismatches" = excluded."mismatches", "unchecked_txns" = excluded."unchecked_txns", "updated_at_unix" = excluded."updated_at_unix""#)?
+                    .execute(params![position, record.mismatches as i64, record.unchecked_txns as i64, unix_now()])
+            })
+            .map_err(db_err("record verified", "_sluice_verified"))?;
+        Ok(())
+    }
+
+    fn load_verified(&mut self) -> TargetResult<Option<VerifiedRecord>> {
+        let exists: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sluice_verified'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err("load verified", "_sluice_verified"))?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let row: Option<(String, i64, i64)> = self
+            .conn
+            .query_row(
+                r#"SELECT "position", "mismatches", "unchecked_txns" FROM "_sluice_verified" WHERE "id" = 0"#,
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(db_err("load verified", "_sluice_verified"))?;
+        row.map(verified_from_row).transpose()
     }
 
     fn commit_without_checkpoint(&mut self) -> TargetResult<()> {

@@ -1,0 +1,310 @@
+//! `sluice-bench verify`: full-table verification speed, sluice beside `pt-table-checksum` on
+//! the same table in the same run.
+//!
+//! One throwaway MariaDB source gets a sysbench-shaped table (`id` INT primary key, `k` INT,
+//! `c` CHAR(120), `pad` CHAR(60)) of `--rows` rows. For each target (a throwaway MariaDB, a
+//! SQLite file, a throwaway PostgreSQL) the real `sluice run` backfills the table and is then
+//! stopped, and the real `sluice verify` compares the whole table, timed (wall and CPU
+//! seconds of the sluice process). `pt-table-checksum` checksums the same source table with
+//! its defaults (`--recursion-method=none`: no replica to wait for; it computes the source
+//! side's chunk checksums, which a replica would recompute on its own when it replays them).
+//! Each program runs `--repeat` times and the median is reported.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use sluice_testkit::{MariaDb, MariaDbOptions, PostgresServer};
+
+const REPL_USER: &str = "sluice_repl";
+const REPL_PASSWORD: &str = "bench-Pa55";
+
+pub struct Options {
+    pub sluice: PathBuf,
+    pub rows: u64,
+    pub repeat: usize,
+    pub chunk_rows: usize,
+    pub targets: Vec<String>,
+    pub json: bool,
+}
+
+struct Timing {
+    wall_s: f64,
+    cpu_s: f64,
+}
+
+fn children_cpu_s() -> f64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Runs `cmd` to completion; its wall time, the CPU it used, and its standard output.
+fn timed(cmd: &mut Command) -> anyhow::Result<(Timing, Vec<u8>, std::process::ExitStatus)> {
+    let cpu = children_cpu_s();
+    let started = Instant::now();
+    let out = cmd.stderr(Stdio::inherit()).output().context("run")?;
+    Ok((
+        Timing {
+            wall_s: started.elapsed().as_secs_f64(),
+            cpu_s: children_cpu_s() - cpu,
+        },
+        out.stdout,
+        out.status,
+    ))
+}
+
+fn median(mut t: Vec<Timing>) -> Timing {
+    t.sort_by(|a, b| a.wall_s.total_cmp(&b.wall_s));
+    t.swap_remove(t.len() / 2)
+}
+
+fn log(msg: &str) {
+    eprintln!("[verify-bench] {msg}");
+}
+
+fn fill(source: &MariaDb, rows: u64) {
+    source.exec(
+        "CREATE DATABASE bench;
+         CREATE TABLE bench.sbtest1 (id INT NOT NULL PRIMARY KEY, k INT NOT NULL DEFAULT 0,
+           c CHAR(120) NOT NULL DEFAULT '', pad CHAR(60) NOT NULL DEFAULT '', KEY k_1 (k)) ENGINE=InnoDB;",
+    );
+    let batch = 250_000u64;
+    let mut from = 1;
+    while from <= rows {
+        let to = (from + batch - 1).min(rows);
+        // sysbench's shapes: c is 11 groups of 11 digits, pad 5 groups.
+        source.exec(&format!(
+            "INSERT INTO bench.sbtest1 SELECT seq, FLOOR(RAND(seq) * {rows}),
+               SUBSTRING(CONCAT_WS('-', LPAD(CRC32(seq), 11, '0'), LPAD(CRC32(seq + 1), 11, '0'), LPAD(CRC32(seq + 2), 11, '0'),
+                 LPAD(CRC32(seq + 3), 11, '0'), LPAD(CRC32(seq + 4), 11, '0'), LPAD(CRC32(seq + 5), 11, '0'),
+                 LPAD(CRC32(seq + 6), 11, '0'), LPAD(CRC32(seq + 7), 11, '0'), LPAD(CRC32(seq + 8), 11, '0'),
+                 LPAD(CRC32(seq + 9), 11, '0')), 1, 119),
+               SUBSTRING(CONCAT_WS('-', LPAD(CRC32(-seq), 11, '0'), LPAD(CRC32(-seq - 1), 11, '0'), LPAD(CRC32(-seq - 2), 11, '0'),
+                 LPAD(CRC32(-seq - 3), 11, '0'), LPAD(CRC32(-seq - 4), 11, '0')), 1, 59)
+             FROM bench.seq_{from}_to_{to}"
+        ));
+        from = to + 1;
+    }
+}
+
+struct TargetRun {
+    name: String,
+    config: PathBuf,
+}
+
+fn write_config(
+    dir: &Path,
+    source_port: u16,
+    name: &str,
+    target_toml: &str,
+    chunk_rows: usize,
+) -> anyhow::Result<PathBuf> {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[source]\nhost = \"127.0.0.1\"\nport = {source_port}\nuser = \"{REPL_USER}\"\npassword_file = \"password\"\n\n\
+             {target_toml}\n[[tables]]\nmatch = \"bench.sbtest1\"\n\n[backfill]\nchunk_rows = {chunk_rows}\n"
+        ),
+    )?;
+    Ok(path)
+}
+
+/// `sluice run` until the table is copied and the target caught up, then stops it.
+fn backfill(sluice: &Path, dir: &Path, config: &Path) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let log_file = std::fs::File::create(config.with_extension("log"))?;
+    let mut child = Command::new(sluice)
+        .current_dir(dir)
+        .args(["run", "-c"])
+        .arg(config)
+        .stdout(Stdio::from(log_file.try_clone()?))
+        .stderr(Stdio::from(log_file))
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "sluice run exited ({status}); see {}",
+                config.with_extension("log").display()
+            );
+        }
+        let out = Command::new(sluice)
+            .current_dir(dir)
+            .args(["status", "--json", "-c"])
+            .arg(config)
+            .stderr(Stdio::null())
+            .output()?;
+        if let Ok(status) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+            let ready = status["tables"]
+                .as_array()
+                .is_some_and(|t| !t.is_empty() && t.iter().all(|t| t["backfill"] == "ready"));
+            if ready && status["caught_up"] == true {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("backfill did not finish within an hour");
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait()?;
+    Ok(seconds)
+}
+
+pub fn run(options: Options) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("password"), format!("{REPL_PASSWORD}\n"))?;
+    log("starting the throwaway source");
+    let source = MariaDbOptions::new().server_arg("--innodb-buffer-pool-size=1G").start();
+    source.create_user(
+        REPL_USER,
+        REPL_PASSWORD,
+        &["REPLICATION SLAVE, BINLOG MONITOR", "SELECT ON *.*"],
+    );
+    log(&format!("filling bench.sbtest1 with {} rows", options.rows));
+    let fill_started = Instant::now();
+    fill(&source, options.rows);
+    log(&format!("filled in {:.1} s", fill_started.elapsed().as_secs_f64()));
+
+    let mut servers_mariadb = Vec::new();
+    let mut servers_pg = Vec::new();
+    let mut runs = Vec::new();
+    for name in &options.targets {
+        let toml = match name.as_str() {
+            "mariadb" => {
+                let t = MariaDbOptions::new()
+                    .binlog(false)
+                    .server_arg("--innodb-buffer-pool-size=1G")
+                    .start();
+                t.create_user("edge", "edge-pw", &["ALL PRIVILEGES"]);
+                std::fs::write(dir.path().join("edge-password"), "edge-pw\n")?;
+                let toml = format!(
+                    "[target]\nkind = \"mariadb\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"edge\"\npassword_file = \"edge-password\"\ndatabase = \"edge\"\n",
+                    t.port()
+                );
+                servers_mariadb.push(t);
+                toml
+            }
+            "sqlite" => "[target]\nkind = \"sqlite\"\npath = \"edge.sqlite\"\n".to_owned(),
+            "postgres" => {
+                let pg = PostgresServer::start();
+                pg.exec("CREATE DATABASE edge");
+                let toml = format!(
+                    "[target]\nkind = \"postgres\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"postgres\"\ndatabase = \"edge\"\n",
+                    pg.port()
+                );
+                servers_pg.push(pg);
+                toml
+            }
+            other => bail!("unknown target {other:?} (mariadb, sqlite, postgres)"),
+        };
+        let config = write_config(dir.path(), source.port(), name, &toml, 10_000)?;
+        log(&format!("{name}: sluice run backfills the table"));
+        let seconds = backfill(&options.sluice, dir.path(), &config)?;
+        log(&format!(
+            "{name}: backfilled and caught up in {seconds:.1} s ({:.0} rows/s)",
+            options.rows as f64 / seconds
+        ));
+        runs.push(TargetRun {
+            name: name.clone(),
+            config,
+        });
+    }
+
+    log("pt-table-checksum on the source table");
+    let mut pt = Vec::new();
+    for _ in 0..options.repeat {
+        let (t, out, status) = timed(
+            Command::new("pt-table-checksum")
+                .args([
+                    "--no-check-replication-filters",
+                    "--no-check-binlog-format",
+                    "--recursion-method=none",
+                    "--databases=bench",
+                    "--tables=sbtest1",
+                    "--no-version-check",
+                ])
+                .arg(format!("h=127.0.0.1,P={},u=root", source.port())),
+        )?;
+        let text = String::from_utf8_lossy(&out);
+        // Exit status is a bit mask; 0 means no errors, no differences, nothing skipped.
+        if !status.success() {
+            bail!("pt-table-checksum failed ({status}):\n{text}");
+        }
+        eprintln!("{}", text.trim_end());
+        pt.push(t);
+    }
+    let pt = median(pt);
+    let pt_rows_per_s = options.rows as f64 / pt.wall_s;
+
+    let mut results = Vec::new();
+    for run in &runs {
+        let mut times = Vec::new();
+        for _ in 0..options.repeat {
+            let (t, out, status) = timed(
+                Command::new(&options.sluice)
+                    .current_dir(dir.path())
+                    .args([
+                        "verify",
+                        "--json",
+                        "--chunk-rows",
+                        &options.chunk_rows.to_string(),
+                        "-c",
+                    ])
+                    .arg(&run.config),
+            )?;
+            let report: serde_json::Value = serde_json::from_slice(&out).context("verify --json output")?;
+            if !status.success() || report[0]["outcome"] != "equal" || report[0]["source_rows"] != options.rows {
+                bail!(
+                    "sluice verify on {} did not find the copy equal ({status}): {report:#}",
+                    run.name
+                );
+            }
+            times.push(t);
+        }
+        let t = median(times);
+        let rows_per_s = options.rows as f64 / t.wall_s;
+        let ratio = rows_per_s / pt_rows_per_s;
+        println!(
+            "verify target={} rows={} sluice_s={:.2} sluice_cpu_s={:.2} sluice_rows_per_s={:.0} pt_table_checksum_s={:.2} pt_table_checksum_rows_per_s={:.0} ratio={:.2}",
+            run.name, options.rows, t.wall_s, t.cpu_s, rows_per_s, pt.wall_s, pt_rows_per_s, ratio
+        );
+        results.push(serde_json::json!({
+            "target": run.name,
+            "rows": options.rows,
+            "sluice_wall_s": t.wall_s,
+            "sluice_cpu_s": t.cpu_s,
+            "sluice_rows_per_s": rows_per_s,
+            "pt_table_checksum_wall_s": pt.wall_s,
+            "pt_table_checksum_cpu_s": pt.cpu_s,
+            "pt_table_checksum_rows_per_s": pt_rows_per_s,
+            "ratio": ratio,
+        }));
+    }
+    println!(
+        "verify_goal same_engine_ratio>=1.0 cross_engine_ratio>=0.5 (ratio = sluice rows/s / pt-table-checksum rows/s)"
+    );
+    if options.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "benchmark": "verify",
+                "rows": options.rows,
+                "repeat": options.repeat,
+                "chunk_rows": options.chunk_rows,
+                "results": results,
+            })
+        );
+    }
+    drop(servers_mariadb);
+    drop(servers_pg);
+    Ok(())
+}
