@@ -10,6 +10,7 @@ mod filter_cost;
 mod measure;
 mod source;
 mod verify_bench;
+mod verify_cost;
 
 use std::path::PathBuf;
 
@@ -99,6 +100,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What incremental verification costs: `sluice run` drains the same sysbench backlog
+    /// with `[verify] incremental` off and on, alternating (see bench/README.md).
+    VerifyCost {
+        #[arg(long)]
+        sluice: PathBuf,
+        /// sysbench oltp_write_only transactions in the backlog.
+        #[arg(long, default_value_t = 50_000)]
+        events: u64,
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        #[arg(long, value_delimiter = ',', default_value = "sqlite,mariadb")]
+        targets: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Runs a command and prints its wall-clock and CPU seconds (user+sys, children
     /// included) as `wall_s=… cpu_s=…`; the command's standard output is discarded.
     Time {
@@ -131,6 +147,19 @@ fn main() -> anyhow::Result<()> {
         } => filter_cost::run(&files, config.as_deref(), dir, batch_rows.max(1), repeat.max(1), json),
         Command::Source { dir, server_args } => source::run(&dir, server_args),
         Command::Time { json, command } => measure::time_command(&command, json),
+        Command::VerifyCost {
+            sluice,
+            events,
+            repeat,
+            targets,
+            json,
+        } => verify_cost::run(verify_cost::Options {
+            sluice,
+            events,
+            repeat: repeat.max(1),
+            targets,
+            json,
+        }),
         Command::Verify {
             sluice,
             rows,

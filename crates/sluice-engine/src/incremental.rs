@@ -153,8 +153,27 @@ pub fn run_verifier(
     mark_verified: &dyn Fn(&[TxnIndex]) -> GtidPosition,
     stopped: &dyn Fn() -> bool,
 ) -> Result<(), TargetError> {
-    let mut record = target.load_verified()?.unwrap_or_default();
-    let mut dirty = false;
+    let loaded = target.load_verified()?;
+    let start = mark_verified(&[]);
+    let mut record = loaded.clone().unwrap_or_default();
+    match &loaded {
+        Some(r) if !r.position.covers(&start) => {
+            // A crash (or a run without verification) left committed transactions unread;
+            // their rows are not known here any more. The full verifier checks them.
+            tracing::warn!(
+                verified = %r.position,
+                applied = %start,
+                "transactions applied before this start were not all read back; run `sluice verify` to check them"
+            );
+            record.unchecked_txns += 1;
+        }
+        None if !start.is_empty() => {
+            tracing::info!(from = %start, "incremental verification starts here; `sluice verify` checks what came before");
+        }
+        _ => {}
+    }
+    record.position = start;
+    let mut dirty = true;
     let mut last_record = Instant::now();
     let mut carried: VecDeque<CommittedGroup> = VecDeque::new();
     let mut scratch = Vec::with_capacity(256);
@@ -178,8 +197,7 @@ pub fn run_verifier(
                         dirty = true;
                     }
                     if dirty {
-                        target.record_verified(&record)?;
-                        dirty = false;
+                        dirty = !persist(target, &record);
                         last_record = Instant::now();
                     }
                     continue;
@@ -191,7 +209,7 @@ pub fn run_verifier(
                         dirty = true;
                     }
                     if dirty {
-                        target.record_verified(&record)?;
+                        persist(target, &record);
                     }
                     return Ok(());
                 }
@@ -281,9 +299,21 @@ pub fn run_verifier(
         record.position = mark_verified(&indexes);
         dirty = true;
         if last_record.elapsed() >= RECORD_EVERY {
-            target.record_verified(&record)?;
-            dirty = false;
+            dirty = !persist(target, &record);
             last_record = Instant::now();
+        }
+    }
+}
+
+/// Writes the verified record; `false` when it could not (a writer holding SQLite's write lock
+/// through a long transaction, say). The record is only a report of progress, so a failed
+/// write is retried later instead of stopping replication.
+fn persist(target: &mut dyn Target, record: &VerifiedRecord) -> bool {
+    match target.record_verified(record) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!("could not record the verified position yet (will retry): {e}");
+            false
         }
     }
 }

@@ -37,8 +37,10 @@ pub struct StatusReport {
 #[derive(Debug, serde::Serialize)]
 pub struct TableStatus {
     pub target: String,
+    /// Source `schema.table`, when the target records it (SQLite).
     pub source: String,
-    pub rows: u64,
+    /// Rows in the target table (counted on SQLite targets only, where it is cheap).
+    pub rows: Option<u64>,
     /// Copy of the existing rows: `pending`, `copying` or `ready`.
     pub backfill: String,
     pub backfill_rows_copied: u64,
@@ -52,6 +54,21 @@ pub async fn status(config: &Config) -> Result<StatusReport, RunError> {
     } else {
         None
     };
+    if tables.is_empty() && checkpoint.is_some() && !matches!(config.target, crate::config::TargetConfig::Sqlite { .. })
+    {
+        // Server targets: the tables that have backfill records.
+        tables = crate::pipeline::open_target(config)?
+            .load_backfill()?
+            .into_iter()
+            .map(|p| TableStatus {
+                target: p.table,
+                source: String::new(),
+                rows: None,
+                backfill: String::new(),
+                backfill_rows_copied: 0,
+            })
+            .collect();
+    }
     if !tables.is_empty() {
         let progress = crate::pipeline::open_target(config)?.load_backfill()?;
         for t in &mut tables {
@@ -153,7 +170,7 @@ fn read_tables(config: &Config) -> Result<Vec<TableStatus>, RunError> {
             backfill_rows_copied: 0,
             target,
             source,
-            rows: rows as u64,
+            rows: Some(rows as u64),
         });
     }
     Ok(out)

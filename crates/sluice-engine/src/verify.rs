@@ -38,13 +38,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
-use sluice_binlog::{ColumnDef, ColumnKind, GtidPosition, Value};
+use sluice_binlog::replica::{BinlogStream, ReplicaConfig};
+use sluice_binlog::{ColumnDef, ColumnKind, EventBody, EventDecoder, GtidPosition, RowChange, Value};
 
 use crate::backfill::{convert, quote};
 use crate::canonical::{self, RowDigest};
 use crate::config::{Config, TargetConfig};
 use crate::filter::TablePlan;
 use crate::pipeline::{open_target, source_pool, RunError};
+use crate::schedule::KeyHash;
 use crate::target::{Checkpoint, RowOp, RowSelection, Target, TargetError, TargetTable};
 
 /// Source rows per chunk unless told otherwise.
@@ -220,6 +222,8 @@ type SourceRow = (Vec<mysql_async::Value>, Vec<Value>);
 struct Expected {
     target_key: Vec<Value>,
     source_key: Vec<mysql_async::Value>,
+    /// The source key as the stream's key hash (see [`touched_keys`]).
+    key_hash: KeyHash,
     digest: Option<RowDigest>,
 }
 
@@ -229,6 +233,7 @@ struct Suspect {
     key_bytes: Vec<u8>,
     target_key: Vec<Value>,
     source_key: Vec<mysql_async::Value>,
+    key_hash: KeyHash,
     difference: Difference,
     /// The target row's digest when last read (`None`: absent).
     observed: Option<RowDigest>,
@@ -238,6 +243,8 @@ struct Suspect {
 struct SourceTable {
     conn: mysql_async::Conn,
     plan: Arc<TablePlan>,
+    /// For reading the binlog between re-check reads (see [`touched_keys`]).
+    replica: ReplicaConfig,
     first_sql: String,
     next_sql: String,
     bind_order: Vec<usize>,
@@ -247,7 +254,12 @@ struct SourceTable {
 }
 
 impl SourceTable {
-    async fn open(pool: &mysql_async::Pool, plan: Arc<TablePlan>, chunk_rows: usize) -> Result<Self, VerifyError> {
+    async fn open(
+        pool: &mysql_async::Pool,
+        replica: ReplicaConfig,
+        plan: Arc<TablePlan>,
+        chunk_rows: usize,
+    ) -> Result<Self, VerifyError> {
         let def = plan.source.clone();
         let table = def.qualified_name();
         let err = |e: mysql_async::Error| VerifyError::Source {
@@ -276,6 +288,7 @@ impl SourceTable {
         Ok(SourceTable {
             conn,
             plan,
+            replica,
             first_sql,
             next_sql,
             bind_order,
@@ -374,7 +387,9 @@ impl SourceTable {
         let plan = &self.plan;
         let table = &plan.target;
         let mut expected = HashMap::with_capacity(rows.len());
+        let name = plan.source.qualified_name();
         for (source_key, row) in rows {
+            let key_hash = crate::schedule::key_hash(&name, &plan.source.primary_key, &row);
             let passes = plan.passes(&row);
             let projected = plan.project(row);
             let key_bytes = canonical::encode_key(table, &projected).map_err(|e| compare_err(table, e))?;
@@ -389,6 +404,7 @@ impl SourceTable {
                 Expected {
                     target_key,
                     source_key,
+                    key_hash,
                     digest,
                 },
             );
@@ -474,6 +490,90 @@ fn key_text(table: &TargetTable, key: &[Value]) -> String {
     serde_json::Value::Array(parts).to_string()
 }
 
+/// The stream's key hash of the source row a target key stands for (untransformed keys only:
+/// target key values are the source's, possibly in the target's stored form).
+fn source_key_hash(plan: &TablePlan, target_key: &[Value]) -> KeyHash {
+    let def = &plan.source;
+    let mut row = vec![Value::Null; def.columns.len()];
+    for (i, &k) in plan.target.key.iter().enumerate() {
+        let column = plan.source_columns[k];
+        row[column] = canonical::typed(&def.columns[column], &target_key[i]).unwrap_or_else(|| target_key[i].clone());
+    }
+    crate::schedule::key_hash(&def.qualified_name(), &def.primary_key, &row)
+}
+
+/// The keys of `plan`'s source table that transactions after `from`, up to `to`, changed, read
+/// from the source's binlog (as the stream sees them). `None` when the binlog could not be read
+/// in time: then nothing can be ruled out.
+async fn touched_keys(
+    replica: &ReplicaConfig,
+    plan: &TablePlan,
+    from: &GtidPosition,
+    to: &GtidPosition,
+) -> Option<HashSet<KeyHash>> {
+    let mut touched = HashSet::new();
+    if from.covers(to) {
+        return Some(touched);
+    }
+    let def = &plan.source;
+    let name = def.qualified_name();
+    let read = async {
+        let mut stream = BinlogStream::connect(replica, from).await.ok()?;
+        let mut decoder = EventDecoder::new();
+        let mut table_id = None;
+        let mut seen = from.clone();
+        loop {
+            let raw = stream.next_event().await.ok()?;
+            let event = decoder.decode(&raw).ok()?;
+            match event.body {
+                EventBody::Gtid(g) => {
+                    if !to.contains(g.gtid) {
+                        return Some(());
+                    }
+                    seen.advance(g.gtid);
+                }
+                EventBody::TableMap(map) if map.schema == def.schema && map.table == def.name => {
+                    table_id = Some(map.table_id);
+                }
+                EventBody::Rows(rows) if Some(rows.table_id) == table_id => {
+                    for change in rows.rows(def).ok()? {
+                        match change.ok()? {
+                            RowChange::Insert(r) | RowChange::Delete(r) => {
+                                touched.insert(crate::schedule::key_hash(&name, &def.primary_key, &r));
+                            }
+                            RowChange::Update { before, after } => {
+                                touched.insert(crate::schedule::key_hash(&name, &def.primary_key, &before));
+                                touched.insert(crate::schedule::key_hash(&name, &def.primary_key, &after));
+                            }
+                        }
+                    }
+                }
+                EventBody::Xid { .. } if seen.covers(to) => return Some(()),
+                EventBody::Query { sql, schema, .. }
+                    if seen.covers(to) && crate::ddl::classify(&sql, &schema) == crate::ddl::Statement::Commit =>
+                {
+                    return Some(())
+                }
+                _ => {}
+            }
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(10), read).await {
+        Ok(Some(())) => Some(touched),
+        _ => None,
+    }
+}
+
+/// The replication settings verify reads the binlog with. Its server id differs from
+/// `sluice run`'s (the high bit set), because a server drops a replica connection when another
+/// registers with the same id.
+fn replica_config(config: &Config) -> Result<ReplicaConfig, VerifyError> {
+    let password = config.source_password().map_err(RunError::from)?;
+    let mut replica = crate::source::replica_config(config, &password);
+    replica.server_id = config.source.server_id | 0x8000_0000;
+    Ok(replica)
+}
+
 /// Waits until the target's checkpoint covers `position`; returns the checkpoint.
 async fn wait_for_target(
     target: &mut dyn Target,
@@ -483,7 +583,9 @@ async fn wait_for_target(
     let started = Instant::now();
     loop {
         let checkpoint = tokio::task::block_in_place(|| target.load_checkpoint())?.unwrap_or_default();
-        if position.iter().all(|gtid| checkpoint.covers(gtid)) {
+        // The low-water mark, not `covers`: with parallel writers the last GTID of each domain
+        // can be applied while earlier ones are not yet.
+        if checkpoint.position.covers(position) {
             return Ok(checkpoint);
         }
         if started.elapsed() >= timeout {
@@ -576,7 +678,7 @@ async fn verify_table(
             .iter()
             .all(|&k| key_order_agrees(&table.columns[k].source, &config.target));
     report.method = if range { "key_range" } else { "key_list" };
-    let mut source = SourceTable::open(pool, plan.clone(), options.chunk_rows).await?;
+    let mut source = SourceTable::open(pool, replica_config(config)?, plan.clone(), options.chunk_rows).await?;
     let mut scratch = Vec::with_capacity(256);
     let mut suspects: Vec<Suspect> = Vec::new();
     let mut after_source: Option<Vec<mysql_async::Value>> = None;
@@ -647,6 +749,7 @@ async fn verify_table(
                     key_bytes: key_bytes.clone(),
                     target_key: e.target_key.clone(),
                     source_key: e.source_key.clone(),
+                    key_hash: e.key_hash,
                     difference: classify(e.digest, got),
                     observed: got,
                 });
@@ -660,6 +763,7 @@ async fn verify_table(
                     suspects.push(Suspect {
                         observed: found.get(&key_bytes).copied(),
                         key_bytes,
+                        key_hash: source_key_hash(&plan, &target_key),
                         source_key: target_key.iter().map(source_param).collect(),
                         target_key,
                         difference: Difference::Extra,
@@ -789,6 +893,7 @@ async fn extra_rows_pass(
                 let target_key: Vec<Value> = table.key.iter().map(|&k| row[k].clone()).collect();
                 suspects.push(Suspect {
                     source_key: target_key.iter().map(source_param).collect(),
+                    key_hash: source_key_hash(&source.plan, &target_key),
                     target_key,
                     observed: found.get(&key_bytes).copied(),
                     key_bytes,
@@ -825,6 +930,7 @@ async fn recheck(
     scratch: &mut Vec<u8>,
 ) -> Result<Recheck, VerifyError> {
     let keys: Vec<Vec<mysql_async::Value>> = suspects.iter().map(|s| s.source_key.clone()).collect();
+    let low = source.position().await?;
     let (rows, high) = source.by_keys(&keys).await?;
     let before = source.expect(rows, scratch)?;
     wait_for_target(target, &high, options.catch_up_timeout).await?;
@@ -836,15 +942,19 @@ async fn recheck(
         })?);
     }
     let found = digests(table, &target_rows, scratch)?;
-    let (rows, _) = source.by_keys(&keys).await?;
+    let (rows, high_after) = source.by_keys(&keys).await?;
     let after = source.expect(rows, scratch)?;
+    // Keys any transaction changed from before the first source read to after the second:
+    // for those, equal reads may still hide a change and a change back.
+    let touched = touched_keys(&source.replica, &source.plan, &low, &high_after).await;
     let mut result = Recheck {
         confirmed: Vec::new(),
         unsettled: Vec::new(),
     };
     for mut s in suspects {
         let want = before.get(&s.key_bytes).and_then(|e| e.digest);
-        let settled = after.get(&s.key_bytes).and_then(|e| e.digest) == want;
+        let untouched = touched.as_ref().is_some_and(|t| !t.contains(&s.key_hash));
+        let settled = untouched && after.get(&s.key_bytes).and_then(|e| e.digest) == want;
         let got = found.get(&s.key_bytes).copied();
         s.observed = got;
         if want == got && settled {

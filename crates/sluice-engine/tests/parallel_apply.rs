@@ -318,8 +318,8 @@ proptest! {
         // Every transaction's rows were read back and found as written.
         let verified = SqliteTarget::open(&path).unwrap().load_verified().unwrap().unwrap_or_default();
         prop_assert_eq!(verified.mismatches, 0);
-        if !history.txns.is_empty() {
-            prop_assert!(verified.position.contains(gtid(history.txns.len() - 1)), "verified {} vs checkpoint {:?}", verified.position, cp);
-        }
+        // The verified mark reaches the applied low-water mark (GTIDs applied beyond it by a
+        // run that crashed are not re-read after the restart; `sluice verify` covers those).
+        prop_assert!(verified.position.covers(&cp.position), "verified {} vs checkpoint {:?}", verified.position, cp);
     }
 }

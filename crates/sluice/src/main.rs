@@ -235,7 +235,11 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
                 for t in &report.tables {
                     println!(
                         "table:      {} <- {} ({} rows; backfill {}, {} copied)",
-                        t.target, t.source, t.rows, t.backfill, t.backfill_rows_copied
+                        t.target,
+                        if t.source.is_empty() { "?" } else { &t.source },
+                        t.rows.map_or("?".to_owned(), |r| r.to_string()),
+                        t.backfill,
+                        t.backfill_rows_copied
                     );
                 }
             }

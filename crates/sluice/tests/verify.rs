@@ -265,6 +265,11 @@ fn tampering_is_found_and_repaired_on_postgres() {
 fn no_false_alarm_under_a_sustained_concurrent_workload() {
     let env = new_env();
     let mut sluice = env.start();
+    wait_status(&env, &mut sluice, "backfill done", |s| {
+        s["tables"]
+            .as_array()
+            .is_some_and(|t| t.len() == 3 && t.iter().all(|t| t["backfill"] == "ready"))
+    });
     let secs: u64 = std::env::var("SLUICE_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -312,8 +317,9 @@ fn no_false_alarm_under_a_sustained_concurrent_workload() {
         assert_eq!(
             code,
             0,
-            "false alarm during concurrent writes (pass {passes}): {report:#}\n{}",
-            String::from_utf8_lossy(&out.stderr)
+            "false alarm during concurrent writes (pass {passes}): {report:#}\n{}\nsluice log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            env.log()
         );
         passes += 1;
         suspects += report

@@ -1053,21 +1053,27 @@ impl Target for MariaDbTarget {
 
     fn record_verified(&mut self, record: &VerifiedRecord) -> TargetResult<()> {
         self.ensure_connected()?;
-        let result = self
-            .conn
-            .query_drop(
-                "CREATE TABLE IF NOT EXISTS `_sluice_verified` (`id` INT NOT NULL PRIMARY KEY, `position` TEXT NOT NULL, \
-                 `mismatches` BIGINT NOT NULL, `unchecked_txns` BIGINT NOT NULL, `updated_at_unix` BIGINT NOT NULL) ENGINE=InnoDB",
+        let upsert =
+            |conn: &mut Conn| {
+                conn.exec_drop(
+                "INSERT INTO `_sluice_verified` (`id`, `position`, `mismatches`, `unchecked_txns`, `updated_at_unix`) \
+                 VALUES (0, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE `position` = VALUES(`position`), \
+                 `mismatches` = VALUES(`mismatches`), `unchecked_txns` = VALUES(`unchecked_txns`), \
+                 `updated_at_unix` = VALUES(`updated_at_unix`)",
+                (record.position.to_string(), record.mismatches, record.unchecked_txns, unix_now()),
             )
-            .and_then(|_| {
-                self.conn.exec_drop(
-                    "INSERT INTO `_sluice_verified` (`id`, `position`, `mismatches`, `unchecked_txns`, `updated_at_unix`) \
-                     VALUES (0, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE `position` = VALUES(`position`), \
-                     `mismatches` = VALUES(`mismatches`), `unchecked_txns` = VALUES(`unchecked_txns`), \
-                     `updated_at_unix` = VALUES(`updated_at_unix`)",
-                    (record.position.to_string(), record.mismatches, record.unchecked_txns, unix_now()),
+            };
+        let result = match upsert(&mut self.conn) {
+            // Created on first use (DDL commits implicitly, so never inside a transaction).
+            Err(mysql::Error::MySqlError(e)) if e.code == ER_NO_SUCH_TABLE => self
+                .conn
+                .query_drop(
+                    "CREATE TABLE IF NOT EXISTS `_sluice_verified` (`id` INT NOT NULL PRIMARY KEY, `position` TEXT NOT NULL, \
+                     `mismatches` BIGINT NOT NULL, `unchecked_txns` BIGINT NOT NULL, `updated_at_unix` BIGINT NOT NULL) ENGINE=InnoDB",
                 )
-            });
+                .and_then(|_| upsert(&mut self.conn)),
+            other => other,
+        };
         result.map_err(|e| self.fail("record verified", "_sluice_verified", &e))
     }
 

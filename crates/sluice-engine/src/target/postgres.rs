@@ -1029,29 +1029,30 @@ impl PostgresTarget {
     fn record_verified_impl(&mut self, record: &VerifiedRecord) -> TargetResult<()> {
         self.ensure_connected()?;
         let table = self.qualified("_sluice_verified");
-        let sql = format!(
-            "CREATE SCHEMA IF NOT EXISTS {schema};
-             CREATE TABLE IF NOT EXISTS {table} (\"id\" integer PRIMARY KEY, \"position\" text NOT NULL, \"mismatches\" bigint NOT NULL, \"unchecked_txns\" bigint NOT NULL, \"updated_at_unix\" bigint NOT NULL)",
-            schema = quote_ident(&self.schema)
-        );
-        self.client
-            .batch_execute(&sql)
-            .map_err(|e| self.fail("record verified", "_sluice_verified", &e))?;
         let upsert = format!(
             "INSERT INTO {table} (\"id\", \"position\", \"mismatches\", \"unchecked_txns\", \"updated_at_unix\") VALUES (0, $1, $2, $3, $4) \
              ON CONFLICT (\"id\") DO UPDATE SET \"position\" = excluded.\"position\", \"mismatches\" = excluded.\"mismatches\", \
              \"unchecked_txns\" = excluded.\"unchecked_txns\", \"updated_at_unix\" = excluded.\"updated_at_unix\""
         );
+        let position = record.position.to_string();
+        let (mismatches, unchecked, now) = (record.mismatches as i64, record.unchecked_txns as i64, unix_now());
+        let params: [&(dyn ToSql + Sync); 4] = [&position, &mismatches, &unchecked, &now];
+        match self.client.execute(&upsert, &params) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => {}
+            Err(e) => return Err(self.fail("record verified", "_sluice_verified", &e)),
+        }
+        // Created on first use.
+        let create = format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema};
+             CREATE TABLE IF NOT EXISTS {table} (\"id\" integer PRIMARY KEY, \"position\" text NOT NULL, \"mismatches\" bigint NOT NULL, \"unchecked_txns\" bigint NOT NULL, \"updated_at_unix\" bigint NOT NULL)",
+            schema = quote_ident(&self.schema)
+        );
         self.client
-            .execute(
-                &upsert,
-                &[
-                    &record.position.to_string(),
-                    &(record.mismatches as i64),
-                    &(record.unchecked_txns as i64),
-                    &unix_now(),
-                ],
-            )
+            .batch_execute(&create)
+            .map_err(|e| self.fail("record verified", "_sluice_verified", &e))?;
+        self.client
+            .execute(&upsert, &params)
             .map_err(|e| self.fail("record verified", "_sluice_verified", &e))?;
         Ok(())
     }
