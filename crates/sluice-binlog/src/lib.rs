@@ -7,9 +7,11 @@
 //! * [`event`]: event framing, checksums and the event types.
 //! * [`table_map`] and [`table`]: table definitions that give row images their meaning.
 //! * [`rows`]: row events and row image decoding into [`value::Value`]s.
+//! * [`compressed`]: MariaDB's compressed QUERY and rows events (`log_bin_compress`).
 //! * [`file`]: reading binlog files; [`replica`]: streaming from a server as a replica.
 
 mod bytes;
+pub mod compressed;
 pub mod error;
 pub mod event;
 pub mod file;
@@ -25,5 +27,5 @@ pub use event::{Event, EventBody, EventDecoder, EventHeader, GtidEvent};
 pub use gtid::{Gtid, GtidPosition};
 pub use rows::{RowChange, RowsEvent, RowsKind};
 pub use table::{Charset, ColumnDef, ColumnKind, TableDef};
-pub use table_map::TableMap;
+pub use table_map::{TableIdMap, TableMap};
 pub use value::Value;

@@ -66,7 +66,7 @@ fn event_json(event: &sluice_binlog::Event<'_>, offset: Option<u64>, tables: &mu
             sql,
             error_code,
         } => json!({ "schema": schema, "sql": sql, "error_code": error_code }),
-        EventBody::AnnotateRows { sql } => json!({ "sql": sql }),
+        EventBody::AnnotateRows { sql } => json!({ "sql": String::from_utf8_lossy(sql) }),
         EventBody::Heartbeat { log_file } => json!({ "log_file": log_file }),
         EventBody::TableMap(map) => {
             let def = map.to_table_def();
