@@ -8,6 +8,7 @@
 use crate::bytes::Cursor;
 use crate::error::DecodeError;
 use crate::gtid::Gtid;
+use crate::payload::TransactionPayload;
 use crate::rows::{RowsEvent, RowsKind};
 use std::sync::Arc;
 
@@ -211,6 +212,10 @@ pub enum EventBody<'a> {
     Heartbeat {
         log_file: String,
     },
+    /// MySQL's compressed transaction (`binlog_transaction_compression=ON`): its events are
+    /// read with [`TransactionPayload::events`] and decoded with
+    /// [`EventDecoder::decode_payload_event`].
+    TransactionPayload(TransactionPayload<'a>),
     Stop,
     /// A MySQL event kind that sluice recognises but that carries nothing it needs (MySQL
     /// GTIDs and previous-GTID sets are decoded by a later part of the decoder).
@@ -266,6 +271,24 @@ impl EventDecoder {
 
     /// Decodes one whole event (header, body, and checksum if the format has one).
     pub fn decode<'a>(&mut self, raw: &'a [u8]) -> Result<Event<'a>, DecodeError> {
+        self.decode_framed(raw, true)
+    }
+
+    /// Decodes one event from inside a TRANSACTION_PAYLOAD ([`TransactionPayload::events`]).
+    /// Such events never carry a checksum (the payload event's covers them), and a payload
+    /// holds only the events of one transaction: a FORMAT_DESCRIPTION or another payload
+    /// inside one is corrupt input.
+    pub fn decode_payload_event<'a>(&mut self, raw: &'a [u8]) -> Result<Event<'a>, DecodeError> {
+        if let Some(&code @ (et::FORMAT_DESCRIPTION | et::TRANSACTION_PAYLOAD)) = raw.get(4) {
+            return Err(DecodeError::invalid(
+                "TRANSACTION_PAYLOAD event",
+                format!("a {} event inside the payload", type_name(code)),
+            ));
+        }
+        self.decode_framed(raw, false)
+    }
+
+    fn decode_framed<'a>(&mut self, raw: &'a [u8], checksummed: bool) -> Result<Event<'a>, DecodeError> {
         let header = EventHeader::parse(raw)?;
         if header.event_size as usize != raw.len() {
             return Err(DecodeError::invalid(
@@ -283,7 +306,12 @@ impl EventDecoder {
                 body: EventBody::FormatDescription(fde),
             });
         }
-        let body_end = match self.fde.checksum {
+        let checksum = if checksummed {
+            self.fde.checksum
+        } else {
+            ChecksumAlg::None
+        };
+        let body_end = match checksum {
             ChecksumAlg::Crc32 => {
                 if raw.len() < HEADER_LEN + CHECKSUM_LEN {
                     return Err(DecodeError::invalid("event", "too short for its checksum"));
@@ -432,11 +460,7 @@ impl EventDecoder {
                     "PARTIAL_UPDATE_ROWS event: sluice needs full row images; set binlog_row_value_options='' on the source".into(),
                 ))
             }
-            et::TRANSACTION_PAYLOAD => {
-                return Err(DecodeError::Unsupported(
-                    "TRANSACTION_PAYLOAD event (binlog_transaction_compression=ON) is not decoded yet; turn the compression off on the source".into(),
-                ))
-            }
+            et::TRANSACTION_PAYLOAD => EventBody::TransactionPayload(TransactionPayload::parse(body)?),
             et::MYSQL_GTID | et::ANONYMOUS_GTID | et::PREVIOUS_GTIDS => EventBody::Ignored,
             _ => EventBody::Unknown,
         })

@@ -60,6 +60,17 @@ impl<R: Read> BinlogFileReader<R> {
         })
     }
 
+    /// Reads events from `input` that has no magic number in front of them: the events inside
+    /// a MySQL TRANSACTION_PAYLOAD. Offsets count from the start of `input`.
+    pub(crate) fn without_magic(input: R, name: impl Into<String>) -> Self {
+        BinlogFileReader {
+            input,
+            name: name.into(),
+            offset: 0,
+            buf: Vec::new(),
+        }
+    }
+
     /// Offset of the next event in the file.
     pub fn offset(&self) -> u64 {
         self.offset

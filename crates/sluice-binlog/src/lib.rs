@@ -7,7 +7,8 @@
 //! * [`event`]: event framing, checksums and the event types.
 //! * [`table_map`] and [`table`]: table definitions that give row images their meaning.
 //! * [`rows`]: row events and row image decoding into [`value::Value`]s.
-//! * [`compressed`]: MariaDB's compressed QUERY and rows events (`log_bin_compress`).
+//! * [`compressed`]: MariaDB's compressed QUERY and rows events (`log_bin_compress`);
+//!   [`payload`]: MySQL's compressed transactions (TRANSACTION_PAYLOAD).
 //! * [`file`]: reading binlog files; [`replica`]: streaming from a server as a replica.
 
 mod bytes;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod event;
 pub mod file;
 pub mod gtid;
+pub mod payload;
 pub mod replica;
 pub mod rows;
 pub mod table;

@@ -112,12 +112,47 @@ fn event_json(event: &sluice_binlog::Event<'_>, offset: Option<u64>, tables: &mu
             }
             body
         }
+        EventBody::TransactionPayload(p) => json!({
+            "compression": p.compression,
+            "uncompressed_size": p.uncompressed_size,
+            "payload_bytes": p.raw_payload().len(),
+        }),
         EventBody::Stop | EventBody::Ignored | EventBody::Unknown => Json::Null,
     };
     if !body.is_null() {
         out["data"] = body;
     }
     out
+}
+
+/// The events inside a TRANSACTION_PAYLOAD event, one JSON object each, marked with the
+/// payload event's offset (when known) and their own offset in the decompressed payload.
+fn payload_events_json(
+    decoder: &mut EventDecoder,
+    event: &sluice_binlog::Event<'_>,
+    offset: Option<u64>,
+    tables: &mut HashMap<u64, TableDef>,
+) -> Result<Vec<Json>, sluice_binlog::DecodeError> {
+    let EventBody::TransactionPayload(payload) = &event.body else {
+        return Ok(Vec::new());
+    };
+    let mut inner = payload.events()?;
+    let mut out = Vec::new();
+    while let Some((at, raw)) = inner.next_event()? {
+        let event = decoder
+            .decode_payload_event(raw)
+            .map_err(|e| sluice_binlog::DecodeError::Invalid {
+                what: "TRANSACTION_PAYLOAD event",
+                detail: format!("inner event at payload offset {at}: {e}"),
+            })?;
+        let mut json = event_json(&event, None, tables);
+        json["payload_offset"] = json!(at);
+        if let Some(o) = offset {
+            json["in_payload_at"] = json!(o);
+        }
+        out.push(json);
+    }
+    Ok(out)
 }
 
 pub fn dump_file(path: &Path, limit: Option<u64>) -> anyhow::Result<()> {
@@ -133,6 +168,11 @@ pub fn dump_file(path: &Path, limit: Option<u64>) -> anyhow::Result<()> {
             .decode(raw)
             .map_err(|e| anyhow::anyhow!("binlog {} at offset {offset}: {e}", path.display()))?;
         writeln!(out, "{}", event_json(&event, Some(offset), &mut tables))?;
+        for inner in payload_events_json(&mut decoder, &event, Some(offset), &mut tables)
+            .map_err(|e| anyhow::anyhow!("binlog {} at offset {offset}: {e}", path.display()))?
+        {
+            writeln!(out, "{inner}")?;
+        }
         count += 1;
         if limit.is_some_and(|l| count >= l) {
             break;
@@ -160,6 +200,9 @@ pub async fn dump_server(config: &Config, from: Option<&str>, limit: Option<u64>
         let raw = stream.next_event().await?;
         let event = decoder.decode(&raw)?;
         println!("{}", event_json(&event, None, &mut tables));
+        for inner in payload_events_json(&mut decoder, &event, None, &mut tables)? {
+            println!("{inner}");
+        }
         count += 1;
         if limit.is_some_and(|l| count >= l) {
             return Ok(());
