@@ -7,7 +7,8 @@
 
 use crate::bytes::Cursor;
 use crate::error::DecodeError;
-use crate::gtid::Gtid;
+use crate::gtid::{Gtid, MysqlGtidSet};
+use crate::mysql_gtid::MysqlGtidEvent;
 use crate::payload::TransactionPayload;
 use crate::rows::{RowsEvent, RowsKind};
 use std::sync::Arc;
@@ -39,6 +40,8 @@ pub mod event_type {
     pub const PREVIOUS_GTIDS: u8 = 35;
     pub const PARTIAL_UPDATE_ROWS: u8 = 39;
     pub const TRANSACTION_PAYLOAD: u8 = 40;
+    /// MySQL 8.4+: a GTID with a tag (`uuid:tag:gno`).
+    pub const MYSQL_GTID_TAGGED: u8 = 42;
     pub const MARIADB_ANNOTATE_ROWS: u8 = 160;
     pub const MARIADB_BINLOG_CHECKPOINT: u8 = 161;
     pub const MARIADB_GTID: u8 = 162;
@@ -217,9 +220,10 @@ pub enum EventBody<'a> {
     /// [`EventDecoder::decode_payload_event`].
     TransactionPayload(TransactionPayload<'a>),
     Stop,
-    /// A MySQL event kind that sluice recognises but that carries nothing it needs (MySQL
-    /// GTIDs and previous-GTID sets are decoded by a later part of the decoder).
-    Ignored,
+    /// MySQL's GTID, ANONYMOUS_GTID and (8.4+) GTID_TAGGED events.
+    MysqlGtid(MysqlGtidEvent),
+    /// MySQL's PREVIOUS_GTIDS event: every GTID of the earlier binlog files.
+    PreviousGtids(MysqlGtidSet),
     /// An event type sluice does not know. Ignored when the server marks it ignorable.
     Unknown,
 }
@@ -461,7 +465,10 @@ impl EventDecoder {
                 ))
             }
             et::TRANSACTION_PAYLOAD => EventBody::TransactionPayload(TransactionPayload::parse(body)?),
-            et::MYSQL_GTID | et::ANONYMOUS_GTID | et::PREVIOUS_GTIDS => EventBody::Ignored,
+            et::MYSQL_GTID => EventBody::MysqlGtid(crate::mysql_gtid::decode_gtid(body, false)?),
+            et::ANONYMOUS_GTID => EventBody::MysqlGtid(crate::mysql_gtid::decode_gtid(body, true)?),
+            et::MYSQL_GTID_TAGGED => EventBody::MysqlGtid(crate::mysql_gtid::decode_tagged_gtid(body)?),
+            et::PREVIOUS_GTIDS => EventBody::PreviousGtids(crate::mysql_gtid::decode_previous_gtids(body)?),
             _ => EventBody::Unknown,
         })
     }
@@ -543,6 +550,7 @@ pub fn type_name(type_code: u8) -> &'static str {
         et::MYSQL_GTID => "GTID",
         et::ANONYMOUS_GTID => "ANONYMOUS_GTID",
         et::PREVIOUS_GTIDS => "PREVIOUS_GTIDS",
+        et::MYSQL_GTID_TAGGED => "GTID_TAGGED",
         et::PARTIAL_UPDATE_ROWS => "PARTIAL_UPDATE_ROWS",
         et::TRANSACTION_PAYLOAD => "TRANSACTION_PAYLOAD",
         et::MARIADB_ANNOTATE_ROWS => "ANNOTATE_ROWS",

@@ -3,7 +3,7 @@
 //! This crate knows the replication wire protocol and the binlog event format and nothing
 //! about sluice's filtering or targets, so it can be used on its own:
 //!
-//! * [`gtid`]: GTIDs and replication positions.
+//! * [`gtid`]: GTIDs and replication positions; [`mysql_gtid`]: MySQL's GTID events.
 //! * [`event`]: event framing, checksums and the event types.
 //! * [`table_map`] and [`table`]: table definitions that give row images their meaning.
 //! * [`rows`]: row events and row image decoding into [`value::Value`]s.
@@ -17,6 +17,7 @@ pub mod error;
 pub mod event;
 pub mod file;
 pub mod gtid;
+pub mod mysql_gtid;
 pub mod payload;
 pub mod replica;
 pub mod rows;
@@ -26,7 +27,8 @@ pub mod value;
 
 pub use error::{DecodeError, PositionedError};
 pub use event::{Event, EventBody, EventDecoder, EventHeader, GtidEvent};
-pub use gtid::{Gtid, GtidPosition};
+pub use gtid::{Gtid, GtidPosition, MysqlGtidSet};
+pub use mysql_gtid::MysqlGtidEvent;
 pub use rows::{RowChange, RowsEvent, RowsKind};
 pub use table::{Charset, ColumnDef, ColumnKind, TableDef};
 pub use table_map::{TableIdMap, TableMap};

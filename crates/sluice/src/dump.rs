@@ -117,7 +117,20 @@ fn event_json(event: &sluice_binlog::Event<'_>, offset: Option<u64>, tables: &mu
             "uncompressed_size": p.uncompressed_size,
             "payload_bytes": p.raw_payload().len(),
         }),
-        EventBody::Stop | EventBody::Ignored | EventBody::Unknown => Json::Null,
+        EventBody::MysqlGtid(g) => json!({
+            "gtid": g.gtid_text(),
+            "anonymous": g.gtid.is_none(),
+            "flags": g.flags,
+            "last_committed": g.last_committed,
+            "sequence_number": g.sequence_number,
+            "immediate_commit_timestamp": g.immediate_commit_timestamp,
+            "original_commit_timestamp": g.original_commit_timestamp,
+            "transaction_length": g.transaction_length,
+            "immediate_server_version": g.immediate_server_version,
+            "original_server_version": g.original_server_version,
+        }),
+        EventBody::PreviousGtids(set) => json!({ "gtids": set.to_string() }),
+        EventBody::Stop | EventBody::Unknown => Json::Null,
     };
     if !body.is_null() {
         out["data"] = body;

@@ -46,3 +46,43 @@ fn an_encrypted_binlog_file_is_refused_at_its_start_encryption_event() {
     );
     assert!(stderr.contains("replication protocol"), "{stderr}");
 }
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures/mysql-binlogs")
+        .join(name)
+}
+
+fn dump(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["binlog", "dump", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// MySQL 8.0's GTID and PREVIOUS_GTIDS events are shown decoded.
+#[test]
+fn binlog_dump_shows_mysql_gtids() {
+    let events = dump(&fixture("mysql_type_bit.000001"));
+    let gtids: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "GTID")
+        .map(|e| e["data"]["gtid"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        gtids,
+        [1, 2, 3].map(|n| format!("fbda2ad0-7c46-11ec-ae30-4ef7efc81a2a:{n}"))
+    );
+    let first = events.iter().find(|e| e["type"] == "GTID").unwrap();
+    assert_eq!(first["data"]["immediate_server_version"], 80026);
+    assert_eq!(first["data"]["transaction_length"], 335);
+
+    let events = dump(&fixture("binlog_transaction_previous_GTID_no_tag.000001"));
+    let previous = events.iter().find(|e| e["type"] == "PREVIOUS_GTIDS").unwrap();
+    assert_eq!(previous["data"]["gtids"], "b9b88c66-0755-11f1-9899-4a9da94c4d71:1-2");
+}
