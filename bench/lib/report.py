@@ -4,7 +4,7 @@
     python3 report.py filter-cost RUN_DIR OUT_JSON
 
 RUN_DIR holds the JSON each measurement printed: env.json, run.json (size, commands), and
-for decode sluice_all.json, sluice_skip.json, sluice_what_if.json, python.json,
+for decode sluice_all.json, sluice_skip.json, python.json,
 mariadb_binlog.json (a list of runs); for filter-cost filter_cost.out/.json.
 One line per figure, always with the peer measured in the same run and the ratio.
 """
@@ -27,8 +27,6 @@ def decode(run_dir, out_path):
     all_ = load(run_dir, "sluice_all.json")
     skip = load(run_dir, "sluice_skip.json")
     py = load(run_dir, "python.json")
-    proto = load(run_dir, "sluice_what_if.json")
-    proto_skip = load(run_dir, "sluice_skip_what_if.json")
     native_runs = load(run_dir, "mariadb_binlog.json")
 
     bytes_ = all_["bytes"]
@@ -66,14 +64,6 @@ def decode(run_dir, out_path):
             "sluice_decode_all_mb_per_s": sluice_mbps,
             "ratio": skip_mbps / sluice_mbps,
         },
-        "decode_prototype": {
-            "note": "prototype of proposed decoder changes (sluice-bench decode --what-if), not sluice's current decoder",
-            "prototype_rows_per_s": proto["rows_per_s"],
-            "sluice_rows_per_s": sluice_rps,
-            "ratio": proto["rows_per_s"] / sluice_rps,
-            "prototype_skip_unselected_mb_per_s": proto_skip["mb_per_s"],
-            "prototype_checksum_matches": proto["checksum"] == all_["checksum"],
-        },
         "goal": {
             "sluice_rows_per_s": sluice_rps,
             "goal_rows_per_s": GOAL_ROWS_PER_S,
@@ -91,11 +81,6 @@ def decode(run_dir, out_path):
         "sluice_decode_all_mb_per_s={:.1f} ratio={:.1f}".format(skip_mbps, skip_rps, sluice_mbps, skip_mbps / sluice_mbps),
         "decode_goal sluice_rows_per_s={:.0f} goal_rows_per_s={} met={}".format(
             sluice_rps, GOAL_ROWS_PER_S, "yes" if sluice_rps >= GOAL_ROWS_PER_S else "no"
-        ),
-        "decode_prototype note=not-current-decoder prototype_rows_per_s={:.0f} sluice_rows_per_s={:.0f} ratio={:.2f} "
-        "prototype_skip_unselected_mb_per_s={:.1f} same_rows={}".format(
-            proto["rows_per_s"], sluice_rps, proto["rows_per_s"] / sluice_rps, proto_skip["mb_per_s"],
-            "yes" if proto["checksum"] == all_["checksum"] and proto["rows"] == rows else "no",
         ),
         "decode_input bytes={} files={} events={} rows={} row_events={} python_rows={} sluice_runs={} "
         "sluice_cpu_s={:.3f} python_cpu_s={:.3f} mariadb_binlog_cpu_s={:.3f}".format(
@@ -118,8 +103,6 @@ def decode(run_dir, out_path):
             "sluice_skip": skip,
             "python_mysql_replication": py,
             "mariadb_binlog": native_runs,
-            "prototype": proto,
-            "prototype_skip": proto_skip,
         },
     }
     Path(out_path).write_text(json.dumps(record, indent=2) + "\n")

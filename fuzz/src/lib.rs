@@ -73,6 +73,27 @@ impl Tables {
     }
 }
 
+/// Decodes the events inside a TRANSACTION_PAYLOAD event (if `body` is one) and applies
+/// them like top-level events.
+fn apply_payload(
+    decoder: &mut EventDecoder,
+    body: &EventBody<'_>,
+    tables: &mut Tables,
+    outcome: &mut Outcome,
+    lenient_ids: bool,
+) -> Result<(), String> {
+    let EventBody::TransactionPayload(payload) = body else {
+        return Ok(());
+    };
+    let mut events = payload.events().map_err(|e| e.to_string())?;
+    while let Some((_, raw)) = events.next_event().map_err(|e| e.to_string())? {
+        let event = decoder.decode_payload_event(raw).map_err(|e| e.to_string())?;
+        outcome.events += 1;
+        tables.apply(event.body, outcome, lenient_ids)?;
+    }
+    Ok(())
+}
+
 /// Decodes `data` as a whole binlog file. The magic is prepended when missing so that the
 /// fuzzer does not waste mutations on it.
 pub fn decode_file(data: &[u8]) -> Outcome {
@@ -110,6 +131,10 @@ pub fn decode_file(data: &[u8]) -> Outcome {
             }
         };
         outcome.events += 1;
+        if let Err(e) = apply_payload(&mut decoder, &event.body, &mut tables, &mut outcome, false) {
+            outcome.error = Some(format!("offset {offset}: {e}"));
+            break;
+        }
         if let Err(e) = tables.apply(event.body, &mut outcome, false) {
             outcome.error = Some(format!("offset {offset}: {e}"));
             break;
@@ -155,6 +180,10 @@ pub fn decode_stream(data: &[u8]) -> Outcome {
             }
         };
         outcome.events += 1;
+        if let Err(e) = apply_payload(&mut decoder, &event.body, &mut tables, &mut outcome, true) {
+            outcome.error = Some(format!("offset {at}: {e}"));
+            break;
+        }
         if let Err(e) = tables.apply(event.body, &mut outcome, true) {
             outcome.error = Some(format!("offset {at}: {e}"));
             break;

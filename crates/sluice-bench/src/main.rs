@@ -39,10 +39,6 @@ enum Command {
         /// Decode the files this many times and report each run and the median.
         #[arg(long, default_value_t = 1)]
         repeat: usize,
-        /// Measure the prototype of proposed decoder changes (see bench/README.md) instead of
-        /// sluice's current decoder.
-        #[arg(long)]
-        what_if: bool,
         /// Label of the printed line (e.g. `decode_all`, `decode_skip`).
         #[arg(long, default_value = "decode")]
         label: String,
@@ -133,10 +129,9 @@ fn main() -> anyhow::Result<()> {
             files,
             select,
             repeat,
-            what_if,
             label,
             json,
-        } => decode::run(&files, select.as_deref(), repeat.max(1), &label, what_if, json),
+        } => decode::run(&files, select.as_deref(), repeat.max(1), &label, json),
         Command::FilterCost {
             files,
             config,

@@ -20,6 +20,11 @@ pub struct BinlogFileReader<R> {
 /// Events larger than this are refused as corrupt (MySQL's own limit is 1 GiB).
 const MAX_EVENT_SIZE: u32 = 1 << 30;
 
+/// Events up to this size are read into a buffer sized from their header (fast: one resize,
+/// plain reads); larger ones grow the buffer only as their bytes arrive, so that a corrupt
+/// size field costs at most this much memory, not `MAX_EVENT_SIZE`.
+const PRESIZE_LIMIT: usize = 1 << 20;
+
 impl<R: Read> BinlogFileReader<R> {
     /// Checks the magic number. `name` is used in error messages.
     pub fn new(mut input: R, name: impl Into<String>) -> Result<Self, PositionedError> {
@@ -53,6 +58,17 @@ impl<R: Read> BinlogFileReader<R> {
             offset: 4,
             buf: Vec::with_capacity(64 * 1024),
         })
+    }
+
+    /// Reads events from `input` that has no magic number in front of them: the events inside
+    /// a MySQL TRANSACTION_PAYLOAD. Offsets count from the start of `input`.
+    pub(crate) fn without_magic(input: R, name: impl Into<String>) -> Self {
+        BinlogFileReader {
+            input,
+            name: name.into(),
+            offset: 0,
+            buf: Vec::new(),
+        }
     }
 
     /// Offset of the next event in the file.
@@ -100,20 +116,41 @@ impl<R: Read> BinlogFileReader<R> {
             )));
         }
         let size = header.event_size as usize;
-        // Found by fuzzing: sizing the buffer from the header up front let a corrupt size
-        // field (up to MAX_EVENT_SIZE) allocate a GiB for a few-byte file. read_to_end grows
-        // the buffer only as bytes actually arrive (and retries on Interrupted).
-        let body_len = (size - HEADER_LEN) as u64;
-        if let Err(e) = (&mut self.input).take(body_len).read_to_end(&mut self.buf) {
-            return Err(err(DecodeError::invalid("binlog file", format!("read failed: {e}"))));
-        }
-        let filled = self.buf.len();
-        if filled < size {
-            return Err(err(DecodeError::Truncated {
-                what: "event",
-                needed: size - HEADER_LEN,
-                available: filled - HEADER_LEN,
-            }));
+        if size <= PRESIZE_LIMIT {
+            // The common case: one resize of the reused buffer and plain reads into it.
+            self.buf.resize(size, 0);
+            let mut filled = HEADER_LEN;
+            while filled < size {
+                match self.input.read(&mut self.buf[filled..size]) {
+                    Ok(0) => {
+                        return Err(err(DecodeError::Truncated {
+                            what: "event",
+                            needed: size - HEADER_LEN,
+                            available: filled - HEADER_LEN,
+                        }))
+                    }
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(err(DecodeError::invalid("binlog file", format!("read failed: {e}")))),
+                }
+            }
+        } else {
+            // Found by fuzzing: sizing the buffer from the header up front let a corrupt size
+            // field (up to MAX_EVENT_SIZE) allocate a GiB for a few-byte file. Past
+            // PRESIZE_LIMIT, read_to_end grows the buffer only as bytes actually arrive (and
+            // retries on Interrupted).
+            let body_len = (size - HEADER_LEN) as u64;
+            if let Err(e) = (&mut self.input).take(body_len).read_to_end(&mut self.buf) {
+                return Err(err(DecodeError::invalid("binlog file", format!("read failed: {e}"))));
+            }
+            let filled = self.buf.len();
+            if filled < size {
+                return Err(err(DecodeError::Truncated {
+                    what: "event",
+                    needed: size - HEADER_LEN,
+                    available: filled - HEADER_LEN,
+                }));
+            }
         }
         self.offset += size as u64;
         Ok(Some((at, &self.buf[..size])))

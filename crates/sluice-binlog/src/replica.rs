@@ -254,6 +254,133 @@ pub(crate) fn auth_response(plugin: &str, nonce: &[u8], password: &str) -> Optio
     }
 }
 
+/// What the client does after an authentication reply from the server.
+#[derive(Debug, PartialEq)]
+pub(crate) enum AuthStep {
+    /// Send this packet (same sequence numbering as the exchange so far).
+    Send(Vec<u8>),
+    /// Nothing to send; the server's next packet follows.
+    Wait,
+    /// Authenticated (the server sent OK).
+    Done,
+}
+
+/// The client side of authentication after the handshake response: auth switches,
+/// `caching_sha2_password`'s fast path and its full authentication over a connection without
+/// TLS (MySQL 8 docs, "caching_sha2_password information" in the Client/Server protocol's
+/// authentication methods): the server answers the scramble with AuthMoreData `01 03` (fast
+/// authentication succeeded, OK follows) or `01 04` (perform full authentication); without TLS
+/// the client then asks for the server's RSA public key (`02`), gets it as AuthMoreData
+/// (`01` + PEM), and sends the NUL-terminated password XORed with the nonce, RSA-encrypted with
+/// OAEP padding.
+pub(crate) struct Authenticator<'p> {
+    plugin: String,
+    nonce: Vec<u8>,
+    password: &'p str,
+    awaiting_public_key: bool,
+}
+
+impl<'p> Authenticator<'p> {
+    pub(crate) fn new(plugin: &str, nonce: &[u8], password: &'p str) -> Self {
+        Authenticator {
+            plugin: plugin.to_owned(),
+            nonce: nonce.to_vec(),
+            password,
+            awaiting_public_key: false,
+        }
+    }
+
+    pub(crate) fn plugin(&self) -> &str {
+        &self.plugin
+    }
+
+    /// The auth data of the handshake response (or of the reply to an auth switch).
+    pub(crate) fn initial_response(&self) -> Result<Vec<u8>, ReplicaError> {
+        auth_response(&self.plugin, &self.nonce, self.password)
+            .ok_or_else(|| ReplicaError::Protocol(format!("authentication plugin {} is not supported", self.plugin)))
+    }
+
+    pub(crate) fn on_reply(&mut self, reply: &[u8]) -> Result<AuthStep, ReplicaError> {
+        match reply.first() {
+            Some(0x00) => Ok(AuthStep::Done),
+            Some(0xff) => Err(parse_err_packet(reply)),
+            // Auth switch request: plugin name, NUL, new nonce (NUL-terminated).
+            Some(0xfe) => {
+                let body = &reply[1..];
+                let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+                self.plugin = String::from_utf8_lossy(&body[..end]).into_owned();
+                let mut nonce = body.get(end + 1..).unwrap_or(&[]).to_vec();
+                if nonce.last() == Some(&0) {
+                    nonce.pop();
+                }
+                self.nonce = nonce;
+                self.awaiting_public_key = false;
+                Ok(AuthStep::Send(self.initial_response()?))
+            }
+            Some(0x01) if self.plugin == "caching_sha2_password" => {
+                if self.awaiting_public_key {
+                    self.awaiting_public_key = false;
+                    return Ok(AuthStep::Send(self.encrypted_password(&reply[1..])?));
+                }
+                match reply.get(1) {
+                    Some(0x03) => Ok(AuthStep::Wait),
+                    Some(0x04) => {
+                        self.awaiting_public_key = true;
+                        Ok(AuthStep::Send(vec![0x02]))
+                    }
+                    _ => Err(ReplicaError::Protocol("unexpected caching_sha2_password reply".into())),
+                }
+            }
+            _ => Err(ReplicaError::Protocol("unexpected authentication reply".into())),
+        }
+    }
+
+    /// `caching_sha2_password` full authentication without TLS: (password + NUL) XOR nonce
+    /// (repeated), encrypted with the server's RSA key (OAEP), by `mysql_common`.
+    fn encrypted_password(&self, pem: &[u8]) -> Result<Vec<u8>, ReplicaError> {
+        if self.nonce.is_empty() {
+            return Err(ReplicaError::Protocol("caching_sha2_password: empty nonce".into()));
+        }
+        let mut plain = self.password.as_bytes().to_vec();
+        plain.push(0);
+        for (i, b) in plain.iter_mut().enumerate() {
+            *b ^= self.nonce[i % self.nonce.len()];
+        }
+        if !pem.starts_with(b"-----BEGIN ") {
+            return Err(ReplicaError::Protocol(
+                "caching_sha2_password: the server's public key is not PEM".into(),
+            ));
+        }
+        // mysql_common's PEM/DER parser panics on malformed keys (documented); a bad key from
+        // the server must be an error, not a crash.
+        std::panic::catch_unwind(|| mysql_common::crypto::encrypt(&plain, pem))
+            .map_err(|_| ReplicaError::Protocol("caching_sha2_password: cannot use the server's RSA public key".into()))
+    }
+}
+
+/// `COM_BINLOG_DUMP_GTID` for a MySQL source (MySQL docs, Client/Server protocol, Replication
+/// Protocol, "COM_BINLOG_DUMP_GTID"): command `0x1e`, flags (2 bytes), server id (4), binlog
+/// file name length (4) and name (empty: start from the GTID set), position (8, 4 = after the
+/// magic), then, with `BINLOG_THROUGH_GTID` (0x04) in the flags, the length (4) and the bytes
+/// of the GTID set the replica has, encoded as `Gtid_set::encode` does (the same layout as a
+/// PREVIOUS_GTIDS event body). The server sends every transaction not in the set.
+///
+/// Built and tested at the packet level; [`BinlogStream`] follows MariaDB sources and does not
+/// send it yet.
+pub fn com_binlog_dump_gtid(server_id: u32, executed: &crate::gtid::MysqlGtidSet) -> Vec<u8> {
+    const BINLOG_THROUGH_GTID: u16 = 0x04;
+    let set = crate::mysql_gtid::encode_gtid_set(executed);
+    let mut out = Vec::with_capacity(27 + set.len());
+    out.push(0x1e);
+    out.extend_from_slice(&BINLOG_THROUGH_GTID.to_le_bytes());
+    out.extend_from_slice(&server_id.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&4u64.to_le_bytes());
+    out.extend_from_slice(&(set.len() as u32).to_le_bytes());
+    out.extend_from_slice(&set);
+    out
+}
+
 pub(crate) fn handshake_response(user: &str, auth: &[u8], plugin: &str) -> Vec<u8> {
     use capability::*;
     let caps = LONG_PASSWORD
@@ -317,38 +444,16 @@ impl BinlogStream {
             .await
             .map_err(|_| ReplicaError::Timeout(config.connect_timeout))??;
         let hs = parse_handshake(&greeting)?;
-        let mut plugin = hs.auth_plugin.clone();
-        let auth = auth_response(&plugin, &hs.nonce, &config.password)
-            .ok_or_else(|| ReplicaError::Protocol(format!("authentication plugin {plugin} is not supported")))?;
-        conn.write_packet(&handshake_response(&config.user, &auth, &plugin))
+        let mut auth = Authenticator::new(&hs.auth_plugin, &hs.nonce, &config.password);
+        let first = auth.initial_response()?;
+        conn.write_packet(&handshake_response(&config.user, &first, auth.plugin()))
             .await?;
         loop {
             let reply = conn.read_packet().await?;
-            match reply.first() {
-                Some(0x00) => break,
-                Some(0xff) => return Err(parse_err_packet(&reply)),
-                // Auth switch request: plugin name, NUL, new nonce.
-                Some(0xfe) => {
-                    let body = &reply[1..];
-                    let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
-                    plugin = String::from_utf8_lossy(&body[..end]).into_owned();
-                    let mut nonce = body.get(end + 1..).unwrap_or(&[]).to_vec();
-                    if nonce.last() == Some(&0) {
-                        nonce.pop();
-                    }
-                    let auth = auth_response(&plugin, &nonce, &config.password)
-                        .ok_or_else(|| ReplicaError::Protocol(format!("authentication plugin {plugin} is not supported")))?;
-                    conn.write_packet(&auth).await?;
-                }
-                // caching_sha2_password: 0x01 0x03 is "fast auth succeeded", 0x01 0x04 asks for
-                // the full exchange, which needs TLS or the server's RSA key.
-                Some(0x01) if reply.get(1) == Some(&0x03) => {}
-                Some(0x01) => {
-                    return Err(ReplicaError::Protocol(
-                        "caching_sha2_password full authentication needs TLS, which this connection does not use yet; connect once with the mysql client to prime the server's cache, or use mysql_native_password for the replication user".into(),
-                    ))
-                }
-                _ => return Err(ReplicaError::Protocol("unexpected authentication reply".into())),
+            match auth.on_reply(&reply)? {
+                AuthStep::Send(packet) => conn.write_packet(&packet).await?,
+                AuthStep::Wait => {}
+                AuthStep::Done => break,
             }
         }
 
@@ -449,6 +554,164 @@ mod tests {
         let e = parse_err_packet(&p);
         assert!(e.is_position_unavailable());
         assert!(e.to_string().contains("Could not find GTID state"));
+    }
+
+    const NONCE: &[u8; 20] = b"0123456789abcdefghij";
+
+    /// MySQL docs, "caching_sha2_password information" (fast authentication): the client sends
+    /// XOR(SHA256(password), SHA256(SHA256(SHA256(password)) || nonce)), 32 bytes. Computed
+    /// here from that formula with `sha2`, independently of the `mysql_common` code sluice uses.
+    #[test]
+    fn caching_sha2_scramble_is_the_documented_formula() {
+        use sha2::{Digest, Sha256};
+        let password = "s3cret-pw";
+        let stage1 = Sha256::digest(password.as_bytes());
+        let stage2 = Sha256::digest(stage1);
+        let stage3 = Sha256::digest([&stage2[..], &NONCE[..]].concat());
+        let expected: Vec<u8> = stage1.iter().zip(stage3.iter()).map(|(a, b)| a ^ b).collect();
+        let auth = Authenticator::new("caching_sha2_password", NONCE, password);
+        assert_eq!(auth.initial_response().unwrap(), expected);
+        // An empty password sends empty auth data.
+        assert!(Authenticator::new("caching_sha2_password", NONCE, "")
+            .initial_response()
+            .unwrap()
+            .is_empty());
+    }
+
+    /// Fast path: AuthMoreData 01 03 ("fast_auth_success"), then OK.
+    #[test]
+    fn caching_sha2_fast_path_waits_for_ok() {
+        let mut auth = Authenticator::new("caching_sha2_password", NONCE, "pw");
+        assert_eq!(auth.on_reply(&[0x01, 0x03]).unwrap(), AuthStep::Wait);
+        assert_eq!(
+            auth.on_reply(&[0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00]).unwrap(),
+            AuthStep::Done
+        );
+    }
+
+    /// Full authentication without TLS (same doc section): AuthMoreData 01 04 → the client
+    /// asks for the public key with 02 → AuthMoreData 01 + PEM → the client sends
+    /// RSA-OAEP(password + NUL XOR nonce). The test's server key is made by `openssl`, which
+    /// also decrypts what the client sent.
+    #[test]
+    fn caching_sha2_full_authentication_encrypts_with_the_servers_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key.pem");
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .output()
+                .expect("openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
+        };
+        openssl(&[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            key.to_str().unwrap(),
+        ]);
+        let pem = openssl(&["pkey", "-in", key.to_str().unwrap(), "-pubout"]);
+
+        let mut auth = Authenticator::new("caching_sha2_password", NONCE, "s3cret-pw");
+        assert_eq!(auth.on_reply(&[0x01, 0x04]).unwrap(), AuthStep::Send(vec![0x02]));
+        let AuthStep::Send(cipher) = auth.on_reply(&[&[0x01][..], &pem].concat()).unwrap() else {
+            panic!("the encrypted password must be sent")
+        };
+        assert_eq!(cipher.len(), 256, "one RSA-2048 block");
+        let sent = dir.path().join("sent.bin");
+        std::fs::write(&sent, &cipher).unwrap();
+        let plain = openssl(&[
+            "pkeyutl",
+            "-decrypt",
+            "-inkey",
+            key.to_str().unwrap(),
+            "-pkeyopt",
+            "rsa_padding_mode:oaep",
+            "-in",
+            sent.to_str().unwrap(),
+        ]);
+        let password: Vec<u8> = plain
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ NONCE[i % NONCE.len()])
+            .collect();
+        assert_eq!(password, b"s3cret-pw\0");
+        assert_eq!(auth.on_reply(&[0x00, 0x00, 0x00, 0x02, 0x00]).unwrap(), AuthStep::Done);
+    }
+
+    #[test]
+    fn a_bad_public_key_or_reply_is_an_error_not_a_panic() {
+        let mut auth = Authenticator::new("caching_sha2_password", NONCE, "pw");
+        auth.on_reply(&[0x01, 0x04]).unwrap();
+        assert!(auth.on_reply(b"\x01not a key").is_err());
+        let mut auth = Authenticator::new("caching_sha2_password", NONCE, "pw");
+        auth.on_reply(&[0x01, 0x04]).unwrap();
+        assert!(auth
+            .on_reply(b"\x01-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+            .is_err());
+        assert!(Authenticator::new("caching_sha2_password", NONCE, "pw")
+            .on_reply(&[0x01, 0x09])
+            .is_err());
+        assert!(Authenticator::new("mysql_native_password", NONCE, "pw")
+            .on_reply(&[0x01, 0x04])
+            .is_err());
+        let mut err = vec![0xff];
+        err.extend_from_slice(&1045u16.to_le_bytes());
+        err.extend_from_slice(b"#28000Access denied");
+        assert!(Authenticator::new("caching_sha2_password", NONCE, "pw")
+            .on_reply(&err)
+            .unwrap_err()
+            .is_access_denied());
+    }
+
+    /// Auth switch request (Protocol::AuthSwitchRequest: FE, plugin name NUL, new nonce NUL):
+    /// the reply is the new plugin's scramble of the new nonce.
+    #[test]
+    fn an_auth_switch_answers_with_the_new_plugins_scramble() {
+        let mut auth = Authenticator::new("mysql_native_password", NONCE, "pw");
+        let mut switch = vec![0xfe];
+        switch.extend_from_slice(b"caching_sha2_password\0");
+        switch.extend_from_slice(b"ABCDEFGHIJKLMNOPQRST\0");
+        let expected = Authenticator::new("caching_sha2_password", b"ABCDEFGHIJKLMNOPQRST", "pw")
+            .initial_response()
+            .unwrap();
+        assert_eq!(auth.on_reply(&switch).unwrap(), AuthStep::Send(expected));
+        assert_eq!(auth.plugin(), "caching_sha2_password");
+        assert_eq!(auth.on_reply(&[0x01, 0x03]).unwrap(), AuthStep::Wait);
+    }
+
+    /// COM_BINLOG_DUMP_GTID (MySQL docs, Replication Protocol): 1e, flags 0004
+    /// (BINLOG_THROUGH_GTID), server id, file name length 0, position 4, then the GTID set's
+    /// length and its Gtid_set::encode bytes: source count (8), UUID (16), interval count (8),
+    /// intervals as [start, end) pairs (8 + 8).
+    #[test]
+    fn com_binlog_dump_gtid_carries_the_encoded_set() {
+        let set: crate::gtid::MysqlGtidSet = "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7".parse().unwrap();
+        let mut expected = vec![0x1e, 0x04, 0x00];
+        expected.extend_from_slice(&42u32.to_le_bytes());
+        expected.extend_from_slice(&[0, 0, 0, 0]);
+        expected.extend_from_slice(&[4, 0, 0, 0, 0, 0, 0, 0]);
+        expected.extend_from_slice(&(8u32 + 16 + 8 + 2 * 16).to_le_bytes());
+        expected.extend_from_slice(&1u64.to_le_bytes());
+        expected.extend_from_slice(&[
+            0x3e, 0x11, 0xfa, 0x47, 0x71, 0xca, 0x11, 0xe1, 0x9e, 0x33, 0xc8, 0x0a, 0xa9, 0x42, 0x95, 0x62,
+        ]);
+        expected.extend_from_slice(&2u64.to_le_bytes());
+        for v in [1u64, 6, 7, 8] {
+            expected.extend_from_slice(&v.to_le_bytes());
+        }
+        assert_eq!(com_binlog_dump_gtid(42, &set), expected);
+        // The empty set: only the source count.
+        let empty = com_binlog_dump_gtid(42, &crate::gtid::MysqlGtidSet::new());
+        assert_eq!(&empty[19..], &[8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! Row images are decoded lazily: a [`RowsEvent`] only parses its header, and the caller asks
 //! for rows with a [`TableDef`]. Events of tables nobody replicates are never decoded.
 
+use std::borrow::Cow;
+
 use crate::bytes::{be_uint, le_uint, Cursor};
 use crate::error::DecodeError;
 use crate::table::{Charset, ColumnDef, TableDef};
@@ -32,7 +34,9 @@ pub struct RowsEvent<'a> {
     present: &'a [u8],
     /// Columns present in the after image of an update.
     present_after: &'a [u8],
-    rows: &'a [u8],
+    /// The row images: borrowed from the event, or decompressed from a MariaDB compressed
+    /// rows event (`log_bin_compress`).
+    rows: Cow<'a, [u8]>,
 }
 
 /// One changed row. Images hold one value per table column.
@@ -51,6 +55,28 @@ impl<'a> RowsEvent<'a> {
     /// Parses the header of a rows event body. `v2` is true for the MySQL 5.6+ v2 events that
     /// carry an extra-data block.
     pub fn parse(kind: RowsKind, body: &'a [u8], post_header_len: u8, v2: bool) -> Result<Self, DecodeError> {
+        Self::parse_maybe_compressed(kind, body, post_header_len, v2, false)
+    }
+
+    /// Parses a MariaDB compressed rows event (`WRITE_ROWS_COMPRESSED_EVENT[_V1]` and its
+    /// siblings): the same layout, except that the row images after the column bitmaps are one
+    /// compressed block (see [`crate::compressed::mariadb_uncompress`]).
+    pub fn parse_compressed(
+        kind: RowsKind,
+        body: &'a [u8],
+        post_header_len: u8,
+        v2: bool,
+    ) -> Result<Self, DecodeError> {
+        Self::parse_maybe_compressed(kind, body, post_header_len, v2, true)
+    }
+
+    fn parse_maybe_compressed(
+        kind: RowsKind,
+        body: &'a [u8],
+        post_header_len: u8,
+        v2: bool,
+        compressed: bool,
+    ) -> Result<Self, DecodeError> {
         let mut cur = Cursor::new(body, "rows event");
         let table_id = if post_header_len == 6 {
             u64::from(cur.u32()?)
@@ -83,7 +109,14 @@ impl<'a> RowsEvent<'a> {
             column_count,
             present,
             present_after,
-            rows: cur.rest(),
+            rows: if compressed {
+                Cow::Owned(crate::compressed::mariadb_uncompress(
+                    cur.rest(),
+                    "compressed rows event",
+                )?)
+            } else {
+                Cow::Borrowed(cur.rest())
+            },
         })
     }
 
@@ -97,7 +130,7 @@ impl<'a> RowsEvent<'a> {
     }
 
     /// Decodes the rows against `table`, which must describe the table id of this event.
-    pub fn rows<'t>(&self, table: &'t TableDef) -> Result<RowIter<'a, 't>, DecodeError> {
+    pub fn rows<'t>(&self, table: &'t TableDef) -> Result<RowIter<'_, 't>, DecodeError> {
         if table.columns.len() != self.column_count {
             return Err(DecodeError::invalid(
                 "rows event",
@@ -125,7 +158,7 @@ impl<'a> RowsEvent<'a> {
         }
         Ok(RowIter {
             kind: self.kind,
-            cur: Cursor::new(self.rows, "row image"),
+            cur: Cursor::new(&self.rows, "row image"),
             table,
         })
     }

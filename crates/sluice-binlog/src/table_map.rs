@@ -59,7 +59,7 @@ pub struct MappedColumn {
 }
 
 /// A decoded TABLE_MAP event.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct TableMap {
     pub table_id: u64,
     pub schema: String,
@@ -495,5 +495,81 @@ impl TableMap {
             columns,
             primary_key: self.primary_key.clone().unwrap_or_default(),
         }
+    }
+}
+
+/// A hasher for table ids: a multiply (Fibonacci hashing) instead of SipHash. Table ids are
+/// small server-assigned counters, not attacker-chosen keys, and hashing them sits on every
+/// row event's path.
+#[derive(Default, Clone, Copy)]
+pub struct TableIdHasher(u64);
+
+impl std::hash::Hasher for TableIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        // The high bits matter most to `HashMap` (hashbrown): the multiply spreads the low
+        // bits of a counter into them.
+        self.0 = (self.0 ^ id).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// A map keyed by table id, with [`TableIdHasher`].
+pub type TableIdMap<V> = std::collections::HashMap<u64, V, std::hash::BuildHasherDefault<TableIdHasher>>;
+
+/// Remembers, per table id, the last TABLE_MAP body and what it decoded to.
+///
+/// MariaDB (and MySQL) write a TABLE_MAP before every rows event, and it is nearly always
+/// byte-for-byte the previous one for its table id. Decoding it again (names, charsets,
+/// labels) was 42% of the decoder's instructions on a sysbench binlog (bench/README.md); an
+/// identical body now costs a lookup and a `memcmp`, and hands back the same `Arc` so callers
+/// can recognise an unchanged table with [`Arc::ptr_eq`].
+#[derive(Debug, Default)]
+pub(crate) struct TableMapCache {
+    entries: TableIdMap<(Vec<u8>, std::sync::Arc<TableMap>)>,
+}
+
+/// Table ids are reassigned as tables leave and re-enter the server's table cache, so a long
+/// stream sees ever new ids: past this many, the cache starts again rather than grow.
+const MAX_CACHED_TABLE_MAPS: usize = 4096;
+
+impl TableMapCache {
+    /// The TABLE_MAP `body` decodes to (see [`decode_table_map`]), from the cache when the
+    /// last body seen for its table id is identical.
+    pub(crate) fn decode(
+        &mut self,
+        body: &[u8],
+        post_header_len: u8,
+        mariadb: bool,
+    ) -> Result<std::sync::Arc<TableMap>, DecodeError> {
+        let id_len = if post_header_len == 6 { 4 } else { 6 };
+        let table_id = Cursor::new(body, "TABLE_MAP event").uint_le(id_len)?;
+        if let Some((cached_body, map)) = self.entries.get(&table_id) {
+            if cached_body.as_slice() == body {
+                return Ok(map.clone());
+            }
+        }
+        let map = std::sync::Arc::new(decode_table_map(body, post_header_len, mariadb)?);
+        if self.entries.len() >= MAX_CACHED_TABLE_MAPS && !self.entries.contains_key(&table_id) {
+            self.entries.clear();
+        }
+        let (cached_body, cached_map) = self.entries.entry(table_id).or_default();
+        cached_body.clear();
+        cached_body.extend_from_slice(body);
+        *cached_map = map.clone();
+        Ok(map)
+    }
+
+    /// Forgets everything: a new FORMAT_DESCRIPTION (a new file) may change how bodies decode.
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
     }
 }

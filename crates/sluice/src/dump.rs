@@ -66,7 +66,7 @@ fn event_json(event: &sluice_binlog::Event<'_>, offset: Option<u64>, tables: &mu
             sql,
             error_code,
         } => json!({ "schema": schema, "sql": sql, "error_code": error_code }),
-        EventBody::AnnotateRows { sql } => json!({ "sql": sql }),
+        EventBody::AnnotateRows { sql } => json!({ "sql": String::from_utf8_lossy(sql) }),
         EventBody::Heartbeat { log_file } => json!({ "log_file": log_file }),
         EventBody::TableMap(map) => {
             let def = map.to_table_def();
@@ -112,12 +112,60 @@ fn event_json(event: &sluice_binlog::Event<'_>, offset: Option<u64>, tables: &mu
             }
             body
         }
-        EventBody::Stop | EventBody::Ignored | EventBody::Unknown => Json::Null,
+        EventBody::TransactionPayload(p) => json!({
+            "compression": p.compression,
+            "uncompressed_size": p.uncompressed_size,
+            "payload_bytes": p.raw_payload().len(),
+        }),
+        EventBody::MysqlGtid(g) => json!({
+            "gtid": g.gtid_text(),
+            "anonymous": g.gtid.is_none(),
+            "flags": g.flags,
+            "last_committed": g.last_committed,
+            "sequence_number": g.sequence_number,
+            "immediate_commit_timestamp": g.immediate_commit_timestamp,
+            "original_commit_timestamp": g.original_commit_timestamp,
+            "transaction_length": g.transaction_length,
+            "immediate_server_version": g.immediate_server_version,
+            "original_server_version": g.original_server_version,
+        }),
+        EventBody::PreviousGtids(set) => json!({ "gtids": set.to_string() }),
+        EventBody::Stop | EventBody::Unknown => Json::Null,
     };
     if !body.is_null() {
         out["data"] = body;
     }
     out
+}
+
+/// The events inside a TRANSACTION_PAYLOAD event, one JSON object each, marked with the
+/// payload event's offset (when known) and their own offset in the decompressed payload.
+fn payload_events_json(
+    decoder: &mut EventDecoder,
+    event: &sluice_binlog::Event<'_>,
+    offset: Option<u64>,
+    tables: &mut HashMap<u64, TableDef>,
+) -> Result<Vec<Json>, sluice_binlog::DecodeError> {
+    let EventBody::TransactionPayload(payload) = &event.body else {
+        return Ok(Vec::new());
+    };
+    let mut inner = payload.events()?;
+    let mut out = Vec::new();
+    while let Some((at, raw)) = inner.next_event()? {
+        let event = decoder
+            .decode_payload_event(raw)
+            .map_err(|e| sluice_binlog::DecodeError::Invalid {
+                what: "TRANSACTION_PAYLOAD event",
+                detail: format!("inner event at payload offset {at}: {e}"),
+            })?;
+        let mut json = event_json(&event, None, tables);
+        json["payload_offset"] = json!(at);
+        if let Some(o) = offset {
+            json["in_payload_at"] = json!(o);
+        }
+        out.push(json);
+    }
+    Ok(out)
 }
 
 pub fn dump_file(path: &Path, limit: Option<u64>) -> anyhow::Result<()> {
@@ -133,6 +181,11 @@ pub fn dump_file(path: &Path, limit: Option<u64>) -> anyhow::Result<()> {
             .decode(raw)
             .map_err(|e| anyhow::anyhow!("binlog {} at offset {offset}: {e}", path.display()))?;
         writeln!(out, "{}", event_json(&event, Some(offset), &mut tables))?;
+        for inner in payload_events_json(&mut decoder, &event, Some(offset), &mut tables)
+            .map_err(|e| anyhow::anyhow!("binlog {} at offset {offset}: {e}", path.display()))?
+        {
+            writeln!(out, "{inner}")?;
+        }
         count += 1;
         if limit.is_some_and(|l| count >= l) {
             break;
@@ -160,6 +213,9 @@ pub async fn dump_server(config: &Config, from: Option<&str>, limit: Option<u64>
         let raw = stream.next_event().await?;
         let event = decoder.decode(&raw)?;
         println!("{}", event_json(&event, None, &mut tables));
+        for inner in payload_events_json(&mut decoder, &event, None, &mut tables)? {
+            println!("{inner}");
+        }
         count += 1;
         if limit.is_some_and(|l| count >= l) {
             return Ok(());
