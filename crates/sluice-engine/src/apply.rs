@@ -60,6 +60,11 @@ pub enum ApplyMsg {
         ops: Vec<RowOp>,
         progress: BackfillProgress,
     },
+    /// The transaction just sent carried sluice's heartbeat row written at `sent_us` (Unix
+    /// microseconds, sluice's clock): sample the lag once it is committed (see [`crate::lag`]).
+    Heartbeat {
+        sent_us: u64,
+    },
     /// The source lost its connection: drop everything not committed and reply with the
     /// committed checkpoint, from which the source resumes.
     Abort(oneshot::Sender<Checkpoint>),
@@ -81,6 +86,8 @@ pub struct Progress {
     pub last_source_commit_unix: AtomicU64,
     /// The low-water mark: every source transaction at or before it is committed.
     pub applied_position: Mutex<GtidPosition>,
+    /// Replication lag percentiles (heartbeat or event timestamps).
+    pub lag: Arc<crate::lag::LagMeter>,
 }
 
 /// The reader sends at most this many row changes per message; a transaction with more is
@@ -114,6 +121,10 @@ struct LowWater {
     stop: bool,
     /// The highest low-water mark any writer has recorded in the target so far.
     persisted: GtidPosition,
+    /// Heartbeats (send time, µs) by the index of the transaction that carried them, sampled
+    /// when the low-water mark passes that transaction.
+    heartbeats: BTreeMap<TxnIndex, u64>,
+    lag: Arc<crate::lag::LagMeter>,
 }
 
 impl LowWater {
@@ -126,7 +137,21 @@ impl LowWater {
             if let Some((gtid, unix)) = self.pending.remove(&i).expect("present") {
                 self.position.advance(gtid);
                 self.commit_unix = self.commit_unix.max(unix);
+                self.lag.record_event(unix);
             }
+        }
+        self.sample_heartbeats();
+    }
+
+    /// Samples every heartbeat whose transaction (and everything before it) is committed.
+    fn sample_heartbeats(&mut self) {
+        let lw = self.tracker.low_water();
+        while let Some((&i, &sent_us)) = self.heartbeats.first_key_value() {
+            if i > lw {
+                break;
+            }
+            self.heartbeats.remove(&i);
+            self.lag.record_heartbeat(sent_us);
         }
     }
 }
@@ -369,6 +394,12 @@ impl Writer<'_> {
             source_commit_unix: commit_unix,
             writer: self.id,
         };
+        // Writer 0 alone records the lag percentiles (one row, so writers never contend on it).
+        if self.id == 0 {
+            if let Some(report) = self.progress.lag.due_report(crate::lag::PERSIST_EVERY) {
+                self.target.record_lag(&report)?;
+            }
+        }
         self.target.commit(&checkpoint)?;
         self.committed_above.extend(group.txns.iter().filter_map(|(_, g)| *g));
         let mut lw = self.shared.state.lock().expect("lock");
@@ -420,6 +451,8 @@ pub fn run_applier(
             commit_unix: start.source_commit_unix,
             stop: false,
             persisted: start.position.clone(),
+            heartbeats: BTreeMap::new(),
+            lag: progress.lag.clone(),
         }),
         changed: Condvar::new(),
     };
@@ -571,6 +604,14 @@ impl Coordinator<'_> {
                     let w = self.large_writer.take().expect("large transaction started");
                     self.send(w, Work::LargeEnd)?;
                 }
+                ApplyMsg::Heartbeat { sent_us } => {
+                    let mut lw = self.shared.state.lock().expect("lock");
+                    let index = lw.tracker.scheduled();
+                    lw.heartbeats.insert(index, sent_us);
+                    // Its transaction may have committed already (an empty one commits when
+                    // scheduled).
+                    lw.sample_heartbeats();
+                }
                 ApplyMsg::Abort(reply) => {
                     let checkpoint = self.abort(&mut applied_above)?;
                     let _ = reply.send(checkpoint);
@@ -676,6 +717,7 @@ impl Coordinator<'_> {
         let position = lw.position.clone();
         let commit_unix = lw.commit_unix;
         lw.pending.clear();
+        lw.heartbeats.clear();
         lw.tracker = DependencyTracker::new();
         Ok(Checkpoint {
             position,

@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod config;
 pub mod ddl;
 pub mod filter;
+pub mod lag;
 pub mod pipeline;
 pub mod preflight;
 pub mod rowfilter;
