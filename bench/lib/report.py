@@ -206,9 +206,13 @@ def apply(run_dir, out_path):
         per_m = c["cpu_s"] / rows * 1e6
         figures[f"{t}_cpu_s_per_million_rows"] = per_m
         figures[f"{t}_peak_rss_mib"] = c["peak_rss_kib"] / 1024
+        server = c.get("target_server_cpu_s")
+        server_text = "" if server is None else f" target_server_cpu_s={server:.2f}"
+        if "context_switches" in c:
+            server_text += f" context_switches={c['context_switches']}"
         lines.append(
             f"resources target={t} sluice_cpu_s={c['cpu_s']:.2f} cpu_s_per_million_rows={per_m:.2f} "
-            f"peak_rss_mib={c['peak_rss_kib'] / 1024:.1f} wall_s={c['wall_s']:.2f}"
+            f"peak_rss_mib={c['peak_rss_kib'] / 1024:.1f} wall_s={c['wall_s']:.2f}{server_text}"
         )
     lines.append(
         f"catchup_native detail: R0 wall_s={native['R0']['wall_s']:.2f} server_cpu_s={native['R0']['server_cpu_s']:.2f}; "

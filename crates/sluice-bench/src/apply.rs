@@ -22,17 +22,63 @@ use sluice_binlog::file::BinlogFileReader;
 use sluice_binlog::{EventBody, EventDecoder, GtidPosition, RowChange, TableDef, Value};
 use sluice_engine::config::Config;
 
-/// CPU seconds (user + system) a process has used so far, from `/proc/PID/stat`.
-pub fn process_cpu_s(pid: u32) -> anyhow::Result<f64> {
+/// `(parent pid, CPU ticks used)` of a process, from `/proc/PID/stat`.
+fn stat_ticks(pid: u32) -> anyhow::Result<(u32, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which is in parentheses and may hold spaces).
     let rest = &stat[stat.rfind(')').context("malformed stat")? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // ppid is field 4 of the whole line, utime and stime fields 14 and 15: 1, 11 and 12 after
+    // the name.
+    Ok((
+        fields[1].parse()?,
+        fields[11].parse::<u64>()? + fields[12].parse::<u64>()?,
+    ))
+}
+
+fn ticks_to_s(ticks: u64) -> f64 {
     // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok(ticks as f64 / hz)
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// CPU seconds (user + system) a process has used so far.
+pub fn process_cpu_s(pid: u32) -> anyhow::Result<f64> {
+    Ok(ticks_to_s(stat_ticks(pid)?.1))
+}
+
+/// CPU seconds of a server process and its current children (PostgreSQL's backends).
+pub fn server_cpu_s(pid: u32) -> anyhow::Result<f64> {
+    let mut ticks = stat_ticks(pid)?.1;
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok((ppid, t)) = stat_ticks(child) {
+            if ppid == pid {
+                ticks += t;
+            }
+        }
+    }
+    Ok(ticks_to_s(ticks))
+}
+
+/// Context switches (voluntary + involuntary) of all of a process's threads so far.
+pub fn context_switches(pid: u32) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))?.flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        for line in status.lines() {
+            if let Some(v) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total += v.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    Ok(total)
 }
 
 /// Peak resident set size (`VmHWM`) of a running process, in KiB.
@@ -85,15 +131,39 @@ fn stopped_counts(log: &Path) -> (u64, u64) {
 }
 
 /// `sluice-bench catchup`: sluice from start until the target's checkpoint covers `until`.
-pub fn catchup(sluice: &Path, config_path: &Path, until: &str, log: &Path, timeout: Duration) -> anyhow::Result<()> {
+pub fn catchup(
+    sluice: &Path,
+    config_path: &Path,
+    until: &str,
+    log: &Path,
+    timeout: Duration,
+    perf: Option<&Path>,
+    server_pid: Option<u32>,
+) -> anyhow::Result<()> {
     let until: GtidPosition = until.parse().context("--until")?;
     let config = Config::load(config_path)?;
     let mut target = sluice_engine::pipeline::open_target(&config)?;
+    let server_before = server_pid.map(server_cpu_s).transpose()?;
     let started = Instant::now();
     let mut child = spawn_sluice(sluice, config_path, log)?;
     let pid = child.id();
+    // A flat CPU profile of sluice (cpu-clock: this machine has no hardware counters).
+    let mut profiler = match perf {
+        Some(out) => Some(
+            Command::new("perf")
+                .args(["record", "-q", "-e", "cpu-clock", "-F", "999", "-o"])
+                .arg(out)
+                .args(["-p", &pid.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("run perf")?,
+        ),
+        None => None,
+    };
     let mut cpu_s = 0.0;
     let mut rss = 0;
+    let mut switches = 0;
     let wall_s = loop {
         if let Some(status) = child.try_wait()? {
             anyhow::bail!(
@@ -102,9 +172,10 @@ pub fn catchup(sluice: &Path, config_path: &Path, until: &str, log: &Path, timeo
             );
         }
         // Sampled before the check, so the figures are from the moment it caught up.
-        if let (Ok(c), Ok(r)) = (process_cpu_s(pid), peak_rss_kib(pid)) {
+        if let (Ok(c), Ok(r), Ok(n)) = (process_cpu_s(pid), peak_rss_kib(pid), context_switches(pid)) {
             cpu_s = c;
             rss = r;
+            switches = n;
         }
         if target
             .load_checkpoint()
@@ -120,12 +191,22 @@ pub fn catchup(sluice: &Path, config_path: &Path, until: &str, log: &Path, timeo
         );
         std::thread::sleep(Duration::from_millis(20));
     };
+    let server_cpu = match (server_pid, server_before) {
+        (Some(pid), Some(before)) => Some(server_cpu_s(pid)? - before),
+        _ => None,
+    };
+    if let Some(p) = profiler.as_mut() {
+        // SAFETY: signalling our own child; SIGINT makes perf write its data and exit.
+        unsafe { libc::kill(p.id() as libc::pid_t, libc::SIGINT) };
+        p.wait()?;
+    }
     terminate(&mut child)?;
     let (txns, rows) = stopped_counts(log);
     println!(
         "{}",
         serde_json::json!({"wall_s": wall_s, "cpu_s": cpu_s, "peak_rss_kib": rss,
-            "txns_applied": txns, "rows_applied": rows})
+            "txns_applied": txns, "rows_applied": rows, "target_server_cpu_s": server_cpu,
+            "context_switches": switches})
     );
     Ok(())
 }
@@ -145,7 +226,7 @@ pub fn replica_catchup(port: u16, server_pid: u32, until: &str, timeout: Duratio
     use mysql::prelude::Queryable;
     let until: GtidPosition = until.parse().context("--until")?;
     let mut conn = mysql_conn(port, None)?;
-    let cpu_before = process_cpu_s(server_pid)?;
+    let cpu_before = server_cpu_s(server_pid)?;
     let started = Instant::now();
     conn.query_drop("START SLAVE")?;
     let wall_s = loop {
@@ -162,7 +243,7 @@ pub fn replica_catchup(port: u16, server_pid: u32, until: &str, timeout: Duratio
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    let cpu_s = process_cpu_s(server_pid)? - cpu_before;
+    let cpu_s = server_cpu_s(server_pid)? - cpu_before;
     conn.query_drop("STOP SLAVE")?;
     println!("{}", serde_json::json!({"wall_s": wall_s, "server_cpu_s": cpu_s}));
     Ok(())

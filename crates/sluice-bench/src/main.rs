@@ -104,6 +104,12 @@ enum Command {
         log: PathBuf,
         #[arg(long, default_value_t = 3600)]
         timeout_s: u64,
+        /// Record a `perf` CPU profile of sluice into this file until it caught up.
+        #[arg(long)]
+        perf: Option<PathBuf>,
+        /// The target server's process id: also report its CPU seconds (with its children).
+        #[arg(long)]
+        server_pid: Option<u32>,
     },
     /// `START SLAVE` on a stopped native replica (root on 127.0.0.1:PORT) and the seconds until
     /// its gtid_slave_pos covers --until, with the replica server's CPU seconds, as JSON.
@@ -187,12 +193,16 @@ fn main() -> anyhow::Result<()> {
             until,
             log,
             timeout_s,
+            perf,
+            server_pid,
         } => apply::catchup(
             &sluice,
             &config,
             &until,
             &log,
             std::time::Duration::from_secs(timeout_s),
+            perf.as_deref(),
+            server_pid,
         ),
         Command::ReplicaCatchup {
             port,
