@@ -134,12 +134,96 @@ def filter_cost(run_dir, out_path):
     Path(out_path).write_text(json.dumps(record, indent=2) + "\n")
 
 
+GOAL_NATIVE4_RATIO = 5.0
+GOAL_CEILING_SHARE = 0.70
+GOAL_LAG_P99_MS = 500.0
+
+
+def apply(run_dir, out_path):
+    """scripts/bench-apply: catch-up beside the native replica and the bulk ceilings, lag run."""
+    env = load(run_dir, "env.json")
+    run = load(run_dir, "run.json")
+    native = {r: load(run_dir, f"native-{r}.json") for r in ("R0", "R4")}
+    targets = ("mariadb", "postgres", "sqlite")
+    catchup = {t: load(run_dir, f"catchup-{t}.json") for t in targets}
+    bulk = {t: load(run_dir, f"bulk-{t}.json") for t in targets}
+    lag = load(run_dir, "lag.json")
+    rows = bulk["mariadb"]["rows"]
+    txns = run["txns"]
+    met = lambda ok: "yes" if ok else "no"
+    rps = lambda wall: rows / wall
+    native0, native4 = rps(native["R0"]["wall_s"]), rps(native["R4"]["wall_s"])
+    lines = []
+    figures = {"rows": rows, "txns": txns, "native0_rows_per_s": native0, "native4_rows_per_s": native4}
+    s_m = rps(catchup["mariadb"]["wall_s"])
+    ratio = s_m / native4
+    lines.append(
+        f"catchup workload=oltp_write_only txns={txns} rows={rows} target=mariadb sluice_rows_per_s={s_m:.0f} "
+        f"native0_rows_per_s={native0:.0f} native4_rows_per_s={native4:.0f} ratio_native0={s_m / native0:.2f} "
+        f"ratio={ratio:.2f} goal={GOAL_NATIVE4_RATIO:.0f}x met={met(ratio >= GOAL_NATIVE4_RATIO)}"
+    )
+    figures["mariadb_vs_native4"] = ratio
+    for t in targets:
+        s_t = rps(catchup[t]["wall_s"])
+        ceil = bulk[t]["rows_per_s"]
+        share = s_t / ceil
+        figures[f"{t}_rows_per_s"] = s_t
+        figures[f"{t}_bulk_ceiling_rows_per_s"] = ceil
+        figures[f"{t}_share_of_ceiling"] = share
+        lines.append(
+            f"catchup_ceiling target={t} sluice_rows_per_s={s_t:.0f} bulk_ceiling_rows_per_s={ceil:.0f} "
+            f"ratio={share:.2f} goal={GOAL_CEILING_SHARE:.2f} met={met(share >= GOAL_CEILING_SHARE)}"
+        )
+    rep = lag["lag"]
+    ms = lambda us: us / 1000.0
+    native_max = txns / min(native["R0"]["wall_s"], native["R4"]["wall_s"])
+    lines.append(
+        f"lag target=mariadb source={rep['source']} offered_txn_per_s={run['offered_rate_txn_per_s']} "
+        f"native_max_txn_per_s={native_max:.0f} seconds={run['lag_seconds']} p50_ms={ms(rep['p50_us']):.1f} "
+        f"p99_ms={ms(rep['p99_us']):.1f} p999_ms={ms(rep['p999_us']):.1f} max_ms={ms(rep['max_us']):.1f} "
+        f"samples={rep['samples']} goal_p99_ms={GOAL_LAG_P99_MS:.0f} met={met(ms(rep['p99_us']) < GOAL_LAG_P99_MS)}"
+    )
+    figures["lag"] = rep
+    for t in targets:
+        c = catchup[t]
+        per_m = c["cpu_s"] / rows * 1e6
+        figures[f"{t}_cpu_s_per_million_rows"] = per_m
+        figures[f"{t}_peak_rss_mib"] = c["peak_rss_kib"] / 1024
+        server = c.get("target_server_cpu_s")
+        server_text = "" if server is None else f" target_server_cpu_s={server:.2f}"
+        if "context_switches" in c:
+            server_text += f" context_switches={c['context_switches']}"
+        lines.append(
+            f"resources target={t} sluice_cpu_s={c['cpu_s']:.2f} cpu_s_per_million_rows={per_m:.2f} "
+            f"peak_rss_mib={c['peak_rss_kib'] / 1024:.1f} wall_s={c['wall_s']:.2f}{server_text}"
+        )
+    lines.append(
+        f"catchup_native detail: R0 wall_s={native['R0']['wall_s']:.2f} server_cpu_s={native['R0']['server_cpu_s']:.2f}; "
+        f"R4 wall_s={native['R4']['wall_s']:.2f} server_cpu_s={native['R4']['server_cpu_s']:.2f}; "
+        f"durability: innodb_flush_log_at_trx_commit=1 (replicas, MariaDB target), PostgreSQL fsync=on "
+        f"synchronous_commit=on, SQLite WAL synchronous=NORMAL"
+    )
+    for line in lines:
+        print(line)
+    record = {
+        "benchmark": "apply",
+        "env": env,
+        "run": run,
+        "figures": figures,
+        "lines": lines,
+        "raw": {"native": native, "catchup": catchup, "bulk": bulk, "lag": lag},
+    }
+    Path(out_path).write_text(json.dumps(record, indent=2) + "\n")
+
+
 def main():
     kind, run_dir, out = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
     if kind == "decode":
         decode(run_dir, out)
     elif kind == "filter-cost":
         filter_cost(run_dir, out)
+    elif kind == "apply":
+        apply(run_dir, out)
     else:
         raise SystemExit(f"unknown report {kind}")
 

@@ -5,6 +5,7 @@
 //! (docs: shared BENCHMARKS.md); this binary measures sluice's side and offers the small
 //! helpers the scripts need to measure the peers the same way.
 
+mod apply;
 mod decode;
 mod filter_cost;
 mod measure;
@@ -76,6 +77,77 @@ enum Command {
         /// Extra `mariadbd` arguments (repeatable).
         #[arg(long = "server-arg", allow_hyphen_values = true)]
         server_args: Vec<String>,
+        /// Without a binary log (a replica or target that nothing reads from).
+        #[arg(long)]
+        no_binlog: bool,
+    },
+    /// Starts a throwaway PostgreSQL (fsync and synchronous_commit on) under DIR, prints
+    /// `port=…`, `pid=…`, `data_dir=…`, and keeps it until standard input closes.
+    Postgres {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Runs `sluice run -c CONFIG` until the target's checkpoint covers --until; prints wall
+    /// seconds, sluice's CPU seconds and peak RSS as JSON.
+    Catchup {
+        #[arg(long)]
+        sluice: PathBuf,
+        #[arg(long)]
+        config: PathBuf,
+        /// GTID position to reach.
+        #[arg(long)]
+        until: String,
+        /// sluice's log.
+        #[arg(long)]
+        log: PathBuf,
+        #[arg(long, default_value_t = 3600)]
+        timeout_s: u64,
+        /// Record a `perf` CPU profile of sluice into this file until it caught up.
+        #[arg(long)]
+        perf: Option<PathBuf>,
+        /// The target server's process id: also report its CPU seconds (with its children).
+        #[arg(long)]
+        server_pid: Option<u32>,
+    },
+    /// `START SLAVE` on a stopped native replica (root on 127.0.0.1:PORT) and the seconds until
+    /// its gtid_slave_pos covers --until, with the replica server's CPU seconds, as JSON.
+    ReplicaCatchup {
+        #[arg(long)]
+        port: u16,
+        /// The replica server's process id (for its CPU time).
+        #[arg(long)]
+        pid: u32,
+        #[arg(long)]
+        until: String,
+        #[arg(long, default_value_t = 3600)]
+        timeout_s: u64,
+    },
+    /// The target's bulk-ingest rate for the sysbench row images in FILES (one image per row
+    /// change), as JSON.
+    Bulk {
+        /// mariadb | postgres | sqlite
+        #[arg(long)]
+        kind: String,
+        /// Server port (root / postgres on 127.0.0.1).
+        #[arg(long)]
+        port: Option<u16>,
+        /// SQLite file (replaced).
+        #[arg(long)]
+        path: Option<PathBuf>,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Runs sluice (heartbeat on) and, once its first heartbeat is measured, the load command;
+    /// prints the lag percentiles sluice recorded in the target, as JSON.
+    LagRun {
+        #[arg(long)]
+        sluice: PathBuf,
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        log: PathBuf,
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        load: Vec<String>,
     },
     /// Full-table verification: `sluice verify` into each target beside `pt-table-checksum`
     /// on the same source table, in the same run (see bench/README.md).
@@ -140,7 +212,47 @@ fn main() -> anyhow::Result<()> {
             repeat,
             json,
         } => filter_cost::run(&files, config.as_deref(), dir, batch_rows.max(1), repeat.max(1), json),
-        Command::Source { dir, server_args } => source::run(&dir, server_args),
+        Command::Source {
+            dir,
+            server_args,
+            no_binlog,
+        } => source::run(&dir, server_args, !no_binlog),
+        Command::Postgres { dir } => apply::postgres(&dir),
+        Command::Catchup {
+            sluice,
+            config,
+            until,
+            log,
+            timeout_s,
+            perf,
+            server_pid,
+        } => apply::catchup(
+            &sluice,
+            &config,
+            &until,
+            &log,
+            std::time::Duration::from_secs(timeout_s),
+            perf.as_deref(),
+            server_pid,
+        ),
+        Command::ReplicaCatchup {
+            port,
+            pid,
+            until,
+            timeout_s,
+        } => apply::replica_catchup(port, pid, &until, std::time::Duration::from_secs(timeout_s)),
+        Command::Bulk {
+            kind,
+            port,
+            path,
+            files,
+        } => apply::bulk(&kind, &files, port, path.as_deref()),
+        Command::LagRun {
+            sluice,
+            config,
+            log,
+            load,
+        } => apply::lag_run(&sluice, &config, &log, &load),
         Command::Time { json, command } => measure::time_command(&command, json),
         Command::VerifyCost {
             sluice,

@@ -19,7 +19,7 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-pub fn run(dir: &Path, server_args: Vec<String>) -> anyhow::Result<()> {
+pub fn run(dir: &Path, server_args: Vec<String>, binlog: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let dir = dir.canonicalize()?;
     // The test kit puts the server's directory under the system temp dir; the unix socket
@@ -36,7 +36,7 @@ pub fn run(dir: &Path, server_args: Vec<String>) -> anyhow::Result<()> {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { libc::signal(signal, on_signal as *const () as libc::sighandler_t) };
     }
-    let db = MariaDbOptions::new().server_args(server_args).start();
+    let db = MariaDbOptions::new().server_args(server_args).binlog(binlog).start();
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "port={}", db.port())?;

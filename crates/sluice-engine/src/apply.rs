@@ -61,6 +61,11 @@ pub enum ApplyMsg {
         ops: Vec<RowOp>,
         progress: BackfillProgress,
     },
+    /// The transaction just sent carried sluice's heartbeat row written at `sent_us` (Unix
+    /// microseconds, sluice's clock): sample the lag once it is committed (see [`crate::lag`]).
+    Heartbeat {
+        sent_us: u64,
+    },
     /// The source lost its connection: drop everything not committed and reply with the
     /// committed checkpoint, from which the source resumes.
     Abort(oneshot::Sender<Checkpoint>),
@@ -82,6 +87,8 @@ pub struct Progress {
     pub last_source_commit_unix: AtomicU64,
     /// The low-water mark: every source transaction at or before it is committed.
     pub applied_position: Mutex<GtidPosition>,
+    /// Replication lag percentiles (heartbeat or event timestamps).
+    pub lag: Arc<crate::lag::LagMeter>,
 }
 
 /// The reader sends at most this many row changes per message; a transaction with more is
@@ -125,6 +132,10 @@ struct LowWater {
     verified: GtidPosition,
     /// Commit order of groups, for the verifier.
     commit_seq: u64,
+    /// Heartbeats (send time, µs) by the index of the transaction that carried them, sampled
+    /// when the low-water mark passes that transaction.
+    heartbeats: BTreeMap<TxnIndex, u64>,
+    lag: Arc<crate::lag::LagMeter>,
 }
 
 impl LowWater {
@@ -137,9 +148,11 @@ impl LowWater {
             if let Some((gtid, unix)) = self.pending.remove(&i).expect("present") {
                 self.position.advance(gtid);
                 self.commit_unix = self.commit_unix.max(unix);
+                self.lag.record_event(unix);
             }
         }
         self.advance_verified();
+        self.sample_heartbeats();
     }
 
     /// Moves the verified mark over committed transactions whose rows were checked.
@@ -153,6 +166,18 @@ impl LowWater {
             if let Some(gtid) = self.verify_pending.remove(&i).expect("present") {
                 self.verified.advance(gtid);
             }
+        }
+    }
+
+    /// Samples every heartbeat whose transaction (and everything before it) is committed.
+    fn sample_heartbeats(&mut self) {
+        let lw = self.tracker.low_water();
+        while let Some((&i, &sent_us)) = self.heartbeats.first_key_value() {
+            if i > lw {
+                break;
+            }
+            self.heartbeats.remove(&i);
+            self.lag.record_heartbeat(sent_us);
         }
     }
 }
@@ -406,6 +431,12 @@ impl Writer<'_> {
             source_commit_unix: commit_unix,
             writer: self.id,
         };
+        // Writer 0 alone records the lag percentiles (one row, so writers never contend on it).
+        if self.id == 0 {
+            if let Some(report) = self.progress.lag.due_report(crate::lag::PERSIST_EVERY) {
+                self.target.record_lag(&report)?;
+            }
+        }
         if let Some((link, _)) = &self.verifier {
             link.started[usize::from(self.id)].fetch_add(1, Ordering::SeqCst);
         }
@@ -483,6 +514,8 @@ pub fn run_applier(
             verify_pending: BTreeMap::new(),
             verified: start.position.clone(),
             commit_seq: 0,
+            heartbeats: BTreeMap::new(),
+            lag: progress.lag.clone(),
         }),
         changed: Condvar::new(),
     };
@@ -674,6 +707,14 @@ impl Coordinator<'_> {
                     let w = self.large_writer.take().expect("large transaction started");
                     self.send(w, Work::LargeEnd)?;
                 }
+                ApplyMsg::Heartbeat { sent_us } => {
+                    let mut lw = self.shared.state.lock().expect("lock");
+                    let index = lw.tracker.scheduled();
+                    lw.heartbeats.insert(index, sent_us);
+                    // Its transaction may have committed already (an empty one commits when
+                    // scheduled).
+                    lw.sample_heartbeats();
+                }
                 ApplyMsg::Abort(reply) => {
                     let checkpoint = self.abort(&mut applied_above)?;
                     let _ = reply.send(checkpoint);
@@ -793,6 +834,7 @@ impl Coordinator<'_> {
         let position = lw.position.clone();
         let commit_unix = lw.commit_unix;
         lw.pending.clear();
+        lw.heartbeats.clear();
         lw.tracker = DependencyTracker::new();
         Ok(Checkpoint {
             position,

@@ -70,6 +70,8 @@ pub struct Config {
     pub backfill: BackfillConfig,
     #[serde(default)]
     pub verify: VerifyConfig,
+    #[serde(default)]
+    pub lag: LagConfig,
 }
 
 /// Incremental verification: committed rows read back and compared (`crate::incremental`).
@@ -98,12 +100,61 @@ impl Default for VerifyConfig {
     }
 }
 
+pub const DEFAULT_LAG_INTERVAL_MS: u64 = 500;
+pub const DEFAULT_LAG_WINDOW_S: u64 = 60;
+
+/// Lag measurement (see `crate::lag`): a heartbeat row sluice writes on the source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LagConfig {
+    /// Write a heartbeat row on the source (needs CREATE, INSERT, UPDATE on `database`; without
+    /// them sluice falls back to event timestamps and says so).
+    #[serde(default = "default_true")]
+    pub heartbeat: bool,
+    /// Milliseconds between heartbeats.
+    #[serde(default = "default_lag_interval_ms")]
+    pub interval_ms: u64,
+    /// Source database of the heartbeat table (created if missing and allowed).
+    #[serde(default = "default_lag_database")]
+    pub database: String,
+    #[serde(default = "default_lag_table")]
+    pub table: String,
+    /// Percentiles cover the samples of the last `window_s` to 2 × `window_s` seconds.
+    #[serde(default = "default_lag_window_s")]
+    pub window_s: u64,
+}
+
+impl Default for LagConfig {
+    fn default() -> Self {
+        LagConfig {
+            heartbeat: true,
+            interval_ms: DEFAULT_LAG_INTERVAL_MS,
+            database: default_lag_database(),
+            table: default_lag_table(),
+            window_s: DEFAULT_LAG_WINDOW_S,
+        }
+    }
+}
+
 fn default_on_mismatch() -> crate::incremental::MismatchPolicy {
     crate::incremental::MismatchPolicy::Stop
 }
 
 fn default_verify_max_rows() -> usize {
     100_000
+}
+
+fn default_lag_interval_ms() -> u64 {
+    DEFAULT_LAG_INTERVAL_MS
+}
+fn default_lag_database() -> String {
+    "sluice".into()
+}
+fn default_lag_table() -> String {
+    "sluice_heartbeat".into()
+}
+fn default_lag_window_s() -> u64 {
+    DEFAULT_LAG_WINDOW_S
 }
 
 /// Copying existing rows of the selected tables (see docs and `crate::backfill`).
@@ -404,6 +455,15 @@ impl Config {
         }
         if !(1..=1_000_000).contains(&self.backfill.chunk_rows) {
             return Err(invalid("backfill.chunk_rows", "must be between 1 and 1000000"));
+        }
+        if !(10..=60_000).contains(&self.lag.interval_ms) {
+            return Err(invalid("lag.interval_ms", "must be between 10 and 60000"));
+        }
+        if !(1..=86_400).contains(&self.lag.window_s) {
+            return Err(invalid("lag.window_s", "must be between 1 and 86400"));
+        }
+        if self.lag.heartbeat && (self.lag.database.trim().is_empty() || self.lag.table.trim().is_empty()) {
+            return Err(invalid("lag.table", "lag.database and lag.table must not be empty"));
         }
         if self.apply.batch_max_delay_ms > 60_000 {
             return Err(invalid("apply.batch_max_delay_ms", "must be at most 60000"));

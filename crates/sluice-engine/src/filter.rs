@@ -91,6 +91,8 @@ impl TablePlan {
 pub struct TableFilter {
     selectors: Vec<TableSelector>,
     hmac_key: Option<Secret>,
+    /// `(schema, table)`s no rule may select: sluice's own heartbeat table (`crate::lag`).
+    excluded: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for TableFilter {
@@ -105,10 +107,23 @@ impl std::fmt::Debug for TableFilter {
 impl TableFilter {
     /// `hmac_key` is the key of `hmac` transforms (see [`crate::config::Config::hmac_key`]).
     pub fn new(selectors: Vec<TableSelector>, hmac_key: Option<Secret>) -> Self {
-        TableFilter { selectors, hmac_key }
+        TableFilter {
+            selectors,
+            hmac_key,
+            excluded: Vec::new(),
+        }
+    }
+
+    /// Never selects `schema.table`, whatever the rules say.
+    pub fn excluding(mut self, schema: &str, table: &str) -> Self {
+        self.excluded.push((schema.to_owned(), table.to_owned()));
+        self
     }
 
     pub fn select(&self, schema: &str, table: &str) -> Option<&TableSelector> {
+        if self.excluded.iter().any(|(s, t)| s == schema && t == table) {
+            return None;
+        }
         self.selectors.iter().find(|s| s.matches(schema, table))
     }
 

@@ -10,6 +10,7 @@ pub mod config;
 pub mod ddl;
 pub mod filter;
 pub mod incremental;
+pub mod lag;
 pub mod pipeline;
 pub mod preflight;
 pub mod rowfilter;

@@ -101,7 +101,12 @@ pub async fn check(config: &Config) -> Result<(SourceInfo, Vec<Arc<TablePlan>>),
 
 /// The config's table rules with the HMAC key they need.
 fn table_filter(config: &Config) -> Result<TableFilter, ConfigError> {
-    Ok(TableFilter::new(config.selectors(), config.hmac_key()?))
+    let filter = TableFilter::new(config.selectors(), config.hmac_key()?);
+    // The heartbeat table is sluice's own: never replicated, whatever the rules say.
+    Ok(match config.lag.heartbeat {
+        true => filter.excluding(&config.lag.database, &config.lag.table),
+        false => filter,
+    })
 }
 
 /// Opens one connection to the configured target.
@@ -299,6 +304,13 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
         drop(backfill_tx);
         Ok::<(), SourceError>(())
     };
+    // Lag: heartbeats are written only here, by `run` (never by `check` or `status`).
+    options
+        .progress
+        .lag
+        .set_window(Duration::from_secs(config.lag.window_s));
+    let heartbeat = tokio::spawn(crate::lag::HeartbeatWriter::new(config).run(options.progress.lag.clone()));
+    let _stop_heartbeat = crate::lag::AbortOnDrop(heartbeat);
     let reader = SourceReader {
         replica: replica_config(config, &password),
         schema: SchemaTracker::new(table_filter(config)?, pool.clone(), plans),
@@ -306,6 +318,7 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
         connected: options.connected,
         backfill: has_jobs.then_some(backfill_rx),
         windows: Default::default(),
+        heartbeat: crate::lag::HeartbeatTable::new(config),
     };
     let start = checkpoint.clone();
     let source = async move { tokio::try_join!(reader.run(start), backfill).map(|_| ()) };

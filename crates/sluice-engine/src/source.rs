@@ -84,6 +84,9 @@ pub struct SourceReader {
     /// Open backfill windows, oldest first (the backfill opens the next chunk's window while
     /// the previous chunk waits for the stream to pass its high mark).
     pub windows: std::collections::VecDeque<Window>,
+    /// sluice's heartbeat table, recognised in the stream though never replicated
+    /// (see [`crate::lag`]); `None` when heartbeats are off.
+    pub heartbeat: Option<crate::lag::HeartbeatTable>,
 }
 
 /// The reader's side of a backfill chunk: the keys the stream changed since the window
@@ -106,6 +109,8 @@ struct OpenTxn {
     /// Too large to buffer: its first rows went out as `LargeStart`.
     large: bool,
     pending: Vec<RowOp>,
+    /// The timestamp of this sluice's heartbeat row, when the transaction carries one.
+    heartbeat_us: Option<u64>,
 }
 
 impl SourceReader {
@@ -168,6 +173,9 @@ impl SourceReader {
             let _ = tx.send(());
         }
         self.schema.reset_table_ids();
+        if let Some(hb) = self.heartbeat.as_mut() {
+            hb.reset();
+        }
         let mut decoder = EventDecoder::new();
         let mut txn: Option<OpenTxn> = None;
         // Reading the socket is not cancel-safe, so it runs in its own task; the loop below
@@ -276,11 +284,15 @@ impl SourceReader {
                     duplicate: position.covers(g.gtid),
                     large: false,
                     pending: Vec::new(),
+                    heartbeat_us: None,
                 });
             }
             EventBody::TableMap(map) => {
                 let Some(t) = txn.as_mut() else { return Ok(()) };
                 if t.duplicate {
+                    return Ok(());
+                }
+                if self.heartbeat.as_mut().is_some_and(|hb| hb.on_table_map(&map)) {
                     return Ok(());
                 }
                 let gtid = t.gtid;
@@ -291,6 +303,10 @@ impl SourceReader {
             EventBody::Rows(rows) => {
                 let Some(t) = txn.as_mut() else { return Ok(()) };
                 if t.duplicate {
+                    return Ok(());
+                }
+                if let Some(seen) = self.heartbeat.as_ref().and_then(|hb| hb.on_rows(&rows)) {
+                    t.heartbeat_us = seen.or(t.heartbeat_us);
                     return Ok(());
                 }
                 // Unselected tables: skipped here without decoding a single row.
@@ -405,6 +421,10 @@ impl SourceReader {
                 ops: t.pending,
             })
             .await?;
+            if let Some(sent_us) = t.heartbeat_us {
+                // Follows its transaction: the applier samples the lag once that commits.
+                self.send(ApplyMsg::Heartbeat { sent_us }).await?;
+            }
         }
         position.position.advance(t.gtid);
         self.emit_ready_chunk(position).await

@@ -32,6 +32,11 @@ pub struct StatusReport {
     /// Seconds between now and the commit time of the last applied source transaction, when
     /// behind; 0 when caught up. Event timestamps have 1-second resolution.
     pub lag_seconds: Option<u64>,
+    /// Where the lag percentiles come from: `heartbeat` (microsecond heartbeat rows) or
+    /// `event-timestamps` (the fallback, 1-second resolution); `None` before any was recorded.
+    pub lag_source: Option<&'static str>,
+    /// Lag percentiles over the last window, as recorded by the running sluice.
+    pub lag: Option<crate::lag::LagReport>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -96,7 +101,13 @@ pub async fn status(config: &Config) -> Result<StatusReport, RunError> {
         source_error: None,
         caught_up: None,
         lag_seconds: None,
+        lag_source: None,
+        lag: None,
     };
+    if checkpoint.is_some() {
+        report.lag = crate::pipeline::open_target(config)?.load_lag()?;
+        report.lag_source = report.lag.as_ref().map(|l| l.source);
+    }
     let pool = source_pool(config)?;
     let source: Result<String, mysql_async::Error> = async {
         let mut conn = pool.get_conn().await?;

@@ -68,6 +68,8 @@ pub struct PostgresServer {
     log: PathBuf,
     port: u16,
     process: Option<Child>,
+    /// `name=value` server settings given after the defaults (later `-c` settings win).
+    settings: Vec<String>,
 }
 
 /// The programs, and who runs them.
@@ -87,6 +89,13 @@ impl PostgresServer {
     /// If PostgreSQL is not installed, `initdb` fails, or the server does not come up within
     /// 60 s; the message includes the end of the server's log.
     pub fn start() -> PostgresServer {
+        Self::start_with_settings(&[])
+    }
+
+    /// Like [`PostgresServer::start`], with `name=value` settings that override the test
+    /// defaults; e.g. benchmarks restore durability with `fsync=on`, `synchronous_commit=on`
+    /// and `full_page_writes=on`.
+    pub fn start_with_settings(settings: &[&str]) -> PostgresServer {
         let setup = setup();
         let dir = tempfile::Builder::new()
             .prefix("sluice-pg-")
@@ -100,6 +109,7 @@ impl PostgresServer {
             base,
             port: 0,
             process: None,
+            settings: settings.iter().map(|s| (*s).to_owned()).collect(),
         };
         if let Some((uid, gid)) = setup.run_as {
             std::os::unix::fs::chown(&server.base, Some(uid), Some(gid)).unwrap_or_else(|err| {
@@ -248,6 +258,9 @@ impl PostgresServer {
                     "-c",
                     "logging_collector=off",
                 ]);
+            for setting in &self.settings {
+                command.arg("-c").arg(setting);
+            }
             if let Ok(log) = OpenOptions::new().create(true).append(true).open(&self.log) {
                 if let Ok(log_for_stderr) = log.try_clone() {
                     command.stdout(log).stderr(log_for_stderr);

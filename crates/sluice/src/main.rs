@@ -232,6 +232,24 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
                         report.lag_seconds.unwrap_or(0)
                     );
                 }
+                if let Some(lag) = &report.lag {
+                    let ms = |us: u64| us as f64 / 1000.0;
+                    println!(
+                        "lag p50/p99/p99.9: {:.1} / {:.1} / {:.1} ms (max {:.1} ms; {} samples over {:.0}s; from {}{})",
+                        ms(lag.p50_us),
+                        ms(lag.p99_us),
+                        ms(lag.p999_us),
+                        ms(lag.max_us),
+                        lag.samples,
+                        lag.window_ms as f64 / 1000.0,
+                        lag.source,
+                        if lag.source == "heartbeat" {
+                            ""
+                        } else {
+                            ", 1 s resolution: no heartbeat grant?"
+                        }
+                    );
+                }
                 for t in &report.tables {
                     println!(
                         "table:      {} <- {} ({} rows; backfill {}, {} copied)",

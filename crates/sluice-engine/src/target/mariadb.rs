@@ -129,6 +129,26 @@ const CREATE_BACKFILL: &str = "CREATE TABLE IF NOT EXISTS `_sluice_backfill` (
     PRIMARY KEY (`name`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
 
+const LAG_TABLE: &str = "_sluice_lag";
+
+const CREATE_LAG: &str = "CREATE TABLE IF NOT EXISTS `_sluice_lag` (
+    `id` TINYINT UNSIGNED NOT NULL,
+    `source` VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    `p50_us` BIGINT NOT NULL,
+    `p99_us` BIGINT NOT NULL,
+    `p999_us` BIGINT NOT NULL,
+    `max_us` BIGINT NOT NULL,
+    `samples` BIGINT NOT NULL,
+    `window_ms` BIGINT NOT NULL,
+    `updated_at_us` BIGINT NOT NULL,
+    PRIMARY KEY (`id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
+
+/// One row (`id` = 1): the lag percentiles writer 0 records (see `crate::lag`).
+const UPSERT_LAG: &str = "INSERT INTO `_sluice_lag` (`id`, `source`, `p50_us`, `p99_us`, `p999_us`, `max_us`, `samples`, `window_ms`, `updated_at_us`) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE `source` = VALUES(`source`), `p50_us` = VALUES(`p50_us`), `p99_us` = VALUES(`p99_us`), `p999_us` = VALUES(`p999_us`), `max_us` = VALUES(`max_us`), `samples` = VALUES(`samples`), `window_ms` = VALUES(`window_ms`), `updated_at_us` = VALUES(`updated_at_us`)";
+
+const SELECT_LAG: &str = "SELECT `source`, `p50_us`, `p99_us`, `p999_us`, `max_us`, `samples`, `window_ms`, `updated_at_us` FROM `_sluice_lag` WHERE `id` = 1";
+
 const UPSERT_CHECKPOINT: &str = "INSERT INTO `_sluice_checkpoint` (`writer`, `position`, `applied`, `source_commit_unix`, `updated_at_unix`) VALUES (?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE `position` = VALUES(`position`), `applied` = VALUES(`applied`), `source_commit_unix` = VALUES(`source_commit_unix`), `updated_at_unix` = VALUES(`updated_at_unix`)";
 
 const SELECT_CHECKPOINT: &str = "SELECT `position`, `applied`, `source_commit_unix` FROM `_sluice_checkpoint`";
@@ -750,6 +770,7 @@ impl MariaDbTarget {
             (CHECKPOINT_TABLE, CREATE_CHECKPOINT),
             (TABLES_TABLE, CREATE_TABLES),
             (BACKFILL_TABLE, CREATE_BACKFILL),
+            (LAG_TABLE, CREATE_LAG),
         ] {
             if !existing.contains_key(name) {
                 to_create.push((name.to_owned(), sql.to_owned()));
@@ -963,6 +984,33 @@ impl Target for MariaDbTarget {
             let _ = self.rollback_now();
         }
         result
+    }
+
+    fn record_lag(&mut self, report: &crate::lag::LagReport) -> TargetResult<()> {
+        self.state.require_open("record_lag")?;
+        let [p50, p99, p999, max, samples, window, at] = super::lag_columns(report);
+        let params = (report.source, p50, p99, p999, max, samples, window, at);
+        if let Err(e) = self.conn.exec_drop(UPSERT_LAG, params) {
+            // No partial state: abandon the whole target transaction now.
+            let e = self.fail("record lag", LAG_TABLE, &e);
+            self.state = TxState::Failed;
+            let _ = self.rollback_now();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn load_lag(&mut self) -> TargetResult<Option<crate::lag::LagReport>> {
+        if self.state != TxState::Open {
+            self.ensure_connected()?;
+        }
+        type Row = (String, i64, i64, i64, i64, i64, i64, i64);
+        let row: Option<Row> = match self.conn.query_first(SELECT_LAG) {
+            Ok(row) => row,
+            Err(mysql::Error::MySqlError(e)) if e.code == ER_NO_SUCH_TABLE => return Ok(None),
+            Err(e) => return Err(self.fail("load lag", LAG_TABLE, &e)),
+        };
+        Ok(row.map(|(source, a, b, c, d, e, f, g)| super::lag_from_columns(&source, [a, b, c, d, e, f, g])))
     }
 
     fn load_backfill(&mut self) -> TargetResult<Vec<BackfillProgress>> {

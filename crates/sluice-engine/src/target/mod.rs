@@ -158,6 +158,38 @@ pub enum TargetError {
 
 pub type TargetResult<T> = Result<T, TargetError>;
 
+/// The numeric columns of `_sluice_lag` (`p50_us`, `p99_us`, `p999_us`, `max_us`, `samples`,
+/// `window_ms`, `updated_at_us`), as the signed 64-bit integers every target stores.
+pub(crate) fn lag_columns(r: &crate::lag::LagReport) -> [i64; 7] {
+    [
+        r.p50_us,
+        r.p99_us,
+        r.p999_us,
+        r.max_us,
+        r.samples,
+        r.window_ms,
+        r.updated_at_us,
+    ]
+    .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+/// A `_sluice_lag` row back as a report (an unknown source reads as event timestamps).
+pub(crate) fn lag_from_columns(source: &str, v: [i64; 7]) -> crate::lag::LagReport {
+    let u = |x: i64| u64::try_from(x).unwrap_or(0);
+    crate::lag::LagReport {
+        source: crate::lag::LagSource::parse(source)
+            .unwrap_or(crate::lag::LagSource::EventTimestamps)
+            .as_str(),
+        p50_us: u(v[0]),
+        p99_us: u(v[1]),
+        p999_us: u(v[2]),
+        max_us: u(v[3]),
+        samples: u(v[4]),
+        window_ms: u(v[5]),
+        updated_at_us: u(v[6]),
+    }
+}
+
 /// A database sluice replicates into. See the module documentation for the contract.
 pub trait Target: Send {
     /// Creates the sluice bookkeeping tables and every table in `tables` that is missing.
@@ -192,6 +224,19 @@ pub trait Target: Send {
     /// Every table's backfill record; empty for a fresh target.
     fn load_backfill(&mut self) -> TargetResult<Vec<BackfillProgress>> {
         Ok(Vec::new())
+    }
+
+    /// Records the lag percentiles (replacing the previous record) in `_sluice_lag` inside the
+    /// open transaction. A target without lag storage ignores it: lag is informational and
+    /// must never stop replication.
+    fn record_lag(&mut self, report: &crate::lag::LagReport) -> TargetResult<()> {
+        let _ = report;
+        Ok(())
+    }
+
+    /// The last recorded lag percentiles, `None` when none were recorded.
+    fn load_lag(&mut self) -> TargetResult<Option<crate::lag::LagReport>> {
+        Ok(None)
     }
 
     /// Reads rows of `table` for verification, each with one value per column, decoded back

@@ -689,13 +689,25 @@ impl PostgresTarget {
                 \"last_key\" text,
                 \"rows_copied\" bigint NOT NULL,
                 \"updated_at_unix\" bigint NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS {lag} (
+                \"id\" smallint PRIMARY KEY,
+                \"source\" text NOT NULL,
+                \"p50_us\" bigint NOT NULL,
+                \"p99_us\" bigint NOT NULL,
+                \"p999_us\" bigint NOT NULL,
+                \"max_us\" bigint NOT NULL,
+                \"samples\" bigint NOT NULL,
+                \"window_ms\" bigint NOT NULL,
+                \"updated_at_us\" bigint NOT NULL
             )",
             checkpoint = self.qualified(CHECKPOINT_TABLE),
             tables = self.qualified(TABLES_TABLE),
             backfill = self.qualified(BACKFILL_TABLE),
+            lag = self.qualified(LAG_TABLE),
         );
         let existing = self.existing_tables()?;
-        if [CHECKPOINT_TABLE, TABLES_TABLE, BACKFILL_TABLE]
+        if [CHECKPOINT_TABLE, TABLES_TABLE, BACKFILL_TABLE, LAG_TABLE]
             .iter()
             .any(|name| !existing.contains_key(*name))
         {
@@ -1237,5 +1249,77 @@ impl Target for PostgresTarget {
 
     fn load_verified(&mut self) -> TargetResult<Option<VerifiedRecord>> {
         off_runtime(|| self.load_verified_impl())
+    }
+
+    fn record_lag(&mut self, report: &crate::lag::LagReport) -> TargetResult<()> {
+        off_runtime(|| self.record_lag_impl(report))
+    }
+
+    fn load_lag(&mut self) -> TargetResult<Option<crate::lag::LagReport>> {
+        off_runtime(|| self.load_lag_impl())
+    }
+}
+
+const LAG_TABLE: &str = "_sluice_lag";
+
+/// The lag percentiles (see `crate::lag`): one row, `id` = 1, recorded by writer 0.
+impl PostgresTarget {
+    fn record_lag_impl(&mut self, report: &crate::lag::LagReport) -> TargetResult<()> {
+        self.state.require_open("record_lag")?;
+        let [p50, p99, p999, max, samples, window, at] = super::lag_columns(report);
+        let sql = format!(
+            "INSERT INTO {} (\"id\", \"source\", \"p50_us\", \"p99_us\", \"p999_us\", \"max_us\", \"samples\", \"window_ms\", \"updated_at_us\") \
+             VALUES (1, $1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (\"id\") DO UPDATE SET \
+             \"source\" = EXCLUDED.\"source\", \"p50_us\" = EXCLUDED.\"p50_us\", \"p99_us\" = EXCLUDED.\"p99_us\", \
+             \"p999_us\" = EXCLUDED.\"p999_us\", \"max_us\" = EXCLUDED.\"max_us\", \"samples\" = EXCLUDED.\"samples\", \
+             \"window_ms\" = EXCLUDED.\"window_ms\", \"updated_at_us\" = EXCLUDED.\"updated_at_us\"",
+            self.qualified(LAG_TABLE)
+        );
+        let result = self
+            .client
+            .execute(&sql, &[&report.source, &p50, &p99, &p999, &max, &samples, &window, &at])
+            .map(|_| ())
+            .map_err(|e| self.fail("record lag", LAG_TABLE, &e));
+        if result.is_err() {
+            // No partial state: abandon the whole target transaction now.
+            self.state = TxState::Failed;
+            let _ = self.rollback_now();
+        }
+        result
+    }
+
+    fn load_lag_impl(&mut self) -> TargetResult<Option<crate::lag::LagReport>> {
+        if self.state != TxState::Open {
+            self.ensure_connected()?;
+        }
+        let exists = !self
+            .client
+            .query(
+                "SELECT 1 FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2",
+                &[&self.schema, &LAG_TABLE],
+            )
+            .map_err(|e| self.fail("load lag", LAG_TABLE, &e))?
+            .is_empty();
+        if !exists {
+            return Ok(None);
+        }
+        let sql = format!(
+            "SELECT \"source\", \"p50_us\", \"p99_us\", \"p999_us\", \"max_us\", \"samples\", \"window_ms\", \"updated_at_us\" FROM {} WHERE \"id\" = 1",
+            self.qualified(LAG_TABLE)
+        );
+        let rows = self
+            .client
+            .query(&sql, &[])
+            .map_err(|e| self.fail("load lag", LAG_TABLE, &e))?;
+        Ok(rows.first().map(|row| {
+            let source: String = row.get(0);
+            let mut v = [0i64; 7];
+            for (i, slot) in v.iter_mut().enumerate() {
+                *slot = row.get(i + 1);
+            }
+            super::lag_from_columns(&source, v)
+        }))
     }
 }

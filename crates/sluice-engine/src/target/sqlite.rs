@@ -94,7 +94,23 @@ CREATE TABLE IF NOT EXISTS "_sluice_backfill" (
     "rows_copied" INTEGER NOT NULL,
     "updated_at_unix" INTEGER NOT NULL
 ) STRICT;
+CREATE TABLE IF NOT EXISTS "_sluice_lag" (
+    "id" INTEGER PRIMARY KEY,
+    "source" TEXT NOT NULL,
+    "p50_us" INTEGER NOT NULL,
+    "p99_us" INTEGER NOT NULL,
+    "p999_us" INTEGER NOT NULL,
+    "max_us" INTEGER NOT NULL,
+    "samples" INTEGER NOT NULL,
+    "window_ms" INTEGER NOT NULL,
+    "updated_at_us" INTEGER NOT NULL
+) STRICT;
 "#;
+
+/// One row (`id` = 1): the lag percentiles writer 0 records (see `crate::lag`).
+const UPSERT_LAG: &str = r#"INSERT INTO "_sluice_lag" ("id", "source", "p50_us", "p99_us", "p999_us", "max_us", "samples", "window_ms", "updated_at_us") VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT ("id") DO UPDATE SET "source" = excluded."source", "p50_us" = excluded."p50_us", "p99_us" = excluded."p99_us", "p999_us" = excluded."p999_us", "max_us" = excluded."max_us", "samples" = excluded."samples", "window_ms" = excluded."window_ms", "updated_at_us" = excluded."updated_at_us""#;
+
+const SELECT_LAG: &str = r#"SELECT "source", "p50_us", "p99_us", "p999_us", "max_us", "samples", "window_ms", "updated_at_us" FROM "_sluice_lag" WHERE "id" = 1"#;
 
 const UPSERT_CHECKPOINT: &str = r#"INSERT INTO "_sluice_checkpoint" ("writer", "position", "applied", "source_commit_unix", "updated_at_unix") VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT ("writer") DO UPDATE SET "position" = excluded."position", "applied" = excluded."applied", "source_commit_unix" = excluded."source_commit_unix", "updated_at_unix" = excluded."updated_at_unix""#;
 
@@ -726,6 +742,49 @@ impl Target for SqliteTarget {
             let _ = self.rollback_now();
         }
         result
+    }
+
+    fn record_lag(&mut self, report: &crate::lag::LagReport) -> TargetResult<()> {
+        self.state.require_open("record_lag")?;
+        let [p50, p99, p999, max, samples, window, at] = super::lag_columns(report);
+        let result = self
+            .conn
+            .prepare_cached(UPSERT_LAG)
+            .and_then(|mut st| st.execute(params![report.source, p50, p99, p999, max, samples, window, at]))
+            .map(|_| ())
+            .map_err(db_err("record lag", "_sluice_lag"));
+        if result.is_err() {
+            // No partial state: abandon the whole target transaction now.
+            self.state = TxState::Failed;
+            let _ = self.rollback_now();
+        }
+        result
+    }
+
+    fn load_lag(&mut self) -> TargetResult<Option<crate::lag::LagReport>> {
+        let exists = self
+            .conn
+            .query_row(
+                "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = '_sluice_lag'",
+                [],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(db_err("load lag", "_sluice_lag"))?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        self.conn
+            .query_row(SELECT_LAG, [], |r| {
+                let source: String = r.get(0)?;
+                let mut v = [0i64; 7];
+                for (i, slot) in v.iter_mut().enumerate() {
+                    *slot = r.get(i + 1)?;
+                }
+                Ok(super::lag_from_columns(&source, v))
+            })
+            .optional()
+            .map_err(db_err("load lag", "_sluice_lag"))
     }
 
     fn load_backfill(&mut self) -> TargetResult<Vec<BackfillProgress>> {

@@ -1,0 +1,532 @@
+//! Replication lag, measured with a heartbeat row.
+//!
+//! Binlog event headers carry their commit time in whole seconds, which is too coarse for a
+//! sub-second lag goal. So, when the source user may, sluice writes a heartbeat row
+//! (`INSERT … ON DUPLICATE KEY UPDATE` of `(id, ts_us)`, keyed by sluice's replica
+//! `server_id`) into a small table on the source every `[lag] interval_ms`. The reader
+//! recognises that table's row events in the stream (the table is never replicated: it is
+//! excluded from every `[[tables]]` rule), and the applier takes a sample when the low-water
+//! mark passes the transaction that carried the row, i.e. once it and everything before it is
+//! committed on the target:
+//!
+//! ```text
+//! lag = (time the heartbeat's transaction is committed on the target) − ts_us
+//! ```
+//!
+//! **Clock.** `ts_us` is taken from sluice's own clock just before the statement is sent,
+//! not from the source's (`NOW(6)`): both ends of the measurement then read the same clock in
+//! the same process, so clock skew between the source host and sluice's host cannot enter the
+//! figure. The price is that the source's own commit time (network round trip, fsync) is
+//! counted as lag too, which makes the figure an upper bound.
+//!
+//! When the heartbeat cannot be written (no `CREATE`/`INSERT`/`UPDATE` grant on the
+//! heartbeat table, read-only source, …) sluice says so in its log and falls back to event
+//! timestamps: a sample per applied source transaction of `now − commit second`, so values
+//! have 1-second resolution. Status shows which source the figures came from
+//! (`lag_source`).
+//!
+//! Samples go into an HDR histogram over a rolling window; writer 0 persists p50/p99/p99.9,
+//! the maximum, the sample count and the window to the target's `_sluice_lag` table about
+//! once a second, inside one of its ordinary transactions, and `sluice status` reads it back.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use mysql_async::prelude::Queryable;
+use sluice_binlog::{RowChange, RowsEvent, TableDef, TableMap, Value};
+
+use crate::config::{Config, LagConfig};
+
+/// How often writer 0 writes the current percentiles to the target.
+pub const PERSIST_EVERY: Duration = Duration::from_secs(1);
+
+/// Samples above this are clamped (an hour: nothing useful is lost, the histogram stays small).
+const MAX_TRACKABLE_US: u64 = 3_600_000_000;
+
+/// Aborts a task when dropped (the heartbeat stops with the pipeline, whatever way it ends).
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// MariaDB `ER_NO_SUCH_TABLE` and `ER_BAD_DB_ERROR`: the heartbeat table must be created first.
+const ER_NO_SUCH_TABLE: u16 = 1146;
+const ER_BAD_DB_ERROR: u16 = 1049;
+
+/// Where the lag figures come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LagSource {
+    /// Microsecond heartbeat rows written by sluice on the source.
+    Heartbeat,
+    /// Commit seconds of the binlog event headers (1-second resolution).
+    EventTimestamps,
+}
+
+impl LagSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LagSource::Heartbeat => "heartbeat",
+            LagSource::EventTimestamps => "event-timestamps",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<LagSource> {
+        match text {
+            "heartbeat" => Some(LagSource::Heartbeat),
+            "event-timestamps" => Some(LagSource::EventTimestamps),
+            _ => None,
+        }
+    }
+}
+
+/// The lag percentiles over a window, as persisted in the target and shown by status.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct LagReport {
+    /// `heartbeat` or `event-timestamps`.
+    pub source: &'static str,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+    /// Samples in the window (0: no heartbeat or transaction was applied in it).
+    pub samples: u64,
+    /// The span the samples cover, in milliseconds.
+    pub window_ms: u64,
+    /// When the report was taken (Unix microseconds, sluice's clock).
+    pub updated_at_us: u64,
+}
+
+/// sluice's clock in Unix microseconds.
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 3 significant digits: 0.1% relative error, a few tens of KiB.
+    Histogram::new_with_bounds(1, MAX_TRACKABLE_US, 3).expect("valid histogram bounds")
+}
+
+/// The lag histogram, shared by the heartbeat writer (which decides the source), the applier
+/// (which records samples) and writer 0 (which persists reports).
+#[derive(Debug)]
+pub struct LagMeter {
+    source: AtomicU8,
+    inner: Mutex<Window>,
+}
+
+#[derive(Debug)]
+struct Window {
+    /// Samples since `current_start`; rotated into `previous` every `span`, so a report
+    /// covers between one and two spans of the most recent samples.
+    current: Histogram<u64>,
+    current_start: Instant,
+    previous: Option<(Histogram<u64>, Instant)>,
+    span: Duration,
+    last_persist: Option<Instant>,
+    persisted_source: Option<LagSource>,
+}
+
+impl Default for LagMeter {
+    fn default() -> Self {
+        LagMeter::new(Duration::from_secs(crate::config::DEFAULT_LAG_WINDOW_S))
+    }
+}
+
+impl LagMeter {
+    pub fn new(span: Duration) -> Self {
+        LagMeter {
+            source: AtomicU8::new(0),
+            inner: Mutex::new(Window {
+                current: new_histogram(),
+                current_start: Instant::now(),
+                previous: None,
+                span,
+                last_persist: None,
+                persisted_source: None,
+            }),
+        }
+    }
+
+    /// Sets the rolling window's span (from the config, before samples arrive).
+    pub fn set_window(&self, span: Duration) {
+        self.inner.lock().expect("lag lock").span = span;
+    }
+
+    pub fn set_source(&self, source: LagSource) {
+        self.source.store(
+            match source {
+                LagSource::EventTimestamps => 0,
+                LagSource::Heartbeat => 1,
+            },
+            Ordering::Relaxed,
+        );
+    }
+
+    pub fn source(&self) -> LagSource {
+        match self.source.load(Ordering::Relaxed) {
+            1 => LagSource::Heartbeat,
+            _ => LagSource::EventTimestamps,
+        }
+    }
+
+    /// A heartbeat written at `sent_us` is now committed on the target.
+    pub fn record_heartbeat(&self, sent_us: u64) {
+        self.record(now_us().saturating_sub(sent_us));
+    }
+
+    /// A source transaction committed at `commit_unix` (seconds) is now committed on the
+    /// target. Only sampled while the heartbeat is unavailable.
+    pub fn record_event(&self, commit_unix: u32) {
+        if commit_unix == 0 || self.source() != LagSource::EventTimestamps {
+            return;
+        }
+        self.record(now_us().saturating_sub(u64::from(commit_unix) * 1_000_000));
+    }
+
+    fn record(&self, lag_us: u64) {
+        let mut w = self.inner.lock().expect("lag lock");
+        w.rotate();
+        w.current.saturating_record(lag_us.clamp(1, MAX_TRACKABLE_US));
+    }
+
+    /// The percentiles over the current window.
+    pub fn report(&self) -> LagReport {
+        let mut w = self.inner.lock().expect("lag lock");
+        w.rotate();
+        let mut all = w.current.clone();
+        let start = match &w.previous {
+            Some((h, start)) => {
+                all.add(h).expect("same bounds");
+                *start
+            }
+            None => w.current_start,
+        };
+        let samples = all.len();
+        let q = |q: f64| if samples == 0 { 0 } else { all.value_at_quantile(q) };
+        LagReport {
+            source: self.source().as_str(),
+            p50_us: q(0.50),
+            p99_us: q(0.99),
+            p999_us: q(0.999),
+            max_us: if samples == 0 { 0 } else { all.max() },
+            samples,
+            window_ms: start.elapsed().as_millis() as u64,
+            updated_at_us: now_us(),
+        }
+    }
+
+    /// A report to persist, at most once per `every` (and at once when the source changed).
+    pub fn due_report(&self, every: Duration) -> Option<LagReport> {
+        {
+            let w = self.inner.lock().expect("lag lock");
+            let source_changed = w.persisted_source != Some(self.source());
+            if !source_changed && w.last_persist.is_some_and(|t| t.elapsed() < every) {
+                return None;
+            }
+        }
+        let report = self.report();
+        let mut w = self.inner.lock().expect("lag lock");
+        w.last_persist = Some(Instant::now());
+        w.persisted_source = LagSource::parse(report.source);
+        Some(report)
+    }
+}
+
+impl Window {
+    fn rotate(&mut self) {
+        if self.current_start.elapsed() >= self.span {
+            let old = std::mem::replace(&mut self.current, new_histogram());
+            self.previous = Some((old, self.current_start));
+            self.current_start = Instant::now();
+        }
+    }
+}
+
+/// The heartbeat table's identity in the stream, and the row sluice reads from it.
+#[derive(Debug, Clone)]
+pub struct HeartbeatTable {
+    pub database: String,
+    pub table: String,
+    /// The row id this sluice writes (its replica server id); other instances' rows are
+    /// ignored (their timestamps come from other clocks).
+    pub id: u32,
+    /// Table id → its definition, from the last TABLE_MAP of the heartbeat table.
+    mapped: Option<(u64, TableDef, usize, usize)>,
+}
+
+impl HeartbeatTable {
+    pub fn new(config: &Config) -> Option<HeartbeatTable> {
+        let lag = &config.lag;
+        lag.heartbeat.then(|| HeartbeatTable {
+            database: lag.database.clone(),
+            table: lag.table.clone(),
+            id: config.source.server_id,
+            mapped: None,
+        })
+    }
+
+    /// Whether the TABLE_MAP is the heartbeat table's (then it is remembered and must not be
+    /// handed to the schema tracker).
+    pub fn on_table_map(&mut self, map: &TableMap) -> bool {
+        if map.schema != self.database || map.table != self.table {
+            if self.mapped.as_ref().is_some_and(|(id, ..)| *id == map.table_id) {
+                self.mapped = None;
+            }
+            return false;
+        }
+        let def = map.to_table_def();
+        // With full row metadata the columns are found by name; without it, by the order
+        // sluice creates them in.
+        let find = |name: &str, fallback: usize| {
+            map.names
+                .as_ref()
+                .and_then(|n| n.iter().position(|c| c == name))
+                .unwrap_or(fallback)
+        };
+        let (id_col, ts_col) = (find("id", 0), find("ts_us", 1));
+        self.mapped =
+            (id_col < def.columns.len() && ts_col < def.columns.len()).then_some((map.table_id, def, id_col, ts_col));
+        true
+    }
+
+    /// Whether the rows event is the heartbeat table's; `Some(Some(ts))` carries the newest
+    /// timestamp of this sluice's row in it.
+    pub fn on_rows(&self, rows: &RowsEvent<'_>) -> Option<Option<u64>> {
+        let (table_id, def, id_col, ts_col) = self.mapped.as_ref()?;
+        if rows.table_id != *table_id {
+            return None;
+        }
+        let mut newest = None;
+        // A heartbeat row that does not decode is not worth stopping replication for: the
+        // table is not replicated, it only yields no sample.
+        if let Ok(iter) = rows.rows(def) {
+            for change in iter.flatten() {
+                let row = match change {
+                    RowChange::Insert(r) => r,
+                    RowChange::Update { after, .. } => after,
+                    RowChange::Delete(_) => continue,
+                };
+                if row.get(*id_col).is_some_and(|v| id_matches(v, self.id)) {
+                    newest = row.get(*ts_col).and_then(as_u64).or(newest);
+                }
+            }
+        }
+        Some(newest)
+    }
+
+    /// Forgets the table id (ids are only valid within one connection).
+    pub fn reset(&mut self) {
+        self.mapped = None;
+    }
+}
+
+fn as_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        Value::UInt(u) => Some(*u),
+        _ => None,
+    }
+}
+
+/// Without signedness metadata an `INT UNSIGNED` id above 2^31 decodes as a negative `Int`.
+fn id_matches(v: &Value, id: u32) -> bool {
+    match v {
+        Value::Int(i) => *i == i64::from(id) || (*i < 0 && *i as i32 as u32 == id),
+        Value::UInt(u) => *u == u64::from(id),
+        _ => false,
+    }
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+fn source_opts(config: &Config) -> Result<mysql_async::Opts, crate::config::ConfigError> {
+    let password = config.source_password()?;
+    Ok(mysql_async::OptsBuilder::default()
+        .ip_or_hostname(config.source.host.clone())
+        .tcp_port(config.source.port)
+        .user(Some(config.source.user.clone()))
+        .pass(Some(password.expose().to_owned()))
+        .prefer_socket(false)
+        .into())
+}
+
+/// What the heartbeat task needs, taken from the config before it is spawned.
+pub struct HeartbeatWriter {
+    lag: LagConfig,
+    server_id: u32,
+    /// `Err`: the source password could not be read (the message, without the secret).
+    opts: Result<mysql_async::Opts, String>,
+}
+
+impl HeartbeatWriter {
+    pub fn new(config: &Config) -> HeartbeatWriter {
+        HeartbeatWriter {
+            lag: config.lag.clone(),
+            server_id: config.source.server_id,
+            opts: source_opts(config).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Writes heartbeats until the task is aborted (only `sluice run` starts it: `check` and
+    /// `status` never write to the source). Decides the meter's source: `heartbeat` once the
+    /// first heartbeat is written, `event-timestamps` if it cannot be.
+    pub async fn run(self, meter: Arc<LagMeter>) {
+        let lag = &self.lag;
+        meter.set_source(LagSource::EventTimestamps);
+        if !lag.heartbeat {
+            tracing::info!(
+                "lag: heartbeat disabled ([lag] heartbeat = false); lag from event timestamps (1 s resolution)"
+            );
+            return;
+        }
+        let opts = match self.opts {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!("lag: heartbeat unavailable ({e}); lag from event timestamps (1 s resolution)");
+                return;
+            }
+        };
+        let table = format!("{}.{}", quote_ident(&lag.database), quote_ident(&lag.table));
+        let upsert = format!(
+            "INSERT INTO {table} (`id`, `ts_us`) VALUES (?, ?) ON DUPLICATE KEY UPDATE `ts_us` = VALUES(`ts_us`)"
+        );
+        let id = self.server_id;
+        let mut conn: Option<mysql_async::Conn> = None;
+        let mut interval = tokio::time::interval(Duration::from_millis(lag.interval_ms));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut established = false;
+        let mut failures: u64 = 0;
+        loop {
+            interval.tick().await;
+            let result: Result<(), mysql_async::Error> = async {
+                if conn.is_none() {
+                    conn = Some(mysql_async::Conn::new(opts.clone()).await?);
+                }
+                let c = conn.as_mut().expect("connected");
+                let write = c.exec_drop(upsert.as_str(), (id, now_us())).await;
+                match write {
+                    Err(mysql_async::Error::Server(e))
+                        if !established && (e.code == ER_NO_SUCH_TABLE || e.code == ER_BAD_DB_ERROR) =>
+                    {
+                        create_table(c, lag).await?;
+                        c.exec_drop(upsert.as_str(), (id, now_us())).await
+                    }
+                    other => other,
+                }
+            }
+            .await;
+            match result {
+                Ok(()) => {
+                    if !established {
+                        established = true;
+                        meter.set_source(LagSource::Heartbeat);
+                        tracing::info!(table = %format!("{}.{}", lag.database, lag.table), interval_ms = lag.interval_ms, "lag: heartbeat written; lag measured from heartbeats (microseconds)");
+                    }
+                    failures = 0;
+                }
+                Err(mysql_async::Error::Server(e)) if !established => {
+                    // Missing grants or a read-only source: measure what can be measured, and say
+                    // what would make the heartbeat work. (Network errors are retried below.)
+                    tracing::warn!(
+                        "lag: cannot write the heartbeat to {}.{} ({e}); lag falls back to event timestamps (1 s resolution). \
+                         To measure lag in microseconds: GRANT CREATE, INSERT, UPDATE ON {}.* TO the source user, or set [lag] heartbeat = false",
+                        lag.database,
+                        lag.table,
+                        quote_ident(&lag.database)
+                    );
+                    return;
+                }
+                Err(e) => {
+                    // Transient (the source restarting, a network failure): reconnect next tick;
+                    // the reader reconnects on its own.
+                    failures += 1;
+                    if failures == 1 || failures.is_power_of_two() {
+                        tracing::warn!(failures, "lag: heartbeat write failed ({e}); retrying");
+                    }
+                    conn = None;
+                }
+            }
+        }
+    }
+}
+
+async fn create_table(conn: &mut mysql_async::Conn, lag: &LagConfig) -> Result<(), mysql_async::Error> {
+    let db = quote_ident(&lag.database);
+    conn.query_drop(format!("CREATE DATABASE IF NOT EXISTS {db}")).await?;
+    conn.query_drop(format!(
+        "CREATE TABLE IF NOT EXISTS {db}.{} (`id` INT UNSIGNED NOT NULL PRIMARY KEY, `ts_us` BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB",
+        quote_ident(&lag.table)
+    ))
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_over_samples() {
+        let meter = LagMeter::new(Duration::from_secs(60));
+        meter.set_source(LagSource::Heartbeat);
+        for ms in 1..=1000u64 {
+            meter.record(ms * 1000);
+        }
+        let r = meter.report();
+        assert_eq!(r.samples, 1000);
+        assert_eq!(r.source, "heartbeat");
+        // 3 significant digits: within 0.1%.
+        assert!((499_000..=501_000).contains(&r.p50_us), "{r:?}");
+        assert!((989_000..=991_000).contains(&r.p99_us), "{r:?}");
+        assert!((998_000..=1_000_500).contains(&r.p999_us), "{r:?}");
+        assert!(r.max_us >= 999_000);
+    }
+
+    #[test]
+    fn event_samples_only_without_heartbeat() {
+        let meter = LagMeter::new(Duration::from_secs(60));
+        meter.set_source(LagSource::Heartbeat);
+        meter.record_event((now_us() / 1_000_000) as u32);
+        assert_eq!(meter.report().samples, 0);
+        meter.set_source(LagSource::EventTimestamps);
+        meter.record_event((now_us() / 1_000_000) as u32);
+        let r = meter.report();
+        assert_eq!(r.samples, 1);
+        assert!(r.p50_us <= 2_000_000, "{r:?}");
+        assert_eq!(r.source, "event-timestamps");
+    }
+
+    #[test]
+    fn window_rotates() {
+        let meter = LagMeter::new(Duration::from_millis(30));
+        meter.record(5_000);
+        std::thread::sleep(Duration::from_millis(40));
+        meter.record(7_000);
+        // Rotated once: both samples still count.
+        assert_eq!(meter.report().samples, 2);
+        std::thread::sleep(Duration::from_millis(40));
+        meter.record(9_000);
+        // Rotated again: the first sample left the window.
+        assert_eq!(meter.report().samples, 2);
+    }
+
+    #[test]
+    fn reports_are_rate_limited_but_source_changes_are_not() {
+        let meter = LagMeter::new(Duration::from_secs(60));
+        assert!(meter.due_report(Duration::from_secs(60)).is_some());
+        assert!(meter.due_report(Duration::from_secs(60)).is_none());
+        meter.set_source(LagSource::Heartbeat);
+        let r = meter.due_report(Duration::from_secs(60)).expect("source changed");
+        assert_eq!(r.source, "heartbeat");
+        assert!(meter.due_report(Duration::from_secs(60)).is_none());
+    }
+}
