@@ -114,8 +114,10 @@ fn write_config(
     Ok(path)
 }
 
-/// `sluice run` until the table is copied and the target caught up, then stops it.
-fn backfill(sluice: &Path, dir: &Path, config: &Path) -> anyhow::Result<f64> {
+/// Starts `sluice run` and waits until the table is copied and the target caught up; returns
+/// the seconds that took and the still running process (verification runs beside it, as in
+/// production: `sluice verify` waits for the target to catch up with each source read).
+fn backfill(sluice: &Path, dir: &Path, config: &Path) -> anyhow::Result<(f64, std::process::Child)> {
     let started = Instant::now();
     let log_file = std::fs::File::create(config.with_extension("log"))?;
     let mut child = Command::new(sluice)
@@ -152,11 +154,14 @@ fn backfill(sluice: &Path, dir: &Path, config: &Path) -> anyhow::Result<f64> {
             bail!("backfill did not finish within an hour");
         }
     }
-    let seconds = started.elapsed().as_secs_f64();
+    Ok((started.elapsed().as_secs_f64(), child))
+}
+
+fn stop(mut child: std::process::Child) -> anyhow::Result<()> {
     // SAFETY: plain kill(2) of our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     child.wait()?;
-    Ok(seconds)
+    Ok(())
 }
 
 pub fn run(options: Options) -> anyhow::Result<()> {
@@ -174,9 +179,36 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     fill(&source, options.rows);
     log(&format!("filled in {:.1} s", fill_started.elapsed().as_secs_f64()));
 
+    // pt-table-checksum first: it writes its results to the source (percona.checksums), which
+    // every sluice run started afterwards simply streams past.
+    log("pt-table-checksum on the source table");
+    let mut pt = Vec::new();
+    for _ in 0..options.repeat {
+        let (t, out, status) = timed(
+            Command::new("pt-table-checksum")
+                .args([
+                    "--no-check-replication-filters",
+                    "--no-check-binlog-format",
+                    "--recursion-method=none",
+                    "--databases=bench",
+                    "--tables=sbtest1",
+                    "--no-version-check",
+                ])
+                .arg(format!("h=127.0.0.1,P={},u=root", source.port())),
+        )?;
+        let text = String::from_utf8_lossy(&out);
+        // Exit status is a bit mask; 0 means no errors, no differences, nothing skipped.
+        if !status.success() {
+            bail!("pt-table-checksum failed ({status}):\n{text}");
+        }
+        eprintln!("{}", text.trim_end());
+        pt.push(t);
+    }
+    let pt = median(pt);
+
+    let mut results = Vec::new();
     let mut servers_mariadb = Vec::new();
     let mut servers_pg = Vec::new();
-    let mut runs = Vec::new();
     for name in &options.targets {
         let toml = match name.as_str() {
             "mariadb" => {
@@ -208,87 +240,20 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         };
         let config = write_config(dir.path(), source.port(), name, &toml, 10_000)?;
         log(&format!("{name}: sluice run backfills the table"));
-        let seconds = backfill(&options.sluice, dir.path(), &config)?;
+        let (seconds, child) = backfill(&options.sluice, dir.path(), &config)?;
         log(&format!(
             "{name}: backfilled and caught up in {seconds:.1} s ({:.0} rows/s)",
             options.rows as f64 / seconds
         ));
-        runs.push(TargetRun {
+        let run = TargetRun {
             name: name.clone(),
             config,
-        });
+        };
+        let result = verify_target(&options, dir.path(), &run, &pt);
+        stop(child)?;
+        results.push(result?);
     }
 
-    log("pt-table-checksum on the source table");
-    let mut pt = Vec::new();
-    for _ in 0..options.repeat {
-        let (t, out, status) = timed(
-            Command::new("pt-table-checksum")
-                .args([
-                    "--no-check-replication-filters",
-                    "--no-check-binlog-format",
-                    "--recursion-method=none",
-                    "--databases=bench",
-                    "--tables=sbtest1",
-                    "--no-version-check",
-                ])
-                .arg(format!("h=127.0.0.1,P={},u=root", source.port())),
-        )?;
-        let text = String::from_utf8_lossy(&out);
-        // Exit status is a bit mask; 0 means no errors, no differences, nothing skipped.
-        if !status.success() {
-            bail!("pt-table-checksum failed ({status}):\n{text}");
-        }
-        eprintln!("{}", text.trim_end());
-        pt.push(t);
-    }
-    let pt = median(pt);
-    let pt_rows_per_s = options.rows as f64 / pt.wall_s;
-
-    let mut results = Vec::new();
-    for run in &runs {
-        let mut times = Vec::new();
-        for _ in 0..options.repeat {
-            let (t, out, status) = timed(
-                Command::new(&options.sluice)
-                    .current_dir(dir.path())
-                    .args([
-                        "verify",
-                        "--json",
-                        "--chunk-rows",
-                        &options.chunk_rows.to_string(),
-                        "-c",
-                    ])
-                    .arg(&run.config),
-            )?;
-            let report: serde_json::Value = serde_json::from_slice(&out).context("verify --json output")?;
-            if !status.success() || report[0]["outcome"] != "equal" || report[0]["source_rows"] != options.rows {
-                bail!(
-                    "sluice verify on {} did not find the copy equal ({status}): {report:#}",
-                    run.name
-                );
-            }
-            times.push(t);
-        }
-        let t = median(times);
-        let rows_per_s = options.rows as f64 / t.wall_s;
-        let ratio = rows_per_s / pt_rows_per_s;
-        println!(
-            "verify target={} rows={} sluice_s={:.2} sluice_cpu_s={:.2} sluice_rows_per_s={:.0} pt_table_checksum_s={:.2} pt_table_checksum_rows_per_s={:.0} ratio={:.2}",
-            run.name, options.rows, t.wall_s, t.cpu_s, rows_per_s, pt.wall_s, pt_rows_per_s, ratio
-        );
-        results.push(serde_json::json!({
-            "target": run.name,
-            "rows": options.rows,
-            "sluice_wall_s": t.wall_s,
-            "sluice_cpu_s": t.cpu_s,
-            "sluice_rows_per_s": rows_per_s,
-            "pt_table_checksum_wall_s": pt.wall_s,
-            "pt_table_checksum_cpu_s": pt.cpu_s,
-            "pt_table_checksum_rows_per_s": pt_rows_per_s,
-            "ratio": ratio,
-        }));
-    }
     println!(
         "verify_goal same_engine_ratio>=1.0 cross_engine_ratio>=0.5 (ratio = sluice rows/s / pt-table-checksum rows/s)"
     );
@@ -307,4 +272,53 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     drop(servers_mariadb);
     drop(servers_pg);
     Ok(())
+}
+
+/// Times `sluice verify` of the whole table on one target (`--repeat` runs, median).
+fn verify_target(options: &Options, dir: &Path, run: &TargetRun, pt: &Timing) -> anyhow::Result<serde_json::Value> {
+    let pt_rows_per_s = options.rows as f64 / pt.wall_s;
+    let mut times = Vec::new();
+    let mut method = String::new();
+    for _ in 0..options.repeat {
+        let (t, out, status) = timed(
+            Command::new(&options.sluice)
+                .current_dir(dir)
+                .args([
+                    "verify",
+                    "--json",
+                    "--chunk-rows",
+                    &options.chunk_rows.to_string(),
+                    "-c",
+                ])
+                .arg(&run.config),
+        )?;
+        let report: serde_json::Value = serde_json::from_slice(&out).context("verify --json output")?;
+        if !status.success() || report[0]["outcome"] != "equal" || report[0]["source_rows"] != options.rows {
+            bail!(
+                "sluice verify on {} did not find the copy equal ({status}): {report:#}",
+                run.name
+            );
+        }
+        method = report[0]["method"].as_str().unwrap_or("").to_owned();
+        times.push(t);
+    }
+    let t = median(times);
+    let rows_per_s = options.rows as f64 / t.wall_s;
+    let ratio = rows_per_s / pt_rows_per_s;
+    println!(
+        "verify target={} method={method} rows={} sluice_s={:.2} sluice_cpu_s={:.2} sluice_rows_per_s={:.0} pt_table_checksum_s={:.2} pt_table_checksum_rows_per_s={:.0} ratio={:.2}",
+        run.name, options.rows, t.wall_s, t.cpu_s, rows_per_s, pt.wall_s, pt_rows_per_s, ratio
+    );
+    Ok(serde_json::json!({
+        "target": run.name,
+        "method": method,
+        "rows": options.rows,
+        "sluice_wall_s": t.wall_s,
+        "sluice_cpu_s": t.cpu_s,
+        "sluice_rows_per_s": rows_per_s,
+        "pt_table_checksum_wall_s": pt.wall_s,
+        "pt_table_checksum_cpu_s": pt.cpu_s,
+        "pt_table_checksum_rows_per_s": pt_rows_per_s,
+        "ratio": ratio,
+    }))
 }

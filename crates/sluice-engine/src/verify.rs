@@ -9,7 +9,12 @@
 //! until the target's checkpoint covers the source position the chunk was read at, so a row
 //! the stream has not applied yet is not reported.
 //!
-//! Two ways to find the target's rows of a chunk:
+//! Three ways to compare a chunk:
+//!
+//! * **SQL checksum** — MariaDB to MariaDB with no row filter and no transform on the table:
+//!   each server computes the chunk's checksum itself (CRC32 of each row's columns as text,
+//!   XORed and summed, as pt-table-checksum does), so no row crosses the network unless the
+//!   checksums differ; a chunk that differs is then compared row by row as below.
 //!
 //! * **Key range** — when every key column compares the same way on the source and on the
 //!   target (integers, binary strings, dates, …) and no key column is transformed: the target
@@ -47,7 +52,7 @@ use crate::config::{Config, TargetConfig};
 use crate::filter::TablePlan;
 use crate::pipeline::{open_target, source_pool, RunError};
 use crate::schedule::KeyHash;
-use crate::target::{Checkpoint, RowOp, RowSelection, Target, TargetError, TargetTable};
+use crate::target::{Checkpoint, RowOp, RowSelection, SqlChecksum, Target, TargetError, TargetTable};
 
 /// Source rows per chunk unless told otherwise.
 pub const DEFAULT_CHUNK_ROWS: usize = 5_000;
@@ -145,12 +150,14 @@ pub struct TableVerification {
     pub outcome: Outcome,
     /// Why the table was not compared, for `not_ready`; notes on what was compared otherwise.
     pub note: Option<String>,
-    /// `key_range` or `key_list` (see the module documentation).
+    /// `sql_checksum`, `key_range` or `key_list` (see the module documentation).
     pub method: &'static str,
     /// Source rows that pass the filter, and target rows compared.
     pub source_rows: u64,
     pub target_rows: u64,
     pub chunks: u64,
+    /// `sql_checksum` method: chunks whose checksums differed, compared row by row.
+    pub checksum_mismatches: u64,
     /// Keys that differed at first sight (before re-checks).
     pub suspects: u64,
     /// Keys that kept changing on the source during every re-check: not compared.
@@ -175,6 +182,7 @@ impl TableVerification {
             source_rows: 0,
             target_rows: 0,
             chunks: 0,
+            checksum_mismatches: 0,
             suspects: 0,
             unsettled: 0,
             missing: 0,
@@ -380,6 +388,97 @@ impl SourceTable {
         }
         let high = self.position().await?;
         Ok((rows, high))
+    }
+
+    /// The key `chunk_rows` rows after `after` (the end of the next chunk), or `None` when
+    /// fewer rows follow. Reads the primary key index only.
+    async fn boundary(
+        &mut self,
+        after: Option<&[mysql_async::Value]>,
+        chunk_rows: usize,
+    ) -> Result<Option<Vec<mysql_async::Value>>, VerifyError> {
+        let order = self.key_columns.join(", ");
+        let offset = chunk_rows.saturating_sub(1);
+        let row: Option<mysql_async::Row> = match after {
+            None => {
+                let sql = format!(
+                    "SELECT {order} FROM {} ORDER BY {order} LIMIT 1 OFFSET {offset}",
+                    self.from
+                );
+                self.conn.exec_first(sql, ()).await
+            }
+            Some(k) => {
+                let (condition, bind_order) = crate::backfill::after_key(&self.key_columns);
+                let sql = format!(
+                    "SELECT {order} FROM {} WHERE {condition} ORDER BY {order} LIMIT 1 OFFSET {offset}",
+                    self.from
+                );
+                let params: Vec<mysql_async::Value> = bind_order.iter().map(|&i| k[i].clone()).collect();
+                self.conn.exec_first(sql, params).await
+            }
+        }
+        .map_err(|e| self.error(e))?;
+        Ok(row.map(|r| r.unwrap()))
+    }
+
+    /// The `WHERE` condition and parameters of a key range given as sluice values.
+    fn range_condition(&self, after: Option<&[Value]>, upto: Option<&[Value]>) -> (String, Vec<mysql_async::Value>) {
+        let selection = RowSelection::KeyRange { after, upto, limit: 0 };
+        let (condition, binds) = crate::target::selection_condition(&self.key_columns, &selection);
+        let params = binds
+            .iter()
+            .map(|&b| source_param(crate::target::selection_value(&selection, b)))
+            .collect();
+        (
+            crate::target::number_placeholders(&condition, |_| "?".to_owned()),
+            params,
+        )
+    }
+
+    /// The source's SQL checksum of a key range (see [`crate::target::mariadb::checksum_select`])
+    /// and the position right after it.
+    async fn checksum(
+        &mut self,
+        after: Option<&[Value]>,
+        upto: Option<&[Value]>,
+    ) -> Result<(SqlChecksum, GtidPosition), VerifyError> {
+        let table = &self.plan.target;
+        let columns: Vec<(String, ColumnKind)> =
+            table.columns.iter().map(|c| (quote(&c.name), c.source.kind)).collect();
+        let (condition, params) = self.range_condition(after, upto);
+        let sql = crate::target::mariadb::checksum_select(&columns, &self.from, &condition);
+        let row: Option<mysql_async::Row> = self.conn.exec_first(sql, params).await.map_err(|e| self.error(e))?;
+        let values = row.map(|r| r.unwrap()).unwrap_or_default();
+        let get = |i: usize| values.get(i).and_then(crate::target::mariadb::result_u64);
+        let checksum = match (get(0), get(1), get(2)) {
+            (Some(rows), Some(xor), Some(sum)) => SqlChecksum { rows, xor, sum },
+            _ => {
+                return Err(VerifyError::Source {
+                    table: self.plan.source.qualified_name(),
+                    message: "the checksum query returned an unexpected result".into(),
+                })
+            }
+        };
+        let high = self.position().await?;
+        Ok((checksum, high))
+    }
+
+    /// Every source row of a key range, and the position right after.
+    async fn range_rows(
+        &mut self,
+        after: Option<&[Value]>,
+        upto: Option<&[Value]>,
+    ) -> Result<(Vec<SourceRow>, GtidPosition), VerifyError> {
+        let (condition, params) = self.range_condition(after, upto);
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {condition} ORDER BY {}",
+            self.columns_sql,
+            self.from,
+            self.key_columns.join(", ")
+        );
+        let raw: Vec<mysql_async::Row> = self.conn.exec(sql, params).await.map_err(|e| self.error(e))?;
+        let high = self.position().await?;
+        Ok((self.convert_rows(raw)?, high))
     }
 
     /// Source rows as the target should hold them, by canonical target key.
@@ -681,6 +780,36 @@ async fn verify_table(
     let mut source = SourceTable::open(pool, replica_config(config)?, plan.clone(), options.chunk_rows).await?;
     let mut scratch = Vec::with_capacity(256);
     let mut suspects: Vec<Suspect> = Vec::new();
+    // MariaDB to MariaDB with nothing filtered or transformed: both servers compute each
+    // chunk's checksum themselves; only chunks whose checksums differ are compared row by row.
+    let sql_checksums = range
+        && matches!(config.target, TargetConfig::Mariadb(_))
+        && plan.row_filter.is_none()
+        && plan.transforms.iter().all(Option::is_none);
+    if sql_checksums {
+        report.method = "sql_checksum";
+        sql_checksum_pass(
+            &mut source,
+            target,
+            &table,
+            options,
+            report,
+            &mut suspects,
+            &mut scratch,
+        )
+        .await?;
+        return finish_table(
+            &mut source,
+            target,
+            &table,
+            options,
+            report,
+            suspects,
+            &mut scratch,
+            false,
+        )
+        .await;
+    }
     let mut after_source: Option<Vec<mysql_async::Value>> = None;
     // Key range: the target key the previous chunk ended at.
     let mut after_target: Option<Vec<Value>> = None;
@@ -775,15 +904,38 @@ async fn verify_table(
             break;
         }
     }
-    if !range {
-        if key_transformed {
-            report.note = Some(
-                "the key is hmac-transformed, so extra target rows are found by counting only (see target_rows)".into(),
-            );
-        } else {
-            extra_rows_pass(&mut source, target, &table, options, &mut suspects, &mut scratch).await?;
-        }
+    if !range && key_transformed {
+        report.note = Some(
+            "the key is hmac-transformed, so extra target rows are found by counting only (see target_rows)".into(),
+        );
+    } else if !range {
+        extra_rows_pass(&mut source, target, &table, options, &mut suspects, &mut scratch).await?;
     }
+    finish_table(
+        &mut source,
+        target,
+        &table,
+        options,
+        report,
+        suspects,
+        &mut scratch,
+        key_transformed,
+    )
+    .await
+}
+
+/// Re-checks the suspects, repairs if asked, and fills in the report.
+#[allow(clippy::too_many_arguments)]
+async fn finish_table(
+    source: &mut SourceTable,
+    target: &mut dyn Target,
+    table: &Arc<TargetTable>,
+    options: &VerifyOptions,
+    report: &mut TableVerification,
+    suspects: Vec<Suspect>,
+    scratch: &mut Vec<u8>,
+    key_transformed: bool,
+) -> Result<(), VerifyError> {
     report.suspects = suspects.len() as u64;
     let mut confirmed = Vec::new();
     let mut pending = suspects;
@@ -794,7 +946,7 @@ async fn verify_table(
         if round > 0 {
             tokio::time::sleep(Duration::from_millis(100 * u64::from(round))).await;
         }
-        let result = recheck(&mut source, target, &table, options, pending, &mut scratch).await?;
+        let result = recheck(source, target, table, options, pending, scratch).await?;
         confirmed.extend(result.confirmed);
         pending = result.unsettled;
     }
@@ -806,10 +958,10 @@ async fn verify_table(
         ));
     }
     if options.repair && !confirmed.is_empty() {
-        let repaired = repair(&mut source, target, &table, &confirmed, &mut scratch).await?;
+        let repaired = repair(source, target, table, &confirmed, scratch).await?;
         report.repaired = repaired;
         // Whatever the repair skipped (rewritten meanwhile) or failed to fix shows up here.
-        let result = recheck(&mut source, target, &table, options, confirmed, &mut scratch).await?;
+        let result = recheck(source, target, table, options, confirmed, scratch).await?;
         confirmed = result.confirmed;
         report.unsettled += result.unsettled.len() as u64;
     }
@@ -821,7 +973,7 @@ async fn verify_table(
         }
         if report.keys.len() < REPORTED_KEYS {
             report.keys.push(DifferingKey {
-                key: key_text(&table, &s.target_key),
+                key: key_text(table, &s.target_key),
                 difference: s.difference,
             });
         }
@@ -841,6 +993,131 @@ async fn verify_table(
             "{} source rows but {} target rows with the source's keys; extra target rows cannot be named because the key is hmac-transformed",
             report.source_rows, report.target_rows
         ));
+    }
+    Ok(())
+}
+
+/// The SQL checksum pass: chunk boundaries from the source's key index, each chunk's checksum
+/// computed by the source and (once it has caught up) by the target; chunks that differ are
+/// compared row by row, which names the keys.
+async fn sql_checksum_pass(
+    source: &mut SourceTable,
+    target: &mut dyn Target,
+    table: &Arc<TargetTable>,
+    options: &VerifyOptions,
+    report: &mut TableVerification,
+    suspects: &mut Vec<Suspect>,
+    scratch: &mut Vec<u8>,
+) -> Result<(), VerifyError> {
+    let plan = source.plan.clone();
+    let def = plan.source.clone();
+    // Source key (binary protocol) → the same key as sluice values, in target key order.
+    let typed_key = |key: &[mysql_async::Value]| -> Result<Vec<Value>, VerifyError> {
+        key.iter()
+            .zip(&def.primary_key)
+            .map(|(v, &c)| {
+                convert(v.clone(), &def.columns[c]).ok_or_else(|| VerifyError::Compare {
+                    table: table.name.clone(),
+                    message: format!(
+                        "key column {} came back as an unexpected kind of value",
+                        def.columns[c].name
+                    ),
+                })
+            })
+            .collect()
+    };
+    let mut after_source: Option<Vec<mysql_async::Value>> = None;
+    let mut after: Option<Vec<Value>> = None;
+    loop {
+        let boundary = source.boundary(after_source.as_deref(), options.chunk_rows).await?;
+        let upto = boundary.as_deref().map(typed_key).transpose()?;
+        report.chunks += 1;
+        let (mine, high) = source.checksum(after.as_deref(), upto.as_deref()).await?;
+        wait_for_target(target, &high, options.catch_up_timeout).await?;
+        let theirs = tokio::task::block_in_place(|| target.sql_checksum(table, after.as_deref(), upto.as_deref()))?;
+        report.source_rows += mine.rows;
+        match theirs {
+            Some(theirs) if theirs == mine => report.target_rows += theirs.rows,
+            _ => {
+                report.checksum_mismatches += 1;
+                // Row by row for this chunk; lag is sorted out by the re-checks.
+                let (rows, high) = source.range_rows(after.as_deref(), upto.as_deref()).await?;
+                let expected = source.expect(rows, scratch)?;
+                wait_for_target(target, &high, options.catch_up_timeout).await?;
+                let mut target_rows = Vec::new();
+                let mut from = after.clone();
+                loop {
+                    let limit = options.chunk_rows + 1;
+                    let batch = tokio::task::block_in_place(|| {
+                        target.read_rows(
+                            table,
+                            RowSelection::KeyRange {
+                                after: from.as_deref(),
+                                upto: upto.as_deref(),
+                                limit,
+                            },
+                        )
+                    })?;
+                    let more = batch.len() == limit;
+                    if let Some(last) = batch.last() {
+                        from = Some(table.key.iter().map(|&k| last[k].clone()).collect());
+                    }
+                    target_rows.extend(batch);
+                    if !more {
+                        break;
+                    }
+                }
+                report.target_rows += target_rows.len() as u64;
+                collect_suspects(&plan, table, &expected, &target_rows, suspects, scratch)?;
+            }
+        }
+        match boundary {
+            Some(b) => {
+                after_source = Some(b);
+                after = upto;
+            }
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Suspects of one chunk compared row by row (key range): expected rows that the target lacks
+/// or holds differently, and target rows the source lacks.
+fn collect_suspects(
+    plan: &TablePlan,
+    table: &Arc<TargetTable>,
+    expected: &HashMap<Vec<u8>, Expected>,
+    target_rows: &[Vec<Value>],
+    suspects: &mut Vec<Suspect>,
+    scratch: &mut Vec<u8>,
+) -> Result<(), VerifyError> {
+    let found = digests(table, target_rows, scratch)?;
+    for (key_bytes, e) in expected {
+        let got = found.get(key_bytes).copied();
+        if got != e.digest {
+            suspects.push(Suspect {
+                key_bytes: key_bytes.clone(),
+                target_key: e.target_key.clone(),
+                source_key: e.source_key.clone(),
+                key_hash: e.key_hash,
+                difference: classify(e.digest, got),
+                observed: got,
+            });
+        }
+    }
+    for row in target_rows {
+        let key_bytes = canonical::encode_key(table, row).map_err(|e| compare_err(table, e))?;
+        if !expected.contains_key(&key_bytes) {
+            let target_key: Vec<Value> = table.key.iter().map(|&k| row[k].clone()).collect();
+            suspects.push(Suspect {
+                observed: found.get(&key_bytes).copied(),
+                key_bytes,
+                key_hash: source_key_hash(plan, &target_key),
+                source_key: target_key.iter().map(source_param).collect(),
+                target_key,
+                difference: Difference::Extra,
+            });
+        }
     }
     Ok(())
 }

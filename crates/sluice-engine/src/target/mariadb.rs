@@ -70,7 +70,7 @@ use super::common::{
 };
 use super::{
     number_placeholders, selection_condition, selection_value, BackfillProgress, Checkpoint, RowOp, RowSelection,
-    Target, TargetError, TargetResult, TargetTable, VerifiedRecord,
+    SqlChecksum, Target, TargetError, TargetResult, TargetTable, VerifiedRecord,
 };
 
 pub use mysql::{Opts, OptsBuilder};
@@ -475,6 +475,40 @@ impl TablePlan {
 
     fn check_len(&self, row: &[Value]) -> TargetResult<()> {
         check_row_len(&self.table, row)
+    }
+}
+
+/// `SELECT COUNT(*), BIT_XOR(crc), SUM(crc)` over the rows of `from` matching `condition`,
+/// where `crc` is the CRC32 of the row's columns joined as text (as pt-table-checksum does):
+/// `columns` are quoted names with their kinds, in the same order on both sides. Text is
+/// converted to utf8mb4 first, so a latin1 source column and its utf8mb4 copy checksum alike;
+/// NULL is told apart from `''` by a trailing list of ISNULL flags.
+pub fn checksum_select(columns: &[(String, ColumnKind)], from: &str, condition: &str) -> String {
+    let values: Vec<String> = columns
+        .iter()
+        .map(|(name, kind)| match kind {
+            ColumnKind::Text | ColumnKind::Enum | ColumnKind::Set | ColumnKind::Json => {
+                format!("CONVERT({name} USING utf8mb4)")
+            }
+            _ => name.clone(),
+        })
+        .collect();
+    let nulls: Vec<String> = columns.iter().map(|(name, _)| format!("ISNULL({name})")).collect();
+    format!(
+        "SELECT COUNT(*), COALESCE(BIT_XOR(c.crc), 0), COALESCE(SUM(c.crc), 0) FROM \
+         (SELECT CRC32(CONCAT_WS('#', {}, CONCAT({}))) AS crc FROM {from} WHERE {condition}) AS c",
+        values.join(", "),
+        nulls.join(", ")
+    )
+}
+
+/// An unsigned integer result (COUNT, BIT_XOR, or SUM's DECIMAL digits).
+pub fn result_u64(value: &MyValue) -> Option<u64> {
+    match value {
+        MyValue::Int(i) => u64::try_from(*i).ok(),
+        MyValue::UInt(u) => Some(*u),
+        MyValue::Bytes(b) => std::str::from_utf8(b).ok()?.trim().parse().ok(),
+        _ => None,
     }
 }
 
@@ -1138,6 +1172,49 @@ impl Target for MariaDbTarget {
             Err(e) => return Err(self.fail("load verified", "_sluice_verified", &e)),
         };
         row.map(verified_from_row).transpose()
+    }
+
+    fn sql_checksum(
+        &mut self,
+        table: &Arc<TargetTable>,
+        after: Option<&[Value]>,
+        upto: Option<&[Value]>,
+    ) -> TargetResult<Option<SqlChecksum>> {
+        if self.state != TxState::Open {
+            self.ensure_connected()?;
+        }
+        self.plan(table)?;
+        let plan = &self.plans[&table.name];
+        let keys: Vec<String> = table.key.iter().map(|&k| quote_ident(&table.columns[k].name)).collect();
+        let selection = RowSelection::KeyRange { after, upto, limit: 0 };
+        let (condition, binds) = selection_condition(&keys, &selection);
+        let columns: Vec<(String, ColumnKind)> = table
+            .columns
+            .iter()
+            .map(|c| (quote_ident(&c.name), c.source.kind))
+            .collect();
+        let sql = checksum_select(
+            &columns,
+            &quote_ident(&table.name),
+            &number_placeholders(&condition, |_| "?".to_owned()),
+        );
+        let params = binds
+            .iter()
+            .map(|&(tuple, k)| plan.bind(table.key[k], selection_value(&selection, (tuple, k))))
+            .collect::<TargetResult<Vec<_>>>()?;
+        let row: Option<mysql::Row> = match self.conn.exec_first(&sql, Params::Positional(params)) {
+            Ok(row) => row,
+            Err(e) => return Err(self.fail("verify checksum", &table.name, &e)),
+        };
+        let values = row.map(|r| r.unwrap()).unwrap_or_default();
+        let get = |i: usize| values.get(i).and_then(result_u64);
+        match (get(0), get(1), get(2)) {
+            (Some(rows), Some(xor), Some(sum)) => Ok(Some(SqlChecksum { rows, xor, sum })),
+            _ => Err(TargetError::Other(format!(
+                "table {}: the checksum query returned an unexpected result",
+                table.name
+            ))),
+        }
     }
 
     fn commit_without_checkpoint(&mut self) -> TargetResult<()> {

@@ -255,6 +255,28 @@ pub trait Target: Send {
 
     /// The incremental verifier's record; `None` when it never wrote one.
     fn load_verified(&mut self) -> TargetResult<Option<VerifiedRecord>>;
+
+    /// A checksum of the rows of `table` with keys above `after` and at most `upto`, computed
+    /// by the target itself with [`mariadb::checksum_select`]; `None` for targets whose stored
+    /// text forms differ from a MariaDB source's (then verification compares rows instead).
+    fn sql_checksum(
+        &mut self,
+        table: &Arc<TargetTable>,
+        after: Option<&[Value]>,
+        upto: Option<&[Value]>,
+    ) -> TargetResult<Option<SqlChecksum>> {
+        let _ = (table, after, upto);
+        Ok(None)
+    }
+}
+
+/// A chunk checksum computed in SQL: row count, and the XOR and the sum of each row's CRC32
+/// (a difference that cancels in the XOR does not cancel in the sum).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SqlChecksum {
+    pub rows: u64,
+    pub xor: u64,
+    pub sum: u64,
 }
 
 /// What incremental verification has checked (`crate::incremental`), stored in
