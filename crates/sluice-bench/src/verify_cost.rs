@@ -62,7 +62,7 @@ fn children_cpu_s() -> f64 {
 }
 
 /// One drain of the backlog; returns wall seconds and sluice's CPU seconds.
-fn drain(sluice: &Path, dir: &Path, config: &Path, want: &str) -> anyhow::Result<(f64, f64)> {
+fn drain(sluice: &Path, dir: &Path, config: &Path, want: &sluice_binlog::GtidPosition) -> anyhow::Result<(f64, f64)> {
     let cpu = children_cpu_s();
     let started = Instant::now();
     let log_file = std::fs::File::create(config.with_extension("log"))?;
@@ -88,10 +88,15 @@ fn drain(sluice: &Path, dir: &Path, config: &Path, want: &str) -> anyhow::Result
             .arg(config)
             .stderr(Stdio::null())
             .output()?;
-        if let Ok(status) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
-            if status["checkpoint"] == want {
-                break started.elapsed().as_secs_f64();
-            }
+        // Covers, not equals: sluice's heartbeats keep moving the source (and the checkpoint)
+        // past the backlog's end.
+        let reached = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|status| status["checkpoint"].as_str().map(str::to_owned))
+            .and_then(|cp| cp.parse::<sluice_binlog::GtidPosition>().ok())
+            .is_some_and(|cp| cp.covers(want));
+        if reached {
+            break started.elapsed().as_secs_f64();
         }
         if Instant::now() > deadline {
             bail!("sluice did not drain the backlog within an hour");
@@ -136,7 +141,10 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             "run",
         ],
     )?;
-    let to = source.query_value("SELECT @@global.gtid_binlog_pos");
+    let to: sluice_binlog::GtidPosition = source
+        .query_value("SELECT @@global.gtid_binlog_pos")
+        .parse()
+        .context("the source's gtid_binlog_pos")?;
     let mut target_servers = Vec::new();
     let mut results = Vec::new();
     for target in &options.targets {

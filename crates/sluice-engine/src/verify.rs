@@ -519,6 +519,9 @@ fn compare_err(table: &TargetTable, e: impl std::fmt::Display) -> VerifyError {
     }
 }
 
+/// Row digests by canonical key.
+type Digests = HashMap<Vec<u8>, RowDigest>;
+
 /// The target's rows by canonical key, as digests.
 fn digests(
     table: &TargetTable,
@@ -673,6 +676,47 @@ fn replica_config(config: &Config) -> Result<ReplicaConfig, VerifyError> {
     Ok(replica)
 }
 
+/// Runs `target_work` on a thread of its own while `source_work` (source queries) runs on this
+/// one, so the target and the source servers work at the same time.
+fn in_parallel<T: Send, S>(
+    target_work: impl FnOnce() -> T + Send,
+    source_work: impl std::future::Future<Output = S>,
+) -> (T, S) {
+    tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| {
+            let target = scope.spawn(target_work);
+            let source = tokio::runtime::Handle::current().block_on(source_work);
+            (
+                target.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                source,
+            )
+        })
+    })
+}
+
+/// [`wait_for_target`] for a thread outside the async runtime.
+fn wait_for_target_blocking(
+    target: &mut dyn Target,
+    position: &GtidPosition,
+    timeout: Duration,
+) -> Result<Checkpoint, VerifyError> {
+    let started = Instant::now();
+    loop {
+        let checkpoint = target.load_checkpoint()?.unwrap_or_default();
+        if checkpoint.position.covers(position) {
+            return Ok(checkpoint);
+        }
+        if started.elapsed() >= timeout {
+            return Err(VerifyError::NotCaughtUp {
+                checkpoint: checkpoint.position.to_string(),
+                position: position.to_string(),
+                seconds: timeout.as_secs(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Waits until the target's checkpoint covers `position`; returns the checkpoint.
 async fn wait_for_target(
     target: &mut dyn Target,
@@ -810,16 +854,15 @@ async fn verify_table(
         )
         .await;
     }
-    let mut after_source: Option<Vec<mysql_async::Value>> = None;
+    // Chunk N's target side (wait for the target to catch up, read, digest) runs on a thread
+    // of its own while chunk N+1 is read from the source, so both servers work at once.
+    let mut next = Some(source.chunk(None).await?);
     // Key range: the target key the previous chunk ended at.
     let mut after_target: Option<Vec<Value>> = None;
-    loop {
-        let (rows, high) = source.chunk(after_source.as_deref()).await?;
+    while let Some((rows, high)) = next.take() {
         let done = rows.len() < options.chunk_rows;
         report.chunks += 1;
-        if let Some((key, _)) = rows.last() {
-            after_source = Some(key.clone());
-        }
+        let after_source = rows.last().map(|(key, _)| key.clone());
         let upto: Option<Vec<Value>> = if done {
             None
         } else {
@@ -828,52 +871,67 @@ async fn verify_table(
         };
         let expected = source.expect(rows, &mut scratch)?;
         report.source_rows += expected.values().filter(|e| e.digest.is_some()).count() as u64;
-        wait_for_target(target, &high, options.catch_up_timeout).await?;
-        let target_rows = if range {
-            let mut all = Vec::new();
-            let mut after = after_target.clone();
-            loop {
-                let limit = options.chunk_rows + 1;
-                let batch = tokio::task::block_in_place(|| {
-                    target.read_rows(
-                        &table,
-                        RowSelection::KeyRange {
-                            after: after.as_deref(),
-                            upto: upto.as_deref(),
-                            limit,
-                        },
-                    )
-                })?;
-                let more = batch.len() == limit;
-                if let Some(last) = batch.last() {
-                    after = Some(table.key.iter().map(|&k| last[k].clone()).collect());
-                }
-                all.extend(batch);
-                if !more {
-                    break;
-                }
-            }
-            after_target = upto.clone();
-            all
+        let target_keys: Vec<Vec<Value>> = if range {
+            Vec::new()
         } else {
-            let keys: Vec<Vec<Value>> = expected
+            expected
                 .values()
                 .filter(|e| e.digest.is_some())
                 .map(|e| e.target_key.clone())
-                .collect();
-            let mut all = Vec::new();
-            for batch in keys.chunks(KEYS_PER_QUERY) {
-                all.extend(tokio::task::block_in_place(|| {
-                    target.read_rows(&table, RowSelection::Keys(batch))
-                })?);
-            }
-            all
+                .collect()
         };
+        let timeout = options.catch_up_timeout;
+        let limit = options.chunk_rows + 1;
+        let (target_side, source_side) = in_parallel(
+            || -> Result<(Vec<Vec<Value>>, Digests), VerifyError> {
+                wait_for_target_blocking(target, &high, timeout)?;
+                let mut all = Vec::new();
+                if range {
+                    let mut after = after_target.clone();
+                    loop {
+                        let batch = target.read_rows(
+                            &table,
+                            RowSelection::KeyRange {
+                                after: after.as_deref(),
+                                upto: upto.as_deref(),
+                                limit,
+                            },
+                        )?;
+                        let more = batch.len() == limit;
+                        if let Some(last) = batch.last() {
+                            after = Some(table.key.iter().map(|&k| last[k].clone()).collect());
+                        }
+                        all.extend(batch);
+                        if !more {
+                            break;
+                        }
+                    }
+                } else {
+                    for batch in target_keys.chunks(KEYS_PER_QUERY) {
+                        all.extend(target.read_rows(&table, RowSelection::Keys(batch))?);
+                    }
+                }
+                let mut scratch = Vec::with_capacity(256);
+                let found = digests(&table, &all, &mut scratch)?;
+                Ok((all, found))
+            },
+            async {
+                if done {
+                    Ok(None)
+                } else {
+                    source.chunk(after_source.as_deref()).await.map(Some)
+                }
+            },
+        );
+        let (target_rows, found) = target_side?;
+        next = source_side?;
+        if range {
+            after_target = upto.clone();
+        }
         report.target_rows += target_rows.len() as u64;
-        let found = digests(&table, &target_rows, &mut scratch)?;
         for (key_bytes, e) in &expected {
             let got = found.get(key_bytes).copied();
-            if got != e.digest && !(e.digest.is_none() && got.is_none()) {
+            if got != e.digest {
                 suspects.push(Suspect {
                     key_bytes: key_bytes.clone(),
                     target_key: e.target_key.clone(),
@@ -899,9 +957,6 @@ async fn verify_table(
                     });
                 }
             }
-        }
-        if done {
-            break;
         }
     }
     if !range && key_transformed {
@@ -1010,42 +1065,47 @@ async fn sql_checksum_pass(
     scratch: &mut Vec<u8>,
 ) -> Result<(), VerifyError> {
     let plan = source.plan.clone();
-    let def = plan.source.clone();
-    // Source key (binary protocol) → the same key as sluice values, in target key order.
-    let typed_key = |key: &[mysql_async::Value]| -> Result<Vec<Value>, VerifyError> {
-        key.iter()
-            .zip(&def.primary_key)
-            .map(|(v, &c)| {
-                convert(v.clone(), &def.columns[c]).ok_or_else(|| VerifyError::Compare {
-                    table: table.name.clone(),
-                    message: format!(
-                        "key column {} came back as an unexpected kind of value",
-                        def.columns[c].name
-                    ),
-                })
-            })
-            .collect()
-    };
-    let mut after_source: Option<Vec<mysql_async::Value>> = None;
-    let mut after: Option<Vec<Value>> = None;
-    loop {
-        let boundary = source.boundary(after_source.as_deref(), options.chunk_rows).await?;
-        let upto = boundary.as_deref().map(typed_key).transpose()?;
+    // Chunks grow until one takes about this long on the source (as pt-table-checksum's
+    // --chunk-time does), up to a bound that keeps a row-by-row fallback small.
+    const CHUNK_TIME: Duration = Duration::from_millis(250);
+    const MAX_CHUNK_ROWS: usize = 200_000;
+    let mut size = options.chunk_rows.max(1);
+    // Chunk N's target checksum runs on a thread of its own while chunk N+1's is computed by
+    // the source, so both servers work at once.
+    let mut next = Some(sql_source_chunk(source, None, None, size).await?);
+    while let Some(chunk) = next.take() {
         report.chunks += 1;
-        let (mine, high) = source.checksum(after.as_deref(), upto.as_deref()).await?;
-        wait_for_target(target, &high, options.catch_up_timeout).await?;
-        let theirs = tokio::task::block_in_place(|| target.sql_checksum(table, after.as_deref(), upto.as_deref()))?;
-        report.source_rows += mine.rows;
+        report.source_rows += chunk.checksum.rows;
+        if chunk.took < CHUNK_TIME / 2 && chunk.rows_asked == size {
+            size = (size * 2).min(MAX_CHUNK_ROWS.max(options.chunk_rows));
+        }
+        let timeout = options.catch_up_timeout;
+        let (theirs, following) = in_parallel(
+            || -> Result<Option<SqlChecksum>, VerifyError> {
+                wait_for_target_blocking(target, &chunk.high, timeout)?;
+                Ok(target.sql_checksum(table, chunk.after.as_deref(), chunk.upto.as_deref())?)
+            },
+            async {
+                match &chunk.boundary {
+                    Some(b) => sql_source_chunk(source, Some(b.clone()), chunk.upto.clone(), size)
+                        .await
+                        .map(Some),
+                    None => Ok(None),
+                }
+            },
+        );
+        let theirs = theirs?;
+        next = following?;
         match theirs {
-            Some(theirs) if theirs == mine => report.target_rows += theirs.rows,
+            Some(theirs) if theirs == chunk.checksum => report.target_rows += theirs.rows,
             _ => {
                 report.checksum_mismatches += 1;
                 // Row by row for this chunk; lag is sorted out by the re-checks.
-                let (rows, high) = source.range_rows(after.as_deref(), upto.as_deref()).await?;
+                let (rows, high) = source.range_rows(chunk.after.as_deref(), chunk.upto.as_deref()).await?;
                 let expected = source.expect(rows, scratch)?;
                 wait_for_target(target, &high, options.catch_up_timeout).await?;
                 let mut target_rows = Vec::new();
-                let mut from = after.clone();
+                let mut from = chunk.after.clone();
                 loop {
                     let limit = options.chunk_rows + 1;
                     let batch = tokio::task::block_in_place(|| {
@@ -1053,7 +1113,7 @@ async fn sql_checksum_pass(
                             table,
                             RowSelection::KeyRange {
                                 after: from.as_deref(),
-                                upto: upto.as_deref(),
+                                upto: chunk.upto.as_deref(),
                                 limit,
                             },
                         )
@@ -1071,14 +1131,62 @@ async fn sql_checksum_pass(
                 collect_suspects(&plan, table, &expected, &target_rows, suspects, scratch)?;
             }
         }
-        match boundary {
-            Some(b) => {
-                after_source = Some(b);
-                after = upto;
-            }
-            None => return Ok(()),
-        }
     }
+    Ok(())
+}
+
+/// One chunk of the SQL checksum pass, as the source saw it.
+struct SqlChunk {
+    /// Keys above `after` and at most `upto` (`None`: unbounded).
+    after: Option<Vec<Value>>,
+    upto: Option<Vec<Value>>,
+    /// `upto` as the source binds it; `None` for the last chunk.
+    boundary: Option<Vec<mysql_async::Value>>,
+    checksum: SqlChecksum,
+    /// The source position right after the checksum.
+    high: GtidPosition,
+    rows_asked: usize,
+    took: Duration,
+}
+
+/// Finds the next chunk's end on the source and has the source checksum it.
+async fn sql_source_chunk(
+    source: &mut SourceTable,
+    after_source: Option<Vec<mysql_async::Value>>,
+    after: Option<Vec<Value>>,
+    size: usize,
+) -> Result<SqlChunk, VerifyError> {
+    let started = Instant::now();
+    let boundary = source.boundary(after_source.as_deref(), size).await?;
+    let def = source.plan.source.clone();
+    // The boundary key (binary protocol) as sluice values, in key order.
+    let upto = boundary
+        .as_deref()
+        .map(|key| {
+            key.iter()
+                .zip(&def.primary_key)
+                .map(|(v, &c)| {
+                    convert(v.clone(), &def.columns[c]).ok_or_else(|| VerifyError::Compare {
+                        table: source.plan.target.name.clone(),
+                        message: format!(
+                            "key column {} came back as an unexpected kind of value",
+                            def.columns[c].name
+                        ),
+                    })
+                })
+                .collect::<Result<Vec<Value>, VerifyError>>()
+        })
+        .transpose()?;
+    let (checksum, high) = source.checksum(after.as_deref(), upto.as_deref()).await?;
+    Ok(SqlChunk {
+        after,
+        upto,
+        boundary,
+        checksum,
+        high,
+        rows_asked: size,
+        took: started.elapsed(),
+    })
 }
 
 /// Suspects of one chunk compared row by row (key range): expected rows that the target lacks

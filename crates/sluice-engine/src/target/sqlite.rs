@@ -826,6 +826,47 @@ impl Target for SqliteTarget {
         let plan = &self.plans[&table.name];
         let cols: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
         let keys: Vec<String> = table.key.iter().map(|&k| cols[k].clone()).collect();
+        let read_row = |row: &rusqlite::Row<'_>| {
+            table
+                .columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| Ok(read_value(&c.source, row.get_ref(i)?)))
+                .collect::<rusqlite::Result<Vec<Value>>>()
+        };
+        if let RowSelection::Keys(list) = selection {
+            // In-process point lookups through one cached statement beat one long OR chain
+            // (whose text, and so its prepared statement, changes with the number of keys).
+            let where_key: Vec<String> = keys
+                .iter()
+                .enumerate()
+                .map(|(n, k)| format!("{k} = ?{}", n + 1))
+                .collect();
+            let sql = format!(
+                "SELECT {} FROM {} WHERE {}",
+                cols.join(", "),
+                quote_ident(&table.name),
+                where_key.join(" AND ")
+            );
+            let mut st = self
+                .conn
+                .prepare_cached(&sql)
+                .map_err(db_err("verify read", &table.name))?;
+            let mut rows = Vec::with_capacity(list.len());
+            for key in list {
+                let params = key
+                    .iter()
+                    .enumerate()
+                    .map(|(n, v)| bind_read(plan, table.key[n], v))
+                    .collect::<TargetResult<Vec<_>>>()?;
+                let mut found = st
+                    .query_map(rusqlite::params_from_iter(params), read_row)
+                    .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                    .map_err(db_err("verify read", &table.name))?;
+                rows.append(&mut found);
+            }
+            return Ok(rows);
+        }
         let (condition, binds) = selection_condition(&keys, &selection);
         let mut sql = format!(
             "SELECT {} FROM {} WHERE {}",
@@ -845,14 +886,7 @@ impl Target for SqliteTarget {
             .prepare_cached(&sql)
             .map_err(db_err("verify read", &table.name))?;
         let rows = st
-            .query_map(rusqlite::params_from_iter(params), |row| {
-                table
-                    .columns
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| Ok(read_value(&c.source, row.get_ref(i)?)))
-                    .collect::<rusqlite::Result<Vec<Value>>>()
-            })
+            .query_map(rusqlite::params_from_iter(params), read_row)
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(db_err("verify read", &table.name))?;
         Ok(rows)
