@@ -128,7 +128,8 @@ pub fn per_s(count: u64, seconds: f64) -> f64 {
     count as f64 / seconds
 }
 
-fn children_cpu_s() -> f64 {
+/// CPU seconds (user + system) of every child process waited for so far.
+pub fn children_cpu_s() -> f64 {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `usage` is a valid, writable rusage.
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };

@@ -34,23 +34,15 @@ struct Timing {
     cpu_s: f64,
 }
 
-fn children_cpu_s() -> f64 {
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `usage` is a valid, writable rusage.
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
 /// Runs `cmd` to completion; its wall time, the CPU it used, and its standard output.
 fn timed(cmd: &mut Command) -> anyhow::Result<(Timing, Vec<u8>, std::process::ExitStatus)> {
-    let cpu = children_cpu_s();
+    let cpu = crate::measure::children_cpu_s();
     let started = Instant::now();
     let out = cmd.stderr(Stdio::inherit()).output().context("run")?;
     Ok((
         Timing {
             wall_s: started.elapsed().as_secs_f64(),
-            cpu_s: children_cpu_s() - cpu,
+            cpu_s: crate::measure::children_cpu_s() - cpu,
         },
         out.stdout,
         out.status,

@@ -53,17 +53,9 @@ fn sysbench(source: &MariaDb, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn children_cpu_s() -> f64 {
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `usage` is a valid, writable rusage.
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
 /// One drain of the backlog; returns wall seconds and sluice's CPU seconds.
 fn drain(sluice: &Path, dir: &Path, config: &Path, want: &sluice_binlog::GtidPosition) -> anyhow::Result<(f64, f64)> {
-    let cpu = children_cpu_s();
+    let cpu = crate::measure::children_cpu_s();
     let started = Instant::now();
     let log_file = std::fs::File::create(config.with_extension("log"))?;
     let mut child = Command::new(sluice)
@@ -105,7 +97,7 @@ fn drain(sluice: &Path, dir: &Path, config: &Path, want: &sluice_binlog::GtidPos
     // SAFETY: plain kill(2) of our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     child.wait()?;
-    Ok((wall, children_cpu_s() - cpu))
+    Ok((wall, crate::measure::children_cpu_s() - cpu))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -110,6 +110,15 @@ struct Shared {
     changed: Condvar,
 }
 
+impl Shared {
+    /// A writer or the verifier failed: every thread gives up, and the pipeline is told.
+    fn stop_all(&self, failed: &tokio::sync::Notify) {
+        self.state.lock().expect("lock").stop = true;
+        self.changed.notify_all();
+        failed.notify_one();
+    }
+}
+
 struct LowWater {
     tracker: DependencyTracker,
     /// Scheduled transactions not yet folded into `position`, by index.
@@ -552,11 +561,7 @@ pub fn run_applier(
                 let stopped = || shared.state.lock().expect("lock").stop;
                 let result = run_verifier(target.as_mut(), rx, link, &mark_verified, &stopped);
                 if result.is_err() {
-                    let mut lw = shared.state.lock().expect("lock");
-                    lw.stop = true;
-                    drop(lw);
-                    shared.changed.notify_all();
-                    failed.notify_one();
+                    shared.stop_all(failed);
                 }
                 result
             }));
@@ -584,11 +589,7 @@ pub fn run_applier(
                 let result = writer.run(rx);
                 if result.is_err() {
                     let _ = writer.target.rollback();
-                    let mut lw = shared.state.lock().expect("lock");
-                    lw.stop = true;
-                    drop(lw);
-                    shared.changed.notify_all();
-                    failed.notify_one();
+                    shared.stop_all(failed);
                 }
                 result
             }));

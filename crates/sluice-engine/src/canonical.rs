@@ -261,7 +261,7 @@ pub fn typed(column: &ColumnDef, value: &Value) -> Option<Value> {
             } else if year == 0 {
                 Value::Timestamp { seconds: 0, micros: 0 }
             } else {
-                let days = days_from_civil(i64::from(year), i64::from(month), i64::from(day));
+                let days = crate::backfill::days_from_civil(i64::from(year), i64::from(month), i64::from(day));
                 let seconds = days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second);
                 Value::Timestamp { seconds, micros }
             }
@@ -312,16 +312,6 @@ fn parse_time(s: &str) -> Option<(bool, u32, u8, u8, u32)> {
         format!("{fraction:0<6}").parse().ok()?
     };
     Some((negative, hours, minutes, seconds, micros))
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]

@@ -519,6 +519,36 @@ fn compare_err(table: &TargetTable, e: impl std::fmt::Display) -> VerifyError {
     }
 }
 
+/// Every target row with a key above `after` and at most `upto`, read `limit` rows at a time
+/// (the target may hold more rows in the range than the source, when it holds extra ones).
+fn read_target_range(
+    target: &mut dyn Target,
+    table: &Arc<TargetTable>,
+    mut after: Option<Vec<Value>>,
+    upto: Option<&[Value]>,
+    limit: usize,
+) -> Result<Vec<Vec<Value>>, VerifyError> {
+    let mut all = Vec::new();
+    loop {
+        let batch = target.read_rows(
+            table,
+            RowSelection::KeyRange {
+                after: after.as_deref(),
+                upto,
+                limit,
+            },
+        )?;
+        let more = batch.len() == limit;
+        if let Some(last) = batch.last() {
+            after = Some(table.key.iter().map(|&k| last[k].clone()).collect());
+        }
+        all.extend(batch);
+        if !more {
+            return Ok(all);
+        }
+    }
+}
+
 /// Row digests by canonical key.
 type Digests = HashMap<Vec<u8>, RowDigest>;
 
@@ -887,25 +917,7 @@ async fn verify_table(
                 wait_for_target_blocking(target, &high, timeout)?;
                 let mut all = Vec::new();
                 if range {
-                    let mut after = after_target.clone();
-                    loop {
-                        let batch = target.read_rows(
-                            &table,
-                            RowSelection::KeyRange {
-                                after: after.as_deref(),
-                                upto: upto.as_deref(),
-                                limit,
-                            },
-                        )?;
-                        let more = batch.len() == limit;
-                        if let Some(last) = batch.last() {
-                            after = Some(table.key.iter().map(|&k| last[k].clone()).collect());
-                        }
-                        all.extend(batch);
-                        if !more {
-                            break;
-                        }
-                    }
+                    all = read_target_range(target, &table, after_target.clone(), upto.as_deref(), limit)?;
                 } else {
                     for batch in target_keys.chunks(KEYS_PER_QUERY) {
                         all.extend(target.read_rows(&table, RowSelection::Keys(batch))?);
@@ -1104,29 +1116,15 @@ async fn sql_checksum_pass(
                 let (rows, high) = source.range_rows(chunk.after.as_deref(), chunk.upto.as_deref()).await?;
                 let expected = source.expect(rows, scratch)?;
                 wait_for_target(target, &high, options.catch_up_timeout).await?;
-                let mut target_rows = Vec::new();
-                let mut from = chunk.after.clone();
-                loop {
-                    let limit = options.chunk_rows + 1;
-                    let batch = tokio::task::block_in_place(|| {
-                        target.read_rows(
-                            table,
-                            RowSelection::KeyRange {
-                                after: from.as_deref(),
-                                upto: chunk.upto.as_deref(),
-                                limit,
-                            },
-                        )
-                    })?;
-                    let more = batch.len() == limit;
-                    if let Some(last) = batch.last() {
-                        from = Some(table.key.iter().map(|&k| last[k].clone()).collect());
-                    }
-                    target_rows.extend(batch);
-                    if !more {
-                        break;
-                    }
-                }
+                let target_rows = tokio::task::block_in_place(|| {
+                    read_target_range(
+                        target,
+                        table,
+                        chunk.after.clone(),
+                        chunk.upto.as_deref(),
+                        options.chunk_rows + 1,
+                    )
+                })?;
                 report.target_rows += target_rows.len() as u64;
                 collect_suspects(&plan, table, &expected, &target_rows, suspects, scratch)?;
             }
