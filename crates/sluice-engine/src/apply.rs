@@ -319,16 +319,24 @@ impl Writer<'_> {
         !lw.persisted.covers(&lw.position)
     }
 
-    /// On shutdown: commit complete transactions, roll back an incomplete large one.
+    /// On shutdown: commit complete transactions, roll back an incomplete large one. Then,
+    /// like an idle writer, record the full mark when writers that committed at the same
+    /// moment each left it short (the last writer to commit sees it): otherwise transactions
+    /// with nothing to apply at the end of the stream would stay unrecorded until a restart.
     fn finish(&mut self) -> Result<(), TargetError> {
         match &self.group {
             Some(g) if g.mid_large => {
                 self.group = None;
-                self.target.rollback()
+                return self.target.rollback();
             }
-            Some(_) => self.commit_group(),
-            None => Ok(()),
+            Some(_) => self.commit_group()?,
+            None => {}
         }
+        let stopped = self.shared.state.lock().expect("lock").stop;
+        if !stopped && self.mark_unrecorded() {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     fn start_txn(&mut self, sched: Scheduled) -> Result<(), TargetError> {
