@@ -13,8 +13,9 @@
 //! * A **writer** starts a transaction only once every transaction up to its dependency has
 //!   committed (the low-water mark). It groups consecutive transactions into one target
 //!   transaction within `batch_max_rows` / `batch_max_delay`, and commits early when it has
-//!   nothing queued (waiting would only add lag) or must wait for a dependency (holding an
-//!   open group while waiting could deadlock with the writer it waits for).
+//!   had nothing queued for a moment (`GROUP_LINGER`, 2 ms: waiting longer would only add
+//!   lag) or must wait for a dependency (holding an open group while waiting could deadlock
+//!   with the writer it waits for).
 //! * **Large transactions** (more rows than one message) cannot be buffered to compute their
 //!   write set; they are barriers streamed into one writer's open transaction, so memory stays
 //!   bounded whatever the transaction size.
@@ -103,6 +104,11 @@ const BACKFILL_KEY_SALT: u64 = 0x6261_636b_6669_6c6c;
 
 /// Work items queued per writer; bounds memory together with the reader's channel.
 const WRITER_QUEUE: usize = 64;
+
+/// How long a writer with an open group waits for more work before committing it (capped
+/// by `batch_max_delay`): a pause shorter than one commit's fsync, so a writer keeps filling
+/// its group while the coordinator catches up, and an idle stream still commits at once.
+const GROUP_LINGER: Duration = Duration::from_millis(2);
 
 /// The committed state shared by the coordinator and the writers.
 struct Shared {
@@ -249,8 +255,20 @@ impl Writer<'_> {
             let work = match rx.try_recv() {
                 Ok(w) => w,
                 Err(std_mpsc::TryRecvError::Empty) => {
-                    // Nothing queued: commit now rather than add lag.
+                    // Nothing queued: wait a moment for the next transaction (catching up,
+                    // the coordinator is rarely more than that behind), then commit rather
+                    // than add lag. Without the pause, writers faster than the coordinator
+                    // would commit (and fsync) after nearly every transaction.
                     if self.group.as_ref().is_some_and(|g| !g.mid_large) {
+                        let linger = GROUP_LINGER.min(self.policy.max_delay);
+                        match rx.recv_timeout(linger) {
+                            Ok(w) => {
+                                self.handle(w)?;
+                                continue;
+                            }
+                            Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+                            Err(std_mpsc::RecvTimeoutError::Disconnected) => return self.finish(),
+                        }
                         self.commit_group()?;
                         // Writers committing at the same moment each record the mark without
                         // the other's transactions; while idle, record the full mark once.
@@ -265,6 +283,13 @@ impl Writer<'_> {
                 }
                 Err(std_mpsc::TryRecvError::Disconnected) => return self.finish(),
             };
+            self.handle(work)?;
+        }
+    }
+
+    /// Does one piece of work.
+    fn handle(&mut self, work: Work) -> Result<(), TargetError> {
+        {
             match work {
                 Work::Txn { sched, gtid, ops } => {
                     self.start_txn(sched)?;
@@ -302,6 +327,7 @@ impl Writer<'_> {
                 }
             }
         }
+        Ok(())
     }
 
     /// Commits the open group (or an empty transaction), recording the current mark.
@@ -328,16 +354,24 @@ impl Writer<'_> {
         !lw.persisted.covers(&lw.position)
     }
 
-    /// On shutdown: commit complete transactions, roll back an incomplete large one.
+    /// On shutdown: commit complete transactions, roll back an incomplete large one. Then,
+    /// like an idle writer, record the full mark when writers that committed at the same
+    /// moment each left it short (the last writer to commit sees it): otherwise transactions
+    /// with nothing to apply at the end of the stream would stay unrecorded until a restart.
     fn finish(&mut self) -> Result<(), TargetError> {
         match &self.group {
             Some(g) if g.mid_large => {
                 self.group = None;
-                self.target.rollback()
+                return self.target.rollback();
             }
-            Some(_) => self.commit_group(),
-            None => Ok(()),
+            Some(_) => self.commit_group()?,
+            None => {}
         }
+        let stopped = self.shared.state.lock().expect("lock").stop;
+        if !stopped && self.mark_unrecorded() {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     fn start_txn(&mut self, sched: Scheduled) -> Result<(), TargetError> {

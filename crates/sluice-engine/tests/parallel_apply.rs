@@ -1,20 +1,100 @@
 //! Proof for parallel apply: random workloads full of key conflicts (hot rows, key changes,
-//! deletes and re-inserts), applied by N writers into a real SQLite target, equal the serial
+//! deletes and re-inserts), applied by N writers into a real target, equal the serial
 //! result — also when a fault is injected at a random point (before a write, before a commit,
-//! right after a commit) and sluice restarts from the checkpoint the target holds.
+//! right after a commit) and sluice restarts from the checkpoint the target holds. SQLite,
+//! and the server targets (MariaDB, PostgreSQL: throwaway servers from sluice-testkit), whose
+//! writers send row changes as multi-row statements.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use proptest::prelude::*;
 use sluice_binlog::{Charset, ColumnDef, ColumnKind, Gtid, Value};
 use sluice_engine::apply::{run_applier, ApplyMsg, BatchPolicy, Progress};
 use sluice_engine::incremental::{IncrementalPolicy, MismatchPolicy};
+use sluice_engine::target::mariadb::MariaDbTarget;
+use sluice_engine::target::postgres::PostgresTarget;
 use sluice_engine::target::sqlite::SqliteTarget;
 use sluice_engine::target::{Checkpoint, RowOp, RowSelection, Target, TargetColumn, TargetResult, TargetTable};
+use sluice_testkit::{MariaDb, PostgresServer};
+
+static MARIADB: Mutex<Option<Arc<MariaDb>>> = Mutex::new(None);
+static POSTGRES: Mutex<Option<Arc<PostgresServer>>> = Mutex::new(None);
+
+/// The process-wide server in `slot`, started on first use.
+fn shared<T>(slot: &'static Mutex<Option<Arc<T>>>, start: fn() -> T) -> Arc<T> {
+    let mut guard = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(server) = guard.as_ref() {
+        return Arc::clone(server);
+    }
+    static CLEANUP: Once = Once::new();
+    // SAFETY: registers a plain `extern "C"` function; atexit has no other preconditions.
+    CLEANUP.call_once(|| unsafe {
+        libc::atexit(stop_shared_servers);
+    });
+    let server = Arc::new(start());
+    *guard = Some(Arc::clone(&server));
+    server
+}
+
+/// Statics are never dropped: stop the shared servers (and delete their directories) when
+/// the test process exits.
+extern "C" fn stop_shared_servers() {
+    let mariadb = MARIADB.lock().ok().and_then(|mut slot| slot.take());
+    drop(mariadb);
+    let postgres = POSTGRES.lock().ok().and_then(|mut slot| slot.take());
+    drop(postgres);
+}
+
+/// Where one test case's target lives: a fresh SQLite file, MariaDB database or PostgreSQL
+/// schema.
+enum Place {
+    Sqlite(PathBuf),
+    MariaDb {
+        server: Arc<MariaDb>,
+        database: String,
+    },
+    Postgres {
+        server: Arc<PostgresServer>,
+        schema: String,
+    },
+}
+
+fn fresh_name() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("pa{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+impl Place {
+    fn mariadb() -> Place {
+        Place::MariaDb {
+            server: shared(&MARIADB, MariaDb::start),
+            database: fresh_name(),
+        }
+    }
+
+    fn postgres() -> Place {
+        Place::Postgres {
+            server: shared(&POSTGRES, PostgresServer::start),
+            schema: fresh_name(),
+        }
+    }
+
+    fn open(&self) -> Box<dyn Target> {
+        match self {
+            Place::Sqlite(path) => Box::new(SqliteTarget::open(path).unwrap()),
+            Place::MariaDb { server, database } => {
+                Box::new(MariaDbTarget::connect(&format!("{}?prefer_socket=false", server.url()), database).unwrap())
+            }
+            Place::Postgres { server, schema } => {
+                Box::new(PostgresTarget::connect(&server.conn_string(), schema).unwrap())
+            }
+        }
+    }
+}
 
 fn column(name: &str) -> ColumnDef {
     ColumnDef {
@@ -59,7 +139,7 @@ enum Fault {
 /// A real SQLite target that fails once at the planned point, as a crash would: the open
 /// transaction is lost (or, after a commit, the commit stands but the process dies).
 struct Faulty {
-    inner: SqliteTarget,
+    inner: Box<dyn Target>,
     fault: Option<Fault>,
     applies: Arc<AtomicUsize>,
     commits: Arc<AtomicUsize>,
@@ -189,7 +269,7 @@ fn gtid(i: usize) -> Gtid {
 
 /// One run of the applier from the target's checkpoint; returns whether it ended cleanly.
 fn run_once(
-    path: &Path,
+    place: &Place,
     history: &History,
     writers: usize,
     policy: BatchPolicy,
@@ -198,14 +278,14 @@ fn run_once(
 ) -> bool {
     let applies = Arc::new(AtomicUsize::new(0));
     let commits = Arc::new(AtomicUsize::new(0));
-    let mut first = SqliteTarget::open(path).unwrap();
+    let mut first = place.open();
     first.prepare(&[table()]).unwrap();
     let start = first.load_checkpoint().unwrap().unwrap_or_default();
     drop(first);
     let targets: Vec<Box<dyn Target>> = (0..writers)
         .map(|_| {
             Box::new(Faulty {
-                inner: SqliteTarget::open(path).unwrap(),
+                inner: place.open(),
                 fault,
                 applies: applies.clone(),
                 commits: commits.clone(),
@@ -218,7 +298,7 @@ fn run_once(
     let start_cp = start.clone();
     std::thread::scope(|s| {
         // Incremental verification on, failing closed: a clean run must never see a mismatch.
-        let verifier: Box<dyn Target> = Box::new(SqliteTarget::open(path).unwrap());
+        let verifier: Box<dyn Target> = place.open();
         let verify_policy = IncrementalPolicy {
             on_mismatch: MismatchPolicy::Stop,
             max_rows_per_group: 100_000,
@@ -267,14 +347,70 @@ fn run_once(
     })
 }
 
-fn target_state(path: &Path) -> BTreeMap<i64, i64> {
-    let rows = sluice_engine::target::sqlite::read_rows(path, &table()).unwrap();
-    rows.into_iter()
-        .map(|r| match (&r[0], &r[1]) {
-            (rusqlite::types::Value::Integer(k), rusqlite::types::Value::Integer(v)) => (*k, *v),
-            other => panic!("unexpected row {other:?}"),
-        })
-        .collect()
+fn target_state(place: &Place) -> BTreeMap<i64, i64> {
+    let all = RowSelection::KeyRange {
+        after: None,
+        upto: None,
+        limit: 100_000,
+    };
+    let rows = place.open().read_rows(&table(), all).unwrap();
+    let int = |v: &Value| match v {
+        Value::Int(i) => *i,
+        Value::Text(s) => s.parse().unwrap(),
+        other => panic!("unexpected value {other:?}"),
+    };
+    rows.iter().map(|r| (int(&r[0]), int(&r[1]))).collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_case(
+    place: &Place,
+    seed_ops: &[(u8, u8, u8)],
+    txn_sizes: &[u8],
+    writers: usize,
+    max_rows: usize,
+    fault_kind: u8,
+    fault_at: usize,
+    large_every: usize,
+) -> Result<(), TestCaseError> {
+    let history = history(seed_ops, txn_sizes);
+    let policy = BatchPolicy {
+        max_rows,
+        max_delay: Duration::from_millis(2),
+    };
+    let fault = match fault_kind {
+        0 => None,
+        1 => Some(Fault::BeforeApply(fault_at)),
+        2 => Some(Fault::BeforeCommit(fault_at)),
+        _ => Some(Fault::AfterCommit(fault_at)),
+    };
+    // First run may crash; then restart (no fault) until a clean run.
+    let mut clean = run_once(place, &history, writers, policy, fault, large_every);
+    let mut restarts = 0;
+    while !clean {
+        restarts += 1;
+        prop_assert!(restarts < 5, "no clean run after restarts");
+        clean = run_once(place, &history, writers, policy, None, large_every);
+    }
+    prop_assert_eq!(target_state(place), history.final_state.clone());
+    let cp = place.open().load_checkpoint().unwrap().unwrap();
+    // The checkpoint covers exactly the history: every transaction, nothing beyond it.
+    for i in 0..history.txns.len() {
+        prop_assert!(cp.covers(gtid(i)), "checkpoint {:?} misses {}", cp, gtid(i));
+    }
+    prop_assert!(!cp.covers(gtid(history.txns.len())));
+    // Every transaction's rows were read back and found as written.
+    let verified = place.open().load_verified().unwrap().unwrap_or_default();
+    prop_assert_eq!(verified.mismatches, 0);
+    // The verified mark reaches the applied low-water mark (GTIDs applied beyond it by a
+    // run that crashed are not re-read after the restart; `sluice verify` covers those).
+    prop_assert!(
+        verified.position.covers(&cp.position),
+        "verified {} vs checkpoint {:?}",
+        verified.position,
+        cp
+    );
+    Ok(())
 }
 
 proptest! {
@@ -290,36 +426,42 @@ proptest! {
         fault_at in 0usize..40,
         large_every in 0usize..6,
     ) {
-        let history = history(&seed_ops, &txn_sizes);
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.sqlite");
-        let policy = BatchPolicy { max_rows, max_delay: Duration::from_millis(2) };
-        let fault = match fault_kind {
-            0 => None,
-            1 => Some(Fault::BeforeApply(fault_at)),
-            2 => Some(Fault::BeforeCommit(fault_at)),
-            _ => Some(Fault::AfterCommit(fault_at)),
-        };
-        // First run may crash; then restart (no fault) until a clean run.
-        let mut clean = run_once(&path, &history, writers, policy, fault, large_every);
-        let mut restarts = 0;
-        while !clean {
-            restarts += 1;
-            prop_assert!(restarts < 5, "no clean run after restarts");
-            clean = run_once(&path, &history, writers, policy, None, large_every);
-        }
-        prop_assert_eq!(target_state(&path), history.final_state.clone());
-        let cp = SqliteTarget::open(&path).unwrap().load_checkpoint().unwrap().unwrap();
-        // The checkpoint covers exactly the history: every transaction, nothing beyond it.
-        for i in 0..history.txns.len() {
-            prop_assert!(cp.covers(gtid(i)), "checkpoint {:?} misses {}", cp, gtid(i));
-        }
-        prop_assert!(!cp.covers(gtid(history.txns.len())));
-        // Every transaction's rows were read back and found as written.
-        let verified = SqliteTarget::open(&path).unwrap().load_verified().unwrap().unwrap_or_default();
-        prop_assert_eq!(verified.mismatches, 0);
-        // The verified mark reaches the applied low-water mark (GTIDs applied beyond it by a
-        // run that crashed are not re-read after the restart; `sluice verify` covers those).
-        prop_assert!(verified.position.covers(&cp.position), "verified {} vs checkpoint {:?}", verified.position, cp);
+        let place = Place::Sqlite(dir.path().join("t.sqlite"));
+        check_case(&place, &seed_ops, &txn_sizes, writers, max_rows, fault_kind, fault_at, large_every)?;
+    }
+}
+
+// The server targets: fewer cases (each opens several connections to a real server), larger
+// groups so that multi-row statements carry repeated keys, key changes and re-inserts.
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn parallel_apply_into_mariadb_with_crashes_equals_serial_apply(
+        seed_ops in proptest::collection::vec((any::<u8>(), any::<u8>(), any::<u8>()), 20..300),
+        txn_sizes in proptest::collection::vec(0u8..8, 10..60),
+        writers in 1usize..5,
+        max_rows in 1usize..80,
+        fault_kind in 0u8..4,
+        fault_at in 0usize..40,
+        large_every in 0usize..6,
+    ) {
+        let place = Place::mariadb();
+        check_case(&place, &seed_ops, &txn_sizes, writers, max_rows, fault_kind, fault_at, large_every)?;
+    }
+
+    #[test]
+    fn parallel_apply_into_postgres_with_crashes_equals_serial_apply(
+        seed_ops in proptest::collection::vec((any::<u8>(), any::<u8>(), any::<u8>()), 20..300),
+        txn_sizes in proptest::collection::vec(0u8..8, 10..60),
+        writers in 1usize..5,
+        max_rows in 1usize..80,
+        fault_kind in 0u8..4,
+        fault_at in 0usize..40,
+        large_every in 0usize..6,
+    ) {
+        let place = Place::postgres();
+        check_case(&place, &seed_ops, &txn_sizes, writers, max_rows, fault_kind, fault_at, large_every)?;
     }
 }

@@ -910,8 +910,12 @@ fn null_in_a_not_null_column_is_a_database_error_naming_the_column(f: &Fixture) 
         &[0],
     );
     let mut target = f.open_prepared(&[Arc::clone(&t)]);
-    target.begin().unwrap();
-    let err = target.apply(&insert(&t, vec![Value::Int(1), Value::Null])).unwrap_err();
+    // A server target may report it from `commit` (the row waits for a multi-row statement).
+    let err = apply_expecting_failure(
+        &mut *target,
+        &[insert(&t, vec![Value::Int(1), Value::Null])],
+        &checkpoint(1, 1),
+    );
     match &err {
         TargetError::Database {
             operation,
@@ -1496,6 +1500,242 @@ fn many_rows_in_one_transaction(f: &Fixture) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Batches: server targets send consecutive row changes as multi-row statements
+
+/// Applies `ops` in an open transaction and commits `cp`, expecting the transaction to fail:
+/// a server target may report a row's database error from a later `apply` or from `commit`.
+fn apply_expecting_failure(target: &mut dyn Target, ops: &[RowOp], cp: &Checkpoint) -> TargetError {
+    target.begin().unwrap();
+    for op in ops {
+        if let Err(e) = target.apply(op) {
+            return e;
+        }
+    }
+    target.commit(cp).expect_err("the transaction should have failed")
+}
+
+/// `pairs (a INT, b VARCHAR(20), v INT)`, key `(a, b)`.
+fn pairs() -> Arc<TargetTable> {
+    table(
+        "pairs",
+        vec![
+            not_null(def("a", ColumnKind::Int)),
+            not_null(length(def("b", ColumnKind::Text), 20)),
+            def("v", ColumnKind::Int),
+        ],
+        &[0, 1],
+    )
+}
+
+fn pair(a: i64, b: &str, v: i64) -> Vec<Value> {
+    vec![Value::Int(a), Value::Text(b.to_owned()), Value::Int(v)]
+}
+
+fn the_same_key_changed_many_times_in_one_transaction(f: &Fixture) {
+    let t = users();
+    let mut target = f.open_prepared(&[Arc::clone(&t)]);
+    apply_all(&mut *target, &[insert(&t, user(9, "old", 0.0))], &checkpoint(1, 1));
+    let mut ops = vec![
+        // Two upserts and an update of one key.
+        insert(&t, user(1, "first", 1.0)),
+        insert(&t, user(1, "second", 2.0)),
+        update(&t, user(1, "second", 2.0), user(1, "third", 3.0)),
+        // Delete, then re-insert.
+        insert(&t, user(2, "gone", 0.0)),
+        delete(&t, user(2, "gone", 0.0)),
+        insert(&t, user(2, "back", 2.5)),
+        // Insert, then delete.
+        insert(&t, user(3, "brief", 0.0)),
+        delete(&t, user(3, "brief", 0.0)),
+        // Delete of an existing row, re-insert, delete again.
+        delete(&t, user(9, "old", 0.0)),
+        insert(&t, user(9, "new", 9.0)),
+        delete(&t, user(9, "new", 9.0)),
+        // A key change chain 4 -> 5 -> 6, and 7 -> 8 -> 7 (moved back).
+        insert(&t, user(4, "moving", 4.0)),
+        update(&t, user(4, "moving", 4.0), user(5, "moving", 5.0)),
+        update(&t, user(5, "moving", 5.0), user(6, "moved", 6.0)),
+        insert(&t, user(7, "swing", 7.0)),
+        update(&t, user(7, "swing", 7.0), user(8, "swing", 8.0)),
+        update(&t, user(8, "swing", 8.0), user(7, "home", 7.5)),
+    ];
+    // More upserts of one key than a statement holds.
+    for i in 0..600 {
+        ops.push(insert(&t, user(10, &format!("v{i}"), f64::from(i))));
+    }
+    apply_all(&mut *target, &ops, &checkpoint(2, 2));
+    assert_eq!(
+        f.rows(&t),
+        vec![
+            canon(&user(1, "third", 3.0)),
+            canon(&user(2, "back", 2.5)),
+            canon(&user(6, "moved", 6.0)),
+            canon(&user(7, "home", 7.5)),
+            canon(&user(10, "v599", 599.0)),
+        ]
+    );
+    assert_eq!(target.load_checkpoint().unwrap(), Some(checkpoint(2, 2)));
+}
+
+fn a_failing_row_in_a_batch_rolls_back_everything(f: &Fixture) {
+    let t = table(
+        "nn_batch",
+        vec![
+            not_null(def("id", ColumnKind::Int)),
+            not_null(def("required", ColumnKind::Text)),
+        ],
+        &[0],
+    );
+    let other = users();
+    let mut target = f.open_prepared(&[Arc::clone(&t), Arc::clone(&other)]);
+    apply_all(
+        &mut *target,
+        &[insert(&t, vec![Value::Int(0), Value::Text("kept".into())])],
+        &checkpoint(1, 1),
+    );
+    let mut ops = Vec::new();
+    for i in 1..300 {
+        ops.push(insert(&t, vec![Value::Int(i), Value::Text(format!("secret-{i}"))]));
+        ops.push(insert(&other, user(i, "secret-name", 1.0)));
+    }
+    ops.push(delete(&t, vec![Value::Int(0), Value::Null]));
+    ops.push(insert(&t, vec![Value::Int(150), Value::Null]));
+    for i in 300..700 {
+        ops.push(insert(&t, vec![Value::Int(i), Value::Text(format!("secret-{i}"))]));
+    }
+    let err = apply_expecting_failure(&mut *target, &ops, &checkpoint(2, 2));
+    match &err {
+        TargetError::Database { table, message, .. } => {
+            assert_eq!(table, "nn_batch");
+            assert!(message.contains("required"), "{message}");
+            assert!(!message.contains("secret"), "{message}");
+        }
+        other => panic!("unexpected error {other:?}"),
+    }
+    assert!(!err.to_string().contains("secret"), "{err}");
+    target.rollback().unwrap();
+    // Nothing of the failed transaction is there; the previous commit is intact.
+    assert_eq!(f.rows(&t), vec![vec![Some("0".to_owned()), Some("kept".to_owned())]]);
+    assert!(f.rows(&other).is_empty());
+    assert_eq!(target.load_checkpoint().unwrap(), Some(checkpoint(1, 1)));
+    // The target is usable again.
+    apply_all(
+        &mut *target,
+        &[insert(&other, user(1, "after", 1.0))],
+        &checkpoint(3, 3),
+    );
+    assert_eq!(f.rows(&other), vec![canon(&user(1, "after", 1.0))]);
+}
+
+/// A small deterministic generator (xorshift), so every target sees the same workload.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+fn random_batches_match_a_row_by_row_model(f: &Fixture) {
+    use std::collections::BTreeMap;
+    let u = users();
+    let p = pairs();
+    let mut target = f.open_prepared(&[Arc::clone(&u), Arc::clone(&p)]);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    // The model: what applying each change on its own leaves.
+    let mut users_model: BTreeMap<i64, Vec<Value>> = BTreeMap::new();
+    let mut pairs_model: BTreeMap<(i64, String), Vec<Value>> = BTreeMap::new();
+    for txn in 0..4u64 {
+        let mut ops = Vec::new();
+        // Enough changes to pass the flush size, on a small key space (many repeats).
+        for n in 0..2_500i64 {
+            let on_users = rng.below(2) == 0;
+            let choice = rng.below(10);
+            if on_users {
+                let id = rng.below(40) as i64;
+                let row = user(id, &format!("t{txn}n{n}"), n as f64);
+                match (choice, users_model.get(&id).cloned()) {
+                    (0..=1, Some(old)) => {
+                        users_model.remove(&id);
+                        ops.push(delete(&u, old));
+                    }
+                    (2..=3, Some(old)) => {
+                        // A key change to a free key.
+                        let to = 40 + rng.below(40) as i64;
+                        if users_model.contains_key(&to) {
+                            continue;
+                        }
+                        let new = user(to, &format!("moved{n}"), n as f64);
+                        users_model.remove(&id);
+                        users_model.insert(to, new.clone());
+                        ops.push(update(&u, old, new));
+                    }
+                    (4..=6, Some(old)) => {
+                        users_model.insert(id, row.clone());
+                        ops.push(update(&u, old, row));
+                    }
+                    _ => {
+                        users_model.insert(id, row.clone());
+                        ops.push(insert(&u, row));
+                    }
+                }
+            } else {
+                let a = rng.below(6) as i64;
+                let b = format!("k{}", rng.below(6));
+                let row = pair(a, &b, n);
+                match (choice, pairs_model.get(&(a, b.clone())).cloned()) {
+                    (0..=2, Some(old)) => {
+                        pairs_model.remove(&(a, b));
+                        ops.push(delete(&p, old));
+                    }
+                    (3..=4, Some(old)) => {
+                        let to = (a, format!("m{}", rng.below(6)));
+                        if pairs_model.contains_key(&to) {
+                            continue;
+                        }
+                        let new = pair(to.0, &to.1, n);
+                        pairs_model.remove(&(a, b));
+                        pairs_model.insert(to, new.clone());
+                        ops.push(update(&p, old, new));
+                    }
+                    _ => {
+                        pairs_model.insert((a, b), row.clone());
+                        ops.push(insert(&p, row));
+                    }
+                }
+            }
+        }
+        apply_all(&mut *target, &ops, &checkpoint(10 + txn, 1));
+        let want_users: Rows = users_model.values().map(|r| canon(r)).collect();
+        assert_eq!(f.rows(&u), want_users, "users after transaction {txn}");
+        let mut got_pairs = f.rows(&p);
+        let mut want_pairs: Rows = pairs_model.values().map(|r| canon(r)).collect();
+        got_pairs.sort();
+        want_pairs.sort();
+        assert_eq!(got_pairs, want_pairs, "pairs after transaction {txn}");
+    }
+}
+
+fn reads_inside_a_transaction_see_its_own_changes(f: &Fixture) {
+    use sluice_engine::target::RowSelection;
+    let t = users();
+    let mut target = f.open_prepared(&[Arc::clone(&t)]);
+    apply_all(&mut *target, &[insert(&t, user(2, "two", 2.0))], &checkpoint(1, 1));
+    target.begin().unwrap();
+    target.apply(&insert(&t, user(1, "one", 1.0))).unwrap();
+    target.apply(&delete(&t, user(2, "two", 2.0))).unwrap();
+    let keys = vec![vec![Value::Int(1)], vec![Value::Int(2)]];
+    let rows = target.read_rows(&t, RowSelection::Keys(&keys)).unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0][1], Value::Text("one".into()));
+    target.commit_without_checkpoint().unwrap();
+    assert_eq!(f.rows(&t), vec![canon(&user(1, "one", 1.0))]);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Backfill progress
 
 fn progress(table: &str, done: bool, last_key: Option<&str>, rows_copied: u64) -> BackfillProgress {
@@ -1747,6 +1987,10 @@ compliance!(
     record_backfill_needs_an_open_transaction,
     a_fresh_target_has_no_backfill_progress,
     backfill_keys_round_trip_exactly,
+    the_same_key_changed_many_times_in_one_transaction,
+    a_failing_row_in_a_batch_rolls_back_everything,
+    random_batches_match_a_row_by_row_model,
+    reads_inside_a_transaction_see_its_own_changes,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -2141,7 +2385,6 @@ mod postgres_only {
             &[0],
         );
         let mut target = f.open_prepared(&[Arc::clone(&t)]);
-        target.begin().unwrap();
         let row = vec![
             Value::Int(1),
             Value::Date {
@@ -2150,7 +2393,7 @@ mod postgres_only {
                 day: 30,
             },
         ];
-        let err = target.apply(&insert(&t, row)).unwrap_err();
+        let err = super::apply_expecting_failure(&mut *target, &[insert(&t, row)], &checkpoint(1, 1));
         match &err {
             TargetError::Database { table, message, .. } => {
                 assert_eq!(table, "dates");

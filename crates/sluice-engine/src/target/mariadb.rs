@@ -27,9 +27,14 @@
 //!   update whose key is unchanged is the same upsert of the new row (updating in place, or
 //!   writing the row whole when the target missed it); an update that changes the key
 //!   deletes the old key and upserts the new row. A delete of a missing row changes nothing.
-//!   Statements are prepared once per (table, operation) and kept for the life of the
-//!   connection; values are always bound as parameters (binary protocol, exact for every
-//!   type) and identifiers always quoted.
+//!   Values are always bound as parameters (binary protocol, exact for every type) and
+//!   identifiers always quoted.
+//! * **Multi-row statements.** Row changes are buffered inside the open transaction and sent
+//!   per table as one multi-row `INSERT … VALUES (…), (…) … ON DUPLICATE KEY UPDATE` and one
+//!   `DELETE … WHERE k IN (…)` (an OR of key equalities for a composite key), keeping
+//!   per-key order exactly (see `super::batch`); a refused row fails the statement, which
+//!   names the table. Statements are prepared once per (table, operation, rows per
+//!   statement: 1, 8, 64 or 256) and kept for the life of the connection.
 //! * **Checkpoint with the rows.** [`Target::begin`] is `START TRANSACTION`;
 //!   [`Target::commit`] upserts the writer's row of `_sluice_checkpoint` (one row per
 //!   parallel writer, merged by [`Target::load_checkpoint`]) and `COMMIT`s. Sessions run at
@@ -64,6 +69,7 @@ use mysql::{Conn, Params, Statement, Value as MyValue};
 use sluice_binlog::value::civil_from_unix;
 use sluice_binlog::{Charset, ColumnDef, ColumnKind, Value};
 
+use super::batch::{chunk_sizes, key_identity, value_bytes, Pending, BATCH_SIZES};
 use super::common::{
     bit_width, check_existing_columns, check_row_len, check_table_shape, checkpoint_from_rows, definition_json,
     int_fits, rows_copied_from_db, rows_copied_to_db, unix_now, verified_from_row, TxState, BACKFILL_TABLE,
@@ -372,12 +378,21 @@ enum StmtKind {
     Delete,
 }
 
-/// Everything sluice derives once per target table: column types and statement texts.
+/// Everything sluice derives once per target table: column types and the pieces of its
+/// statement texts.
 struct TablePlan {
     table: Arc<TargetTable>,
     types: Vec<String>,
-    upsert: String,
-    delete: String,
+    /// `INSERT INTO t (c1, c2, …) VALUES `
+    upsert_head: String,
+    /// `(?, ?, …)`: one row's placeholders.
+    upsert_row: String,
+    /// ` ON DUPLICATE KEY UPDATE …`
+    upsert_tail: String,
+    /// `DELETE FROM t WHERE `
+    delete_head: String,
+    /// The quoted key columns.
+    key_cols: Vec<String>,
 }
 
 impl TablePlan {
@@ -402,20 +417,57 @@ impl TablePlan {
                 .map(|&i| format!("{c} = VALUES({c})", c = cols[i]))
                 .collect()
         };
-        let upsert = format!(
-            "INSERT INTO {name} ({}) VALUES ({}) ON DUPLICATE KEY UPDATE {}",
-            cols.join(", "),
-            vec!["?"; cols.len()].join(", "),
-            sets.join(", ")
-        );
-        let where_key: Vec<String> = table.key.iter().map(|&k| format!("{} = ?", cols[k])).collect();
-        let delete = format!("DELETE FROM {name} WHERE {}", where_key.join(" AND "));
+        let upsert_head = format!("INSERT INTO {name} ({}) VALUES ", cols.join(", "));
+        let upsert_row = format!("({})", vec!["?"; cols.len()].join(", "));
+        let upsert_tail = format!(" ON DUPLICATE KEY UPDATE {}", sets.join(", "));
+        let key_cols: Vec<String> = table.key.iter().map(|&k| cols[k].clone()).collect();
         Ok(TablePlan {
             table,
             types,
-            upsert,
-            delete,
+            upsert_head,
+            upsert_row,
+            upsert_tail,
+            delete_head: format!("DELETE FROM {name} WHERE "),
+            key_cols,
         })
+    }
+
+    /// Placeholders per row of statement `kind`.
+    fn params_per_row(&self, kind: StmtKind) -> usize {
+        match kind {
+            StmtKind::Upsert => self.table.columns.len(),
+            StmtKind::Delete => self.table.key.len(),
+        }
+    }
+
+    /// The text of statement `kind` for `rows` rows: one multi-row upsert (MariaDB applies its
+    /// rows in order), or a delete of `rows` keys (`k IN (?, …)`, or an OR of key equalities
+    /// for a composite key).
+    fn sql(&self, kind: StmtKind, rows: usize) -> String {
+        match kind {
+            StmtKind::Upsert => {
+                let mut sql = self.upsert_head.clone();
+                for i in 0..rows {
+                    if i > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql.push_str(&self.upsert_row);
+                }
+                sql.push_str(&self.upsert_tail);
+                sql
+            }
+            StmtKind::Delete if self.key_cols.len() == 1 => format!(
+                "{}{} IN ({})",
+                self.delete_head,
+                self.key_cols[0],
+                vec!["?"; rows].join(", ")
+            ),
+            StmtKind::Delete => {
+                let term: Vec<String> = self.key_cols.iter().map(|c| format!("{c} = ?")).collect();
+                let term = format!("({})", term.join(" AND "));
+                format!("{}{}", self.delete_head, vec![term; rows].join(" OR "))
+            }
+        }
     }
 
     fn not_null(&self, i: usize) -> bool {
@@ -601,7 +653,11 @@ pub struct MariaDbTarget {
     /// The connection failed at the transport level and must be replaced.
     broken: bool,
     plans: HashMap<String, TablePlan>,
-    statements: HashMap<(String, StmtKind), Statement>,
+    /// Prepared row statements by (table, kind, rows per statement); at most
+    /// `BATCH_SIZES.len()` per table and kind.
+    statements: HashMap<(String, StmtKind, usize), Statement>,
+    /// Row changes of the open transaction not yet sent (see `super::batch`).
+    pending: Pending<Vec<MyValue>>,
     checkpoint_statement: Option<Statement>,
     backfill_statement: Option<Statement>,
     /// Prepared verification reads by SQL text (see [`Target::read_rows`]); bounded.
@@ -622,7 +678,7 @@ impl MariaDbTarget {
     pub fn connect_with(opts: impl Into<Opts>, database: &str) -> TargetResult<MariaDbTarget> {
         check_identifier("database", database).map_err(|why| TargetError::Other(format!("target {why}")))?;
         let init: Vec<String> = SESSION_INIT.iter().map(|s| (*s).to_owned()).collect();
-        // Statements are cached per (table, operation) here, not by the driver's LRU cache
+        // Statements are cached per (table, operation, rows) here, not by the driver's LRU cache
         // (which would close statements this target still holds).
         let base = OptsBuilder::from_opts(opts.into())
             .db_name(None::<String>)
@@ -652,6 +708,7 @@ impl MariaDbTarget {
             broken: false,
             plans: HashMap::new(),
             statements: HashMap::new(),
+            pending: Pending::default(),
             checkpoint_statement: None,
             backfill_statement: None,
             read_statements: HashMap::new(),
@@ -700,10 +757,14 @@ impl MariaDbTarget {
         };
         if fresh {
             let plan = TablePlan::new(Arc::clone(table))?;
+            // Buffered rows were bound for the old definition: send them first.
+            self.flush()?;
             for kind in [StmtKind::Upsert, StmtKind::Delete] {
-                if let Some(stmt) = self.statements.remove(&(table.name.clone(), kind)) {
-                    if !self.broken {
-                        let _ = self.conn.close(stmt);
+                for size in BATCH_SIZES {
+                    if let Some(stmt) = self.statements.remove(&(table.name.clone(), kind, size)) {
+                        if !self.broken {
+                            let _ = self.conn.close(stmt);
+                        }
                     }
                 }
             }
@@ -712,22 +773,18 @@ impl MariaDbTarget {
         Ok(())
     }
 
-    /// Executes the table's prepared statement `kind` with `params`.
-    fn execute(&mut self, name: &str, kind: StmtKind, params: Vec<MyValue>) -> TargetResult<()> {
+    /// Executes the table's prepared statement `kind` for `rows` rows with `params`.
+    fn execute(&mut self, name: &str, kind: StmtKind, rows: usize, params: Vec<MyValue>) -> TargetResult<()> {
         let operation = match kind {
             StmtKind::Upsert => "upsert",
             StmtKind::Delete => "delete",
         };
-        let cache_key = (name.to_owned(), kind);
+        let cache_key = (name.to_owned(), kind, rows);
         let stmt = match self.statements.get(&cache_key) {
             Some(stmt) => stmt.clone(),
             None => {
-                let plan = &self.plans[name];
-                let sql = match kind {
-                    StmtKind::Upsert => &plan.upsert,
-                    StmtKind::Delete => &plan.delete,
-                };
-                let stmt = match self.conn.prep(sql) {
+                let sql = self.plans[name].sql(kind, rows);
+                let stmt = match self.conn.prep(&sql) {
                     Ok(stmt) => stmt,
                     Err(e) => return Err(self.fail(operation, name, &e)),
                 };
@@ -741,6 +798,7 @@ impl MariaDbTarget {
         }
     }
 
+    /// Buffers one row change (see `super::batch`), flushing when the buffer is full.
     fn apply_op(&mut self, op: &RowOp) -> TargetResult<()> {
         let table = match op {
             RowOp::Insert { table, .. } | RowOp::Update { table, .. } | RowOp::Delete { table, .. } => table,
@@ -748,29 +806,77 @@ impl MariaDbTarget {
         self.plan(table)?;
         let plan = &self.plans[&table.name];
         let name = table.name.as_str();
+        let key_of = |row: &[Value]| key_identity(plan.table.key.iter().map(|&k| &row[k]));
+        let bytes = |row: &[Value]| row.iter().map(value_bytes).sum::<usize>();
         match op {
             RowOp::Insert { row, .. } => {
                 let values = plan.bind_row(row)?;
-                self.execute(name, StmtKind::Upsert, values)
+                self.pending.upsert(name, key_of(row), values, bytes(row));
             }
             RowOp::Delete { row, .. } => {
                 let key = plan.bind_key(row)?;
-                self.execute(name, StmtKind::Delete, key)
+                self.pending.delete(name, key_of(row), key, 0);
             }
             RowOp::Update { before, after, .. } => {
                 plan.check_len(before)?;
                 let values = plan.bind_row(after)?;
                 let key_unchanged = plan.table.key.iter().all(|&k| before[k] == after[k]);
-                if key_unchanged {
-                    // Updates in place, or writes the row whole when the target lacks it.
-                    self.execute(name, StmtKind::Upsert, values)
-                } else {
+                if !key_unchanged {
                     let old_key = plan.bind_key(before)?;
-                    self.execute(name, StmtKind::Delete, old_key)?;
-                    self.execute(name, StmtKind::Upsert, values)
+                    self.pending.delete(name, key_of(before), old_key, 0);
+                }
+                // Updates in place, or writes the row whole when the target lacks it.
+                self.pending.upsert(name, key_of(after), values, bytes(after));
+            }
+        }
+        if self.pending.is_full() {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Sends every buffered row change: per table, its deletes, then its upserts, as
+    /// multi-row statements of the fixed sizes.
+    fn flush(&mut self) -> TargetResult<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        for table in self.pending.take() {
+            let plan = &self.plans[&table.name];
+            let deletes = table.deletes;
+            let upserts: Vec<Vec<MyValue>> = table.upserts.into_iter().flatten().collect();
+            let runs = [
+                (
+                    StmtKind::Delete,
+                    chunk_sizes(deletes.len(), plan.params_per_row(StmtKind::Delete)),
+                    deletes,
+                ),
+                (
+                    StmtKind::Upsert,
+                    chunk_sizes(upserts.len(), plan.params_per_row(StmtKind::Upsert)),
+                    upserts,
+                ),
+            ];
+            for (kind, sizes, rows) in runs {
+                let mut rows = rows.into_iter();
+                for size in sizes {
+                    let params: Vec<MyValue> = rows.by_ref().take(size).flatten().collect();
+                    self.execute(&table.name, kind, size, params)?;
                 }
             }
         }
+        Ok(())
+    }
+
+    /// [`MariaDbTarget::flush`] inside the open transaction; a failure rolls it back whole.
+    fn flush_or_abandon(&mut self) -> TargetResult<()> {
+        let result = self.flush();
+        if result.is_err() {
+            self.pending.clear();
+            self.state = TxState::Failed;
+            let _ = self.rollback_now();
+        }
+        result
     }
 
     /// Column names of every table in the database, in order.
@@ -870,6 +976,7 @@ impl MariaDbTarget {
     }
 
     fn rollback_now(&mut self) -> TargetResult<()> {
+        self.pending.clear();
         if self.broken {
             // The server rolls back a transaction whose connection is gone.
             return Ok(());
@@ -936,6 +1043,7 @@ impl MariaDbTarget {
 impl Target for MariaDbTarget {
     fn prepare(&mut self, tables: &[Arc<TargetTable>]) -> TargetResult<()> {
         if self.state == TxState::Open {
+            self.flush_or_abandon()?;
             return self.prepare_tables(tables).inspect_err(|_| {
                 let _ = self.rollback_now();
                 self.state = TxState::Failed;
@@ -961,6 +1069,7 @@ impl Target for MariaDbTarget {
         if self.state == TxState::Open {
             return Err(TargetError::Other("begin called while a transaction is open".into()));
         }
+        self.pending.clear();
         self.ensure_connected()?;
         if let Err(e) = self.conn.query_drop("START TRANSACTION") {
             let e = self.fail("begin", "(transaction)", &e);
@@ -991,7 +1100,7 @@ impl Target for MariaDbTarget {
 
     fn commit(&mut self, checkpoint: &Checkpoint) -> TargetResult<()> {
         self.state.require_open_for_commit()?;
-        match self.write_checkpoint(checkpoint) {
+        match self.flush().and_then(|()| self.write_checkpoint(checkpoint)) {
             Ok(()) => {
                 self.state = TxState::Idle;
                 Ok(())
@@ -1011,7 +1120,7 @@ impl Target for MariaDbTarget {
 
     fn record_backfill(&mut self, progress: &BackfillProgress) -> TargetResult<()> {
         self.state.require_open("record_backfill")?;
-        let result = self.write_backfill(progress);
+        let result = self.flush().and_then(|()| self.write_backfill(progress));
         if result.is_err() {
             // No partial state: abandon the whole target transaction now.
             self.state = TxState::Failed;
@@ -1022,6 +1131,7 @@ impl Target for MariaDbTarget {
 
     fn record_lag(&mut self, report: &crate::lag::LagReport) -> TargetResult<()> {
         self.state.require_open("record_lag")?;
+        self.flush_or_abandon()?;
         let [p50, p99, p999, max, samples, window, at] = super::lag_columns(report);
         let params = (report.source, p50, p99, p999, max, samples, window, at);
         if let Err(e) = self.conn.exec_drop(UPSERT_LAG, params) {
@@ -1070,7 +1180,10 @@ impl Target for MariaDbTarget {
     }
 
     fn read_rows(&mut self, table: &Arc<TargetTable>, selection: RowSelection<'_>) -> TargetResult<Vec<Vec<Value>>> {
-        if self.state != TxState::Open {
+        if self.state == TxState::Open {
+            // The read must see this transaction's own changes.
+            self.flush_or_abandon()?;
+        } else {
             self.ensure_connected()?;
         }
         self.plan(table)?;
@@ -1219,6 +1332,7 @@ impl Target for MariaDbTarget {
 
     fn commit_without_checkpoint(&mut self) -> TargetResult<()> {
         self.state.require_open_for_commit()?;
+        self.flush_or_abandon()?;
         match self.conn.query_drop("COMMIT") {
             Ok(()) => {
                 self.state = TxState::Idle;

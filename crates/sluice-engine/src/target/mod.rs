@@ -14,9 +14,12 @@
 //!   primary key restricted to replicated columns). An insert of an existing key replaces the
 //!   row; an update whose key changed moves the row; a delete of a missing row is a no-op.
 //!   (Idempotency is a safety net; the checkpoint already prevents re-application.)
+//! * **Per-key order.** Row changes to one key take effect in the order `apply` was called,
+//!   even when a server target sends several changes in one multi-row statement.
 //! * **No partial state on error.** Any error between `begin` and `commit` leaves the target
 //!   as it was at the previous commit once [`Target::rollback`] (or a reconnect) has run.
 
+mod batch;
 mod common;
 pub mod mariadb;
 pub mod postgres;
@@ -204,7 +207,12 @@ pub trait Target: Send {
     /// Starts a target transaction.
     fn begin(&mut self) -> TargetResult<()>;
 
-    /// Applies one row change inside the open transaction.
+    /// Applies one row change inside the open transaction. A server target may buffer the
+    /// change and send it later in a multi-row statement (per-key order kept exactly, see
+    /// `target::batch`), so a database's refusal of a row can surface from a later `apply`
+    /// or from `commit`, `record_backfill`, `record_lag`, `read_rows` or `prepare` in the same
+    /// transaction; it names the table and rolls back the whole transaction all the same.
+    /// Values a column cannot hold are refused here, by the call that passes them.
     fn apply(&mut self, op: &RowOp) -> TargetResult<()>;
 
     /// Writes `checkpoint` as the record of writer `checkpoint.writer` (replacing that writer's

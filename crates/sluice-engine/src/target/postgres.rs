@@ -27,8 +27,13 @@
 //!   column (`DO NOTHING` when every column is a key column), so re-applying it replaces the
 //!   row. An update whose key is unchanged is the same upsert of the new row; an update that
 //!   changes the key deletes the old key and upserts the new row. A delete of a missing row
-//!   changes nothing. Statements are prepared once per (table, operation) and kept for the
-//!   life of the connection; identifiers are always quoted and schema-qualified.
+//!   changes nothing. Identifiers are always quoted and schema-qualified.
+//! * **Multi-row statements.** Row changes are buffered inside the open transaction and sent
+//!   per table as `INSERT … VALUES (…), (…) … ON CONFLICT … DO UPDATE` and `DELETE … WHERE k
+//!   IN (…)` (an OR of key equalities for a composite key), keeping per-key order exactly
+//!   and never two rows of one key in one upsert (see `super::batch`). Statements are
+//!   prepared once per (table, operation, rows per statement: 1, 8, 64 or 256) and kept for
+//!   the life of the connection.
 //! * **Checkpoint with the rows.** [`Target::begin`] is `BEGIN`; [`Target::commit`] upserts
 //!   the writer's row of `_sluice_checkpoint` and `COMMIT`s; [`Target::record_backfill`]
 //!   upserts a table's backfill progress (`_sluice_backfill`) in the open transaction.
@@ -54,6 +59,7 @@ use postgres::types::{to_sql_checked, Format, IsNull, ToSql, Type};
 use postgres::{Client, NoTls, Statement};
 use sluice_binlog::{Charset, ColumnDef, ColumnKind, Value};
 
+use super::batch::{chunk_sizes, key_identity, value_bytes, Pending};
 use super::common::{
     check_existing_columns, check_row_len, check_table_shape, checkpoint_from_rows, definition_json, int_fits,
     rows_copied_from_db, rows_copied_to_db, unix_now, verified_from_row, TxState, BACKFILL_TABLE,
@@ -266,12 +272,19 @@ enum StmtKind {
     Delete,
 }
 
-/// Everything sluice derives once per target table: column types and statement texts.
+/// Everything sluice derives once per target table: column types and the pieces of its
+/// statement texts.
 struct TablePlan {
     table: Arc<TargetTable>,
     types: Vec<String>,
-    upsert: String,
-    delete: String,
+    /// `INSERT INTO s.t (c1, c2, …) VALUES `
+    upsert_head: String,
+    /// ` ON CONFLICT (k…) DO …`
+    upsert_tail: String,
+    /// `DELETE FROM s.t WHERE `
+    delete_head: String,
+    /// The quoted key columns.
+    key_cols: Vec<String>,
 }
 
 impl TablePlan {
@@ -280,9 +293,8 @@ impl TablePlan {
         let types: Vec<String> = table.columns.iter().map(|c| postgres_type(&c.source)).collect();
         let name = format!("{}.{}", quote_ident(schema), quote_ident(&table.name));
         let cols: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
-        let key_cols: Vec<&str> = table.key.iter().map(|&k| cols[k].as_str()).collect();
+        let key_cols: Vec<String> = table.key.iter().map(|&k| cols[k].clone()).collect();
         let non_key: Vec<usize> = (0..cols.len()).filter(|i| !table.key.contains(i)).collect();
-        let placeholders: Vec<String> = (1..=cols.len()).map(|i| format!("${i}")).collect();
         let conflict_action = if non_key.is_empty() {
             "NOTHING".to_owned()
         } else {
@@ -292,24 +304,60 @@ impl TablePlan {
                 .collect();
             format!("UPDATE SET {}", sets.join(", "))
         };
-        let upsert = format!(
-            "INSERT INTO {name} ({}) VALUES ({}) ON CONFLICT ({}) DO {conflict_action}",
-            cols.join(", "),
-            placeholders.join(", "),
-            key_cols.join(", "),
-        );
-        let where_key: Vec<String> = key_cols
-            .iter()
-            .enumerate()
-            .map(|(n, c)| format!("{c} = ${}", n + 1))
-            .collect();
-        let delete = format!("DELETE FROM {name} WHERE {}", where_key.join(" AND "));
+        let upsert_head = format!("INSERT INTO {name} ({}) VALUES ", cols.join(", "));
+        let upsert_tail = format!(" ON CONFLICT ({}) DO {conflict_action}", key_cols.join(", "));
         Ok(TablePlan {
             table,
             types,
-            upsert,
-            delete,
+            upsert_head,
+            upsert_tail,
+            delete_head: format!("DELETE FROM {name} WHERE "),
+            key_cols,
         })
+    }
+
+    /// Parameters per row of statement `kind`.
+    fn params_per_row(&self, kind: StmtKind) -> usize {
+        match kind {
+            StmtKind::Upsert => self.table.columns.len(),
+            StmtKind::Delete => self.table.key.len(),
+        }
+    }
+
+    /// The text of statement `kind` for `rows` rows: one multi-row upsert (never two rows of
+    /// one key, see `super::batch`), or a delete of `rows` keys (`k IN ($1, …)`, or an OR of
+    /// key equalities for a composite key).
+    fn sql(&self, kind: StmtKind, rows: usize) -> String {
+        let per_row = self.params_per_row(kind);
+        let tuple = |r: usize, sep: &str, f: &dyn Fn(usize, usize) -> String| {
+            (0..per_row)
+                .map(|i| f(i, r * per_row + i + 1))
+                .collect::<Vec<_>>()
+                .join(sep)
+        };
+        match kind {
+            StmtKind::Upsert => {
+                let values: Vec<String> = (0..rows)
+                    .map(|r| format!("({})", tuple(r, ", ", &|_, n| format!("${n}"))))
+                    .collect();
+                format!("{}{}{}", self.upsert_head, values.join(", "), self.upsert_tail)
+            }
+            StmtKind::Delete if per_row == 1 => {
+                let list: Vec<String> = (1..=rows).map(|n| format!("${n}")).collect();
+                format!("{}{} IN ({})", self.delete_head, self.key_cols[0], list.join(", "))
+            }
+            StmtKind::Delete => {
+                let terms: Vec<String> = (0..rows)
+                    .map(|r| {
+                        format!(
+                            "({})",
+                            tuple(r, " AND ", &|i, n| format!("{} = ${n}", self.key_cols[i]))
+                        )
+                    })
+                    .collect();
+                format!("{}{}", self.delete_head, terms.join(" OR "))
+            }
+        }
     }
 
     fn not_null(&self, i: usize) -> bool {
@@ -372,9 +420,9 @@ impl TablePlan {
         check_row_len(&self.table, row)
     }
 
-    /// The column names a statement's `$n` parameters stand for.
-    fn param_columns(&self, kind: StmtKind) -> Vec<&str> {
-        match kind {
+    /// The column names a statement's `$n` parameters stand for (`rows` rows).
+    fn param_columns(&self, kind: StmtKind, rows: usize) -> Vec<&str> {
+        let one: Vec<&str> = match kind {
             StmtKind::Upsert => self.table.columns.iter().map(|c| c.name.as_str()).collect(),
             StmtKind::Delete => self
                 .table
@@ -382,7 +430,8 @@ impl TablePlan {
                 .iter()
                 .map(|&k| self.table.columns[k].name.as_str())
                 .collect(),
-        }
+        };
+        one.repeat(rows)
     }
 }
 
@@ -485,7 +534,12 @@ pub struct PostgresTarget {
     schema: String,
     client: Conn,
     plans: HashMap<String, TablePlan>,
-    statements: HashMap<(String, StmtKind), Statement>,
+    /// Prepared row statements by (table, kind, rows per statement); at most
+    /// `BATCH_SIZES.len()` per table and kind.
+    statements: HashMap<(String, StmtKind, usize), Statement>,
+    /// Row changes of the open transaction not yet sent (see `super::batch`): whole rows to
+    /// upsert, key values to delete.
+    pending: Pending<Vec<Value>>,
     checkpoint_statement: Option<Statement>,
     backfill_statement: Option<Statement>,
     /// Prepared verification reads by SQL text (see [`Target::read_rows`]); bounded.
@@ -508,6 +562,7 @@ impl PostgresTarget {
             client: Conn(Some(client)),
             plans: HashMap::new(),
             statements: HashMap::new(),
+            pending: Pending::default(),
             checkpoint_statement: None,
             backfill_statement: None,
             read_statements: HashMap::new(),
@@ -559,27 +614,26 @@ impl PostgresTarget {
         };
         if fresh {
             let plan = TablePlan::new(Arc::clone(table), &self.schema)?;
+            // Buffered rows were checked against the old definition: send them first.
+            self.flush()?;
             // Dropping a statement closes it on the server.
-            self.statements.remove(&(table.name.clone(), StmtKind::Upsert));
-            self.statements.remove(&(table.name.clone(), StmtKind::Delete));
+            self.statements.retain(|(t, _, _), _| *t != table.name);
             self.plans.insert(table.name.clone(), plan);
         }
         Ok(())
     }
 
-    fn execute(&mut self, name: &str, kind: StmtKind, params: &[Param<'_>]) -> TargetResult<()> {
+    /// Executes the table's prepared statement `kind` for `rows` rows with `params`.
+    fn execute(&mut self, name: &str, kind: StmtKind, rows: usize, params: &[Param<'_>]) -> TargetResult<()> {
         let operation = match kind {
             StmtKind::Upsert => "upsert",
             StmtKind::Delete => "delete",
         };
         let plan = &self.plans[name];
-        let cache_key = (name.to_owned(), kind);
+        let cache_key = (name.to_owned(), kind, rows);
         if !self.statements.contains_key(&cache_key) {
-            let sql = match kind {
-                StmtKind::Upsert => &plan.upsert,
-                StmtKind::Delete => &plan.delete,
-            };
-            let stmt = self.client.prepare(sql).map_err(|e| self.fail(operation, name, &e))?;
+            let sql = plan.sql(kind, rows);
+            let stmt = self.client.prepare(&sql).map_err(|e| self.fail(operation, name, &e))?;
             self.statements.insert(cache_key.clone(), stmt);
         }
         let stmt = &self.statements[&cache_key];
@@ -591,41 +645,93 @@ impl PostgresTarget {
             TargetError::Database {
                 operation,
                 table: name.to_owned(),
-                message: error_message(&e, &plan.param_columns(kind)),
+                message: error_message(&e, &plan.param_columns(kind, rows)),
             }
         })?;
         Ok(())
     }
 
+    /// Buffers one row change (see `super::batch`), flushing when the buffer is full. Values
+    /// are checked (bound) now, so a value the column can't hold fails here, and bound again
+    /// from the buffered copy when sent.
     fn apply_op(&mut self, op: &RowOp) -> TargetResult<()> {
         let table = match op {
             RowOp::Insert { table, .. } | RowOp::Update { table, .. } | RowOp::Delete { table, .. } => table,
         };
         self.plan(table)?;
         let name = table.name.as_str();
-        // The plan is looked up anew for each statement: `execute` needs `&mut self`.
+        let plan = &self.plans[name];
+        let key_of = |row: &[Value]| key_identity(plan.table.key.iter().map(|&k| &row[k]));
+        let key_values = |row: &[Value]| plan.table.key.iter().map(|&k| row[k].clone()).collect::<Vec<_>>();
+        let bytes = |row: &[Value]| row.iter().map(value_bytes).sum::<usize>();
         match op {
             RowOp::Insert { row, .. } => {
-                let values = self.plans[name].bind_row(row)?;
-                self.execute(name, StmtKind::Upsert, &values)
+                plan.bind_row(row)?;
+                self.pending.upsert(name, key_of(row), row.clone(), bytes(row));
             }
             RowOp::Delete { row, .. } => {
-                let key = self.plans[name].bind_key(row)?;
-                self.execute(name, StmtKind::Delete, &key)
+                plan.bind_key(row)?;
+                self.pending.delete(name, key_of(row), key_values(row), 0);
             }
             RowOp::Update { before, after, .. } => {
-                let plan = &self.plans[name];
                 plan.check_len(before)?;
-                let values = plan.bind_row(after)?;
-                if plan.table.key.iter().all(|&k| before[k] == after[k]) {
-                    self.execute(name, StmtKind::Upsert, &values)
-                } else {
-                    let old_key = plan.bind_key(before)?;
-                    self.execute(name, StmtKind::Delete, &old_key)?;
-                    self.execute(name, StmtKind::Upsert, &values)
+                plan.bind_row(after)?;
+                if !plan.table.key.iter().all(|&k| before[k] == after[k]) {
+                    plan.bind_key(before)?;
+                    self.pending.delete(name, key_of(before), key_values(before), 0);
+                }
+                self.pending.upsert(name, key_of(after), after.clone(), bytes(after));
+            }
+        }
+        if self.pending.is_full() {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Sends every buffered row change: per table, its deletes, then its upserts, as
+    /// multi-row statements of the fixed sizes.
+    fn flush(&mut self) -> TargetResult<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        for table in self.pending.take() {
+            let name = table.name.as_str();
+            let upserts: Vec<&Vec<Value>> = table.upsert_rows().collect();
+            let deletes: Vec<&Vec<Value>> = table.deletes.iter().collect();
+            for (kind, rows) in [(StmtKind::Delete, deletes), (StmtKind::Upsert, upserts)] {
+                let plan = &self.plans[name];
+                let sizes = chunk_sizes(rows.len(), plan.params_per_row(kind));
+                let mut start = 0;
+                for size in sizes {
+                    let plan = &self.plans[name];
+                    let mut params = Vec::with_capacity(size * plan.params_per_row(kind));
+                    for row in &rows[start..start + size] {
+                        match kind {
+                            StmtKind::Upsert => params.extend(plan.bind_row(row)?),
+                            StmtKind::Delete => {
+                                for (i, &k) in plan.table.key.iter().enumerate() {
+                                    params.push(plan.bind(k, &row[i])?);
+                                }
+                            }
+                        }
+                    }
+                    start += size;
+                    self.execute(name, kind, size, &params)?;
                 }
             }
         }
+        Ok(())
+    }
+
+    /// [`PostgresTarget::flush`] inside the open transaction; a failure rolls it back whole.
+    fn flush_or_abandon(&mut self) -> TargetResult<()> {
+        let result = self.flush();
+        if result.is_err() {
+            self.state = TxState::Failed;
+            let _ = self.rollback_now();
+        }
+        result
     }
 
     /// Column names of every relation in the schema, in order.
@@ -748,6 +854,7 @@ impl PostgresTarget {
     }
 
     fn rollback_now(&mut self) -> TargetResult<()> {
+        self.pending.clear();
         if self.lost.get() || self.client.is_closed() {
             // The server rolls back a transaction whose connection is gone.
             return Ok(());
@@ -767,6 +874,7 @@ impl PostgresTarget {
 
     fn prepare_impl(&mut self, tables: &[Arc<TargetTable>]) -> TargetResult<()> {
         if self.state == TxState::Open {
+            self.flush_or_abandon()?;
             return self.prepare_in_tx(tables).inspect_err(|_| {
                 let _ = self.rollback_now();
                 self.state = TxState::Failed;
@@ -820,6 +928,7 @@ impl PostgresTarget {
         if self.state == TxState::Open {
             return Err(TargetError::Other("begin called while a transaction is open".into()));
         }
+        self.pending.clear();
         self.ensure_connected()?;
         if let Err(e) = self.client.batch_execute("BEGIN") {
             let err = self.fail("begin", "(transaction)", &e);
@@ -910,7 +1019,7 @@ impl PostgresTarget {
 
     fn record_backfill_impl(&mut self, progress: &BackfillProgress) -> TargetResult<()> {
         self.state.require_open("record_backfill")?;
-        let result = self.write_backfill(progress);
+        let result = self.flush().and_then(|()| self.write_backfill(progress));
         if result.is_err() {
             // No partial state: abandon the whole target transaction now.
             self.state = TxState::Failed;
@@ -965,7 +1074,10 @@ impl PostgresTarget {
         table: &Arc<TargetTable>,
         selection: RowSelection<'_>,
     ) -> TargetResult<Vec<Vec<Value>>> {
-        if self.state != TxState::Open {
+        if self.state == TxState::Open {
+            // The read must see this transaction's own changes.
+            self.flush_or_abandon()?;
+        } else {
             self.ensure_connected()?;
         }
         self.plan(table)?;
@@ -1101,6 +1213,7 @@ impl PostgresTarget {
 
     fn commit_without_checkpoint_impl(&mut self) -> TargetResult<()> {
         self.state.require_open_for_commit()?;
+        self.flush_or_abandon()?;
         match self.client.batch_execute("COMMIT") {
             Ok(()) => {
                 self.state = TxState::Idle;
@@ -1117,7 +1230,7 @@ impl PostgresTarget {
 
     fn commit_impl(&mut self, checkpoint: &Checkpoint) -> TargetResult<()> {
         self.state.require_open_for_commit()?;
-        match self.write_checkpoint(checkpoint) {
+        match self.flush().and_then(|()| self.write_checkpoint(checkpoint)) {
             Ok(()) => {
                 self.state = TxState::Idle;
                 Ok(())
@@ -1266,6 +1379,7 @@ const LAG_TABLE: &str = "_sluice_lag";
 impl PostgresTarget {
     fn record_lag_impl(&mut self, report: &crate::lag::LagReport) -> TargetResult<()> {
         self.state.require_open("record_lag")?;
+        self.flush_or_abandon()?;
         let [p50, p99, p999, max, samples, window, at] = super::lag_columns(report);
         let sql = format!(
             "INSERT INTO {} (\"id\", \"source\", \"p50_us\", \"p99_us\", \"p999_us\", \"max_us\", \"samples\", \"window_ms\", \"updated_at_us\") \
