@@ -1293,7 +1293,10 @@ impl Target for MariaDbTarget {
         after: Option<&[Value]>,
         upto: Option<&[Value]>,
     ) -> TargetResult<Option<SqlChecksum>> {
-        if self.state != TxState::Open {
+        if self.state == TxState::Open {
+            // The checksum must cover this transaction's own changes.
+            self.flush_or_abandon()?;
+        } else {
             self.ensure_connected()?;
         }
         self.plan(table)?;
