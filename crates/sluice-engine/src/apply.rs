@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use sluice_binlog::{Gtid, GtidPosition};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::incremental::{run_verifier, CommittedGroup, Expectations, IncrementalPolicy, VerifierLink, VERIFIER_QUEUE};
+use crate::incremental::{run_verifier, CommittedGroup, IncrementalPolicy, VerifierLink, Written, VERIFIER_QUEUE};
 use crate::schedule::{DependencyTracker, Scheduled, TxnIndex, WriteSet};
 use crate::target::{BackfillProgress, Checkpoint, RowOp, Target, TargetError, TargetTable};
 
@@ -230,8 +230,8 @@ struct Group {
     txns: Vec<(TxnIndex, Option<Gtid>)>,
     /// Inside a large transaction (its end not yet seen).
     mid_large: bool,
-    /// What the group leaves in the target, for incremental verification.
-    expectations: Expectations,
+    /// The row changes applied, for incremental verification.
+    written: Written,
 }
 
 struct Writer<'a> {
@@ -293,12 +293,12 @@ impl Writer<'_> {
             match work {
                 Work::Txn { sched, gtid, ops } => {
                     self.start_txn(sched)?;
-                    self.apply_ops(&ops)?;
+                    self.apply_ops(ops)?;
                     self.end_txn(sched.index, Some(gtid))?;
                 }
                 Work::Chunk { sched, ops, progress } => {
                     self.start_txn(sched)?;
-                    self.apply_ops(&ops)?;
+                    self.apply_ops(ops)?;
                     self.target.record_backfill(&progress)?;
                     self.end_txn(sched.index, None)?;
                 }
@@ -306,9 +306,9 @@ impl Writer<'_> {
                     self.start_txn(sched)?;
                     self.group.as_mut().expect("open").mid_large = true;
                     self.large = Some((sched.index, gtid));
-                    self.apply_ops(&ops)?;
+                    self.apply_ops(ops)?;
                 }
-                Work::LargeRows(ops) => self.apply_ops(&ops)?,
+                Work::LargeRows(ops) => self.apply_ops(ops)?,
                 Work::LargeEnd => {
                     let (index, gtid) = self.large.take().expect("large transaction open");
                     self.group.as_mut().expect("open").mid_large = false;
@@ -342,7 +342,7 @@ impl Writer<'_> {
                 rows: 0,
                 txns: Vec::new(),
                 mid_large: false,
-                expectations: Expectations::default(),
+                written: Written::default(),
             });
         }
         self.commit_group()
@@ -406,13 +406,13 @@ impl Writer<'_> {
                 rows: 0,
                 txns: Vec::new(),
                 mid_large: false,
-                expectations: Expectations::default(),
+                written: Written::default(),
             });
         }
         Ok(())
     }
 
-    fn apply_ops(&mut self, ops: &[RowOp]) -> Result<(), TargetError> {
+    fn apply_ops(&mut self, ops: Vec<RowOp>) -> Result<(), TargetError> {
         let group = self.group.as_mut().expect("open group");
         let before = group.rows;
         group.rows += ops.len();
@@ -423,13 +423,13 @@ impl Writer<'_> {
                 "large target transaction in progress"
             );
         }
-        for op in ops {
+        for op in &ops {
             self.target.apply(op)?;
         }
         if let Some((link, _)) = &self.verifier {
-            for op in ops {
-                group.expectations.note(op, &link.policy)?;
-            }
+            // The verifier works out what the rows must be from the changes themselves, on its
+            // own thread; the writer only keeps them (up to the memory bound).
+            group.written.keep(ops, link.policy.max_rows_per_group);
         }
         Ok(())
     }
@@ -518,7 +518,7 @@ impl Writer<'_> {
             let handed = queue.send(CommittedGroup {
                 seq,
                 txns: group.txns,
-                expectations: group.expectations,
+                written: group.written,
             });
             link.handed_over[usize::from(self.id)].fetch_add(1, Ordering::SeqCst);
             if handed.is_err() {

@@ -59,7 +59,7 @@ const RECORD_EVERY: Duration = Duration::from_millis(500);
 /// Groups taken from the queue per round.
 const GROUPS_PER_ROUND: usize = 64;
 /// Committed groups queued for the verifier; a full queue makes writers wait (back-pressure).
-pub const VERIFIER_QUEUE: usize = 256;
+pub const VERIFIER_QUEUE: usize = 32;
 
 /// A row as it must be in the target after a committed group.
 pub struct Expectation {
@@ -127,12 +127,57 @@ impl Expectations {
     }
 }
 
+/// The row changes a writer applied in its open group, kept for the verifier.
+#[derive(Default)]
+pub struct Written {
+    batches: Vec<Vec<RowOp>>,
+    rows: usize,
+    /// Changes beyond the memory bound were not kept.
+    overflow: bool,
+}
+
+impl Written {
+    /// Keeps `ops` unless the group already holds `max_rows` changes.
+    pub fn keep(&mut self, ops: Vec<RowOp>, max_rows: usize) {
+        if self.overflow || self.rows + ops.len() > max_rows {
+            self.overflow = true;
+            return;
+        }
+        self.rows += ops.len();
+        self.batches.push(ops);
+    }
+}
+
 /// A committed group, handed from its writer to the verifier.
 pub struct CommittedGroup {
     /// Commit order among groups (per key, a later write has a higher sequence).
     pub seq: u64,
     pub txns: Vec<(TxnIndex, Option<Gtid>)>,
-    pub expectations: Expectations,
+    pub written: Written,
+}
+
+/// A committed group with what its rows must be, worked out on the verifier's thread.
+struct CheckedGroup {
+    seq: u64,
+    txns: Vec<(TxnIndex, Option<Gtid>)>,
+    expectations: Expectations,
+}
+
+impl CheckedGroup {
+    fn new(group: CommittedGroup, policy: &IncrementalPolicy) -> Result<Self, TargetError> {
+        let mut expectations = Expectations {
+            overflow: group.written.overflow,
+            ..Expectations::default()
+        };
+        for op in group.written.batches.iter().flatten() {
+            expectations.note(op, policy)?;
+        }
+        Ok(CheckedGroup {
+            seq: group.seq,
+            txns: group.txns,
+            expectations,
+        })
+    }
 }
 
 /// What writers and the verifier share: per writer, how many commits it has started and how
@@ -175,7 +220,9 @@ pub fn run_verifier(
     record.position = start;
     let mut dirty = true;
     let mut last_record = Instant::now();
-    let mut carried: VecDeque<CommittedGroup> = VecDeque::new();
+    let mut carried: VecDeque<CheckedGroup> = VecDeque::new();
+    let policy = link.policy;
+    let checked_group = |g: CommittedGroup| CheckedGroup::new(g, &policy);
     let mut scratch = Vec::with_capacity(256);
     // Groups arrive out of commit order (each writer hands over its own). Per row, the newest
     // commit checked so far: an older expectation that arrives later is superseded.
@@ -188,7 +235,7 @@ pub fn run_verifier(
         let first = match carried.pop_front() {
             Some(g) => g,
             None => match rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(g) => g,
+                Ok(g) => checked_group(g)?,
                 Err(std_mpsc::RecvTimeoutError::Timeout) => {
                     // Transactions with nothing to apply move the mark without a group.
                     let position = mark_verified(&[]);
@@ -217,9 +264,12 @@ pub fn run_verifier(
         };
         let mut groups = vec![first];
         while groups.len() < GROUPS_PER_ROUND {
-            match carried.pop_front().map(Ok).unwrap_or_else(|| rx.try_recv()) {
-                Ok(g) => groups.push(g),
-                Err(_) => break,
+            match carried.pop_front() {
+                Some(g) => groups.push(g),
+                None => match rx.try_recv() {
+                    Ok(g) => groups.push(checked_group(g)?),
+                    Err(_) => break,
+                },
             }
         }
         // The latest expectation per row in this round.
@@ -252,13 +302,13 @@ pub fn run_verifier(
                     return Ok(());
                 }
                 match rx.recv_timeout(Duration::from_millis(1)) {
-                    Ok(g) => carried.push_back(g),
+                    Ok(g) => carried.push_back(checked_group(g)?),
                     Err(std_mpsc::RecvTimeoutError::Timeout) => {}
                     Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
                 }
             }
             while let Ok(g) = rx.try_recv() {
-                carried.push_back(g);
+                carried.push_back(checked_group(g)?);
             }
             differing.retain(|(id, _)| {
                 let seq = latest[id].0;
@@ -360,7 +410,7 @@ fn handle_mismatches(
     target: &mut dyn Target,
     latest: &HashMap<RowId, (u64, &Expectation)>,
     differing: &[(RowId, Option<RowDigest>)],
-    groups: &[CommittedGroup],
+    groups: &[CheckedGroup],
     policy: MismatchPolicy,
     record: &mut VerifiedRecord,
 ) -> Result<(), TargetError> {
