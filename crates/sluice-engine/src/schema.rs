@@ -348,6 +348,7 @@ mod tests {
             collations: None,
             labels: None,
             primary_key: Some(vec![0]),
+            visible: None,
         })
     }
 
