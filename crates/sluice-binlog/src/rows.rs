@@ -372,15 +372,16 @@ fn decode_value(cur: &mut Cursor<'_>, col: &ColumnDef) -> Result<Value, DecodeEr
             }
             Value::Bit(be_uint(cur.take(len)?))
         }
-        ct::BLOB | ct::TINY_BLOB | ct::MEDIUM_BLOB | ct::LONG_BLOB | ct::GEOMETRY | ct::VECTOR => {
+        ct::BLOB | ct::TINY_BLOB | ct::MEDIUM_BLOB | ct::LONG_BLOB | ct::GEOMETRY => {
             let len_bytes = meta[0].clamp(1, 4) as usize;
             let len = cur.uint_le(len_bytes)? as usize;
             let bytes = cur.take(len)?;
             match col.binlog_type {
-                ct::GEOMETRY | ct::VECTOR => Value::Bytes(bytes.to_vec()),
+                ct::GEOMETRY => Value::Bytes(bytes.to_vec()),
                 _ => text(bytes, col.charset),
             }
         }
+        ct::VECTOR => Value::Bytes(decode_vector(cur, meta[0])?.to_vec()),
         ct::JSON => {
             let len_bytes = meta[0].clamp(1, 4) as usize;
             let len = cur.uint_le(len_bytes)? as usize;
@@ -393,6 +394,31 @@ fn decode_value(cur: &mut Cursor<'_>, col: &ColumnDef) -> Result<Value, DecodeEr
             )))
         }
     })
+}
+
+/// A MySQL 9 `VECTOR` value: the raw bytes of its 4-byte little-endian floats.
+///
+/// Layout, from MySQL's `calc_field_size` (libs/mysql/binlog/event/binary_log_funcs.cpp, where
+/// `MYSQL_TYPE_VECTOR` shares the BLOB case): the TABLE_MAP metadata is one byte, the number of
+/// bytes (1–4) of the little-endian length that precedes the value in the row image; the value
+/// is that many bytes. The MySQL manual (VECTOR type, "The VECTOR Type") defines a vector as a
+/// list of 4-byte single-precision floats, so a length that is not a multiple of 4 is corrupt.
+/// Hand-written: `mysql_common` has no VECTOR type, and sluice keeps the value as bytes.
+fn decode_vector<'a>(cur: &mut Cursor<'a>, len_bytes: u8) -> Result<&'a [u8], DecodeError> {
+    if !(1..=4).contains(&len_bytes) {
+        return Err(DecodeError::invalid(
+            "VECTOR value",
+            format!("length prefix of {len_bytes} bytes (metadata must be 1 to 4)"),
+        ));
+    }
+    let len = cur.uint_le(usize::from(len_bytes))? as usize;
+    if !len.is_multiple_of(4) {
+        return Err(DecodeError::invalid(
+            "VECTOR value",
+            format!("{len} bytes is not a whole number of 4-byte floats"),
+        ));
+    }
+    cur.take(len)
 }
 
 /// Found by fuzzing: `Decimal::read_bin` trusts every digit group of a binary DECIMAL to
@@ -566,6 +592,58 @@ mod tests {
         assert!(check_decimal_groups(&[0x80, 0x04, 0xd2, 0xff, 0xff], 10, 4).is_err());
         assert!(check_decimal_groups(&[0x7f, 0xfb, 0x2d, 0x00, 0x00], 10, 4).is_err());
         assert!(check_decimal_groups(&[0x8f, 0x42, 0x40, 0x00, 0x00], 10, 4).is_err());
+    }
+
+    fn vector_column(meta: u8) -> ColumnDef {
+        let map = crate::table_map::TableMap {
+            columns: vec![crate::table_map::MappedColumn {
+                binlog_type: ct::VECTOR,
+                meta: [meta, 0],
+                nullable: true,
+            }],
+            ..Default::default()
+        };
+        map.to_table_def().columns.remove(0)
+    }
+
+    #[test]
+    fn vector_values_are_bytes() {
+        // Built from MySQL's layout (binary_log_funcs.cpp, `calc_field_size`, VECTOR shares
+        // the BLOB case): metadata 4 → a 4-byte little-endian length, then the value; the
+        // value is 4-byte little-endian floats (MySQL manual, "The VECTOR Type").
+        // string_to_vector('[1.5,-2]') = 0x3fc00000, 0xc0000000.
+        let col = vector_column(4);
+        assert_eq!(col.kind, crate::table::ColumnKind::Other);
+        let image = [8, 0, 0, 0, 0x00, 0x00, 0xc0, 0x3f, 0x00, 0x00, 0x00, 0xc0];
+        let mut cur = Cursor::new(&image, "row");
+        assert_eq!(
+            decode_value(&mut cur, &col).unwrap(),
+            Value::Bytes(vec![0x00, 0x00, 0xc0, 0x3f, 0x00, 0x00, 0x00, 0xc0])
+        );
+        assert!(cur.is_empty());
+        // A 1-byte length prefix works the same way; an empty vector is 0 bytes.
+        let mut cur = Cursor::new(&[0], "row");
+        assert_eq!(decode_value(&mut cur, &vector_column(1)).unwrap(), Value::Bytes(vec![]));
+    }
+
+    #[test]
+    fn corrupt_vector_lengths_are_errors() {
+        let value = [8, 0, 0, 0, 0x00, 0x00, 0xc0, 0x3f, 0x00, 0x00, 0x00, 0xc0];
+        // Metadata outside 1..=4.
+        for meta in [0, 5, 255] {
+            let mut cur = Cursor::new(&value, "row");
+            assert!(decode_value(&mut cur, &vector_column(meta)).is_err(), "meta {meta}");
+        }
+        // Not a whole number of floats.
+        let mut cur = Cursor::new(&[3, 0, 0, 0, 1, 2, 3], "row");
+        assert!(decode_value(&mut cur, &vector_column(4)).is_err());
+        // Longer than the image, and a truncated length prefix.
+        let mut cur = Cursor::new(&[12, 0, 0, 0, 1, 2, 3, 4], "row");
+        assert!(decode_value(&mut cur, &vector_column(4)).is_err());
+        let mut cur = Cursor::new(&[0xff, 0xff], "row");
+        assert!(decode_value(&mut cur, &vector_column(4)).is_err());
+        let mut cur = Cursor::new(&[0xfc, 0xff, 0xff, 0xff], "row");
+        assert!(decode_value(&mut cur, &vector_column(4)).is_err());
     }
 
     #[test]

@@ -75,6 +75,10 @@ pub struct TableMap {
     /// Per column: labels of ENUM and SET columns.
     pub labels: Option<Vec<Vec<String>>>,
     pub primary_key: Option<Vec<usize>>,
+    /// Per column: `false` for an INVISIBLE column (MySQL 8.0.23+ with
+    /// `binlog_row_metadata=FULL`); `None` where the binlog does not say. Invisible columns
+    /// are in the row images like any other, so this changes nothing about decoding.
+    pub visible: Option<Vec<bool>>,
 }
 
 impl MappedColumn {
@@ -191,6 +195,20 @@ mod optional_field {
     pub const PRIMARY_KEY_WITH_PREFIX: u8 = 9;
     pub const ENUM_AND_SET_DEFAULT_CHARSET: u8 = 10;
     pub const ENUM_AND_SET_COLUMN_CHARSET: u8 = 11;
+    pub const COLUMN_VISIBILITY: u8 = 12;
+}
+
+/// Reads COLUMN_VISIBILITY: one bit per column, the first column in the most significant bit
+/// of the first byte, a set bit meaning visible. Layout from MySQL's
+/// `parse_column_visibility` (libs/mysql/binlog/event/rows_event.cpp, which walks each byte
+/// from mask 0x80 down) and `Optional_metadata_field_type::COLUMN_VISIBILITY` = 12 in
+/// libs/mysql/binlog/event/rows_event.h ("Flag to indicate column visibility attribute").
+fn read_column_visibility(data: &[u8], column_count: usize) -> Result<Vec<bool>, DecodeError> {
+    let mut cur = Cursor::new(data, "TABLE_MAP column visibility");
+    let bitmap = cur.take(column_count.div_ceil(8))?;
+    Ok((0..column_count)
+        .map(|i| bitmap[i / 8] & (0x80 >> (i % 8)) != 0)
+        .collect())
 }
 
 /// Expands DEFAULT_CHARSET-style data (a default collation, then `(index, collation)` pairs
@@ -289,6 +307,7 @@ pub fn decode_table_map(body: &[u8], post_header_len: u8, mariadb: bool) -> Resu
         collations: None,
         labels: None,
         primary_key: None,
+        visible: None,
     };
     let mut char_collations: Option<Vec<u16>> = None;
     let mut enum_set_collations: Option<Vec<u16>> = None;
@@ -359,8 +378,9 @@ pub fn decode_table_map(body: &[u8], post_header_len: u8, mariadb: bool) -> Resu
                 }
                 map.primary_key = Some(key);
             }
-            // Geometry types, column visibility, vector dimensions and unknown future fields
-            // do not change how sluice decodes rows.
+            optional_field::COLUMN_VISIBILITY => map.visible = Some(read_column_visibility(data, map.columns.len())?),
+            // Geometry types, vector dimensions and unknown future fields do not change how
+            // sluice decodes rows.
             _ => {}
         }
     }
@@ -571,5 +591,67 @@ impl TableMapCache {
     /// Forgets everything: a new FORMAT_DESCRIPTION (a new file) may change how bodies decode.
     pub(crate) fn clear(&mut self) {
         self.entries.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TABLE_MAP body (MySQL, 6-byte table id) for `db.t (id INT, v VECTOR(2) INVISIBLE,
+    /// h INT INVISIBLE)` as `binlog_row_metadata=FULL` writes it, built from the layout in
+    /// libs/mysql/binlog/event/rows_event.h (post-header, body, then TLV optional metadata).
+    fn body(optional: &[u8]) -> Vec<u8> {
+        let mut b = vec![7, 0, 0, 0, 0, 0, 0, 0]; // table id 7, flags 0
+        b.extend([2, b'd', b'b', 0, 1, b't', 0]); // schema "db", table "t", NUL-terminated
+        b.push(3); // column count
+        b.extend([ct::LONG, ct::VECTOR, ct::LONG]); // column types
+        b.extend([1, 4]); // metadata block: 1 byte, VECTOR's 4-byte length prefix
+        b.push(0b110); // null bits: v and h nullable
+        b.extend_from_slice(optional);
+        b
+    }
+
+    #[test]
+    fn column_visibility_is_one_bit_per_column_msb_first() {
+        let mut optional = vec![optional_field::COLUMN_NAME, 7, 2, b'i', b'd', 1, b'v', 1, b'h'];
+        optional.extend([optional_field::SIGNEDNESS, 1, 0b0000_0000]);
+        // COLUMN_VISIBILITY: 1 byte, bit 0x80 = id (visible), 0x40 = v, 0x20 = h (invisible).
+        optional.extend([optional_field::COLUMN_VISIBILITY, 1, 0b1000_0000]);
+        let map = decode_table_map(&body(&optional), 8, false).unwrap();
+        assert_eq!(map.visible, Some(vec![true, false, false]));
+        assert_eq!(map.columns[1].binlog_type, ct::VECTOR);
+        assert_eq!(map.columns[1].meta, [4, 0]);
+        assert!(map.has_full_metadata());
+        let def = map.to_table_def();
+        assert_eq!(def.columns[1].kind, ColumnKind::Other);
+        assert_eq!(def.columns[2].name, "h");
+
+        // Without the field the binlog says nothing about visibility.
+        let map = decode_table_map(&body(&[]), 8, false).unwrap();
+        assert_eq!(map.visible, None);
+    }
+
+    #[test]
+    fn column_visibility_spans_bytes() {
+        // 9 columns need 2 bytes; the ninth column is 0x80 of the second byte.
+        let mut b = vec![1, 0, 0, 0, 0, 0, 0, 0, 1, b'd', 0, 1, b't', 0, 9];
+        b.extend([ct::TINY; 9]);
+        b.extend([0]); // empty metadata block
+        b.extend([0, 0]); // null bits
+        b.extend([optional_field::COLUMN_VISIBILITY, 2, 0b1111_1110, 0b1000_0000]);
+        let map = decode_table_map(&b, 8, false).unwrap();
+        let mut expected = vec![true; 9];
+        expected[7] = false;
+        assert_eq!(map.visible, Some(expected));
+    }
+
+    #[test]
+    fn a_short_visibility_bitmap_is_an_error() {
+        // Three columns need one byte; the field is empty.
+        let err = decode_table_map(&body(&[optional_field::COLUMN_VISIBILITY, 0]), 8, false).unwrap_err();
+        assert!(err.to_string().contains("visibility"), "{err}");
+        // The field's length runs past the event.
+        assert!(decode_table_map(&body(&[optional_field::COLUMN_VISIBILITY, 5, 0xff]), 8, false).is_err());
     }
 }

@@ -80,6 +80,16 @@ pub struct SchemaTracker {
     filter: TableFilter,
     catalog: mysql_async::Pool,
     by_table_id: HashMap<u64, Option<Arc<TablePlan>>>,
+    /// Per table id, the last TABLE_MAP seen. The decoder hands back the same `Arc` for a
+    /// TABLE_MAP identical to the previous one of its table id, so [`Arc::ptr_eq`] with this
+    /// says "nothing changed" without comparing (or glob-matching) anything.
+    /// Stored with the value of `plans_generation` at the time, since a selected table's
+    /// decision holds only while no plan has been replaced since.
+    last_map: HashMap<u64, (Arc<TableMap>, u64)>,
+    /// Bumped whenever `plans` changes.
+    plans_generation: u64,
+    /// How many TABLE_MAPs took that fast path (for tests and diagnostics).
+    fast_path_hits: u64,
     plans: HashMap<(String, String), Arc<TablePlan>>,
     last_ddl: HashMap<(String, String), String>,
 }
@@ -96,6 +106,9 @@ impl SchemaTracker {
             filter,
             catalog,
             by_table_id: HashMap::new(),
+            last_map: HashMap::new(),
+            plans_generation: 0,
+            fast_path_hits: 0,
             plans,
             last_ddl: HashMap::new(),
         }
@@ -113,11 +126,39 @@ impl SchemaTracker {
     /// Forgets table ids (they are only valid within one binlog file / connection).
     pub fn reset_table_ids(&mut self) {
         self.by_table_id.clear();
+        self.last_map.clear();
     }
 
-    pub async fn on_table_map(&mut self, map: &TableMap, gtid: Option<Gtid>) -> Result<MappedTable, SchemaError> {
+    /// How many TABLE_MAPs were recognised as the very `Arc` last seen for their table id and
+    /// answered from the previous decision.
+    pub fn fast_path_hits(&self) -> u64 {
+        self.fast_path_hits
+    }
+
+    pub async fn on_table_map(&mut self, map: &Arc<TableMap>, gtid: Option<Gtid>) -> Result<MappedTable, SchemaError> {
+        // Fast path: the decoder returned the same `Arc` as last time for this table id, so
+        // the event is byte for byte the previous one. The filter cannot change while running,
+        // so the previous decision holds: skipped stays skipped, and a selected table keeps
+        // its plan as long as no plan was replaced since (another table id of the same table
+        // may have replaced it meanwhile; then check as usual, as before this fast path).
+        if let Some((last, generation)) = self.last_map.get(&map.table_id) {
+            if Arc::ptr_eq(last, map) {
+                match self.by_table_id.get(&map.table_id) {
+                    Some(None) => {
+                        self.fast_path_hits += 1;
+                        return Ok(MappedTable::Skipped);
+                    }
+                    Some(Some(plan)) if *generation == self.plans_generation => {
+                        self.fast_path_hits += 1;
+                        return Ok(MappedTable::Known(plan.clone()));
+                    }
+                    _ => {}
+                }
+            }
+        }
         if !self.filter.is_selected(&map.schema, &map.table) {
             self.by_table_id.insert(map.table_id, None);
+            self.last_map.insert(map.table_id, (map.clone(), self.plans_generation));
             return Ok(MappedTable::Skipped);
         }
         let key = (map.schema.clone(), map.table.clone());
@@ -134,7 +175,9 @@ impl SchemaTracker {
                             .as_ref()
                             .is_none_or(|n| n.iter().zip(&plan.source.columns).all(|(a, b)| a == &b.name))
                     {
-                        return Ok(MappedTable::Known(plan.clone()));
+                        let plan = plan.clone();
+                        self.last_map.insert(map.table_id, (map.clone(), self.plans_generation));
+                        return Ok(MappedTable::Known(plan));
                     }
                 }
             }
@@ -163,6 +206,7 @@ impl SchemaTracker {
         let mapped = match self.plans.get(&key) {
             Some(old) if replicated_columns_unchanged(old, &new_plan) => {
                 self.plans.insert(key, new_plan.clone());
+                self.plans_generation += 1;
                 MappedTable::Known(new_plan.clone())
             }
             Some(_) => {
@@ -181,10 +225,12 @@ impl SchemaTracker {
             }
             None => {
                 self.plans.insert(key, new_plan.clone());
+                self.plans_generation += 1;
                 MappedTable::New(new_plan.clone())
             }
         };
         self.by_table_id.insert(map.table_id, Some(new_plan));
+        self.last_map.insert(map.table_id, (map.clone(), self.plans_generation));
         Ok(mapped)
     }
 
@@ -269,5 +315,113 @@ impl SchemaTracker {
             _ => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_binlog::table_map::{column_type, MappedColumn};
+
+    fn tracker(tables: &str) -> SchemaTracker {
+        let cfg = crate::config::Config::parse(&format!(
+            "[source]\nhost = \"127.0.0.1\"\nuser = \"repl\"\n\n[target]\nkind = \"sqlite\"\npath = \"t.db\"\n\n{tables}"
+        ))
+        .unwrap();
+        // Never connected: the maps below carry full metadata, so no catalog query is made.
+        let pool = mysql_async::Pool::new("mysql://nobody@127.0.0.1:1/x");
+        SchemaTracker::new(TableFilter::new(cfg.selectors(), None), pool, Vec::new())
+    }
+
+    fn map(table_id: u64, table: &str) -> Arc<TableMap> {
+        Arc::new(TableMap {
+            table_id,
+            schema: "shop".into(),
+            table: table.into(),
+            columns: vec![MappedColumn {
+                binlog_type: column_type::LONG,
+                meta: [0, 0],
+                nullable: false,
+            }],
+            names: Some(vec!["id".into()]),
+            unsigned: Some(vec![Some(false)]),
+            collations: None,
+            labels: None,
+            primary_key: Some(vec![0]),
+            visible: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn an_identical_table_map_reuses_the_previous_decision() {
+        let mut t = tracker("[[tables]]\nmatch = \"shop.orders\"");
+        let orders = map(7, "orders");
+        let first = t.on_table_map(&orders, None).await.unwrap();
+        let MappedTable::New(plan) = first else {
+            panic!("first map of a selected table is new")
+        };
+        assert_eq!(t.fast_path_hits(), 0);
+        // The decoder's cache hands back the same `Arc`: fast path, same plan.
+        let MappedTable::Known(again) = t.on_table_map(&orders, None).await.unwrap() else {
+            panic!("known")
+        };
+        assert!(Arc::ptr_eq(&plan, &again));
+        assert_eq!(t.fast_path_hits(), 1);
+
+        let skipped = map(8, "audit");
+        assert!(matches!(
+            t.on_table_map(&skipped, None).await.unwrap(),
+            MappedTable::Skipped
+        ));
+        assert_eq!(t.fast_path_hits(), 1);
+        assert!(matches!(
+            t.on_table_map(&skipped, None).await.unwrap(),
+            MappedTable::Skipped
+        ));
+        assert_eq!(t.fast_path_hits(), 2);
+        assert!(t.plan_for(8).is_none());
+
+        // An equal map in a new `Arc` (decoded again) goes the checking way, with the same
+        // outcome.
+        let decoded_again = Arc::new((*orders).clone());
+        assert!(matches!(
+            t.on_table_map(&decoded_again, None).await.unwrap(),
+            MappedTable::Known(_)
+        ));
+        assert_eq!(t.fast_path_hits(), 2);
+
+        // After the table ids are forgotten nothing is reused.
+        t.reset_table_ids();
+        assert!(matches!(
+            t.on_table_map(&skipped, None).await.unwrap(),
+            MappedTable::Skipped
+        ));
+        assert_eq!(t.fast_path_hits(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_plan_replaced_through_another_table_id_disables_the_fast_path() {
+        let mut t = tracker("[[tables]]\nmatch = \"shop.orders\"");
+        let by_7 = map(7, "orders");
+        assert!(matches!(
+            t.on_table_map(&by_7, None).await.unwrap(),
+            MappedTable::New(_)
+        ));
+        // The same table under a new table id: its plan replaces the current one.
+        let by_9 = map(9, "orders");
+        assert!(matches!(
+            t.on_table_map(&by_9, None).await.unwrap(),
+            MappedTable::Known(_)
+        ));
+        // Table id 7's identical map is checked again rather than answered from its old plan.
+        assert!(matches!(
+            t.on_table_map(&by_7, None).await.unwrap(),
+            MappedTable::Known(_)
+        ));
+        assert_eq!(t.fast_path_hits(), 0);
+        assert!(Arc::ptr_eq(
+            t.plan_for(7).unwrap(),
+            t.plans.get(&("shop".to_string(), "orders".to_string())).unwrap()
+        ));
     }
 }

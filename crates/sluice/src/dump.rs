@@ -75,7 +75,14 @@ fn event_json(event: &sluice_binlog::Event<'_>, offset: Option<u64>, tables: &mu
                 "schema": map.schema,
                 "table": map.table,
                 "full_metadata": map.has_full_metadata(),
-                "columns": def.columns.iter().map(|c| json!({ "name": c.name, "kind": c.kind, "unsigned": c.unsigned, "nullable": c.nullable })).collect::<Vec<_>>(),
+                "columns": def.columns.iter().enumerate().map(|(i, c)| {
+                    let mut col = json!({ "name": c.name, "kind": c.kind, "unsigned": c.unsigned, "nullable": c.nullable });
+                    // Only where the TABLE_MAP says (MySQL 8.0.23+, binlog_row_metadata=FULL).
+                    if let Some(visible) = map.visible.as_ref().and_then(|v| v.get(i)) {
+                        col["visible"] = json!(visible);
+                    }
+                    col
+                }).collect::<Vec<_>>(),
                 "primary_key": def.primary_key,
             });
             tables.insert(map.table_id, def);

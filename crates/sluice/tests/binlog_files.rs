@@ -86,3 +86,15 @@ fn binlog_dump_shows_mysql_gtids() {
     let previous = events.iter().find(|e| e["type"] == "PREVIOUS_GTIDS").unwrap();
     assert_eq!(previous["data"]["gtids"], "b9b88c66-0755-11f1-9899-4a9da94c4d71:1-2");
 }
+
+/// MySQL 8.0.26 with `binlog_row_metadata=FULL` writes COLUMN_VISIBILITY; the table has no
+/// INVISIBLE column, so every column must read as visible (which also pins the bit's meaning:
+/// set = visible).
+#[test]
+fn binlog_dump_shows_column_visibility() {
+    let events = dump(&fixture("mysql_type_bit.000001"));
+    let map = events.iter().find(|e| e["type"] == "TABLE_MAP").unwrap();
+    let columns = map["data"]["columns"].as_array().unwrap();
+    assert_eq!(columns.len(), 3);
+    assert!(columns.iter().all(|c| c["visible"] == true), "{columns:?}");
+}
