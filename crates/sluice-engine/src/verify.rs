@@ -886,20 +886,19 @@ async fn verify_table(
     }
     // Chunk N's target side (wait for the target to catch up, read, digest) runs on a thread
     // of its own while chunk N+1 is read from the source, so both servers work at once.
-    let mut next = Some(source.chunk(None).await?);
+    let first = source.chunk(None).await?;
+    let mut next = Some(prepare_chunk(&mut source, first, options.chunk_rows, &mut scratch)?);
     // Key range: the target key the previous chunk ended at.
     let mut after_target: Option<Vec<Value>> = None;
-    while let Some((rows, high)) = next.take() {
-        let done = rows.len() < options.chunk_rows;
+    while let Some(chunk) = next.take() {
+        let PreparedChunk {
+            expected,
+            high,
+            done,
+            after_source,
+            upto,
+        } = chunk;
         report.chunks += 1;
-        let after_source = rows.last().map(|(key, _)| key.clone());
-        let upto: Option<Vec<Value>> = if done {
-            None
-        } else {
-            rows.last()
-                .map(|(_, row)| table.key.iter().map(|&k| row[plan.source_columns[k]].clone()).collect())
-        };
-        let expected = source.expect(rows, &mut scratch)?;
         report.source_rows += expected.values().filter(|e| e.digest.is_some()).count() as u64;
         let target_keys: Vec<Vec<Value>> = if range {
             Vec::new()
@@ -912,6 +911,7 @@ async fn verify_table(
         };
         let timeout = options.catch_up_timeout;
         let limit = options.chunk_rows + 1;
+        let chunk_rows = options.chunk_rows;
         let (target_side, source_side) = in_parallel(
             || -> Result<(Vec<Vec<Value>>, Digests), VerifyError> {
                 wait_for_target_blocking(target, &high, timeout)?;
@@ -927,11 +927,13 @@ async fn verify_table(
                 let found = digests(&table, &all, &mut scratch)?;
                 Ok((all, found))
             },
+            // The next chunk is read and digested here meanwhile.
             async {
                 if done {
                     Ok(None)
                 } else {
-                    source.chunk(after_source.as_deref()).await.map(Some)
+                    let read = source.chunk(after_source.as_deref()).await?;
+                    prepare_chunk(&mut source, read, chunk_rows, &mut scratch).map(Some)
                 }
             },
         );
@@ -989,6 +991,49 @@ async fn verify_table(
         key_transformed,
     )
     .await
+}
+
+/// A source chunk as the row comparison needs it.
+struct PreparedChunk {
+    expected: HashMap<Vec<u8>, Expected>,
+    /// The source position right after the chunk was read.
+    high: GtidPosition,
+    /// No rows follow.
+    done: bool,
+    /// The source key of the chunk's last row (where the next chunk starts).
+    after_source: Option<Vec<mysql_async::Value>>,
+    /// The target key of the chunk's last row; `None` for the last chunk (no upper bound).
+    upto: Option<Vec<Value>>,
+}
+
+fn prepare_chunk(
+    source: &mut SourceTable,
+    (rows, high): (Vec<SourceRow>, GtidPosition),
+    chunk_rows: usize,
+    scratch: &mut Vec<u8>,
+) -> Result<PreparedChunk, VerifyError> {
+    let plan = source.plan.clone();
+    let done = rows.len() < chunk_rows;
+    let after_source = rows.last().map(|(key, _)| key.clone());
+    let upto = if done {
+        None
+    } else {
+        rows.last().map(|(_, row)| {
+            plan.target
+                .key
+                .iter()
+                .map(|&k| row[plan.source_columns[k]].clone())
+                .collect()
+        })
+    };
+    let expected = source.expect(rows, scratch)?;
+    Ok(PreparedChunk {
+        expected,
+        high,
+        done,
+        after_source,
+        upto,
+    })
 }
 
 /// Re-checks the suspects, repairs if asked, and fills in the report.
