@@ -24,7 +24,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use mysql_async::prelude::Queryable;
-use sluice_binlog::{ColumnDef, ColumnKind, GtidPosition, Value};
+use sluice_binlog::{ColumnDef, ColumnKind, GtidPosition, TableDef, Value};
 
 use crate::filter::TablePlan;
 use crate::schedule::{key_hash, KeyHash};
@@ -251,6 +251,87 @@ pub(crate) fn convert(v: mysql_async::Value, column: &ColumnDef) -> Option<Value
     })
 }
 
+/// Session settings for reading source rows (backfill and verification): UTC for
+/// TIMESTAMPs; READ COMMITTED so that no snapshot outlives its statement.
+pub(crate) const READ_SESSION: [&str; 3] = [
+    "SET NAMES utf8mb4",
+    "SET time_zone = '+00:00'",
+    "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+];
+
+/// A table's keyset-paginated chunk query (primary-key order), shared by backfill and
+/// verification.
+pub(crate) struct KeysetQuery {
+    /// Every column, quoted and joined.
+    pub columns: String,
+    /// The quoted primary key columns, in key order.
+    pub keys: Vec<String>,
+    /// `schema`.`table`, quoted.
+    pub from: String,
+    /// The first chunk.
+    first: String,
+    /// The chunk after a key, bound in `bind_order`.
+    next: String,
+    bind_order: Vec<usize>,
+}
+
+impl KeysetQuery {
+    pub(crate) fn new(def: &TableDef, chunk_rows: usize) -> Self {
+        let columns = def
+            .columns
+            .iter()
+            .map(|c| quote(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let keys: Vec<String> = def.primary_key.iter().map(|&i| quote(&def.columns[i].name)).collect();
+        let from = format!("{}.{}", quote(&def.schema), quote(&def.name));
+        let order = keys.join(", ");
+        let first = format!("SELECT {columns} FROM {from} ORDER BY {order} LIMIT {chunk_rows}");
+        let (condition, bind_order) = after_key(&keys);
+        let next = format!("SELECT {columns} FROM {from} WHERE {condition} ORDER BY {order} LIMIT {chunk_rows}");
+        KeysetQuery {
+            columns,
+            keys,
+            from,
+            first,
+            next,
+            bind_order,
+        }
+    }
+
+    /// The rows of the chunk after `after` (from the first row when `None`).
+    pub(crate) async fn chunk(
+        &self,
+        conn: &mut mysql_async::Conn,
+        after: Option<&[mysql_async::Value]>,
+    ) -> Result<Vec<mysql_async::Row>, mysql_async::Error> {
+        match after {
+            None => conn.exec(self.first.as_str(), ()).await,
+            Some(k) => {
+                let params: Vec<mysql_async::Value> = self.bind_order.iter().map(|&i| k[i].clone()).collect();
+                conn.exec(self.next.as_str(), params).await
+            }
+        }
+    }
+}
+
+/// A source row of the binary protocol as sluice values (the same the binlog decoder gives),
+/// with its primary key as the source binds it; `Err` names the column that came back as an
+/// unexpected kind of value.
+pub(crate) fn convert_row(
+    def: &TableDef,
+    row: mysql_async::Row,
+) -> Result<(Vec<mysql_async::Value>, Vec<Value>), String> {
+    let values = row.unwrap();
+    let key = def.primary_key.iter().map(|&i| values[i].clone()).collect();
+    let converted = values
+        .into_iter()
+        .zip(&def.columns)
+        .map(|(v, c)| convert(v, c).ok_or_else(|| c.name.clone()))
+        .collect::<Result<Vec<Value>, String>>()?;
+    Ok((key, converted))
+}
+
 /// Reads one table chunk by chunk and hands each to the reader. Returns when the table is
 /// copied, or the reader went away.
 pub async fn copy_table(
@@ -266,28 +347,10 @@ pub async fn copy_table(
         message: e.to_string(),
     };
     let mut conn = pool.get_conn().await.map_err(query_err)?;
-    // UTC for TIMESTAMPs; READ COMMITTED so that no snapshot outlives its statement.
-    for setting in [
-        "SET NAMES utf8mb4",
-        "SET time_zone = '+00:00'",
-        "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
-    ] {
+    for setting in READ_SESSION {
         conn.query_drop(setting).await.map_err(query_err)?;
     }
-    let columns: Vec<String> = def.columns.iter().map(|c| quote(&c.name)).collect();
-    let keys: Vec<String> = def.primary_key.iter().map(|&i| quote(&def.columns[i].name)).collect();
-    let from = format!("{}.{}", quote(&def.schema), quote(&def.name));
-    let first_sql = format!(
-        "SELECT {} FROM {from} ORDER BY {} LIMIT {chunk_rows}",
-        columns.join(", "),
-        keys.join(", ")
-    );
-    let (condition, bind_order) = after_key(&keys);
-    let next_sql = format!(
-        "SELECT {} FROM {from} WHERE {condition} ORDER BY {} LIMIT {chunk_rows}",
-        columns.join(", "),
-        keys.join(", ")
-    );
+    let query = KeysetQuery::new(def, chunk_rows);
     let mut last_key: Option<Vec<mysql_async::Value>> = match &job.last_key {
         Some(text) => Some(decode_key(text).ok_or(BackfillError::BadProgress { table: table.clone() })?),
         None => None,
@@ -306,13 +369,7 @@ pub async fn copy_table(
         {
             return Ok(());
         }
-        let raw: Vec<mysql_async::Row> = match &last_key {
-            None => conn.exec(first_sql.as_str(), ()).await.map_err(query_err)?,
-            Some(k) => {
-                let params: Vec<mysql_async::Value> = bind_order.iter().map(|&i| k[i].clone()).collect();
-                conn.exec(next_sql.as_str(), params).await.map_err(query_err)?
-            }
-        };
+        let raw = query.chunk(&mut conn, last_key.as_deref()).await.map_err(query_err)?;
         let high: String = conn
             .query_first("SELECT @@global.gtid_binlog_pos")
             .await
@@ -321,15 +378,11 @@ pub async fn copy_table(
         let done = raw.len() < chunk_rows;
         let mut rows = Vec::with_capacity(raw.len());
         for row in raw {
-            let values = row.unwrap();
-            last_key = Some(def.primary_key.iter().map(|&i| values[i].clone()).collect());
-            let mut converted = Vec::with_capacity(values.len());
-            for (v, c) in values.into_iter().zip(&def.columns) {
-                converted.push(convert(v, c).ok_or_else(|| BackfillError::Value {
-                    table: table.clone(),
-                    column: c.name.clone(),
-                })?);
-            }
+            let (key, converted) = convert_row(def, row).map_err(|column| BackfillError::Value {
+                table: table.clone(),
+                column,
+            })?;
+            last_key = Some(key);
             rows.push(converted);
         }
         rows_copied += rows.len() as u64;

@@ -46,7 +46,7 @@ use mysql_async::prelude::Queryable;
 use sluice_binlog::replica::{BinlogStream, ReplicaConfig};
 use sluice_binlog::{ColumnDef, ColumnKind, EventBody, EventDecoder, GtidPosition, RowChange, Value};
 
-use crate::backfill::{convert, quote};
+use crate::backfill::{convert, convert_row, quote, KeysetQuery};
 use crate::canonical::{self, RowDigest};
 use crate::config::{Config, TargetConfig};
 use crate::filter::TablePlan;
@@ -253,12 +253,7 @@ struct SourceTable {
     plan: Arc<TablePlan>,
     /// For reading the binlog between re-check reads (see [`touched_keys`]).
     replica: ReplicaConfig,
-    first_sql: String,
-    next_sql: String,
-    bind_order: Vec<usize>,
-    columns_sql: String,
-    from: String,
-    key_columns: Vec<String>,
+    query: KeysetQuery,
 }
 
 impl SourceTable {
@@ -275,34 +270,16 @@ impl SourceTable {
             message: e.to_string(),
         };
         let mut conn = pool.get_conn().await.map_err(err)?;
-        // UTC for TIMESTAMPs; READ COMMITTED so that no snapshot outlives its statement and
-        // nothing is held between chunks.
-        for setting in [
-            "SET NAMES utf8mb4",
-            "SET time_zone = '+00:00'",
-            "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
-        ] {
+        // Nothing is held between chunks either.
+        for setting in crate::backfill::READ_SESSION {
             conn.query_drop(setting).await.map_err(err)?;
         }
-        let columns: Vec<String> = def.columns.iter().map(|c| quote(&c.name)).collect();
-        let key_columns: Vec<String> = def.primary_key.iter().map(|&i| quote(&def.columns[i].name)).collect();
-        let from = format!("{}.{}", quote(&def.schema), quote(&def.name));
-        let columns_sql = columns.join(", ");
-        let order = key_columns.join(", ");
-        let first_sql = format!("SELECT {columns_sql} FROM {from} ORDER BY {order} LIMIT {chunk_rows}");
-        let (condition, bind_order) = crate::backfill::after_key(&key_columns);
-        let next_sql =
-            format!("SELECT {columns_sql} FROM {from} WHERE {condition} ORDER BY {order} LIMIT {chunk_rows}");
+        let query = KeysetQuery::new(&def, chunk_rows);
         Ok(SourceTable {
             conn,
             plan,
             replica,
-            first_sql,
-            next_sql,
-            bind_order,
-            columns_sql,
-            from,
-            key_columns,
+            query,
         })
     }
 
@@ -328,20 +305,14 @@ impl SourceTable {
 
     fn convert_rows(&self, raw: Vec<mysql_async::Row>) -> Result<Vec<SourceRow>, VerifyError> {
         let def = &self.plan.source;
-        let mut rows = Vec::with_capacity(raw.len());
-        for row in raw {
-            let values = row.unwrap();
-            let key = def.primary_key.iter().map(|&i| values[i].clone()).collect();
-            let mut converted = Vec::with_capacity(values.len());
-            for (v, c) in values.into_iter().zip(&def.columns) {
-                converted.push(convert(v, c).ok_or_else(|| VerifyError::Compare {
+        raw.into_iter()
+            .map(|row| {
+                convert_row(def, row).map_err(|column| VerifyError::Compare {
                     table: def.qualified_name(),
-                    message: format!("source column {} came back as an unexpected kind of value", c.name),
-                })?);
-            }
-            rows.push((key, converted));
-        }
-        Ok(rows)
+                    message: format!("source column {column} came back as an unexpected kind of value"),
+                })
+            })
+            .collect()
     }
 
     /// The next chunk after `after` (source key values), and the position right after it.
@@ -349,14 +320,11 @@ impl SourceTable {
         &mut self,
         after: Option<&[mysql_async::Value]>,
     ) -> Result<(Vec<SourceRow>, GtidPosition), VerifyError> {
-        let raw: Vec<mysql_async::Row> = match after {
-            None => self.conn.exec(self.first_sql.as_str(), ()).await,
-            Some(k) => {
-                let params: Vec<mysql_async::Value> = self.bind_order.iter().map(|&i| k[i].clone()).collect();
-                self.conn.exec(self.next_sql.as_str(), params).await
-            }
-        }
-        .map_err(|e| self.error(e))?;
+        let raw = self
+            .query
+            .chunk(&mut self.conn, after)
+            .await
+            .map_err(|e| self.error(e))?;
         let high = self.position().await?;
         Ok((self.convert_rows(raw)?, high))
     }
@@ -370,7 +338,8 @@ impl SourceTable {
         for batch in keys.chunks(KEYS_PER_QUERY) {
             let term = format!(
                 "({})",
-                self.key_columns
+                self.query
+                    .keys
                     .iter()
                     .map(|k| format!("{k} = ?"))
                     .collect::<Vec<_>>()
@@ -378,8 +347,8 @@ impl SourceTable {
             );
             let sql = format!(
                 "SELECT {} FROM {} WHERE {}",
-                self.columns_sql,
-                self.from,
+                self.query.columns,
+                self.query.from,
                 vec![term; batch.len()].join(" OR ")
             );
             let params: Vec<mysql_async::Value> = batch.iter().flatten().cloned().collect();
@@ -397,21 +366,21 @@ impl SourceTable {
         after: Option<&[mysql_async::Value]>,
         chunk_rows: usize,
     ) -> Result<Option<Vec<mysql_async::Value>>, VerifyError> {
-        let order = self.key_columns.join(", ");
+        let order = self.query.keys.join(", ");
         let offset = chunk_rows.saturating_sub(1);
         let row: Option<mysql_async::Row> = match after {
             None => {
                 let sql = format!(
                     "SELECT {order} FROM {} ORDER BY {order} LIMIT 1 OFFSET {offset}",
-                    self.from
+                    self.query.from
                 );
                 self.conn.exec_first(sql, ()).await
             }
             Some(k) => {
-                let (condition, bind_order) = crate::backfill::after_key(&self.key_columns);
+                let (condition, bind_order) = crate::backfill::after_key(&self.query.keys);
                 let sql = format!(
                     "SELECT {order} FROM {} WHERE {condition} ORDER BY {order} LIMIT 1 OFFSET {offset}",
-                    self.from
+                    self.query.from
                 );
                 let params: Vec<mysql_async::Value> = bind_order.iter().map(|&i| k[i].clone()).collect();
                 self.conn.exec_first(sql, params).await
@@ -424,7 +393,7 @@ impl SourceTable {
     /// The `WHERE` condition and parameters of a key range given as sluice values.
     fn range_condition(&self, after: Option<&[Value]>, upto: Option<&[Value]>) -> (String, Vec<mysql_async::Value>) {
         let selection = RowSelection::KeyRange { after, upto, limit: 0 };
-        let (condition, binds) = crate::target::selection_condition(&self.key_columns, &selection);
+        let (condition, binds) = crate::target::selection_condition(&self.query.keys, &selection);
         let params = binds
             .iter()
             .map(|&b| source_param(crate::target::selection_value(&selection, b)))
@@ -446,7 +415,7 @@ impl SourceTable {
         let columns: Vec<(String, ColumnKind)> =
             table.columns.iter().map(|c| (quote(&c.name), c.source.kind)).collect();
         let (condition, params) = self.range_condition(after, upto);
-        let sql = crate::target::mariadb::checksum_select(&columns, &self.from, &condition);
+        let sql = crate::target::mariadb::checksum_select(&columns, &self.query.from, &condition);
         let row: Option<mysql_async::Row> = self.conn.exec_first(sql, params).await.map_err(|e| self.error(e))?;
         let values = row.map(|r| r.unwrap()).unwrap_or_default();
         let get = |i: usize| values.get(i).and_then(crate::target::mariadb::result_u64);
@@ -472,9 +441,9 @@ impl SourceTable {
         let (condition, params) = self.range_condition(after, upto);
         let sql = format!(
             "SELECT {} FROM {} WHERE {condition} ORDER BY {}",
-            self.columns_sql,
-            self.from,
-            self.key_columns.join(", ")
+            self.query.columns,
+            self.query.from,
+            self.query.keys.join(", ")
         );
         let raw: Vec<mysql_async::Row> = self.conn.exec(sql, params).await.map_err(|e| self.error(e))?;
         let high = self.position().await?;
@@ -724,7 +693,8 @@ fn in_parallel<T: Send, S>(
     })
 }
 
-/// [`wait_for_target`] for a thread outside the async runtime.
+/// Waits until the target's low-water mark covers `position` (polling; the target is a
+/// blocking client); returns the checkpoint.
 fn wait_for_target_blocking(
     target: &mut dyn Target,
     position: &GtidPosition,
@@ -753,23 +723,7 @@ async fn wait_for_target(
     position: &GtidPosition,
     timeout: Duration,
 ) -> Result<Checkpoint, VerifyError> {
-    let started = Instant::now();
-    loop {
-        let checkpoint = tokio::task::block_in_place(|| target.load_checkpoint())?.unwrap_or_default();
-        // The low-water mark, not `covers`: with parallel writers the last GTID of each domain
-        // can be applied while earlier ones are not yet.
-        if checkpoint.position.covers(position) {
-            return Ok(checkpoint);
-        }
-        if started.elapsed() >= timeout {
-            return Err(VerifyError::NotCaughtUp {
-                checkpoint: checkpoint.position.to_string(),
-                position: position.to_string(),
-                seconds: timeout.as_secs(),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    tokio::task::block_in_place(|| wait_for_target_blocking(target, position, timeout))
 }
 
 /// Verifies every replicated table (or those `options.table` selects).
@@ -943,35 +897,9 @@ async fn verify_table(
             after_target = upto.clone();
         }
         report.target_rows += target_rows.len() as u64;
-        for (key_bytes, e) in &expected {
-            let got = found.get(key_bytes).copied();
-            if got != e.digest {
-                suspects.push(Suspect {
-                    key_bytes: key_bytes.clone(),
-                    target_key: e.target_key.clone(),
-                    source_key: e.source_key.clone(),
-                    key_hash: e.key_hash,
-                    difference: classify(e.digest, got),
-                    observed: got,
-                });
-            }
-        }
-        if range {
-            for row in &target_rows {
-                let key_bytes = canonical::encode_key(&table, row).map_err(|e| compare_err(&table, e))?;
-                if !expected.contains_key(&key_bytes) {
-                    let target_key: Vec<Value> = table.key.iter().map(|&k| row[k].clone()).collect();
-                    suspects.push(Suspect {
-                        observed: found.get(&key_bytes).copied(),
-                        key_bytes,
-                        key_hash: source_key_hash(&plan, &target_key),
-                        source_key: target_key.iter().map(source_param).collect(),
-                        target_key,
-                        difference: Difference::Extra,
-                    });
-                }
-            }
-        }
+        // With a key list every target row read has an expected key, so only missing and
+        // different rows can turn up here; extra ones come from `extra_rows_pass`.
+        collect_suspects_with(&plan, &table, &expected, &target_rows, &found, &mut suspects)?;
     }
     if !range && key_transformed {
         report.note = Some(
@@ -1243,6 +1171,18 @@ fn collect_suspects(
     scratch: &mut Vec<u8>,
 ) -> Result<(), VerifyError> {
     let found = digests(table, target_rows, scratch)?;
+    collect_suspects_with(plan, table, expected, target_rows, &found, suspects)
+}
+
+/// [`collect_suspects`] with the target rows' digests already computed.
+fn collect_suspects_with(
+    plan: &TablePlan,
+    table: &Arc<TargetTable>,
+    expected: &HashMap<Vec<u8>, Expected>,
+    target_rows: &[Vec<Value>],
+    found: &Digests,
+    suspects: &mut Vec<Suspect>,
+) -> Result<(), VerifyError> {
     for (key_bytes, e) in expected {
         let got = found.get(key_bytes).copied();
         if got != e.digest {

@@ -895,21 +895,26 @@ impl PostgresTarget {
         result
     }
 
-    fn load_checkpoint_impl(&mut self) -> TargetResult<Option<Checkpoint>> {
-        if self.state != TxState::Open {
-            self.ensure_connected()?;
-        }
-        let exists = !self
+    /// Whether one of sluice's own tables exists in the target schema (loads of a table never
+    /// created read as empty).
+    fn bookkeeping_table_exists(&mut self, operation: &'static str, table: &str) -> TargetResult<bool> {
+        let rows = self
             .client
             .query(
                 "SELECT 1 FROM pg_catalog.pg_class c \
                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                  WHERE n.nspname = $1 AND c.relname = $2",
-                &[&self.schema, &CHECKPOINT_TABLE],
+                &[&self.schema, &table],
             )
-            .map_err(|e| self.fail("load checkpoint", CHECKPOINT_TABLE, &e))?
-            .is_empty();
-        if !exists {
+            .map_err(|e| self.fail(operation, table, &e))?;
+        Ok(!rows.is_empty())
+    }
+
+    fn load_checkpoint_impl(&mut self) -> TargetResult<Option<Checkpoint>> {
+        if self.state != TxState::Open {
+            self.ensure_connected()?;
+        }
+        if !self.bookkeeping_table_exists("load checkpoint", CHECKPOINT_TABLE)? {
             return Ok(None);
         }
         let sql = format!(
@@ -1032,17 +1037,7 @@ impl PostgresTarget {
         if self.state != TxState::Open {
             self.ensure_connected()?;
         }
-        let exists = !self
-            .client
-            .query(
-                "SELECT 1 FROM pg_catalog.pg_class c \
-                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE n.nspname = $1 AND c.relname = $2",
-                &[&self.schema, &BACKFILL_TABLE],
-            )
-            .map_err(|e| self.fail("load backfill", BACKFILL_TABLE, &e))?
-            .is_empty();
-        if !exists {
+        if !self.bookkeeping_table_exists("load backfill", BACKFILL_TABLE)? {
             return Ok(Vec::new());
         }
         // Byte order of the names, whatever the database's collation.
@@ -1185,17 +1180,7 @@ impl PostgresTarget {
         if self.state != TxState::Open {
             self.ensure_connected()?;
         }
-        let exists = !self
-            .client
-            .query(
-                "SELECT 1 FROM pg_catalog.pg_class c \
-                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE n.nspname = $1 AND c.relname = '_sluice_verified'",
-                &[&self.schema],
-            )
-            .map_err(|e| self.fail("load verified", "_sluice_verified", &e))?
-            .is_empty();
-        if !exists {
+        if !self.bookkeeping_table_exists("load verified", "_sluice_verified")? {
             return Ok(None);
         }
         let sql = format!(
@@ -1406,17 +1391,7 @@ impl PostgresTarget {
         if self.state != TxState::Open {
             self.ensure_connected()?;
         }
-        let exists = !self
-            .client
-            .query(
-                "SELECT 1 FROM pg_catalog.pg_class c \
-                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE n.nspname = $1 AND c.relname = $2",
-                &[&self.schema, &LAG_TABLE],
-            )
-            .map_err(|e| self.fail("load lag", LAG_TABLE, &e))?
-            .is_empty();
-        if !exists {
+        if !self.bookkeeping_table_exists("load lag", LAG_TABLE)? {
             return Ok(None);
         }
         let sql = format!(

@@ -620,6 +620,21 @@ impl SqliteTarget {
     }
 }
 
+impl SqliteTarget {
+    /// Whether one of sluice's own tables exists (loads of a table never created read as empty).
+    fn bookkeeping_table_exists(&self, operation: &'static str, table: &str) -> TargetResult<bool> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+                [table],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|found| found.is_some())
+            .map_err(db_err(operation, table))
+    }
+}
+
 impl Target for SqliteTarget {
     fn prepare(&mut self, tables: &[Arc<TargetTable>]) -> TargetResult<()> {
         if self.state == TxState::Open {
@@ -649,16 +664,7 @@ impl Target for SqliteTarget {
     }
 
     fn load_checkpoint(&mut self) -> TargetResult<Option<Checkpoint>> {
-        let exists = self
-            .conn
-            .query_row(
-                "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = '_sluice_checkpoint'",
-                [],
-                |_| Ok(()),
-            )
-            .optional()
-            .map_err(db_err("load checkpoint", "_sluice_checkpoint"))?;
-        if exists.is_none() {
+        if !self.bookkeeping_table_exists("load checkpoint", "_sluice_checkpoint")? {
             return Ok(None);
         }
         let rows: Vec<(String, String, i64)> = self
@@ -762,16 +768,7 @@ impl Target for SqliteTarget {
     }
 
     fn load_lag(&mut self) -> TargetResult<Option<crate::lag::LagReport>> {
-        let exists = self
-            .conn
-            .query_row(
-                "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = '_sluice_lag'",
-                [],
-                |_| Ok(()),
-            )
-            .optional()
-            .map_err(db_err("load lag", "_sluice_lag"))?;
-        if exists.is_none() {
+        if !self.bookkeeping_table_exists("load lag", "_sluice_lag")? {
             return Ok(None);
         }
         self.conn
@@ -788,16 +785,7 @@ impl Target for SqliteTarget {
     }
 
     fn load_backfill(&mut self) -> TargetResult<Vec<BackfillProgress>> {
-        let exists = self
-            .conn
-            .query_row(
-                "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1",
-                [BACKFILL_TABLE],
-                |_| Ok(()),
-            )
-            .optional()
-            .map_err(db_err("load backfill", BACKFILL_TABLE))?;
-        if exists.is_none() {
+        if !self.bookkeeping_table_exists("load backfill", BACKFILL_TABLE)? {
             return Ok(Vec::new());
         }
         let rows: Vec<(String, i64, Option<String>, i64)> = self
@@ -907,16 +895,7 @@ impl Target for SqliteTarget {
     }
 
     fn load_verified(&mut self) -> TargetResult<Option<VerifiedRecord>> {
-        let exists: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sluice_verified'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db_err("load verified", "_sluice_verified"))?;
-        if exists.is_none() {
+        if !self.bookkeeping_table_exists("load verified", "_sluice_verified")? {
             return Ok(None);
         }
         let row: Option<(String, i64, i64)> = self
