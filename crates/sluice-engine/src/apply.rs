@@ -22,6 +22,11 @@
 //! * Every target commit writes the writer's checkpoint record in the same transaction: the
 //!   low-water mark known at that moment and the GTIDs this writer committed beyond it, so a
 //!   restart knows exactly what was applied, gaps included.
+//! * **Backfill chunks** go to writers of their own (`[backfill] writers`, each with its own
+//!   target connection), one chunk per target transaction with its copy progress. They are
+//!   ordered against the stream by key only ([`crate::schedule`]): a chunk never holds back
+//!   the stream's low-water mark, and a stream transaction waits for a chunk only when it
+//!   touches one of the chunk's rows.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,7 +38,7 @@ use sluice_binlog::{Gtid, GtidPosition};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::incremental::{run_verifier, CommittedGroup, IncrementalPolicy, VerifierLink, Written, VERIFIER_QUEUE};
-use crate::schedule::{DependencyTracker, Scheduled, TxnIndex, WriteSet};
+use crate::schedule::{ChunkId, DependencyTracker, Scheduled, ScheduledChunk, TxnIndex, WriteSet};
 use crate::target::{BackfillProgress, Checkpoint, RowOp, Target, TargetError, TargetTable};
 
 /// Messages from the source reader to the applier, in binlog order.
@@ -61,6 +66,8 @@ pub enum ApplyMsg {
     Chunk {
         ops: Vec<RowOp>,
         progress: BackfillProgress,
+        /// A column-only copy: the target columns to fill in existing rows.
+        fill: Option<Arc<Vec<usize>>>,
     },
     /// The transaction just sent carried sluice's heartbeat row written at `sent_us` (Unix
     /// microseconds, sluice's clock): sample the lag once it is committed (see [`crate::lag`]).
@@ -70,6 +77,16 @@ pub enum ApplyMsg {
     /// The source lost its connection: drop everything not committed and reply with the
     /// committed checkpoint, from which the source resumes.
     Abort(oneshot::Sender<Checkpoint>),
+}
+
+/// The applier's target connections, one per thread.
+pub struct Connections {
+    /// The stream's writers (at least one).
+    pub writers: Vec<Box<dyn Target>>,
+    /// Writers of backfill chunks (none when nothing is being copied).
+    pub backfill_writers: Vec<Box<dyn Target>>,
+    /// The incremental verifier's connection and policy, when it is on.
+    pub verifier: Option<(Box<dyn Target>, IncrementalPolicy)>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -90,6 +107,8 @@ pub struct Progress {
     pub applied_position: Mutex<GtidPosition>,
     /// Replication lag percentiles (heartbeat or event timestamps).
     pub lag: Arc<crate::lag::LagMeter>,
+    /// Every table's copy of existing rows in this process.
+    pub backfill: Arc<crate::backfill::CopyBoard>,
 }
 
 /// The reader sends at most this many row changes per message; a transaction with more is
@@ -99,11 +118,11 @@ pub const ROWS_PER_MESSAGE: usize = 512;
 /// A debug line is logged each time an open target transaction grows by this many rows.
 const LARGE_BATCH_LOG_EVERY: usize = 50_000;
 
-/// Distinguishes a table's backfill-progress key from its row keys in write sets.
-const BACKFILL_KEY_SALT: u64 = 0x6261_636b_6669_6c6c;
-
 /// Work items queued per writer; bounds memory together with the reader's channel.
 const WRITER_QUEUE: usize = 64;
+
+/// Chunks queued per backfill writer (each up to `[backfill] chunk_rows` rows).
+const BACKFILL_QUEUE: usize = 2;
 
 /// How long a writer with an open group waits for more work before committing it (capped
 /// by `batch_max_delay`): a pause shorter than one commit's fsync, so a writer keeps filling
@@ -128,8 +147,7 @@ impl Shared {
 struct LowWater {
     tracker: DependencyTracker,
     /// Scheduled transactions not yet folded into `position`, by index.
-    /// `None` for backfill chunks, which have no GTID.
-    pending: BTreeMap<TxnIndex, Option<(Gtid, u32)>>,
+    pending: BTreeMap<TxnIndex, (Gtid, u32)>,
     /// The low-water mark as a GTID position.
     position: GtidPosition,
     commit_unix: u32,
@@ -160,11 +178,10 @@ impl LowWater {
             if i > lw {
                 break;
             }
-            if let Some((gtid, unix)) = self.pending.remove(&i).expect("present") {
-                self.position.advance(gtid);
-                self.commit_unix = self.commit_unix.max(unix);
-                self.lag.record_event(unix);
-            }
+            let (gtid, unix) = self.pending.remove(&i).expect("present");
+            self.position.advance(gtid);
+            self.commit_unix = self.commit_unix.max(unix);
+            self.lag.record_event(unix);
         }
         self.advance_verified();
         self.sample_heartbeats();
@@ -210,16 +227,61 @@ enum Work {
     },
     /// Persist the low-water mark (advanced by transactions that had nothing to apply).
     Flush,
-    Chunk {
-        sched: Scheduled,
-        ops: Vec<RowOp>,
-        progress: BackfillProgress,
-    },
     LargeRows(Vec<RowOp>),
     LargeEnd,
     Prepare(Arc<TargetTable>, std_mpsc::Sender<Result<(), TargetError>>),
     /// Roll back the open group, forget uncommitted work, acknowledge.
     Abort(std_mpsc::Sender<()>),
+}
+
+/// A backfill chunk for a backfill writer.
+struct ChunkWork {
+    sched: ScheduledChunk,
+    ops: Vec<RowOp>,
+    progress: BackfillProgress,
+    fill: Option<Arc<Vec<usize>>>,
+}
+
+/// Applies backfill chunks on a connection of its own: each chunk, once what it waits for has
+/// committed, in one target transaction with its table's copy progress (no stream checkpoint:
+/// a chunk is not a source transaction, and the stream's record stays with its writers).
+fn run_backfill_writer(
+    target: &mut dyn Target,
+    rx: std_mpsc::Receiver<ChunkWork>,
+    shared: &Shared,
+    progress: &Progress,
+) -> Result<(), TargetError> {
+    let stopped = || TargetError::Other("apply stopped".into());
+    for work in rx {
+        {
+            let guard = shared.state.lock().expect("lock");
+            let guard = shared
+                .changed
+                .wait_while(guard, |lw| !lw.stop && !work.sched.ready(&lw.tracker))
+                .expect("lock");
+            if guard.stop {
+                return Err(stopped());
+            }
+        }
+        target.begin()?;
+        for op in &work.ops {
+            match (&work.fill, op) {
+                (Some(columns), RowOp::Insert { table, row }) => target.fill_columns(table, columns, row)?,
+                _ => target.apply(op)?,
+            }
+        }
+        target.record_backfill(&work.progress)?;
+        target.commit_without_checkpoint()?;
+        shared
+            .state
+            .lock()
+            .expect("lock")
+            .tracker
+            .chunk_committed(work.sched.id);
+        shared.changed.notify_all();
+        progress.backfill.committed(&work.progress);
+    }
+    Ok(())
 }
 
 /// One open target transaction of a writer.
@@ -295,12 +357,6 @@ impl Writer<'_> {
                     self.start_txn(sched)?;
                     self.apply_ops(ops)?;
                     self.end_txn(sched.index, Some(gtid))?;
-                }
-                Work::Chunk { sched, ops, progress } => {
-                    self.start_txn(sched)?;
-                    self.apply_ops(ops)?;
-                    self.target.record_backfill(&progress)?;
-                    self.end_txn(sched.index, None)?;
                 }
                 Work::LargeStart { sched, gtid, ops } => {
                     self.start_txn(sched)?;
@@ -381,7 +437,7 @@ impl Writer<'_> {
             if lw.stop {
                 return Err(stopped());
             }
-            lw.tracker.low_water() >= sched.depends_on
+            sched.ready(&lw.tracker)
         };
         if !satisfied {
             // Never wait while holding an open group: the transaction we wait for may need
@@ -393,7 +449,7 @@ impl Writer<'_> {
             let guard = self
                 .shared
                 .changed
-                .wait_while(guard, |lw| !lw.stop && lw.tracker.low_water() < sched.depends_on)
+                .wait_while(guard, |lw| !lw.stop && !sched.ready(&lw.tracker))
                 .expect("lock");
             if guard.stop {
                 return Err(stopped());
@@ -453,7 +509,7 @@ impl Writer<'_> {
             let mark = lw.tracker.low_water_if_committed(&indexes);
             let mut position = lw.position.clone();
             let mut commit_unix = lw.commit_unix;
-            for (gtid, unix) in lw.pending.range(..=mark).filter_map(|(_, p)| p.as_ref()) {
+            for (gtid, unix) in lw.pending.range(..=mark).map(|(_, p)| p) {
                 position.advance(*gtid);
                 commit_unix = commit_unix.max(*unix);
             }
@@ -536,14 +592,18 @@ impl Writer<'_> {
 /// `failed` is notified when a writer fails, so that the caller can stop the reader even while
 /// the coordinator is waiting for the next message.
 pub fn run_applier(
-    targets: Vec<Box<dyn Target>>,
+    connections: Connections,
     mut rx: mpsc::Receiver<ApplyMsg>,
     policy: BatchPolicy,
     start: Checkpoint,
     progress: &Progress,
     failed: &tokio::sync::Notify,
-    verifier: Option<(Box<dyn Target>, IncrementalPolicy)>,
 ) -> Result<(), TargetError> {
+    let Connections {
+        writers: targets,
+        backfill_writers: backfill_targets,
+        verifier,
+    } = connections;
     let shared = Shared {
         state: Mutex::new(LowWater {
             tracker: DependencyTracker::new(),
@@ -628,8 +688,25 @@ pub fn run_applier(
                 result
             }));
         }
+        let mut backfill_queues = Vec::with_capacity(backfill_targets.len());
+        for mut target in backfill_targets {
+            let (tx, rx) = std_mpsc::sync_channel::<ChunkWork>(BACKFILL_QUEUE);
+            backfill_queues.push(tx);
+            let shared = &shared;
+            handles.push(scope.spawn(move || {
+                let result = run_backfill_writer(target.as_mut(), rx, shared, progress);
+                if result.is_err() {
+                    let _ = target.rollback();
+                    shared.stop_all(failed);
+                }
+                result
+            }));
+        }
         let coordinator = Coordinator {
             queues,
+            backfill_queues,
+            next_backfill_writer: 0,
+            last_chunk: Default::default(),
             shared: &shared,
             next_writer: 0,
             large_writer: None,
@@ -638,6 +715,11 @@ pub fn run_applier(
             policy,
         };
         let coordinated = coordinator.run(&mut rx, &start);
+        if coordinated.is_err() {
+            // Writers waiting for a dependency that will never commit must give up too.
+            shared.state.lock().expect("lock").stop = true;
+            shared.changed.notify_all();
+        }
         // Dropping the queues (inside `run`) lets the writers drain and stop; once they have,
         // the verifier's queue closes too.
         drop(verify_queue);
@@ -661,6 +743,11 @@ pub fn run_applier(
 
 struct Coordinator<'a> {
     queues: Vec<std_mpsc::SyncSender<Work>>,
+    /// The backfill writers' queues (empty when nothing is being copied).
+    backfill_queues: Vec<std_mpsc::SyncSender<ChunkWork>>,
+    next_backfill_writer: usize,
+    /// Each table's last scheduled chunk.
+    last_chunk: std::collections::HashMap<String, ChunkId>,
     shared: &'a Shared,
     next_writer: usize,
     large_writer: Option<usize>,
@@ -706,7 +793,7 @@ impl Coordinator<'_> {
                     } else {
                         WriteSet::of_ops(&ops)
                     };
-                    let sched = self.schedule(&ws, Some(gtid), commit_unix);
+                    let sched = self.schedule(&ws, gtid, commit_unix);
                     if ops.is_empty() {
                         // Nothing to apply: committed as soon as it is scheduled.
                         self.shared.state.lock().expect("lock").commit(sched.index);
@@ -719,21 +806,12 @@ impl Coordinator<'_> {
                     }
                 }
                 ApplyMsg::LargeStart { gtid, commit_unix, ops } => {
-                    let sched = self.schedule(&WriteSet::barrier(), Some(gtid), commit_unix);
+                    let sched = self.schedule(&WriteSet::barrier(), gtid, commit_unix);
                     let w = self.pick_writer();
                     self.large_writer = Some(w);
                     self.send(w, Work::LargeStart { sched, gtid, ops })?;
                 }
-                ApplyMsg::Chunk { ops, progress } => {
-                    // A table's chunks conflict with each other, so they commit in key order
-                    // and the recorded progress never runs ahead of a chunk not yet committed.
-                    let mut ws = WriteSet::of_ops(&ops);
-                    ws.keys
-                        .push(crate::schedule::key_hash(&progress.table, &[], &[]) ^ BACKFILL_KEY_SALT);
-                    let sched = self.schedule(&ws, None, 0);
-                    let w = self.pick_writer();
-                    self.send(w, Work::Chunk { sched, ops, progress })?;
-                }
+                ApplyMsg::Chunk { ops, progress, fill } => self.schedule_chunk(ops, progress, fill)?,
                 ApplyMsg::LargeRows(ops) => {
                     let w = self.large_writer.expect("large transaction started");
                     self.send(w, Work::LargeRows(ops))?;
@@ -758,14 +836,50 @@ impl Coordinator<'_> {
         }
     }
 
-    fn schedule(&mut self, ws: &WriteSet, gtid: Option<Gtid>, commit_unix: u32) -> Scheduled {
+    fn schedule(&mut self, ws: &WriteSet, gtid: Gtid, commit_unix: u32) -> Scheduled {
         let mut lw = self.shared.state.lock().expect("lock");
         let sched = lw.tracker.schedule(ws);
-        lw.pending.insert(sched.index, gtid.map(|g| (g, commit_unix)));
+        lw.pending.insert(sched.index, (gtid, commit_unix));
         if lw.verifying {
-            lw.verify_pending.insert(sched.index, gtid);
+            lw.verify_pending.insert(sched.index, Some(gtid));
         }
         sched
+    }
+
+    /// Hands a backfill chunk to the next backfill writer, ordered against the stream by its
+    /// keys and after its table's previous chunk.
+    fn schedule_chunk(
+        &mut self,
+        ops: Vec<RowOp>,
+        progress: BackfillProgress,
+        fill: Option<Arc<Vec<usize>>>,
+    ) -> Result<(), TargetError> {
+        if self.backfill_queues.is_empty() {
+            return Err(TargetError::Other(format!(
+                "internal error: a backfill chunk of {} arrived but no backfill writer runs",
+                progress.table
+            )));
+        }
+        let keys = WriteSet::of_ops(&ops).keys;
+        let previous = self.last_chunk.get(&progress.table).copied().unwrap_or(0);
+        let sched = self
+            .shared
+            .state
+            .lock()
+            .expect("lock")
+            .tracker
+            .schedule_chunk(&keys, previous);
+        self.last_chunk.insert(progress.table.clone(), sched.id);
+        let w = self.next_backfill_writer;
+        self.next_backfill_writer = (w + 1) % self.backfill_queues.len();
+        self.backfill_queues[w]
+            .send(ChunkWork {
+                sched,
+                ops,
+                progress,
+                fill,
+            })
+            .map_err(|_| TargetError::Other("apply stopped".into()))
     }
 
     fn pick_writer(&mut self) -> usize {
@@ -810,7 +924,9 @@ impl Coordinator<'_> {
         let guard = self
             .shared
             .changed
-            .wait_while(guard, |lw| !lw.stop && lw.tracker.low_water() < lw.tracker.scheduled())
+            .wait_while(guard, |lw| {
+                !lw.stop && (lw.tracker.low_water() < lw.tracker.scheduled() || !lw.tracker.chunks_idle())
+            })
             .expect("lock");
         if guard.stop {
             return Err(TargetError::Other("apply stopped".into()));
@@ -839,6 +955,15 @@ impl Coordinator<'_> {
 
     /// Rolls back all uncommitted work and returns what is committed.
     fn abort(&mut self, applied_above: &mut Vec<Gtid>) -> Result<Checkpoint, TargetError> {
+        if !self.shared.state.lock().expect("lock").tracker.chunks_idle() {
+            // A chunk waits for stream transactions about to be rolled back; its progress is
+            // in the target, so a restart resumes the copy exactly.
+            return Err(TargetError::Other(
+                "the source connection was lost while backfill chunks were being applied; \
+                 restart sluice: the copy resumes from its last committed chunk"
+                    .into(),
+            ));
+        }
         for w in 0..self.queues.len() {
             let (ack, done) = std_mpsc::channel();
             self.send(w, Work::Abort(ack))?;
@@ -862,7 +987,7 @@ impl Coordinator<'_> {
             .pending
             .iter()
             .filter(|(i, _)| lw.tracker.is_committed(**i))
-            .filter_map(|(_, p)| p.map(|(g, _)| g))
+            .map(|(_, (g, _))| *g)
             .collect();
         applied_above.extend(committed_above);
         applied_above.retain(|g| !lw.position.contains(*g));
@@ -871,6 +996,7 @@ impl Coordinator<'_> {
         lw.pending.clear();
         lw.heartbeats.clear();
         lw.tracker = DependencyTracker::new();
+        self.last_chunk.clear();
         Ok(Checkpoint {
             position,
             applied: applied_above.clone(),

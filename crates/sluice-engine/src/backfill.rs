@@ -20,18 +20,27 @@
 //! full row image (sluice requires `binlog_row_image=FULL`); the later chunk then carries a
 //! snapshot at least as new, or drops the row if it changes again inside its window.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use sluice_binlog::{ColumnDef, ColumnKind, GtidPosition, TableDef, Value};
 
 use crate::filter::TablePlan;
+use crate::lag::LagMeter;
 use crate::schedule::{key_hash, KeyHash};
 use crate::target::{BackfillProgress, RowOp};
 
 /// Rows per chunk unless configured otherwise.
 pub const DEFAULT_CHUNK_ROWS: usize = 2_000;
+
+/// Attempts at a chunk's source reads before the table's copy is marked failed (a lost
+/// connection or a server restart is worth retrying; the reads hold no state).
+const READ_ATTEMPTS: u32 = 4;
+
+/// How often a throttled copy looks at the stream's lag again.
+const THROTTLE_POLL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackfillError {
@@ -47,62 +56,57 @@ pub enum BackfillError {
 #[derive(Debug)]
 pub enum BackfillMsg {
     /// Open the watermark window for the next chunk of a table: from now on the reader notes
-    /// which of the table's keys the stream changes. Replied to once the window is open; the
-    /// chunk's `SELECT` starts after that, so the window's start is before its snapshot.
+    /// which of the table's keys the stream changes. Replied to with the window's id once it
+    /// is open; the chunk's `SELECT` starts after that, so the window's start is before its
+    /// snapshot.
     Open {
-        plan: Arc<TablePlan>,
-        reply: tokio::sync::oneshot::Sender<()>,
+        table: String,
+        reply: tokio::sync::oneshot::Sender<u64>,
     },
-    /// The chunk read inside the open window.
+    /// The chunk read inside the window it names.
     Chunk(Chunk),
+    /// A table's copy failed: record why, after the chunks of it already handed over.
+    Failed(Chunk),
 }
 
 /// A chunk of source rows and the source position read right after its `SELECT` (the end of
 /// its watermark window; the window started when the reader opened it).
 #[derive(Debug)]
 pub struct Chunk {
+    /// The reader's window this chunk was read in.
+    pub window: u64,
     pub plan: Arc<TablePlan>,
     pub high: GtidPosition,
-    /// Full source row images, in key order.
-    pub rows: Vec<Vec<Value>>,
-    /// The key of the last row read (progress), encoded.
-    pub last_key: Option<String>,
-    /// No rows follow this chunk.
-    pub done: bool,
-    /// Rows read so far for this table, this chunk included.
-    pub rows_copied: u64,
+    /// The rows that pass the table's filter, projected to target rows, each with the hash of
+    /// its source key (what the stream's changes are matched against), in key order.
+    pub rows: Vec<(KeyHash, Vec<Value>)>,
+    /// The target columns a column-only copy fills (`None`: whole rows).
+    pub fill: Option<Arc<Vec<usize>>>,
+    /// The progress to record with the rows.
+    pub progress: BackfillProgress,
 }
 
 impl Chunk {
     /// Drops the rows whose source key is in `touched`.
     pub fn drop_touched(&mut self, touched: &HashSet<KeyHash>) {
-        let table = self.plan.source.qualified_name();
-        let key = &self.plan.source.primary_key;
-        self.rows.retain(|r| !touched.contains(&key_hash(&table, key, r)));
+        if !touched.is_empty() {
+            self.rows.retain(|(key, _)| !touched.contains(key));
+        }
     }
-}
 
-impl Chunk {
-    /// The chunk as target row changes (through the table's filter and transforms) and the
-    /// progress to record with them.
-    pub fn into_apply(self) -> (Vec<RowOp>, BackfillProgress) {
-        let plan = self.plan;
+    /// The chunk as target row changes, the progress to record with them, and the columns
+    /// a column-only copy fills.
+    pub fn into_apply(self) -> (Vec<RowOp>, BackfillProgress, Option<Arc<Vec<usize>>>) {
+        let table = &self.plan.target;
         let ops = self
             .rows
             .into_iter()
-            .filter(|r| plan.passes(r))
-            .map(|r| RowOp::Insert {
-                table: plan.target.clone(),
-                row: plan.project(r),
+            .map(|(_, row)| RowOp::Insert {
+                table: table.clone(),
+                row,
             })
             .collect();
-        let progress = BackfillProgress {
-            table: plan.target.name.clone(),
-            done: self.done,
-            last_key: self.last_key,
-            rows_copied: self.rows_copied,
-        };
-        (ops, progress)
+        (ops, self.progress, self.fill)
     }
 }
 
@@ -112,6 +116,148 @@ pub struct BackfillJob {
     pub plan: Arc<TablePlan>,
     pub last_key: Option<String>,
     pub rows_copied: u64,
+    /// Target columns to fill in existing rows (a column-only copy), or empty for whole rows.
+    pub fill_columns: Vec<usize>,
+}
+
+/// How the copies run (from `[backfill]`).
+#[derive(Debug, Clone)]
+pub struct BackfillSettings {
+    pub chunk_rows: usize,
+    pub parallel_tables: usize,
+    /// Pause while the stream's lag is above this; `None` never pauses.
+    pub max_lag: Option<Duration>,
+    /// The heartbeat interval (a missing heartbeat counts as lag after it).
+    pub heartbeat_interval: Duration,
+}
+
+/// A table's copy as the progress display and logs see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyState {
+    Pending,
+    Copying,
+    /// Paused because the stream's lag is above `[backfill] max_lag_ms`.
+    Throttled,
+    Ready,
+    Failed(String),
+}
+
+/// One table's live copy figures.
+#[derive(Debug, Clone)]
+pub struct TableCopy {
+    pub state: CopyState,
+    /// Rows committed at the target (stored progress).
+    pub rows_copied: u64,
+    pub rows_estimate: u64,
+    /// Column-only copy: the columns it fills.
+    pub columns: Vec<String>,
+    started: Instant,
+    rows_at_start: u64,
+}
+
+impl TableCopy {
+    /// Rows per second committed since this process started the copy.
+    pub fn rows_per_s(&self) -> u64 {
+        let secs = self.started.elapsed().as_secs_f64();
+        if secs < 0.001 {
+            return 0;
+        }
+        (self.rows_copied.saturating_sub(self.rows_at_start) as f64 / secs) as u64
+    }
+
+    /// Estimated time to finish, from the rate so far and the source's row estimate.
+    pub fn eta(&self) -> Option<Duration> {
+        let rate = self.rows_per_s();
+        if rate == 0 || self.state == CopyState::Ready {
+            return None;
+        }
+        Some(Duration::from_secs(
+            self.rows_estimate.saturating_sub(self.rows_copied) / rate,
+        ))
+    }
+}
+
+/// Every table's copy in this process: written by the copy tasks and the backfill writers,
+/// read by the progress bars.
+#[derive(Debug, Default)]
+pub struct CopyBoard {
+    tables: Mutex<BTreeMap<String, TableCopy>>,
+}
+
+impl CopyBoard {
+    fn with_table(&self, table: &str, f: impl FnOnce(&mut TableCopy)) {
+        if let Some(t) = self.tables.lock().expect("copy board lock").get_mut(table) {
+            f(t);
+        }
+    }
+
+    /// A copy is planned (shown as pending until it starts).
+    pub fn planned(&self, job: &BackfillJob) {
+        self.tables.lock().expect("copy board lock").insert(
+            job.plan.target.name.clone(),
+            TableCopy {
+                state: CopyState::Pending,
+                rows_copied: job.rows_copied,
+                rows_estimate: 0,
+                columns: fill_names(&job.plan, &job.fill_columns),
+                started: Instant::now(),
+                rows_at_start: job.rows_copied,
+            },
+        );
+    }
+
+    fn started(&self, table: &str, rows_estimate: u64) {
+        self.with_table(table, |t| {
+            t.state = CopyState::Copying;
+            t.rows_estimate = rows_estimate.max(t.rows_copied);
+            t.started = Instant::now();
+            t.rows_at_start = t.rows_copied;
+        });
+    }
+
+    fn set_throttled(&self, table: &str, throttled: bool) {
+        self.with_table(table, |t| {
+            if matches!(t.state, CopyState::Copying | CopyState::Throttled) {
+                t.state = if throttled {
+                    CopyState::Throttled
+                } else {
+                    CopyState::Copying
+                };
+            }
+        });
+    }
+
+    /// A chunk (with `progress`) committed at the target.
+    pub fn committed(&self, progress: &BackfillProgress) {
+        self.with_table(&progress.table, |t| {
+            t.rows_copied = progress.rows_copied;
+            t.rows_estimate = t.rows_estimate.max(progress.rows_copied);
+            if let Some(e) = &progress.error {
+                t.state = CopyState::Failed(e.clone());
+            } else if progress.done {
+                t.state = CopyState::Ready;
+            }
+        });
+    }
+
+    fn failed(&self, table: &str, reason: &str) {
+        self.with_table(table, |t| t.state = CopyState::Failed(reason.to_owned()));
+    }
+
+    /// The table's figures now, by target table name.
+    pub fn snapshot(&self) -> Vec<(String, TableCopy)> {
+        self.tables
+            .lock()
+            .expect("copy board lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+/// The target column names of a column-only copy.
+fn fill_names(plan: &TablePlan, fill: &[usize]) -> Vec<String> {
+    fill.iter().map(|&i| plan.target.columns[i].name.clone()).collect()
 }
 
 pub(crate) fn quote(name: &str) -> String {
@@ -332,73 +478,252 @@ pub(crate) fn convert_row(
     Ok((key, converted))
 }
 
-/// Reads one table chunk by chunk and hands each to the reader. Returns when the table is
-/// copied, or the reader went away.
-pub async fn copy_table(
-    pool: &mysql_async::Pool,
-    job: BackfillJob,
-    chunk_rows: usize,
-    tx: &tokio::sync::mpsc::Sender<BackfillMsg>,
-) -> Result<(), BackfillError> {
-    let def = &job.plan.source;
-    let table = def.qualified_name();
-    let query_err = |e: mysql_async::Error| BackfillError::Query {
-        table: table.clone(),
-        message: e.to_string(),
-    };
-    let mut conn = pool.get_conn().await.map_err(query_err)?;
-    for setting in READ_SESSION {
-        conn.query_drop(setting).await.map_err(query_err)?;
+/// Copies every job's table, `parallel_tables` at a time, handing chunks to the reader.
+/// A table whose copy fails is recorded as failed (with the reason, in the target and on the
+/// board) and the others go on; the stream is never stopped by a copy. Returns when every
+/// copy has ended or the reader went away.
+pub async fn run_backfills(
+    pool: mysql_async::Pool,
+    jobs: Vec<BackfillJob>,
+    settings: BackfillSettings,
+    tx: tokio::sync::mpsc::Sender<BackfillMsg>,
+    board: Arc<CopyBoard>,
+    lag: Arc<LagMeter>,
+) {
+    for job in &jobs {
+        board.planned(job);
     }
-    let query = KeysetQuery::new(def, chunk_rows);
-    let mut last_key: Option<Vec<mysql_async::Value>> = match &job.last_key {
-        Some(text) => Some(decode_key(text).ok_or(BackfillError::BadProgress { table: table.clone() })?),
-        None => None,
-    };
-    let mut rows_copied = job.rows_copied;
-    loop {
-        let (reply, opened) = tokio::sync::oneshot::channel();
-        if tx
-            .send(BackfillMsg::Open {
-                plan: job.plan.clone(),
-                reply,
-            })
-            .await
-            .is_err()
-            || opened.await.is_err()
-        {
-            return Ok(());
+    let permits = Arc::new(tokio::sync::Semaphore::new(settings.parallel_tables.max(1)));
+    let mut copies = tokio::task::JoinSet::new();
+    for job in jobs {
+        let (pool, settings, tx, board, lag) = (pool.clone(), settings.clone(), tx.clone(), board.clone(), lag.clone());
+        let permits = permits.clone();
+        copies.spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
+            };
+            let table = job.plan.source.qualified_name();
+            let target = job.plan.target.name.clone();
+            tracing::info!(
+                table = %table,
+                resume = job.last_key.is_some(),
+                columns = ?fill_names(&job.plan, &job.fill_columns),
+                "backfill started"
+            );
+            let mut copy = TableCopier::new(job, &settings);
+            match copy.run(&pool, &tx, &board, &lag).await {
+                Ok(()) => {}
+                Err(e) => {
+                    let reason = e.to_string();
+                    tracing::error!(table = %table, "{reason}; the table stays not ready (restart sluice to retry)");
+                    board.failed(&target, &reason);
+                    let _ = tx.send(BackfillMsg::Failed(copy.failure(reason))).await;
+                }
+            }
+        });
+    }
+    while copies.join_next().await.is_some() {}
+}
+
+/// One table's copy: where it stands, and the chunk loop.
+struct TableCopier {
+    plan: Arc<TablePlan>,
+    fill: Option<Arc<Vec<usize>>>,
+    chunk_rows: usize,
+    max_lag: Option<Duration>,
+    heartbeat_interval: Duration,
+    /// The stored-progress form of the last key handed over, and its decoded values.
+    last_key_text: Option<String>,
+    rows_copied: u64,
+    rows_estimate: u64,
+    started: Instant,
+    rows_at_start: u64,
+}
+
+impl TableCopier {
+    fn new(job: BackfillJob, settings: &BackfillSettings) -> Self {
+        TableCopier {
+            fill: (!job.fill_columns.is_empty()).then(|| Arc::new(job.fill_columns)),
+            plan: job.plan,
+            chunk_rows: settings.chunk_rows,
+            max_lag: settings.max_lag,
+            heartbeat_interval: settings.heartbeat_interval,
+            last_key_text: job.last_key,
+            rows_copied: job.rows_copied,
+            rows_estimate: 0,
+            started: Instant::now(),
+            rows_at_start: job.rows_copied,
         }
-        let raw = query.chunk(&mut conn, last_key.as_deref()).await.map_err(query_err)?;
-        let high: String = conn
-            .query_first("SELECT @@global.gtid_binlog_pos")
-            .await
-            .map_err(query_err)?
-            .unwrap_or_default();
-        let done = raw.len() < chunk_rows;
-        let mut rows = Vec::with_capacity(raw.len());
-        for row in raw {
-            let (key, converted) = convert_row(def, row).map_err(|column| BackfillError::Value {
-                table: table.clone(),
-                column,
-            })?;
-            last_key = Some(key);
-            rows.push(converted);
-        }
-        rows_copied += rows.len() as u64;
-        let chunk = Chunk {
-            plan: job.plan.clone(),
-            high: high.parse().map_err(|_| BackfillError::Query {
-                table: table.clone(),
-                message: "bad gtid_binlog_pos".into(),
-            })?,
-            rows,
-            last_key: last_key.as_deref().map(encode_key),
+    }
+
+    fn progress(&self, done: bool, error: Option<String>) -> BackfillProgress {
+        let secs = self.started.elapsed().as_secs_f64();
+        BackfillProgress {
+            table: self.plan.target.name.clone(),
             done,
-            rows_copied,
+            last_key: self.last_key_text.clone(),
+            rows_copied: self.rows_copied,
+            rows_estimate: self.rows_estimate.max(self.rows_copied),
+            rows_per_s: if secs > 0.001 {
+                (self.rows_copied.saturating_sub(self.rows_at_start) as f64 / secs) as u64
+            } else {
+                0
+            },
+            error,
+            columns: self
+                .fill
+                .as_deref()
+                .map(|f| fill_names(&self.plan, f))
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The record of a failed copy: the progress of the last chunk handed over, and why.
+    fn failure(&self, reason: String) -> Chunk {
+        Chunk {
+            window: 0,
+            plan: self.plan.clone(),
+            high: GtidPosition::new(),
+            rows: Vec::new(),
+            fill: self.fill.clone(),
+            progress: self.progress(false, Some(reason)),
+        }
+    }
+
+    fn query_err(&self, e: mysql_async::Error) -> BackfillError {
+        BackfillError::Query {
+            table: self.plan.source.qualified_name(),
+            message: e.to_string(),
+        }
+    }
+
+    async fn connect(&self, pool: &mysql_async::Pool) -> Result<mysql_async::Conn, BackfillError> {
+        let mut conn = pool.get_conn().await.map_err(|e| self.query_err(e))?;
+        for setting in READ_SESSION {
+            conn.query_drop(setting).await.map_err(|e| self.query_err(e))?;
+        }
+        Ok(conn)
+    }
+
+    /// Waits while the stream's lag is above the bound (never while the stream has no
+    /// figure yet).
+    async fn throttle(&self, board: &CopyBoard, lag: &LagMeter) {
+        let Some(max) = self.max_lag else { return };
+        let max_us = max.as_micros() as u64;
+        let mut throttled = false;
+        while lag.recent_lag_us(self.heartbeat_interval).is_some_and(|l| l > max_us) {
+            if !throttled {
+                tracing::info!(table = %self.plan.source.qualified_name(), max_lag_ms = max.as_millis() as u64, "backfill paused: the stream is lagging");
+                board.set_throttled(&self.plan.target.name, true);
+                throttled = true;
+            }
+            tokio::time::sleep(THROTTLE_POLL).await;
+        }
+        if throttled {
+            board.set_throttled(&self.plan.target.name, false);
+        }
+    }
+
+    async fn run(
+        &mut self,
+        pool: &mysql_async::Pool,
+        tx: &tokio::sync::mpsc::Sender<BackfillMsg>,
+        board: &CopyBoard,
+        lag: &LagMeter,
+    ) -> Result<(), BackfillError> {
+        let def = self.plan.source.clone();
+        let table = def.qualified_name();
+        let mut last_key: Option<Vec<mysql_async::Value>> = match &self.last_key_text {
+            Some(text) => Some(decode_key(text).ok_or(BackfillError::BadProgress { table: table.clone() })?),
+            None => None,
         };
-        if tx.send(BackfillMsg::Chunk(chunk)).await.is_err() || done {
-            return Ok(());
+        let mut conn = self.connect(pool).await?;
+        self.rows_estimate = conn
+            .exec_first::<Option<u64>, _, _>(
+                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (&def.schema, &def.name),
+            )
+            .await
+            .map_err(|e| self.query_err(e))?
+            .flatten()
+            .unwrap_or(0);
+        board.started(&self.plan.target.name, self.rows_estimate);
+        self.started = Instant::now();
+        self.rows_at_start = self.rows_copied;
+        let query = KeysetQuery::new(&def, self.chunk_rows);
+        let key_columns = &def.primary_key;
+        loop {
+            self.throttle(board, lag).await;
+            let (reply, opened) = tokio::sync::oneshot::channel();
+            if tx
+                .send(BackfillMsg::Open {
+                    table: table.clone(),
+                    reply,
+                })
+                .await
+                .is_err()
+            {
+                return Ok(());
+            }
+            let Ok(window) = opened.await else { return Ok(()) };
+            let mut attempt = 1;
+            let (raw, high) = loop {
+                let read = async {
+                    let raw = query.chunk(&mut conn, last_key.as_deref()).await?;
+                    let high: String = conn
+                        .query_first("SELECT @@global.gtid_binlog_pos")
+                        .await?
+                        .unwrap_or_default();
+                    Ok::<_, mysql_async::Error>((raw, high))
+                };
+                match read.await {
+                    Ok(read) => break read,
+                    Err(e) if attempt < READ_ATTEMPTS => {
+                        // The window stays open: a retry's snapshot is still inside it.
+                        tracing::warn!(table = %table, attempt, error = %e, "backfill read failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(250) * 2u32.pow(attempt)).await;
+                        attempt += 1;
+                        conn = match self.connect(pool).await {
+                            Ok(c) => c,
+                            Err(_) if attempt < READ_ATTEMPTS => continue,
+                            Err(e) => return Err(e),
+                        };
+                    }
+                    Err(e) => return Err(self.query_err(e)),
+                }
+            };
+            let high: GtidPosition = high.parse().map_err(|_| BackfillError::Query {
+                table: table.clone(),
+                message: "the source returned an unreadable @@global.gtid_binlog_pos".into(),
+            })?;
+            let done = raw.len() < self.chunk_rows;
+            let mut rows = Vec::with_capacity(raw.len());
+            let mut read = 0u64;
+            for row in raw {
+                let (key, converted) = convert_row(&def, row).map_err(|column| BackfillError::Value {
+                    table: table.clone(),
+                    column,
+                })?;
+                last_key = Some(key);
+                read += 1;
+                if self.plan.passes(&converted) {
+                    let hash = key_hash(&table, key_columns, &converted);
+                    rows.push((hash, self.plan.project(converted)));
+                }
+            }
+            self.rows_copied += read;
+            self.last_key_text = last_key.as_deref().map(encode_key);
+            let chunk = Chunk {
+                window,
+                plan: self.plan.clone(),
+                high,
+                rows,
+                fill: self.fill.clone(),
+                progress: self.progress(done, None),
+            };
+            if tx.send(BackfillMsg::Chunk(chunk)).await.is_err() || done {
+                return Ok(());
+            }
         }
     }
 }

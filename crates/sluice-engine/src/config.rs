@@ -167,6 +167,15 @@ pub struct BackfillConfig {
     /// Rows per chunk (one source `SELECT`, one target transaction).
     #[serde(default = "default_chunk_rows")]
     pub chunk_rows: usize,
+    /// Target connections that apply chunks, beside the stream's writers (default 1 for
+    /// SQLite, which has one write lock anyway, 2 for server targets).
+    pub writers: Option<usize>,
+    /// Tables copied at the same time (each reads its next chunk while the last is applied).
+    #[serde(default = "default_parallel_tables")]
+    pub parallel_tables: usize,
+    /// Pause reading new chunks while the stream's lag is above this (ms); 0 never pauses.
+    #[serde(default = "default_backfill_max_lag_ms")]
+    pub max_lag_ms: u64,
 }
 
 impl Default for BackfillConfig {
@@ -174,8 +183,18 @@ impl Default for BackfillConfig {
         BackfillConfig {
             enabled: true,
             chunk_rows: crate::backfill::DEFAULT_CHUNK_ROWS,
+            writers: None,
+            parallel_tables: default_parallel_tables(),
+            max_lag_ms: default_backfill_max_lag_ms(),
         }
     }
+}
+
+fn default_parallel_tables() -> usize {
+    2
+}
+fn default_backfill_max_lag_ms() -> u64 {
+    1_000
 }
 
 fn default_true() -> bool {
@@ -456,6 +475,15 @@ impl Config {
         if !(1..=1_000_000).contains(&self.backfill.chunk_rows) {
             return Err(invalid("backfill.chunk_rows", "must be between 1 and 1000000"));
         }
+        if self.backfill.writers.is_some_and(|w| w == 0 || w > MAX_WRITERS) {
+            return Err(invalid(
+                "backfill.writers",
+                format!("must be between 1 and {MAX_WRITERS}"),
+            ));
+        }
+        if !(1..=64).contains(&self.backfill.parallel_tables) {
+            return Err(invalid("backfill.parallel_tables", "must be between 1 and 64"));
+        }
         if !(10..=60_000).contains(&self.lag.interval_ms) {
             return Err(invalid("lag.interval_ms", "must be between 10 and 60000"));
         }
@@ -647,6 +675,14 @@ impl Config {
         self.apply.writers.unwrap_or(match self.target {
             TargetConfig::Sqlite { .. } => DEFAULT_SQLITE_WRITERS,
             _ => DEFAULT_SERVER_WRITERS,
+        })
+    }
+
+    /// Target connections applying backfill chunks.
+    pub fn backfill_writers(&self) -> usize {
+        self.backfill.writers.unwrap_or(match self.target {
+            TargetConfig::Sqlite { .. } => 1,
+            _ => 2,
         })
     }
 

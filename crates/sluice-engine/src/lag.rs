@@ -29,7 +29,7 @@
 //! the maximum, the sample count and the window to the target's `_sluice_lag` table about
 //! once a second, inside one of its ordinary transactions, and `sluice status` reads it back.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -101,6 +101,10 @@ pub struct LagReport {
     pub updated_at_us: u64,
 }
 
+/// How long an event-timestamp lag sample describes the current lag (see
+/// [`LagMeter::recent_lag_us`]).
+pub const EVENT_SAMPLE_FRESH: Duration = Duration::from_secs(2);
+
 /// sluice's clock in Unix microseconds.
 pub fn now_us() -> u64 {
     SystemTime::now()
@@ -120,6 +124,9 @@ fn new_histogram() -> Histogram<u64> {
 pub struct LagMeter {
     source: AtomicU8,
     inner: Mutex<Window>,
+    /// The newest sample (µs) and when it was taken (Unix µs), for backfill throttling.
+    last_lag_us: AtomicU64,
+    last_sample_at_us: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -144,6 +151,8 @@ impl LagMeter {
     pub fn new(span: Duration) -> Self {
         LagMeter {
             source: AtomicU8::new(0),
+            last_lag_us: AtomicU64::new(0),
+            last_sample_at_us: AtomicU64::new(0),
             inner: Mutex::new(Window {
                 current: new_histogram(),
                 current_start: Instant::now(),
@@ -191,7 +200,27 @@ impl LagMeter {
         self.record(now_us().saturating_sub(u64::from(commit_unix) * 1_000_000));
     }
 
+    /// The stream's lag now, as far as it can be told. With heartbeats, which arrive every
+    /// `interval`: the newest sample, or at least the time since it beyond that interval (a
+    /// stalled stream delivers no samples at all). With event timestamps, samples only come
+    /// with source transactions, so a sample older than [`EVENT_SAMPLE_FRESH`] says nothing
+    /// about now (an idle source). `None` when nothing can be told.
+    pub fn recent_lag_us(&self, interval: Duration) -> Option<u64> {
+        let at = self.last_sample_at_us.load(Ordering::Relaxed);
+        if at == 0 {
+            return None;
+        }
+        let last = self.last_lag_us.load(Ordering::Relaxed);
+        let age = now_us().saturating_sub(at);
+        if self.source() != LagSource::Heartbeat {
+            return (age <= EVENT_SAMPLE_FRESH.as_micros() as u64).then_some(last);
+        }
+        Some(last.max(age.saturating_sub(interval.as_micros() as u64)))
+    }
+
     fn record(&self, lag_us: u64) {
+        self.last_lag_us.store(lag_us, Ordering::Relaxed);
+        self.last_sample_at_us.store(now_us(), Ordering::Relaxed);
         let mut w = self.inner.lock().expect("lag lock");
         w.rotate();
         w.current.saturating_record(lag_us.clamp(1, MAX_TRACKABLE_US));
@@ -528,5 +557,25 @@ mod tests {
         let r = meter.due_report(Duration::from_secs(60)).expect("source changed");
         assert_eq!(r.source, "heartbeat");
         assert!(meter.due_report(Duration::from_secs(60)).is_none());
+    }
+
+    #[test]
+    fn recent_lag_counts_a_missing_heartbeat_and_forgets_stale_event_samples() {
+        let meter = LagMeter::new(Duration::from_secs(60));
+        let interval = Duration::from_millis(500);
+        assert_eq!(meter.recent_lag_us(interval), None, "nothing known yet");
+        meter.set_source(LagSource::Heartbeat);
+        meter.record_heartbeat(now_us() - 40_000);
+        let lag = meter.recent_lag_us(interval).unwrap();
+        assert!((40_000..1_000_000).contains(&lag), "{lag}");
+        // A heartbeat overdue by more than the interval counts as lag.
+        meter.last_sample_at_us.store(now_us() - 5_000_000, Ordering::Relaxed);
+        let lag = meter.recent_lag_us(interval).unwrap();
+        assert!(lag >= 4_400_000, "{lag}");
+        // Event timestamps: an old sample says nothing about now (an idle source).
+        meter.set_source(LagSource::EventTimestamps);
+        assert_eq!(meter.recent_lag_us(interval), None);
+        meter.record_event((now_us() / 1_000_000) as u32 - 3);
+        assert!(meter.recent_lag_us(interval).unwrap() >= 2_000_000);
     }
 }

@@ -180,6 +180,53 @@ async fn initial_plans(conn: &mut mysql_async::Conn, config: &Config) -> Result<
     Ok(plans)
 }
 
+/// Records a copy for every column the replicated columns gained since the target table was
+/// created (the target adds the column, empty, in `prepare`): a column-only copy when the
+/// table's rows were copied already, or the whole copy again when it was still under way
+/// (the rows copied so far lack the column).
+fn plan_column_copies(target: &mut dyn Target, plans: &[Arc<TablePlan>]) -> Result<(), RunError> {
+    let tables: Vec<_> = plans.iter().map(|p| p.target.clone()).collect();
+    let gaps = target.column_gaps(&tables)?;
+    if gaps.is_empty() {
+        return Ok(());
+    }
+    let records = target.load_backfill()?;
+    for (name, missing) in gaps {
+        let table = tables.iter().find(|t| t.name == name).expect("gap of a planned table");
+        let added: Vec<String> = missing.iter().map(|&c| table.columns[c].name.clone()).collect();
+        let Some(previous) = records.iter().find(|r| r.table == name) else {
+            // Never copied: the coming copy of whole rows fills the new columns too.
+            continue;
+        };
+        let columns = match (previous.done, previous.columns.is_empty()) {
+            (true, _) => added.clone(),
+            // A column-only copy under way: start it again for the old and new columns.
+            (false, false) => {
+                let mut all = previous.columns.clone();
+                all.extend(added.iter().filter(|a| !previous.columns.contains(a)).cloned());
+                all
+            }
+            // A copy of whole rows under way: start it again.
+            (false, true) => Vec::new(),
+        };
+        tracing::info!(
+            table = %name,
+            added = ?added,
+            column_only = !columns.is_empty(),
+            "columns added to the replicated columns: the target gains them and a backfill fills existing rows"
+        );
+        let record = crate::target::BackfillProgress {
+            table: name.clone(),
+            columns,
+            ..Default::default()
+        };
+        target.begin()?;
+        target.record_backfill(&record)?;
+        target.commit_without_checkpoint()?;
+    }
+    Ok(())
+}
+
 /// Options for [`run`] beyond the config.
 pub struct RunOptions {
     pub progress: Arc<Progress>,
@@ -203,6 +250,10 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
     let plans = initial_plans(&mut conn, config).await?;
     drop(conn);
     let tables: Vec<_> = plans.iter().map(|p| p.target.clone()).collect();
+    // Bookkeeping first: columns newly replicated are recorded as to be copied before the
+    // target gains them, so a crash in between cannot leave them empty and forgotten.
+    target.prepare(&[])?;
+    plan_column_copies(target.as_mut(), &plans)?;
     target.prepare(&tables)?;
     let first_progress = target.load_backfill()?;
     tracing::info!(tables = tables.len(), "target tables ready");
@@ -260,15 +311,6 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
         incremental_verification = verifier.is_some(),
         "applier ready"
     );
-    let applier = std::thread::Builder::new()
-        .name("sluice-apply".into())
-        .spawn(move || {
-            let result = run_applier(targets, rx, policy, start_cp, &progress, &writer_failed, verifier);
-            let _ = applier_done_tx.send(());
-            result
-        })
-        .expect("spawn applier thread");
-
     // Tables whose existing rows are not (fully) copied yet.
     let copied: std::collections::HashMap<String, crate::target::BackfillProgress> =
         first_progress.into_iter().map(|p| (p.table.clone(), p)).collect();
@@ -281,27 +323,63 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
                     plan: plan.clone(),
                     last_key: p.last_key.clone(),
                     rows_copied: p.rows_copied,
+                    fill_columns: p
+                        .columns
+                        .iter()
+                        .filter_map(|name| plan.target.columns.iter().position(|c| &c.name == name))
+                        .collect(),
                 }),
                 None => Some(BackfillJob {
                     plan: plan.clone(),
                     last_key: None,
                     rows_copied: 0,
+                    fill_columns: Vec::new(),
                 }),
             })
             .collect()
     } else {
         Vec::new()
     };
-    let (backfill_tx, backfill_rx) = mpsc::channel(2);
-    let backfill_pool = pool.clone();
-    let chunk_rows = config.backfill.chunk_rows;
-    let has_jobs = !jobs.is_empty();
-    let backfill = async move {
-        for job in jobs {
-            tracing::info!(table = %job.plan.source.qualified_name(), resume = job.last_key.is_some(), "backfill started");
-            crate::backfill::copy_table(&backfill_pool, job, chunk_rows, &backfill_tx).await?;
+    let mut backfill_targets: Vec<Box<dyn Target>> = Vec::new();
+    if !jobs.is_empty() {
+        for _ in 0..config.backfill_writers() {
+            backfill_targets.push(open_target(config)?);
         }
-        drop(backfill_tx);
+    }
+    let applier = std::thread::Builder::new()
+        .name("sluice-apply".into())
+        .spawn(move || {
+            let connections = crate::apply::Connections {
+                writers: targets,
+                backfill_writers: backfill_targets,
+                verifier,
+            };
+            let result = run_applier(connections, rx, policy, start_cp, &progress, &writer_failed);
+            let _ = applier_done_tx.send(());
+            result
+        })
+        .expect("spawn applier thread");
+
+    // Two messages per table copied at once: a chunk waiting for the stream and the next
+    // window's opening.
+    let (backfill_tx, backfill_rx) = mpsc::channel(2 * config.backfill.parallel_tables);
+    let has_jobs = !jobs.is_empty();
+    let settings = crate::backfill::BackfillSettings {
+        chunk_rows: config.backfill.chunk_rows,
+        parallel_tables: config.backfill.parallel_tables,
+        max_lag: (config.backfill.max_lag_ms > 0).then(|| Duration::from_millis(config.backfill.max_lag_ms)),
+        heartbeat_interval: Duration::from_millis(config.lag.interval_ms),
+    };
+    let backfill = crate::backfill::run_backfills(
+        pool.clone(),
+        jobs,
+        settings,
+        backfill_tx,
+        options.progress.backfill.clone(),
+        options.progress.lag.clone(),
+    );
+    let backfill = async move {
+        backfill.await;
         Ok::<(), SourceError>(())
     };
     // Lag: heartbeats are written only here, by `run` (never by `check` or `status`).
@@ -318,6 +396,7 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
         connected: options.connected,
         backfill: has_jobs.then_some(backfill_rx),
         windows: Default::default(),
+        next_window: 0,
         heartbeat: crate::lag::HeartbeatTable::new(config),
     };
     let start = checkpoint.clone();

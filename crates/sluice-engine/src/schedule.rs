@@ -12,6 +12,16 @@
 //! Barriers (a transaction whose write set cannot be known, such as one too large to buffer,
 //! or a table without a key) depend on everything before them, and everything after them
 //! depends on them.
+//!
+//! **Backfill chunks** have an order of their own. A chunk is placed where the stream passed
+//! its watermark window, but it is not a source transaction and has no place in the stream's
+//! low-water mark: if it had, every stream transaction scheduled after it would wait for it
+//! (their dependencies are recent), and a slow chunk would stall the stream. Instead a chunk
+//! waits for the stream transactions that wrote its keys before it (and for its table's
+//! previous chunk, so recorded progress never runs ahead), and a stream transaction waits for
+//! a chunk only when it touches one of the chunk's keys: then for every chunk up to that one
+//! (the chunks' own low-water mark), which over-waits only for chunks of other tables
+//! scheduled just before it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
@@ -25,6 +35,9 @@ pub type KeyHash = u64;
 
 /// Position of a transaction in source order, starting at 1. 0 means "none".
 pub type TxnIndex = u64;
+
+/// Position of a backfill chunk in scheduling order, starting at 1. 0 means "none".
+pub type ChunkId = u64;
 
 /// Feeds a value's identity into a hasher. Values equal at the target hash equally; the
 /// encoding is tagged so that e.g. `Int(1)` and `Text("1")` differ.
@@ -106,14 +119,45 @@ pub struct DependencyTracker {
     low_water: TxnIndex,
     /// Committed transactions above the low-water mark.
     committed_above: BTreeSet<TxnIndex>,
+    /// Backfill chunks: the last chunk that wrote each key (pruned below `chunk_low_water`).
+    chunk_writer: HashMap<KeyHash, ChunkId>,
+    next_chunk: ChunkId,
+    /// Every chunk with id ≤ this has committed.
+    chunk_low_water: ChunkId,
+    chunks_committed_above: BTreeSet<ChunkId>,
 }
 
 /// A scheduled transaction: its index and the index it must wait for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Scheduled {
     pub index: TxnIndex,
-    /// The transaction may start once the low-water mark is ≥ this.
+    /// The transaction may start once the low-water mark is ≥ this…
     pub depends_on: TxnIndex,
+    /// …and the chunks' low-water mark is ≥ this (0: it touches no pending chunk's keys).
+    depends_on_chunk: ChunkId,
+}
+
+impl Scheduled {
+    /// Whether everything this transaction waits for has committed.
+    pub fn ready(&self, tracker: &DependencyTracker) -> bool {
+        tracker.low_water >= self.depends_on && tracker.chunk_low_water >= self.depends_on_chunk
+    }
+}
+
+/// A scheduled backfill chunk: what it waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScheduledChunk {
+    pub id: ChunkId,
+    /// The latest earlier stream transaction that wrote one of its keys (or a barrier).
+    pub depends_on: TxnIndex,
+    /// Its table's previous chunk, when that has not committed yet.
+    pub after_chunk: ChunkId,
+}
+
+impl ScheduledChunk {
+    pub fn ready(&self, tracker: &DependencyTracker) -> bool {
+        tracker.low_water >= self.depends_on && tracker.is_chunk_committed(self.after_chunk)
+    }
 }
 
 /// Prune `last_writer` entries at or below the low-water mark when the map grows past this.
@@ -128,6 +172,18 @@ impl DependencyTracker {
     pub fn schedule(&mut self, ws: &WriteSet) -> Scheduled {
         self.next += 1;
         let index = self.next;
+        let depends_on_chunk = if ws.barrier {
+            // Its rows are unknown: it may touch any chunk's.
+            self.next_chunk
+        } else {
+            ws.keys
+                .iter()
+                .filter_map(|k| self.chunk_writer.get(k))
+                .copied()
+                .filter(|&c| c > self.chunk_low_water)
+                .max()
+                .unwrap_or(0)
+        };
         let depends_on = if ws.barrier {
             self.last_barrier = index;
             index - 1
@@ -147,7 +203,51 @@ impl DependencyTracker {
             let lw = self.low_water;
             self.last_writer.retain(|_, w| *w > lw);
         }
-        Scheduled { index, depends_on }
+        Scheduled {
+            index,
+            depends_on,
+            depends_on_chunk,
+        }
+    }
+
+    /// Registers a backfill chunk writing `keys`, placed after every stream transaction
+    /// scheduled so far; `previous` is its table's previous chunk (0 for the first).
+    pub fn schedule_chunk(&mut self, keys: &[KeyHash], previous: ChunkId) -> ScheduledChunk {
+        self.next_chunk += 1;
+        let id = self.next_chunk;
+        let mut depends_on = self.last_barrier;
+        for k in keys {
+            if let Some(&w) = self.last_writer.get(k) {
+                depends_on = depends_on.max(w);
+            }
+            self.chunk_writer.insert(*k, id);
+        }
+        if self.chunk_writer.len() > PRUNE_AT {
+            let lw = self.chunk_low_water;
+            self.chunk_writer.retain(|_, c| *c > lw);
+        }
+        ScheduledChunk {
+            id,
+            depends_on,
+            after_chunk: if self.is_chunk_committed(previous) { 0 } else { previous },
+        }
+    }
+
+    /// Records that chunk `id` committed.
+    pub fn chunk_committed(&mut self, id: ChunkId) {
+        self.chunks_committed_above.insert(id);
+        while self.chunks_committed_above.remove(&(self.chunk_low_water + 1)) {
+            self.chunk_low_water += 1;
+        }
+    }
+
+    pub fn is_chunk_committed(&self, id: ChunkId) -> bool {
+        id <= self.chunk_low_water || self.chunks_committed_above.contains(&id)
+    }
+
+    /// Whether every chunk scheduled so far has committed.
+    pub fn chunks_idle(&self) -> bool {
+        self.chunk_low_water == self.next_chunk
     }
 
     /// Records that `index` committed; returns the new low-water mark.
@@ -194,44 +294,51 @@ mod tests {
         }
     }
 
+    /// (index, depends_on) of a scheduled transaction.
+    fn at(s: Scheduled) -> (TxnIndex, TxnIndex) {
+        (s.index, s.depends_on)
+    }
+
     #[test]
     fn disjoint_transactions_do_not_wait_and_conflicts_do() {
         let mut t = DependencyTracker::new();
-        assert_eq!(
-            t.schedule(&ws(&[1])),
-            Scheduled {
-                index: 1,
-                depends_on: 0
-            }
-        );
-        assert_eq!(
-            t.schedule(&ws(&[2])),
-            Scheduled {
-                index: 2,
-                depends_on: 0
-            }
-        );
-        assert_eq!(
-            t.schedule(&ws(&[1, 3])),
-            Scheduled {
-                index: 3,
-                depends_on: 1
-            }
-        );
-        assert_eq!(
-            t.schedule(&WriteSet::barrier()),
-            Scheduled {
-                index: 4,
-                depends_on: 3
-            }
-        );
-        assert_eq!(
-            t.schedule(&ws(&[9])),
-            Scheduled {
-                index: 5,
-                depends_on: 4
-            }
-        );
+        assert_eq!(at(t.schedule(&ws(&[1]))), (1, 0));
+        assert_eq!(at(t.schedule(&ws(&[2]))), (2, 0));
+        assert_eq!(at(t.schedule(&ws(&[1, 3]))), (3, 1));
+        assert_eq!(at(t.schedule(&WriteSet::barrier())), (4, 3));
+        assert_eq!(at(t.schedule(&ws(&[9]))), (5, 4));
+    }
+
+    #[test]
+    fn chunks_wait_only_for_their_keys_and_the_stream_only_for_chunks_it_touches() {
+        let mut t = DependencyTracker::new();
+        let a = t.schedule(&ws(&[1]));
+        let _b = t.schedule(&ws(&[2]));
+        let chunk = t.schedule_chunk(&[1, 10, 11], 0);
+        assert_eq!((chunk.id, chunk.depends_on, chunk.after_chunk), (1, 1, 0));
+        // Unrelated stream work neither waits for the chunk nor is waited for by it.
+        let c = t.schedule(&ws(&[3]));
+        assert!(c.ready(&t), "an unrelated transaction must not wait for a chunk");
+        let d = t.schedule(&ws(&[10]));
+        assert!(!d.ready(&t), "a transaction on a chunk's key waits for it");
+        assert!(!chunk.ready(&t));
+        t.committed(a.index);
+        assert!(chunk.ready(&t));
+        let next = t.schedule_chunk(&[12], chunk.id);
+        assert_eq!(next.after_chunk, chunk.id, "a table's chunks commit in order");
+        assert!(!next.ready(&t));
+        t.chunk_committed(chunk.id);
+        assert!(d.ready(&t));
+        assert!(next.ready(&t));
+        // A barrier waits for every chunk before it.
+        let barrier = t.schedule(&WriteSet::barrier());
+        t.committed(2);
+        t.committed(c.index);
+        t.committed(d.index);
+        assert!(!barrier.ready(&t));
+        t.chunk_committed(next.id);
+        assert!(barrier.ready(&t));
+        assert!(t.chunks_idle());
     }
 
     #[test]
@@ -247,47 +354,71 @@ mod tests {
     }
 
     proptest! {
-        /// Simulates N writers committing in any order the dependencies allow, and checks the
-        /// result equals serial application: for every key, the last writer in commit order
-        /// is the last writer in source order, and every pair of conflicting transactions
-        /// commits in source order.
+        /// Simulates N writers committing in any order the dependencies allow, with backfill
+        /// chunks (of two tables) mixed into the stream, and checks the result equals serial
+        /// application: every pair of conflicting items (sharing a key, a barrier and
+        /// anything, or two chunks of one table) commits in scheduling order.
         #[test]
         fn any_allowed_interleaving_keeps_per_key_order(
             txns in proptest::collection::vec(proptest::collection::vec(0u64..6, 0..4), 1..40),
             barriers in proptest::collection::vec(any::<bool>(), 40),
+            chunk_at in proptest::collection::vec(0u8..10, 40),
             choices in proptest::collection::vec(any::<u16>(), 200),
         ) {
+            #[derive(Debug)]
+            enum Item { Txn(Scheduled, WriteSet), Chunk(ScheduledChunk, Vec<u64>, u8) }
             let mut t = DependencyTracker::new();
-            let mut sched = Vec::new();
+            let mut items = Vec::new();
+            let mut last_chunk = [0u64; 2];
             for (i, keys) in txns.iter().enumerate() {
-                let w = if barriers[i] && i % 7 == 3 { WriteSet::barrier() } else { ws(keys) };
-                sched.push((t.schedule(&w), w));
+                if chunk_at[i] < 3 {
+                    // A chunk of table 0 or 1 (its own key space, as key hashes include the table).
+                    let table = chunk_at[i] % 2;
+                    let chunk_keys: Vec<u64> = keys.iter().map(|k| k + 100 * u64::from(table)).collect();
+                    let c = t.schedule_chunk(&chunk_keys, last_chunk[usize::from(table)]);
+                    last_chunk[usize::from(table)] = c.id;
+                    items.push(Item::Chunk(c, chunk_keys, table));
+                }
+                let w = if barriers[i] && i % 7 == 3 {
+                    WriteSet::barrier()
+                } else {
+                    // Stream keys reach table 1's key space too.
+                    ws(&keys.iter().map(|k| if k % 2 == 0 { k + 100 } else { *k }).collect::<Vec<_>>())
+                };
+                items.push(Item::Txn(t.schedule(&w), w));
             }
-            // Run: repeatedly commit any not-yet-committed transaction whose dependency is met.
-            let mut done = vec![false; sched.len()];
+            let mut done = vec![false; items.len()];
             let mut order = Vec::new();
             let mut c = choices.iter().cycle();
-            while order.len() < sched.len() {
-                let lw = t.low_water();
-                let ready: Vec<usize> = (0..sched.len()).filter(|&i| !done[i] && sched[i].0.depends_on <= lw).collect();
-                prop_assert!(!ready.is_empty(), "deadlock at low water {}", lw);
+            while order.len() < items.len() {
+                let ready: Vec<usize> = (0..items.len())
+                    .filter(|&i| !done[i])
+                    .filter(|&i| match &items[i] { Item::Txn(s, _) => s.ready(&t), Item::Chunk(s, _, _) => s.ready(&t) })
+                    .collect();
+                prop_assert!(!ready.is_empty(), "deadlock at low water {}", t.low_water());
                 let pick = ready[usize::from(*c.next().unwrap()) % ready.len()];
                 done[pick] = true;
                 order.push(pick);
-                t.committed(sched[pick].0.index);
+                match &items[pick] {
+                    Item::Txn(s, _) => { t.committed(s.index); }
+                    Item::Chunk(s, _, _) => t.chunk_committed(s.id),
+                }
             }
-            // Conflicting pairs commit in source order.
             let pos: Vec<usize> = { let mut p = vec![0; order.len()]; for (at, &i) in order.iter().enumerate() { p[i] = at; } p };
-            for a in 0..sched.len() {
-                for b in a + 1..sched.len() {
-                    let (wa, wb) = (&sched[a].1, &sched[b].1);
-                    let conflict = wa.barrier || wb.barrier || wa.keys.iter().any(|k| wb.keys.contains(k));
+            for a in 0..items.len() {
+                for b in a + 1..items.len() {
+                    let conflict = match (&items[a], &items[b]) {
+                        (Item::Txn(_, wa), Item::Txn(_, wb)) => wa.barrier || wb.barrier || wa.keys.iter().any(|k| wb.keys.contains(k)),
+                        (Item::Txn(_, w), Item::Chunk(_, keys, _)) | (Item::Chunk(_, keys, _), Item::Txn(_, w)) => w.barrier || w.keys.iter().any(|k| keys.contains(k)),
+                        (Item::Chunk(_, _, ta), Item::Chunk(_, _, tb)) => ta == tb,
+                    };
                     if conflict {
-                        prop_assert!(pos[a] < pos[b], "txn {} and {} conflict but committed out of order", a + 1, b + 1);
+                        prop_assert!(pos[a] < pos[b], "items {} and {} conflict but committed out of order", a, b);
                     }
                 }
             }
-            prop_assert_eq!(t.low_water(), sched.len() as u64);
+            prop_assert_eq!(t.low_water(), txns.len() as u64);
+            prop_assert!(t.chunks_idle());
         }
     }
 }

@@ -82,8 +82,11 @@ pub struct SourceReader {
     /// Chunks of tables being backfilled (see [`crate::backfill`]).
     pub backfill: Option<mpsc::Receiver<BackfillMsg>>,
     /// Open backfill windows, oldest first (the backfill opens the next chunk's window while
-    /// the previous chunk waits for the stream to pass its high mark).
+    /// the previous chunk waits for the stream to pass its high mark; several tables copy at
+    /// once).
     pub windows: std::collections::VecDeque<Window>,
+    /// The id of the next window.
+    pub next_window: u64,
     /// sluice's heartbeat table, recognised in the stream though never replicated
     /// (see [`crate::lag`]); `None` when heartbeats are off.
     pub heartbeat: Option<crate::lag::HeartbeatTable>,
@@ -92,6 +95,7 @@ pub struct SourceReader {
 /// The reader's side of a backfill chunk: the keys the stream changed since the window
 /// opened, and the chunk once it is read.
 pub struct Window {
+    id: u64,
     table: String,
     touched: HashSet<KeyHash>,
     chunk: Option<Chunk>,
@@ -220,40 +224,54 @@ impl SourceReader {
 
     async fn on_backfill(&mut self, msg: BackfillMsg, position: &Checkpoint) -> Result<(), StreamEnd> {
         match msg {
-            BackfillMsg::Open { plan, reply } => {
+            BackfillMsg::Open { table, reply } => {
+                self.next_window += 1;
                 self.windows.push_back(Window {
-                    table: plan.source.qualified_name(),
+                    id: self.next_window,
+                    table,
                     touched: HashSet::new(),
                     chunk: None,
                 });
-                let _ = reply.send(());
+                let _ = reply.send(self.next_window);
             }
             BackfillMsg::Chunk(chunk) => {
-                if let Some(w) = self.windows.iter_mut().find(|w| w.chunk.is_none()) {
+                if let Some(w) = self.windows.iter_mut().find(|w| w.id == chunk.window) {
                     w.chunk = Some(chunk);
                 }
+                self.emit_ready_chunk(position).await?;
+            }
+            BackfillMsg::Failed(record) => {
+                // The window of the read that failed gets no chunk. The record queues behind
+                // the table's chunks already read (its empty high mark is passed at once).
+                let table = record.plan.source.qualified_name();
+                self.windows.retain(|w| w.table != table || w.chunk.is_some());
+                self.next_window += 1;
+                self.windows.push_back(Window {
+                    id: self.next_window,
+                    table,
+                    touched: HashSet::new(),
+                    chunk: Some(record),
+                });
                 self.emit_ready_chunk(position).await?;
             }
         }
         Ok(())
     }
 
-    /// Hands the window's chunk to the applier once the stream has passed its high mark,
-    /// without the rows the stream changed inside the window.
+    /// Hands each window's chunk to the applier once the stream has passed its high mark,
+    /// without the rows the stream changed inside the window. A table's chunks go in key
+    /// order (a window waits for the table's earlier ones); tables do not wait for each other.
     async fn emit_ready_chunk(&mut self, position: &Checkpoint) -> Result<(), StreamEnd> {
-        // In order: a table's chunks must reach the applier in key order.
-        while self
-            .windows
-            .front()
-            .and_then(|w| w.chunk.as_ref())
-            .is_some_and(|c| position.position.covers(&c.high))
-        {
-            let window = self.windows.pop_front().expect("ready");
+        while let Some(at) = self.windows.iter().enumerate().position(|(i, w)| {
+            w.chunk.as_ref().is_some_and(|c| position.position.covers(&c.high))
+                && !self.windows.iter().take(i).any(|earlier| earlier.table == w.table)
+        }) {
+            let window = self.windows.remove(at).expect("present");
             let mut chunk = window.chunk.expect("ready");
             chunk.drop_touched(&window.touched);
-            let (ops, progress) = chunk.into_apply();
+            let (ops, progress, fill) = chunk.into_apply();
             tracing::debug!(table = %progress.table, rows = ops.len(), done = progress.done, "backfill chunk");
-            self.send(ApplyMsg::Chunk { ops, progress }).await?;
+            self.send(ApplyMsg::Chunk { ops, progress, fill }).await?;
         }
         Ok(())
     }

@@ -46,9 +46,60 @@ pub struct TableStatus {
     pub source: String,
     /// Rows in the target table (counted on SQLite targets only, where it is cheap).
     pub rows: Option<u64>,
-    /// Copy of the existing rows: `pending`, `copying` or `ready`.
+    /// Copy of the existing rows: `pending`, `copying`, `copying-columns` (a column-only
+    /// copy: `backfill_columns` are not ready yet), `failed` (see `backfill_error`) or `ready`.
     pub backfill: String,
     pub backfill_rows_copied: u64,
+    /// The source's row estimate when the copy started.
+    pub backfill_rows_estimate: u64,
+    /// Copy speed as last recorded by the running sluice.
+    pub backfill_rows_per_s: u64,
+    /// Estimated seconds to finish at that speed (while copying).
+    pub backfill_eta_s: Option<u64>,
+    /// Columns being filled by a column-only copy (not ready until it is done).
+    pub backfill_columns: Vec<String>,
+    /// Why the copy failed.
+    pub backfill_error: Option<String>,
+}
+
+impl TableStatus {
+    fn new(target: String, source: String, rows: Option<u64>) -> Self {
+        TableStatus {
+            target,
+            source,
+            rows,
+            backfill: String::new(),
+            backfill_rows_copied: 0,
+            backfill_rows_estimate: 0,
+            backfill_rows_per_s: 0,
+            backfill_eta_s: None,
+            backfill_columns: Vec::new(),
+            backfill_error: None,
+        }
+    }
+
+    fn set_backfill(&mut self, progress: Option<&crate::target::BackfillProgress>) {
+        let Some(p) = progress else {
+            self.backfill = "pending".into();
+            return;
+        };
+        self.backfill = match (p.done, &p.error, p.columns.is_empty()) {
+            (true, _, _) => "ready",
+            (false, Some(_), _) => "failed",
+            (false, None, true) => "copying",
+            (false, None, false) => "copying-columns",
+        }
+        .into();
+        self.backfill_rows_copied = p.rows_copied;
+        self.backfill_rows_estimate = p.rows_estimate;
+        self.backfill_rows_per_s = p.rows_per_s;
+        self.backfill_error = p.error.clone();
+        if !p.done {
+            self.backfill_columns = p.columns.clone();
+            self.backfill_eta_s = (p.error.is_none() && p.rows_per_s > 0)
+                .then(|| p.rows_estimate.saturating_sub(p.rows_copied) / p.rows_per_s);
+        }
+    }
 }
 
 pub async fn status(config: &Config) -> Result<StatusReport, RunError> {
@@ -65,25 +116,13 @@ pub async fn status(config: &Config) -> Result<StatusReport, RunError> {
         tables = crate::pipeline::open_target(config)?
             .load_backfill()?
             .into_iter()
-            .map(|p| TableStatus {
-                target: p.table,
-                source: String::new(),
-                rows: None,
-                backfill: String::new(),
-                backfill_rows_copied: 0,
-            })
+            .map(|p| TableStatus::new(p.table, String::new(), None))
             .collect();
     }
     if !tables.is_empty() {
         let progress = crate::pipeline::open_target(config)?.load_backfill()?;
         for t in &mut tables {
-            let (state, copied) = match progress.iter().find(|p| p.table == t.target) {
-                Some(p) if p.done => ("ready", p.rows_copied),
-                Some(p) => ("copying", p.rows_copied),
-                None => ("pending", 0),
-            };
-            t.backfill = state.to_owned();
-            t.backfill_rows_copied = copied;
+            t.set_backfill(progress.iter().find(|p| p.table == t.target));
         }
     }
     let mut report = StatusReport {
@@ -176,13 +215,7 @@ fn read_tables(config: &Config) -> Result<Vec<TableStatus>, RunError> {
         let rows: i64 = conn
             .query_row(&format!("SELECT count(*) FROM {quoted}"), [], |r| r.get(0))
             .map_err(db)?;
-        out.push(TableStatus {
-            backfill: String::new(),
-            backfill_rows_copied: 0,
-            target,
-            source,
-            rows: Some(rows as u64),
-        });
+        out.push(TableStatus::new(target, source, Some(rows as u64)));
     }
     Ok(out)
 }

@@ -1,7 +1,9 @@
 //! Proof for parallel apply: random workloads full of key conflicts (hot rows, key changes,
 //! deletes and re-inserts), applied by N writers into a real target, equal the serial
 //! result — also when a fault is injected at a random point (before a write, before a commit,
-//! right after a commit) and sluice restarts from the checkpoint the target holds. SQLite,
+//! right after a commit) and sluice restarts from the checkpoint the target holds; backfill
+//! chunks mixed into the stream go to writers of their own and must never overwrite a newer
+//! row nor be overwritten by an older one. SQLite,
 //! and the server targets (MariaDB, PostgreSQL: throwaway servers from sluice-testkit), whose
 //! writers send row changes as multi-row statements.
 
@@ -13,12 +15,14 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use sluice_binlog::{Charset, ColumnDef, ColumnKind, Gtid, Value};
-use sluice_engine::apply::{run_applier, ApplyMsg, BatchPolicy, Progress};
+use sluice_engine::apply::{run_applier, ApplyMsg, BatchPolicy, Connections, Progress};
 use sluice_engine::incremental::{IncrementalPolicy, MismatchPolicy};
 use sluice_engine::target::mariadb::MariaDbTarget;
 use sluice_engine::target::postgres::PostgresTarget;
 use sluice_engine::target::sqlite::SqliteTarget;
-use sluice_engine::target::{Checkpoint, RowOp, RowSelection, Target, TargetColumn, TargetResult, TargetTable};
+use sluice_engine::target::{
+    BackfillProgress, Checkpoint, RowOp, RowSelection, Target, TargetColumn, TargetResult, TargetTable,
+};
 use sluice_testkit::{MariaDb, PostgresServer};
 
 static MARIADB: Mutex<Option<Arc<MariaDb>>> = Mutex::new(None);
@@ -183,6 +187,15 @@ impl Target for Faulty {
     fn read_rows(&mut self, table: &Arc<TargetTable>, selection: RowSelection<'_>) -> TargetResult<Vec<Vec<Value>>> {
         self.inner.read_rows(table, selection)
     }
+    fn column_gaps(&mut self, tables: &[Arc<TargetTable>]) -> TargetResult<Vec<(String, Vec<usize>)>> {
+        self.inner.column_gaps(tables)
+    }
+    fn record_backfill(&mut self, progress: &BackfillProgress) -> TargetResult<()> {
+        self.inner.record_backfill(progress)
+    }
+    fn load_backfill(&mut self) -> TargetResult<Vec<BackfillProgress>> {
+        self.inner.load_backfill()
+    }
     fn commit_without_checkpoint(&mut self) -> TargetResult<()> {
         self.inner.commit_without_checkpoint()
     }
@@ -198,6 +211,8 @@ impl Target for Faulty {
 /// source table is kept while generating), with the final state.
 struct History {
     txns: Vec<Vec<RowOp>>,
+    /// The source table after each transaction (what a backfill chunk read there holds).
+    states: Vec<BTreeMap<i64, i64>>,
     final_state: BTreeMap<i64, i64>,
 }
 
@@ -206,6 +221,7 @@ fn history(seed_ops: &[(u8, u8, u8)], txn_sizes: &[u8]) -> History {
     let mut state: BTreeMap<i64, i64> = BTreeMap::new();
     let mut ops_iter = seed_ops.iter();
     let mut txns = Vec::new();
+    let mut states = Vec::new();
     for &size in txn_sizes {
         let mut ops = Vec::new();
         for _ in 0..size {
@@ -252,9 +268,11 @@ fn history(seed_ops: &[(u8, u8, u8)], txn_sizes: &[u8]) -> History {
             }
         }
         txns.push(ops);
+        states.push(state.clone());
     }
     History {
         txns,
+        states,
         final_state: state,
     }
 }
@@ -275,6 +293,7 @@ fn run_once(
     policy: BatchPolicy,
     fault: Option<Fault>,
     large_every: usize,
+    chunk_every: usize,
 ) -> bool {
     let applies = Arc::new(AtomicUsize::new(0));
     let commits = Arc::new(AtomicUsize::new(0));
@@ -283,6 +302,17 @@ fn run_once(
     let start = first.load_checkpoint().unwrap().unwrap_or_default();
     drop(first);
     let targets: Vec<Box<dyn Target>> = (0..writers)
+        .map(|_| {
+            Box::new(Faulty {
+                inner: place.open(),
+                fault,
+                applies: applies.clone(),
+                commits: commits.clone(),
+            }) as Box<dyn Target>
+        })
+        .collect();
+    // Backfill writers (faulty too) when chunks are mixed in.
+    let backfill_targets: Vec<Box<dyn Target>> = (0..if chunk_every > 0 { 1 + writers % 2 } else { 0 })
         .map(|_| {
             Box::new(Faulty {
                 inner: place.open(),
@@ -305,15 +335,12 @@ fn run_once(
         };
         let (progress, failed) = (&progress, &failed);
         let applier = s.spawn(move || {
-            run_applier(
-                targets,
-                rx,
-                policy,
-                start_cp,
-                progress,
-                failed,
-                Some((verifier, verify_policy)),
-            )
+            let connections = Connections {
+                writers: targets,
+                backfill_writers: backfill_targets,
+                verifier: Some((verifier, verify_policy)),
+            };
+            run_applier(connections, rx, policy, start_cp, progress, failed)
         });
         for (i, ops) in history.txns.iter().enumerate() {
             if start.covers(gtid(i)) {
@@ -338,6 +365,41 @@ fn run_once(
             };
             for m in msgs {
                 if tx.blocking_send(m).is_err() {
+                    break;
+                }
+            }
+            if chunk_every > 0 && i % chunk_every == chunk_every - 1 {
+                // A backfill chunk read right here: the rows of half the key space as the
+                // source holds them after transaction i (its watermark window closed here).
+                // After a restart, a chunk older than what the target already holds is never
+                // sent: a real restart reads its chunks anew.
+                if (i + 1..history.txns.len()).any(|j| start.covers(gtid(j))) {
+                    continue;
+                }
+                let t = table();
+                let half = (i / chunk_every).is_multiple_of(2);
+                let ops: Vec<RowOp> = history.states[i]
+                    .iter()
+                    .filter(|(k, _)| (**k % 2 == 0) == half)
+                    .map(|(k, v)| RowOp::Insert {
+                        table: t.clone(),
+                        row: vec![Value::Int(*k), Value::Int(*v)],
+                    })
+                    .collect();
+                let progress = BackfillProgress {
+                    table: t.name.clone(),
+                    last_key: Some(format!("[{i}]")),
+                    rows_copied: ops.len() as u64,
+                    ..BackfillProgress::default()
+                };
+                if tx
+                    .blocking_send(ApplyMsg::Chunk {
+                        ops,
+                        progress,
+                        fill: None,
+                    })
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -372,6 +434,7 @@ fn check_case(
     fault_kind: u8,
     fault_at: usize,
     large_every: usize,
+    chunk_every: usize,
 ) -> Result<(), TestCaseError> {
     let history = history(seed_ops, txn_sizes);
     let policy = BatchPolicy {
@@ -385,12 +448,12 @@ fn check_case(
         _ => Some(Fault::AfterCommit(fault_at)),
     };
     // First run may crash; then restart (no fault) until a clean run.
-    let mut clean = run_once(place, &history, writers, policy, fault, large_every);
+    let mut clean = run_once(place, &history, writers, policy, fault, large_every, chunk_every);
     let mut restarts = 0;
     while !clean {
         restarts += 1;
         prop_assert!(restarts < 5, "no clean run after restarts");
-        clean = run_once(place, &history, writers, policy, None, large_every);
+        clean = run_once(place, &history, writers, policy, None, large_every, chunk_every);
     }
     prop_assert_eq!(target_state(place), history.final_state.clone());
     let cp = place.open().load_checkpoint().unwrap().unwrap();
@@ -425,10 +488,11 @@ proptest! {
         fault_kind in 0u8..4,
         fault_at in 0usize..40,
         large_every in 0usize..6,
+        chunk_every in 0usize..5,
     ) {
         let dir = tempfile::tempdir().unwrap();
         let place = Place::Sqlite(dir.path().join("t.sqlite"));
-        check_case(&place, &seed_ops, &txn_sizes, writers, max_rows, fault_kind, fault_at, large_every)?;
+        check_case(&place, &seed_ops, &txn_sizes, writers, max_rows, fault_kind, fault_at, large_every, chunk_every)?;
     }
 }
 
@@ -446,9 +510,10 @@ proptest! {
         fault_kind in 0u8..4,
         fault_at in 0usize..40,
         large_every in 0usize..6,
+        chunk_every in 0usize..5,
     ) {
         let place = Place::mariadb();
-        check_case(&place, &seed_ops, &txn_sizes, writers, max_rows, fault_kind, fault_at, large_every)?;
+        check_case(&place, &seed_ops, &txn_sizes, writers, max_rows, fault_kind, fault_at, large_every, chunk_every)?;
     }
 
     #[test]
@@ -460,8 +525,9 @@ proptest! {
         fault_kind in 0u8..4,
         fault_at in 0usize..40,
         large_every in 0usize..6,
+        chunk_every in 0usize..5,
     ) {
         let place = Place::postgres();
-        check_case(&place, &seed_ops, &txn_sizes, writers, max_rows, fault_kind, fault_at, large_every)?;
+        check_case(&place, &seed_ops, &txn_sizes, writers, max_rows, fault_kind, fault_at, large_every, chunk_every)?;
     }
 }

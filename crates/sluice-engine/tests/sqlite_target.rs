@@ -1005,18 +1005,15 @@ fn prepare_refuses_an_existing_table_with_other_columns_and_drops_nothing() {
         ],
         &[0],
     );
-    let reordered = table(
+    // The table has a column sluice would not write (a column order of its own is fine).
+    let fewer = table(
         "users",
-        vec![
-            not_null(def("id", ColumnKind::Int)),
-            def("score", ColumnKind::Double),
-            def("name", ColumnKind::Text),
-        ],
+        vec![not_null(def("id", ColumnKind::Int)), def("name", ColumnKind::Text)],
         &[0],
     );
     let extra = table("fresh", vec![not_null(def("id", ColumnKind::Int))], &[0]);
     let mut target = SqliteTarget::open(&f.path).unwrap();
-    for bad in [renamed, reordered] {
+    for bad in [renamed, fewer] {
         // The mismatching table comes after a new one: prepare is all or nothing.
         let err = target.prepare(&[Arc::clone(&extra), bad]).unwrap_err();
         let msg = err.to_string();

@@ -1342,6 +1342,79 @@ fn prepare_records_tables_and_accepts_matching_existing_tables(f: &Fixture) {
     assert!(columns[2]["type"].is_string());
 }
 
+/// A column added to a table's replicated columns: the target reports it missing, `prepare`
+/// adds it (empty in existing rows, whatever the column order), and `fill_columns` writes only
+/// the named columns of rows the target holds.
+fn a_missing_column_is_added_and_filled_alone(f: &Fixture) {
+    let short = table(
+        "users",
+        vec![
+            not_null(def("id", ColumnKind::Int)),
+            length(def("name", ColumnKind::Text), 40),
+        ],
+        &[0],
+    );
+    {
+        let mut target = f.open_prepared(&[Arc::clone(&short)]);
+        let rows = [
+            vec![Value::Int(1), Value::Text("a".into())],
+            vec![Value::Int(2), Value::Text("b".into())],
+        ];
+        let ops: Vec<RowOp> = rows.iter().map(|r| insert(&short, r.clone())).collect();
+        apply_all(&mut *target, &ops, &checkpoint(1, 1));
+    }
+    // The new column sits between the others in the source's order.
+    let full = table(
+        "users",
+        vec![
+            not_null(def("id", ColumnKind::Int)),
+            def("score", ColumnKind::Double),
+            length(def("name", ColumnKind::Text), 40),
+        ],
+        &[0],
+    );
+    let mut target = f.open();
+    assert_eq!(
+        target.column_gaps(&[Arc::clone(&full)]).unwrap(),
+        vec![("users".to_owned(), vec![1])]
+    );
+    target.prepare(&[Arc::clone(&full)]).unwrap();
+    assert_eq!(target.column_gaps(&[Arc::clone(&full)]).unwrap(), vec![]);
+    let row = |id: i64, score: Option<f64>, name: &str| {
+        vec![
+            Value::Int(id),
+            score.map_or(Value::Null, Value::Double),
+            Value::Text(name.into()),
+        ]
+    };
+    assert_eq!(
+        f.rows(&full),
+        vec![canon(&row(1, None, "a")), canon(&row(2, None, "b"))]
+    );
+    target.begin().unwrap();
+    // Only `score` is written: the other columns of the row stay as they are, and a row the
+    // target lacks is not created.
+    target
+        .fill_columns(&full, &[1], &row(1, Some(2.5), "not written"))
+        .unwrap();
+    target.fill_columns(&full, &[1], &row(3, Some(9.0), "absent")).unwrap();
+    target.commit_without_checkpoint().unwrap();
+    assert_eq!(
+        f.rows(&full),
+        vec![canon(&row(1, Some(2.5), "a")), canon(&row(2, None, "b"))]
+    );
+    // Stream writes of whole rows work on the altered table.
+    apply_all(
+        &mut *target,
+        &[insert(&full, row(4, Some(1.0), "d"))],
+        &checkpoint(1, 2),
+    );
+    assert_eq!(f.rows(&full).len(), 3);
+    // A key column is never filled.
+    target.begin().unwrap();
+    assert!(target.fill_columns(&full, &[0], &row(1, None, "a")).is_err());
+}
+
 fn prepare_refuses_an_existing_table_with_other_columns_and_creates_nothing(f: &Fixture) {
     let t = users();
     {
@@ -1357,18 +1430,25 @@ fn prepare_refuses_an_existing_table_with_other_columns_and_creates_nothing(f: &
         ],
         &[0],
     );
-    let reordered = table(
+    let fewer = table(
+        "users",
+        vec![not_null(def("id", ColumnKind::Int)), def("name", ColumnKind::Text)],
+        &[0],
+    );
+    let other_key = table(
         "users",
         vec![
-            not_null(def("id", ColumnKind::Int)),
+            def("id", ColumnKind::Int),
+            length(def("name", ColumnKind::Text), 40),
             def("score", ColumnKind::Double),
-            def("name", ColumnKind::Text),
+            not_null(def("id2", ColumnKind::Int)),
         ],
-        &[0],
+        &[3],
     );
     let extra = table("fresh", vec![not_null(def("id", ColumnKind::Int))], &[0]);
     let mut target = f.open();
-    for bad in [renamed, reordered] {
+    // A column sluice would not write, a renamed column, a key column the table lacks.
+    for bad in [renamed, fewer, other_key] {
         // The mismatching table comes after a new one: prepare is all or nothing.
         let err = target.prepare(&[Arc::clone(&extra), bad]).unwrap_err();
         let msg = err.to_string();
@@ -1744,6 +1824,7 @@ fn progress(table: &str, done: bool, last_key: Option<&str>, rows_copied: u64) -
         done,
         last_key: last_key.map(str::to_owned),
         rows_copied,
+        ..BackfillProgress::default()
     }
 }
 
@@ -1916,6 +1997,15 @@ fn backfill_keys_round_trip_exactly(f: &Fixture) {
             done: n % 2 == 0,
             last_key: key.clone(),
             rows_copied: n as u64 * 1000,
+            // The detail (estimate, rate, failure, column-only copy) round-trips too.
+            rows_estimate: n as u64 * 2000,
+            rows_per_s: n as u64 * 7,
+            error: (n % 3 == 1).then(|| format!("copy of \"t{n}\" failed: it's gone")),
+            columns: if n % 2 == 1 {
+                vec!["a".to_owned(), "b,c \"q\"".to_owned()]
+            } else {
+                Vec::new()
+            },
         })
         .collect();
     record_all(&mut *target, &records, &checkpoint(1, 1));
@@ -1956,6 +2046,7 @@ macro_rules! compliance {
 }
 
 compliance!(
+    a_missing_column_is_added_and_filled_alone,
     every_type_round_trips,
     values_a_target_cannot_store_are_refused_clearly,
     unsigned_bigint_keys_above_i64_max_work,

@@ -1,6 +1,7 @@
 //! The `sluice` command line.
 
 mod dump;
+mod progress;
 mod verify;
 
 use std::path::PathBuf;
@@ -177,6 +178,8 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
             let config = Config::load(&config)?;
             let progress = Arc::new(Progress::default());
             let reporter = tokio::spawn(report_progress(progress.clone()));
+            // Live bars for copies of existing rows, on a terminal only (logs stay plain).
+            let bars = progress::BackfillBars::start(progress.backfill.clone());
             let result = pipeline::run(
                 &config,
                 RunOptions {
@@ -187,6 +190,7 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
             )
             .await;
             reporter.abort();
+            drop(bars);
             if let Err(e) = &result {
                 tracing::error!(kind = ?e.kind(), "{e}");
             }
@@ -251,13 +255,27 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
                     );
                 }
                 for t in &report.tables {
+                    let mut backfill = format!("backfill {}, {} copied", t.backfill, t.backfill_rows_copied);
+                    if t.backfill != "ready" && t.backfill_rows_estimate > 0 {
+                        backfill.push_str(&format!(" of ~{}", t.backfill_rows_estimate));
+                    }
+                    if !t.backfill_columns.is_empty() {
+                        backfill.push_str(&format!(" (columns not ready: {})", t.backfill_columns.join(", ")));
+                    }
+                    if t.backfill_rows_per_s > 0 && t.backfill != "ready" {
+                        backfill.push_str(&format!(", {} rows/s", t.backfill_rows_per_s));
+                    }
+                    if let Some(eta) = t.backfill_eta_s {
+                        backfill.push_str(&format!(", ETA {}", progress::format_eta(Duration::from_secs(eta))));
+                    }
+                    if let Some(e) = &t.backfill_error {
+                        backfill.push_str(&format!("; failed: {e} (restart sluice to retry)"));
+                    }
                     println!(
-                        "table:      {} <- {} ({} rows; backfill {}, {} copied)",
+                        "table:      {} <- {} ({} rows; {backfill})",
                         t.target,
                         if t.source.is_empty() { "?" } else { &t.source },
                         t.rows.map_or("?".to_owned(), |r| r.to_string()),
-                        t.backfill,
-                        t.backfill_rows_copied
                     );
                 }
             }

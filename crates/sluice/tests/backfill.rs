@@ -181,3 +181,146 @@ fn a_table_added_to_the_config_is_backfilled() {
     assert!(sluice.stop().success());
     assert_equal(&env);
 }
+
+/// A column added to a table's replicated columns is added at the target and filled in the
+/// existing rows by a column-only copy, while writes race it: the other columns of existing
+/// rows are not rewritten (a target-side change to one survives), status reports the column
+/// not ready until the copy is done, and then every row equals the source.
+#[test]
+fn a_column_added_to_the_replicated_columns_is_backfilled_alone() {
+    let without_note =
+        "[[tables]]\nmatch = \"shop.orders\"\nexclude_columns = [\"note\"]\n\n[backfill]\nchunk_rows = 200\n";
+    let env = Env::new(SETUP, without_note);
+    let mut sluice = env.start();
+    wait_backfilled(&env, &mut sluice, 1);
+    assert!(sluice.stop().success());
+    assert_eq!(
+        env.target_rows("SELECT count(*) FROM pragma_table_info('orders') WHERE name = 'note'"),
+        vec![vec!["0"]]
+    );
+    // A change made at the target to a column that is already replicated: a copy of whole
+    // rows would overwrite it, a column-only copy must not.
+    sqlite_exec(&env, "UPDATE orders SET customer = -1 WHERE id = 4321");
+    env.db
+        .exec("UPDATE shop.orders SET note = 'changed while stopped' WHERE id = 17");
+
+    env.write_config(
+        "[[tables]]\nmatch = \"shop.orders\"\n\n[backfill]\nchunk_rows = 200\n",
+        "",
+    );
+    let mut sluice = env.start();
+    // Writes race the column copy: updates of the new column and of others, deletes, inserts.
+    env.db.exec(
+        "UPDATE shop.orders SET note = CONCAT(note, '+'), total = total + 1 WHERE id % 97 = 5;
+         DELETE FROM shop.orders WHERE id % 101 = 3;
+         INSERT INTO shop.orders VALUES (9001, 1, 2.50, 'new row'), (9002, 2, 3.50, NULL);",
+    );
+    // The earlier run's record says done until this run has recorded the column copy.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !env.log().contains("columns added to the replicated columns") {
+        assert!(Instant::now() < deadline, "no column copy planned; log:\n{}", env.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_backfilled(&env, &mut sluice, 1);
+    assert!(sluice.stop().success());
+    let log = env.log();
+    assert!(log.contains("columns added to the replicated columns"), "{log}");
+    assert!(log.contains("column_only=true"), "{log}");
+
+    let status = env.run_cmd(&["status", "-c", env.config.to_str().unwrap(), "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let orders = &status["tables"][0];
+    assert_eq!(orders["backfill"], "ready", "{status}");
+    assert_eq!(orders["backfill_columns"], serde_json::json!([]), "{status}");
+
+    // The target-side change survived: only `note` was written into existing rows.
+    assert_eq!(
+        env.target_rows("SELECT customer, note FROM orders WHERE id = 4321"),
+        vec![vec!["-1".to_owned(), "n4321".to_owned()]]
+    );
+    sqlite_exec(&env, "UPDATE orders SET customer = 4321 % 97 WHERE id = 4321");
+    same_rows(
+        "orders",
+        env.target_rows("SELECT id, customer, total, note FROM orders"),
+        env.db.query_rows("SELECT id, customer, total, note FROM shop.orders"),
+    );
+}
+
+/// A table whose rows cannot be read (no SELECT grant) is marked failed with the reason, in
+/// status and the log, while the other tables are copied and the stream goes on; after the
+/// grant, a restart copies it.
+#[test]
+fn a_failed_copy_is_reported_and_the_stream_goes_on() {
+    let env = Env::new(SETUP, &tables(500));
+    env.db.exec(
+        "SET SESSION sql_log_bin = 0;
+         REVOKE SELECT ON *.* FROM 'sluice_repl'@'%';
+         GRANT SELECT ON shop.orders TO 'sluice_repl'@'%';
+         GRANT SELECT ON shop.lines TO 'sluice_repl'@'%';
+         GRANT INSERT ON shop.tags TO 'sluice_repl'@'%';",
+    );
+    let mut sluice = env.start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let out = env.run_cmd(&["status", "-c", env.config.to_str().unwrap(), "--json"]);
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let tags_failed = status["tables"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["target"] == "tags" && t["backfill"] == "failed"));
+        let others_ready = status["tables"].as_array().is_some_and(|t| {
+            t.iter()
+                .filter(|t| t["target"] != "tags")
+                .all(|t| t["backfill"] == "ready")
+        });
+        if tags_failed && others_ready {
+            break status;
+        }
+        if let Some(exit) = sluice.try_exit() {
+            panic!("sluice exited ({exit}) instead of going on; log:\n{}", env.log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failure reported: {status}; log:\n{}",
+            env.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let tags = status["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["target"] == "tags")
+        .unwrap();
+    let reason = tags["backfill_error"].as_str().unwrap();
+    assert!(reason.contains("shop.tags") && reason.contains("denied"), "{reason}");
+    // The stream goes on, for the failed table too.
+    env.db.exec("UPDATE shop.orders SET note = 'streamed' WHERE id = 1; UPDATE shop.tags SET hits = 7 WHERE name = 'tag-00002';");
+    env.wait_caught_up(&mut sluice);
+    assert_eq!(
+        env.target_rows("SELECT note FROM orders WHERE id = 1"),
+        vec![vec!["streamed"]]
+    );
+    assert_eq!(
+        env.target_rows("SELECT hits FROM tags WHERE name = 'tag-00002'"),
+        vec![vec!["7"]]
+    );
+    assert!(sluice.stop().success());
+    let out = env.run_cmd(&["status", "-c", env.config.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("backfill failed") && text.contains("restart sluice to retry"),
+        "{text}"
+    );
+
+    env.db
+        .exec("SET SESSION sql_log_bin = 0; GRANT SELECT ON shop.tags TO 'sluice_repl'@'%';");
+    let mut sluice = env.start();
+    wait_backfilled(&env, &mut sluice, 3);
+    assert!(sluice.stop().success());
+    assert_equal(&env);
+}
+
+fn sqlite_exec(env: &Env, sql: &str) {
+    let conn = rusqlite::Connection::open(&env.target).unwrap();
+    conn.execute_batch(sql).unwrap();
+}

@@ -95,12 +95,18 @@ pub(super) fn check_row_len(table: &TargetTable, row: &[Value]) -> TargetResult<
     }
 }
 
-/// Verifies that a table already in the target has the expected column names, in order
-/// (sluice never alters a table it did not create the way it expects).
-pub(super) fn check_existing_columns(table: &TargetTable, existing: &[String]) -> TargetResult<()> {
+/// The columns a table already in the target lacks (indexes into `table.columns`): columns
+/// newly added to the replicated columns, which the target adds and a column-only backfill
+/// fills. Any other difference (a column sluice does not write, a missing key column) is
+/// refused: sluice never rewrites a table it did not create the way it expects.
+pub(super) fn missing_columns(table: &TargetTable, existing: &[String]) -> TargetResult<Vec<usize>> {
     let expected: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
-    if existing.iter().map(String::as_str).eq(expected.iter().copied()) {
-        return Ok(());
+    let extra = existing.iter().any(|e| !expected.contains(&e.as_str()));
+    let missing: Vec<usize> = (0..expected.len())
+        .filter(|&i| !existing.iter().any(|e| e == expected[i]))
+        .collect();
+    if !extra && !missing.iter().any(|i| table.key.contains(i)) {
+        return Ok(missing);
     }
     Err(TargetError::Other(format!(
         "table {} already exists in the target with columns ({}), but sluice expects ({}); \
@@ -175,6 +181,81 @@ pub(super) fn rows_copied_to_db(progress: &BackfillProgress) -> TargetResult<i64
             progress.table
         ))
     })
+}
+
+/// `UPDATE <table> SET c1 = P, … WHERE k1 = P AND …` for a column-only backfill: `columns`
+/// then the key columns bind in that order; `quote` quotes an identifier and `placeholder`
+/// spells the n-th (1-based) placeholder in the target's dialect.
+pub(super) fn fill_columns_sql(
+    table: &TargetTable,
+    qualified_name: &str,
+    columns: &[usize],
+    quote: impl Fn(&str) -> String,
+    placeholder: impl Fn(usize) -> String,
+) -> String {
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        placeholder(n)
+    };
+    let set: Vec<String> = columns
+        .iter()
+        .map(|&c| format!("{} = {}", quote(&table.columns[c].name), next()))
+        .collect();
+    let key: Vec<String> = table
+        .key
+        .iter()
+        .map(|&k| format!("{} = {}", quote(&table.columns[k].name), next()))
+        .collect();
+    format!(
+        "UPDATE {qualified_name} SET {} WHERE {}",
+        set.join(", "),
+        key.join(" AND ")
+    )
+}
+
+/// Checks a column-only backfill's columns: existing, and not key columns (a key is never
+/// filled in, it identifies the row).
+pub(super) fn check_fill_columns(table: &TargetTable, columns: &[usize]) -> TargetResult<()> {
+    if columns.is_empty()
+        || columns
+            .iter()
+            .any(|&c| c >= table.columns.len() || table.key.contains(&c))
+    {
+        return Err(TargetError::Other(format!(
+            "table {}: a column-only backfill must name non-key columns of the table",
+            table.name
+        )));
+    }
+    Ok(())
+}
+
+/// The informational part of a backfill record (`_sluice_backfill.detail`), as JSON: the
+/// row estimate and rate behind status's ETA, a failure's reason, and the columns a
+/// column-only copy fills. Unknown or unreadable details read back as empty.
+pub(super) fn backfill_detail_to_db(progress: &BackfillProgress) -> String {
+    serde_json::json!({
+        "rows_estimate": progress.rows_estimate,
+        "rows_per_s": progress.rows_per_s,
+        "error": progress.error,
+        "columns": progress.columns,
+    })
+    .to_string()
+}
+
+/// `progress` completed with the fields of its stored detail.
+pub(super) fn backfill_from_db(mut progress: BackfillProgress, detail: Option<&str>) -> BackfillProgress {
+    let Some(detail) = detail.and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok()) else {
+        return progress;
+    };
+    progress.rows_estimate = detail["rows_estimate"].as_u64().unwrap_or(0);
+    progress.rows_per_s = detail["rows_per_s"].as_u64().unwrap_or(0);
+    progress.error = detail["error"].as_str().map(str::to_owned);
+    progress.columns = detail["columns"]
+        .as_array()
+        .map(|c| c.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    progress
 }
 
 /// `rows_copied` read back from `_sluice_backfill`; a negative count means the row was

@@ -71,8 +71,9 @@ use sluice_binlog::{Charset, ColumnDef, ColumnKind, Value};
 
 use super::batch::{chunk_sizes, key_identity, value_bytes, Pending, BATCH_SIZES};
 use super::common::{
-    bit_width, check_existing_columns, check_row_len, check_table_shape, checkpoint_from_rows, definition_json,
-    int_fits, rows_copied_from_db, rows_copied_to_db, unix_now, verified_from_row, TxState, BACKFILL_TABLE,
+    backfill_detail_to_db, backfill_from_db, bit_width, check_fill_columns, check_row_len, check_table_shape,
+    checkpoint_from_rows, definition_json, fill_columns_sql, int_fits, missing_columns, rows_copied_from_db,
+    rows_copied_to_db, unix_now, verified_from_row, TxState, BACKFILL_TABLE,
 };
 use super::{
     number_placeholders, selection_condition, selection_value, BackfillProgress, Checkpoint, RowOp, RowSelection,
@@ -132,8 +133,13 @@ const CREATE_BACKFILL: &str = "CREATE TABLE IF NOT EXISTS `_sluice_backfill` (
     `last_key` LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
     `rows_copied` BIGINT NOT NULL,
     `updated_at_unix` BIGINT NOT NULL,
+    `detail` LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
     PRIMARY KEY (`name`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
+
+/// Targets created before `detail` existed get it on their next start.
+const ADD_BACKFILL_DETAIL: &str =
+    "ALTER TABLE `_sluice_backfill` ADD COLUMN IF NOT EXISTS `detail` LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL";
 
 const LAG_TABLE: &str = "_sluice_lag";
 
@@ -159,10 +165,10 @@ const UPSERT_CHECKPOINT: &str = "INSERT INTO `_sluice_checkpoint` (`writer`, `po
 
 const SELECT_CHECKPOINT: &str = "SELECT `position`, `applied`, `source_commit_unix` FROM `_sluice_checkpoint`";
 
-const UPSERT_BACKFILL: &str = "INSERT INTO `_sluice_backfill` (`name`, `done`, `last_key`, `rows_copied`, `updated_at_unix`) VALUES (?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE `done` = VALUES(`done`), `last_key` = VALUES(`last_key`), `rows_copied` = VALUES(`rows_copied`), `updated_at_unix` = VALUES(`updated_at_unix`)";
+const UPSERT_BACKFILL: &str = "INSERT INTO `_sluice_backfill` (`name`, `done`, `last_key`, `rows_copied`, `updated_at_unix`, `detail`) VALUES (?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE `done` = VALUES(`done`), `last_key` = VALUES(`last_key`), `rows_copied` = VALUES(`rows_copied`), `updated_at_unix` = VALUES(`updated_at_unix`), `detail` = VALUES(`detail`)";
 
 const SELECT_BACKFILL: &str =
-    "SELECT `name`, `done`, `last_key`, `rows_copied` FROM `_sluice_backfill` ORDER BY `name`";
+    "SELECT `name`, `done`, `last_key`, `rows_copied`, `detail` FROM `_sluice_backfill` ORDER BY `name`";
 
 const RECORD_TABLE: &str = "INSERT INTO `_sluice_tables` (`name`, `source_name`, `definition`, `created_at_unix`) VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE `name` = `name`";
 
@@ -835,6 +841,29 @@ impl MariaDbTarget {
         Ok(())
     }
 
+    /// One row's column-only backfill write, after the buffered changes (per-key order).
+    /// One statement per row: it must not insert a row the target lacks, which the
+    /// multi-row upserts would.
+    fn fill_columns_now(&mut self, table: &Arc<TargetTable>, columns: &[usize], row: &[Value]) -> TargetResult<()> {
+        check_fill_columns(table, columns)?;
+        self.flush()?;
+        self.plan(table)?;
+        let plan = &self.plans[&table.name];
+        plan.check_len(row)?;
+        let mut params = Vec::with_capacity(columns.len() + plan.table.key.len());
+        for &c in columns {
+            params.push(plan.bind(c, &row[c])?);
+        }
+        params.extend(plan.bind_key(row)?);
+        let sql = fill_columns_sql(&plan.table, &quote_ident(&table.name), columns, quote_ident, |_| {
+            "?".into()
+        });
+        match self.conn.exec_drop(sql, Params::Positional(params)) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.fail("fill columns", &table.name, &e)),
+        }
+    }
+
     /// Sends every buffered row change: per table, its deletes, then its upserts, as
     /// multi-row statements of the fixed sizes.
     fn flush(&mut self) -> TargetResult<()> {
@@ -916,10 +945,27 @@ impl MariaDbTarget {
                 to_create.push((name.to_owned(), sql.to_owned()));
             }
         }
+        if existing
+            .get(BACKFILL_TABLE)
+            .is_some_and(|columns| !columns.iter().any(|c| c == "detail"))
+        {
+            to_create.push((BACKFILL_TABLE.to_owned(), ADD_BACKFILL_DETAIL.to_owned()));
+        }
         for table in tables {
             let plan = &self.plans[&table.name];
             match existing.get(&table.name) {
-                Some(columns) => check_existing_columns(&plan.table, columns)?,
+                Some(columns) => {
+                    for c in missing_columns(&plan.table, columns)? {
+                        // Nullable: existing rows hold NULL until the column-only backfill.
+                        let sql = format!(
+                            "ALTER TABLE {} ADD COLUMN {} {} NULL",
+                            quote_ident(&table.name),
+                            quote_ident(&plan.table.columns[c].name),
+                            plan.types[c]
+                        );
+                        to_create.push((table.name.clone(), sql));
+                    }
+                }
                 None => to_create.push((table.name.clone(), plan.create_sql())),
             }
         }
@@ -1032,6 +1078,7 @@ impl MariaDbTarget {
             progress.last_key.as_deref(),
             rows_copied,
             unix_now(),
+            backfill_detail_to_db(progress),
         );
         if let Err(e) = self.conn.exec_drop(&stmt, params) {
             return Err(self.fail("record backfill", &progress.table, &e));
@@ -1161,22 +1208,56 @@ impl Target for MariaDbTarget {
         if self.state != TxState::Open {
             self.ensure_connected()?;
         }
-        let rows: Vec<(String, i64, Option<String>, i64)> = match self.conn.query(SELECT_BACKFILL) {
+        type Row = (String, i64, Option<String>, i64, Option<String>);
+        let rows: Vec<Row> = match self.conn.query(SELECT_BACKFILL) {
             Ok(rows) => rows,
             Err(mysql::Error::MySqlError(e)) if e.code == ER_NO_SUCH_TABLE => return Ok(Vec::new()),
             Err(e) => return Err(self.fail("load backfill", BACKFILL_TABLE, &e)),
         };
         rows.into_iter()
-            .map(|(table, done, last_key, rows_copied)| {
+            .map(|(table, done, last_key, rows_copied, detail)| {
                 let rows_copied = rows_copied_from_db(&table, rows_copied)?;
-                Ok(BackfillProgress {
-                    table,
-                    done: done != 0,
-                    last_key,
-                    rows_copied,
-                })
+                Ok(backfill_from_db(
+                    BackfillProgress {
+                        table,
+                        done: done != 0,
+                        last_key,
+                        rows_copied,
+                        ..BackfillProgress::default()
+                    },
+                    detail.as_deref(),
+                ))
             })
             .collect()
+    }
+
+    fn column_gaps(&mut self, tables: &[Arc<TargetTable>]) -> TargetResult<Vec<(String, Vec<usize>)>> {
+        if self.state != TxState::Open {
+            self.ensure_connected()?;
+        }
+        let existing = self.existing_tables()?;
+        let mut gaps = Vec::new();
+        for table in tables {
+            if let Some(columns) = existing.get(&table.name) {
+                let missing = missing_columns(table, columns)?;
+                if !missing.is_empty() {
+                    gaps.push((table.name.clone(), missing));
+                }
+            }
+        }
+        Ok(gaps)
+    }
+
+    fn fill_columns(&mut self, table: &Arc<TargetTable>, columns: &[usize], row: &[Value]) -> TargetResult<()> {
+        self.state.require_open("fill_columns")?;
+        let result = self.fill_columns_now(table, columns, row);
+        if result.is_err() {
+            // No partial state: abandon the whole target transaction now.
+            self.pending.clear();
+            self.state = TxState::Failed;
+            let _ = self.rollback_now();
+        }
+        result
     }
 
     fn read_rows(&mut self, table: &Arc<TargetTable>, selection: RowSelection<'_>) -> TargetResult<Vec<Vec<Value>>> {

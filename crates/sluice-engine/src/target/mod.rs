@@ -144,6 +144,15 @@ pub struct BackfillProgress {
     /// `crate::backfill`; `None` before the first chunk.
     pub last_key: Option<String>,
     pub rows_copied: u64,
+    /// The source's estimate of the table's rows when the copy started (for the ETA).
+    pub rows_estimate: u64,
+    /// Copy speed over this run of the copy.
+    pub rows_per_s: u64,
+    /// Why the copy stopped, when it failed (names the table and the cause, never values).
+    pub error: Option<String>,
+    /// A column-only copy: the target columns it fills in existing rows. Empty for a copy
+    /// of whole rows.
+    pub columns: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -227,6 +236,24 @@ pub trait Target: Send {
     fn record_backfill(&mut self, progress: &BackfillProgress) -> TargetResult<()> {
         let _ = progress;
         Err(TargetError::Other("this target does not support backfill yet".into()))
+    }
+
+    /// For each of `tables` the target already has: the columns it lacks (indexes into the
+    /// table's columns), which [`Target::prepare`] will add (nullable, empty in existing rows).
+    /// Tables the target does not have, or has whole, are not listed. A table that differs
+    /// in any other way is an error, as in `prepare`.
+    fn column_gaps(&mut self, tables: &[Arc<TargetTable>]) -> TargetResult<Vec<(String, Vec<usize>)>>;
+
+    /// Sets `columns` (indexes into the table's columns) of the existing row with `row`'s key
+    /// to `row`'s values, inside the open transaction; a row the target does not hold stays
+    /// absent. This is a column-only backfill's write: the row's other columns are left as
+    /// the stream wrote them.
+    fn fill_columns(&mut self, table: &Arc<TargetTable>, columns: &[usize], row: &[Value]) -> TargetResult<()> {
+        let _ = (columns, row);
+        Err(TargetError::Other(format!(
+            "table {}: this target cannot fill single columns (column-only backfill)",
+            table.name
+        )))
     }
 
     /// Every table's backfill record; empty for a fresh target.

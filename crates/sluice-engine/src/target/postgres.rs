@@ -61,8 +61,9 @@ use sluice_binlog::{Charset, ColumnDef, ColumnKind, Value};
 
 use super::batch::{chunk_sizes, key_identity, value_bytes, Pending};
 use super::common::{
-    check_existing_columns, check_row_len, check_table_shape, checkpoint_from_rows, definition_json, int_fits,
-    rows_copied_from_db, rows_copied_to_db, unix_now, verified_from_row, TxState, BACKFILL_TABLE,
+    backfill_detail_to_db, backfill_from_db, check_fill_columns, check_row_len, check_table_shape,
+    checkpoint_from_rows, definition_json, fill_columns_sql, int_fits, missing_columns, rows_copied_from_db,
+    rows_copied_to_db, unix_now, verified_from_row, TxState, BACKFILL_TABLE,
 };
 use super::{
     number_placeholders, selection_condition, selection_value, BackfillProgress, Checkpoint, RowOp, RowSelection,
@@ -689,6 +690,58 @@ impl PostgresTarget {
         Ok(())
     }
 
+    fn column_gaps_impl(&mut self, tables: &[Arc<TargetTable>]) -> TargetResult<Vec<(String, Vec<usize>)>> {
+        if self.state != TxState::Open {
+            self.ensure_connected()?;
+        }
+        let existing = self.existing_tables()?;
+        let mut gaps = Vec::new();
+        for table in tables {
+            if let Some(columns) = existing.get(&table.name) {
+                let missing = missing_columns(table, columns)?;
+                if !missing.is_empty() {
+                    gaps.push((table.name.clone(), missing));
+                }
+            }
+        }
+        Ok(gaps)
+    }
+
+    fn fill_columns_impl(&mut self, table: &Arc<TargetTable>, columns: &[usize], row: &[Value]) -> TargetResult<()> {
+        self.state.require_open("fill_columns")?;
+        let result = self.fill_columns_now(table, columns, row);
+        if result.is_err() {
+            // No partial state: abandon the whole target transaction now.
+            self.pending.clear();
+            self.state = TxState::Failed;
+            let _ = self.rollback_now();
+        }
+        result
+    }
+
+    /// One row's column-only backfill write, after the buffered changes (per-key order).
+    /// One statement per row: it must not insert a row the target lacks, which the
+    /// multi-row upserts would.
+    fn fill_columns_now(&mut self, table: &Arc<TargetTable>, columns: &[usize], row: &[Value]) -> TargetResult<()> {
+        check_fill_columns(table, columns)?;
+        self.flush()?;
+        self.plan(table)?;
+        let qualified = self.qualified(&table.name);
+        let plan = &self.plans[table.name.as_str()];
+        plan.check_len(row)?;
+        let mut params = Vec::with_capacity(columns.len() + plan.table.key.len());
+        for &c in columns {
+            params.push(plan.bind(c, &row[c])?);
+        }
+        params.extend(plan.bind_key(row)?);
+        let sql = fill_columns_sql(&plan.table, &qualified, columns, quote_ident, |n| format!("${n}"));
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        let result = self.client.execute(sql.as_str(), &refs);
+        result
+            .map(|_| ())
+            .map_err(|e| self.fail("fill columns", &table.name, &e))
+    }
+
     /// Sends every buffered row change: per table, its deletes, then its upserts, as
     /// multi-row statements of the fixed sizes.
     fn flush(&mut self) -> TargetResult<()> {
@@ -794,7 +847,8 @@ impl PostgresTarget {
                 \"done\" boolean NOT NULL,
                 \"last_key\" text,
                 \"rows_copied\" bigint NOT NULL,
-                \"updated_at_unix\" bigint NOT NULL
+                \"updated_at_unix\" bigint NOT NULL,
+                \"detail\" text
             );
             CREATE TABLE IF NOT EXISTS {lag} (
                 \"id\" smallint PRIMARY KEY,
@@ -821,10 +875,36 @@ impl PostgresTarget {
                 .batch_execute(&bookkeeping)
                 .map_err(|e| self.fail("create bookkeeping tables", "_sluice_*", &e))?;
         }
+        if existing
+            .get(BACKFILL_TABLE)
+            .is_some_and(|columns| !columns.iter().any(|c| c == "detail"))
+        {
+            // Targets created before `detail` existed.
+            let sql = format!(
+                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS \"detail\" text",
+                self.qualified(BACKFILL_TABLE)
+            );
+            self.client
+                .batch_execute(&sql)
+                .map_err(|e| self.fail("add column detail", BACKFILL_TABLE, &e))?;
+        }
         for table in tables {
             let plan = &self.plans[&table.name];
             match existing.get(&table.name) {
-                Some(columns) => check_existing_columns(&plan.table, columns)?,
+                Some(columns) => {
+                    for c in missing_columns(&plan.table, columns)? {
+                        // Nullable: existing rows hold NULL until the column-only backfill.
+                        let sql = format!(
+                            "ALTER TABLE {} ADD COLUMN {} {}",
+                            self.qualified(&table.name),
+                            quote_ident(&plan.table.columns[c].name),
+                            plan.types[c]
+                        );
+                        self.client
+                            .batch_execute(&sql)
+                            .map_err(|e| self.fail("add column", &table.name, &e))?;
+                    }
+                }
                 None => {
                     let sql = plan.create_sql(&self.schema);
                     self.client
@@ -1001,10 +1081,11 @@ impl PostgresTarget {
         }
         if self.backfill_statement.is_none() {
             let sql = format!(
-                "INSERT INTO {} (\"name\", \"done\", \"last_key\", \"rows_copied\", \"updated_at_unix\") \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (\"name\") DO UPDATE SET \
+                "INSERT INTO {} (\"name\", \"done\", \"last_key\", \"rows_copied\", \"updated_at_unix\", \"detail\") \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (\"name\") DO UPDATE SET \
                  \"done\" = EXCLUDED.\"done\", \"last_key\" = EXCLUDED.\"last_key\", \
-                 \"rows_copied\" = EXCLUDED.\"rows_copied\", \"updated_at_unix\" = EXCLUDED.\"updated_at_unix\"",
+                 \"rows_copied\" = EXCLUDED.\"rows_copied\", \"updated_at_unix\" = EXCLUDED.\"updated_at_unix\", \
+                 \"detail\" = EXCLUDED.\"detail\"",
                 self.qualified(BACKFILL_TABLE)
             );
             let stmt = self
@@ -1016,8 +1097,10 @@ impl PostgresTarget {
         let stmt = self.backfill_statement.as_ref().expect("prepared above");
         let last_key = progress.last_key.as_deref();
         let now = unix_now();
+        // NUL cannot be stored in PostgreSQL text; the detail is informational.
+        let detail = backfill_detail_to_db(progress).replace('\0', "");
         self.client
-            .execute(stmt, &[&table, &progress.done, &last_key, &rows_copied, &now])
+            .execute(stmt, &[&table, &progress.done, &last_key, &rows_copied, &now, &detail])
             .map_err(|e| self.fail("record backfill", table, &e))?;
         Ok(())
     }
@@ -1042,7 +1125,7 @@ impl PostgresTarget {
         }
         // Byte order of the names, whatever the database's collation.
         let sql = format!(
-            "SELECT \"name\", \"done\", \"last_key\", \"rows_copied\" FROM {} ORDER BY \"name\" COLLATE \"C\"",
+            "SELECT \"name\", \"done\", \"last_key\", \"rows_copied\", \"detail\" FROM {} ORDER BY \"name\" COLLATE \"C\"",
             self.qualified(BACKFILL_TABLE)
         );
         let rows = self
@@ -1054,12 +1137,17 @@ impl PostgresTarget {
                 let table: String = row.get(0);
                 let rows_copied: i64 = row.get(3);
                 let rows_copied = rows_copied_from_db(&table, rows_copied)?;
-                Ok(BackfillProgress {
-                    table,
-                    done: row.get(1),
-                    last_key: row.get(2),
-                    rows_copied,
-                })
+                let detail: Option<String> = row.get(4);
+                Ok(backfill_from_db(
+                    BackfillProgress {
+                        table,
+                        done: row.get(1),
+                        last_key: row.get(2),
+                        rows_copied,
+                        ..BackfillProgress::default()
+                    },
+                    detail.as_deref(),
+                ))
             })
             .collect()
     }
@@ -1331,6 +1419,14 @@ impl Target for PostgresTarget {
 
     fn load_backfill(&mut self) -> TargetResult<Vec<BackfillProgress>> {
         off_runtime(|| self.load_backfill_impl())
+    }
+
+    fn column_gaps(&mut self, tables: &[Arc<TargetTable>]) -> TargetResult<Vec<(String, Vec<usize>)>> {
+        off_runtime(|| self.column_gaps_impl(tables))
+    }
+
+    fn fill_columns(&mut self, table: &Arc<TargetTable>, columns: &[usize], row: &[Value]) -> TargetResult<()> {
+        off_runtime(|| self.fill_columns_impl(table, columns, row))
     }
 
     fn read_rows(&mut self, table: &Arc<TargetTable>, selection: RowSelection<'_>) -> TargetResult<Vec<Vec<Value>>> {

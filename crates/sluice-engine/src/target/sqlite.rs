@@ -58,8 +58,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use sluice_binlog::{Charset, ColumnDef, ColumnKind, Value};
 
 use super::common::{
-    check_existing_columns, check_row_len, check_table_shape, checkpoint_from_rows, definition_json,
-    rows_copied_from_db, rows_copied_to_db, unix_now, verified_from_row, TxState, BACKFILL_TABLE,
+    backfill_detail_to_db, backfill_from_db, check_fill_columns, check_row_len, check_table_shape,
+    checkpoint_from_rows, definition_json, fill_columns_sql, missing_columns, rows_copied_from_db, rows_copied_to_db,
+    unix_now, verified_from_row, TxState, BACKFILL_TABLE,
 };
 use super::{
     number_placeholders, selection_condition, selection_value, BackfillProgress, Checkpoint, RowOp, RowSelection,
@@ -92,7 +93,8 @@ CREATE TABLE IF NOT EXISTS "_sluice_backfill" (
     "done" INTEGER NOT NULL,
     "last_key" TEXT,
     "rows_copied" INTEGER NOT NULL,
-    "updated_at_unix" INTEGER NOT NULL
+    "updated_at_unix" INTEGER NOT NULL,
+    "detail" TEXT
 ) STRICT;
 CREATE TABLE IF NOT EXISTS "_sluice_lag" (
     "id" INTEGER PRIMARY KEY,
@@ -116,10 +118,10 @@ const UPSERT_CHECKPOINT: &str = r#"INSERT INTO "_sluice_checkpoint" ("writer", "
 
 const SELECT_CHECKPOINT: &str = r#"SELECT "position", "applied", "source_commit_unix" FROM "_sluice_checkpoint""#;
 
-const UPSERT_BACKFILL: &str = r#"INSERT INTO "_sluice_backfill" ("name", "done", "last_key", "rows_copied", "updated_at_unix") VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT ("name") DO UPDATE SET "done" = excluded."done", "last_key" = excluded."last_key", "rows_copied" = excluded."rows_copied", "updated_at_unix" = excluded."updated_at_unix""#;
+const UPSERT_BACKFILL: &str = r#"INSERT INTO "_sluice_backfill" ("name", "done", "last_key", "rows_copied", "updated_at_unix", "detail") VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT ("name") DO UPDATE SET "done" = excluded."done", "last_key" = excluded."last_key", "rows_copied" = excluded."rows_copied", "updated_at_unix" = excluded."updated_at_unix", "detail" = excluded."detail""#;
 
 const SELECT_BACKFILL: &str =
-    r#"SELECT "name", "done", "last_key", "rows_copied" FROM "_sluice_backfill" ORDER BY "name""#;
+    r#"SELECT "name", "done", "last_key", "rows_copied", "detail" FROM "_sluice_backfill" ORDER BY "name""#;
 
 /// The declared type of a target column (the storage class SQLite enforces in a STRICT table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -562,25 +564,42 @@ impl SqliteTarget {
         self.conn
             .execute_batch(CREATE_BOOKKEEPING)
             .map_err(db_err("create bookkeeping tables", "_sluice_*"))?;
+        let has_detail: bool = self
+            .conn
+            .query_row(
+                r#"SELECT count(*) FROM pragma_table_info('_sluice_backfill') WHERE name = 'detail'"#,
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(db_err("inspect table", BACKFILL_TABLE))?
+            > 0;
+        if !has_detail {
+            // Targets created before `detail` existed.
+            self.conn
+                .execute_batch(r#"ALTER TABLE "_sluice_backfill" ADD COLUMN "detail" TEXT"#)
+                .map_err(db_err("add column detail", BACKFILL_TABLE))?;
+        }
         let now = unix_now();
         for table in tables {
             self.plan(table)?;
             let plan = &self.plans[&table.name];
             let name = plan.table.name.as_str();
-            let existing: Vec<String> = self
-                .conn
-                .prepare_cached("SELECT name FROM pragma_table_info(?1) ORDER BY cid")
-                .and_then(|mut st| {
-                    st.query_map([name], |row| row.get::<_, String>(0))?
-                        .collect::<Result<Vec<_>, _>>()
-                })
-                .map_err(db_err("inspect table", name))?;
+            let existing = self.existing_columns(name)?;
             if existing.is_empty() {
                 self.conn
                     .execute(&plan.create_sql(), [])
                     .map_err(db_err("create table", name))?;
             } else {
-                check_existing_columns(&plan.table, &existing)?;
+                for c in missing_columns(&plan.table, &existing)? {
+                    // Nullable: existing rows hold NULL until the column-only backfill.
+                    let sql = format!(
+                        "ALTER TABLE {} ADD COLUMN {} {}",
+                        quote_ident(name),
+                        quote_ident(&plan.table.columns[c].name),
+                        plan.types[c].as_sql()
+                    );
+                    self.conn.execute(&sql, []).map_err(db_err("add column", name))?;
+                }
             }
             let definition = plan.definition_json()?;
             self.conn
@@ -593,6 +612,17 @@ impl SqliteTarget {
         Ok(())
     }
 
+    /// The table's column names, in order; empty when it does not exist.
+    fn existing_columns(&self, name: &str) -> TargetResult<Vec<String>> {
+        self.conn
+            .prepare_cached("SELECT name FROM pragma_table_info(?1) ORDER BY cid")
+            .and_then(|mut st| {
+                st.query_map([name], |row| row.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(db_err("inspect table", name))
+    }
+
     fn write_backfill(&mut self, progress: &BackfillProgress) -> TargetResult<()> {
         let rows_copied = rows_copied_to_db(progress)?;
         self.conn
@@ -603,7 +633,8 @@ impl SqliteTarget {
                     progress.done,
                     progress.last_key,
                     rows_copied,
-                    unix_now()
+                    unix_now(),
+                    backfill_detail_to_db(progress)
                 ])
             })
             .map_err(db_err("record backfill", &progress.table))?;
@@ -788,25 +819,74 @@ impl Target for SqliteTarget {
         if !self.bookkeeping_table_exists("load backfill", BACKFILL_TABLE)? {
             return Ok(Vec::new());
         }
-        let rows: Vec<(String, i64, Option<String>, i64)> = self
+        type Row = (String, i64, Option<String>, i64, Option<String>);
+        let rows: Vec<Row> = self
             .conn
             .prepare_cached(SELECT_BACKFILL)
             .and_then(|mut st| {
-                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
                     .collect()
             })
             .map_err(db_err("load backfill", BACKFILL_TABLE))?;
         rows.into_iter()
-            .map(|(table, done, last_key, rows_copied)| {
+            .map(|(table, done, last_key, rows_copied, detail)| {
                 let rows_copied = rows_copied_from_db(&table, rows_copied)?;
-                Ok(BackfillProgress {
-                    table,
-                    done: done != 0,
-                    last_key,
-                    rows_copied,
-                })
+                Ok(backfill_from_db(
+                    BackfillProgress {
+                        table,
+                        done: done != 0,
+                        last_key,
+                        rows_copied,
+                        ..BackfillProgress::default()
+                    },
+                    detail.as_deref(),
+                ))
             })
             .collect()
+    }
+
+    fn column_gaps(&mut self, tables: &[Arc<TargetTable>]) -> TargetResult<Vec<(String, Vec<usize>)>> {
+        let mut gaps = Vec::new();
+        for table in tables {
+            let existing = self.existing_columns(&table.name)?;
+            if existing.is_empty() {
+                continue;
+            }
+            let missing = missing_columns(table, &existing)?;
+            if !missing.is_empty() {
+                gaps.push((table.name.clone(), missing));
+            }
+        }
+        Ok(gaps)
+    }
+
+    fn fill_columns(&mut self, table: &Arc<TargetTable>, columns: &[usize], row: &[Value]) -> TargetResult<()> {
+        self.state.require_open("fill_columns")?;
+        let result = (|| {
+            check_fill_columns(table, columns)?;
+            self.plan(table)?;
+            let plan = &self.plans[&table.name];
+            plan.check_len(row)?;
+            let mut values = Vec::with_capacity(columns.len() + plan.table.key.len());
+            for &c in columns {
+                values.push(plan.bind(c, &row[c])?);
+            }
+            values.extend(plan.bind_key(row)?);
+            let sql = fill_columns_sql(&plan.table, &quote_ident(&table.name), columns, quote_ident, |n| {
+                format!("?{n}")
+            });
+            self.conn
+                .prepare_cached(&sql)
+                .and_then(|mut st| st.execute(rusqlite::params_from_iter(values.iter())))
+                .map_err(db_err("fill columns", &table.name))?;
+            Ok(())
+        })();
+        if result.is_err() {
+            // No partial state: abandon the whole target transaction now.
+            self.state = TxState::Failed;
+            let _ = self.rollback_now();
+        }
+        result
     }
 
     fn read_rows(&mut self, table: &Arc<TargetTable>, selection: RowSelection<'_>) -> TargetResult<Vec<Vec<Value>>> {

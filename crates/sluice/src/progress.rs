@@ -1,0 +1,119 @@
+//! Live progress bars for the copies of existing rows (`sluice run` on a terminal): rows
+//! copied against the source's estimate, rows/s and ETA per table, drawn with indicatif from
+//! the engine's [`CopyBoard`]. Off a terminal nothing is drawn; the same figures are in
+//! `sluice status` (recorded with each chunk) and in the logs.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sluice_engine::backfill::{CopyBoard, CopyState};
+
+/// How often the bars are redrawn from the board.
+const REFRESH: Duration = Duration::from_millis(250);
+
+/// The drawing thread; stops (leaving the bars as they are) when dropped.
+pub struct BackfillBars {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl BackfillBars {
+    /// Starts drawing when stderr is a terminal.
+    pub fn start(board: Arc<CopyBoard>) -> Option<BackfillBars> {
+        if !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("sluice-progress".into())
+            .spawn(move || draw(&board, &stopping))
+            .ok()?;
+        Some(BackfillBars {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for BackfillBars {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn draw(board: &CopyBoard, stop: &AtomicBool) {
+    let bars = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos:>11}/{len:<11} {msg}")
+        .expect("valid template")
+        .progress_chars("=> ");
+    let mut shown: Vec<(String, ProgressBar)> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        for (table, copy) in board.snapshot() {
+            let bar = match shown.iter().find(|(t, _)| *t == table) {
+                Some((_, bar)) => bar.clone(),
+                None => {
+                    let bar = bars.add(ProgressBar::new(copy.rows_estimate.max(1)));
+                    bar.set_style(style.clone());
+                    bar.set_prefix(table.clone());
+                    shown.push((table.clone(), bar.clone()));
+                    bar
+                }
+            };
+            if bar.is_finished() {
+                continue;
+            }
+            bar.set_length(copy.rows_estimate.max(copy.rows_copied).max(1));
+            bar.set_position(copy.rows_copied);
+            let columns = if copy.columns.is_empty() {
+                String::new()
+            } else {
+                format!(" columns {}", copy.columns.join(","))
+            };
+            match &copy.state {
+                CopyState::Pending => bar.set_message(format!("pending{columns}")),
+                CopyState::Copying | CopyState::Throttled => {
+                    let eta = copy.eta().map(format_eta).unwrap_or_else(|| "?".into());
+                    let paused = if copy.state == CopyState::Throttled {
+                        " (paused: stream lag)"
+                    } else {
+                        ""
+                    };
+                    bar.set_message(format!("{} rows/s ETA {eta}{columns}{paused}", copy.rows_per_s()));
+                }
+                CopyState::Ready => bar.finish_with_message(format!("ready{columns}")),
+                CopyState::Failed(reason) => bar.abandon_with_message(format!("FAILED: {reason}")),
+            }
+        }
+        std::thread::sleep(REFRESH);
+    }
+}
+
+/// `1h02m`, `3m05s`, `12s`.
+pub fn format_eta(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, min, sec) => format!("{min}m{sec:02}s"),
+        (h, min, _) => format!("{h}h{min:02}m"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etas_read_naturally() {
+        assert_eq!(format_eta(Duration::from_secs(12)), "12s");
+        assert_eq!(format_eta(Duration::from_secs(185)), "3m05s");
+        assert_eq!(format_eta(Duration::from_secs(3720)), "1h02m");
+    }
+}
