@@ -71,10 +71,15 @@ pub async fn load_table(
     if rows.is_empty() {
         return Ok(None);
     }
-    let key_columns: Vec<String> = conn
+    // Every unique index, in the server's key order, with the server's own choice of key
+    // (COLUMN_KEY = 'PRI': the primary key or, without one, the unique key it promotes).
+    let unique_indexes: Vec<(String, String, String)> = conn
         .exec(
-            "SELECT COLUMN_NAME FROM information_schema.STATISTICS \
-             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX",
+            "SELECT S.INDEX_NAME, S.COLUMN_NAME, C.COLUMN_KEY \
+             FROM information_schema.STATISTICS S JOIN information_schema.COLUMNS C \
+               ON C.TABLE_SCHEMA = S.TABLE_SCHEMA AND C.TABLE_NAME = S.TABLE_NAME AND C.COLUMN_NAME = S.COLUMN_NAME \
+             WHERE S.TABLE_SCHEMA = ? AND S.TABLE_NAME = ? AND S.NON_UNIQUE = 0 \
+             ORDER BY S.INDEX_NAME = 'PRIMARY' DESC, S.INDEX_NAME, S.SEQ_IN_INDEX",
             (schema, table),
         )
         .await
@@ -82,6 +87,7 @@ pub async fn load_table(
             table: qualified.clone(),
             source,
         })?;
+    let key_columns = choose_key(&unique_indexes);
 
     let mut columns = Vec::with_capacity(rows.len());
     for (name, data_type, column_type, nullable, precision, scale, dt_precision, charset, max_len) in rows {
@@ -169,6 +175,39 @@ pub async fn load_table(
     }))
 }
 
+/// The columns sluice keys a table by: its primary key or, without one, the unique key whose
+/// columns are all NOT NULL that the server itself treats as the primary key (InnoDB clusters
+/// by it, `information_schema` marks its columns `PRI`, and `binlog_row_metadata=FULL` names it
+/// as the key). Rows are `(index, column, COLUMN_KEY)`, `PRIMARY` first, then by index name,
+/// each index's columns in order. Empty when there is no usable key: a unique key with a
+/// nullable column may hold several rows with NULL, so it does not identify a row.
+fn choose_key(unique_indexes: &[(String, String, String)]) -> Vec<String> {
+    let mut indexes: Vec<(&str, Vec<(&str, &str)>)> = Vec::new();
+    for (index, column, column_key) in unique_indexes {
+        match indexes.last_mut() {
+            Some((name, columns)) if name == index => columns.push((column, column_key)),
+            _ => indexes.push((index, vec![(column, column_key)])),
+        }
+    }
+    let chosen = indexes.iter().find(|(name, _)| *name == "PRIMARY").or_else(|| {
+        // The promoted key's columns are exactly those marked PRI (another unique key may
+        // share some of them).
+        let marked: std::collections::BTreeSet<&str> = unique_indexes
+            .iter()
+            .filter(|(_, _, key)| key.eq_ignore_ascii_case("PRI"))
+            .map(|(_, column, _)| column.as_str())
+            .collect();
+        indexes.iter().find(|(_, columns)| {
+            !marked.is_empty()
+                && columns.len() == marked.len()
+                && columns.iter().all(|(column, _)| marked.contains(column))
+        })
+    });
+    chosen
+        .map(|(_, columns)| columns.iter().map(|(c, _)| (*c).to_owned()).collect())
+        .unwrap_or_default()
+}
+
 /// Whether `text` is the ENUM/SET label `label` as `information_schema` prints it: its
 /// COLUMN_TYPE is utf8mb3, so characters outside the Basic Multilingual Plane come out as `?`,
 /// and a `?` in `label` matches any one character.
@@ -237,6 +276,32 @@ pub fn complete_from_catalog(binlog: &TableDef, catalog: &TableDef) -> Option<Ta
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rows(rows: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+        rows.iter()
+            .map(|(i, c, k)| ((*i).to_owned(), (*c).to_owned(), (*k).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn the_key_is_the_primary_key_or_the_promoted_unique_key() {
+        let with_primary = rows(&[("PRIMARY", "id", "PRI"), ("email", "email", "UNI")]);
+        assert_eq!(choose_key(&with_primary), ["id"]);
+        // No primary key: the unique key the server promotes (all its columns NOT NULL, marked
+        // PRI), in its own column order, not a nullable unique key sorted before it.
+        let promoted = rows(&[
+            ("a_nullable", "a", "UNI"),
+            ("c_and_a", "c", "PRI"),
+            ("c_and_a", "a", "UNI"),
+            ("yy", "c", "PRI"),
+            ("yy", "b", "PRI"),
+        ]);
+        assert_eq!(choose_key(&promoted), ["c", "b"]);
+        // Only nullable unique keys: none identifies a row.
+        let nullable = rows(&[("zz", "a", "UNI"), ("xx", "v", "MUL")]);
+        assert!(choose_key(&nullable).is_empty());
+        assert!(choose_key(&[]).is_empty());
+    }
 
     #[test]
     fn labels_with_quotes_and_commas() {

@@ -204,7 +204,7 @@ fn default_chunk_rows() -> usize {
     crate::backfill::DEFAULT_CHUNK_ROWS
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     pub host: String,
@@ -227,7 +227,7 @@ pub struct SourceConfig {
     pub start: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
 pub enum TargetConfig {
     /// An embedded SQLite file (one writer).
@@ -240,7 +240,7 @@ pub enum TargetConfig {
 
 /// Connection settings of a server target. The password, like the source's, comes from an
 /// environment variable or a file only.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ServerTarget {
     pub host: String,
@@ -281,7 +281,7 @@ pub struct TableRule {
 }
 
 /// Where the HMAC key for `hmac` transforms comes from.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TransformsConfig {
     pub hmac_key_env: Option<String>,
@@ -381,6 +381,22 @@ impl TableSelector {
 
 impl Config {
     /// Reads and validates `path`. No network access.
+    /// Why `new` cannot replace this config in a running process (`None`: it can). A reload
+    /// may change which tables and columns are replicated and how (they take effect as if
+    /// sluice had restarted); a different source, target or HMAC key needs a deliberate
+    /// restart, because the checkpoint and the rows already written belong to the old ones.
+    pub fn reload_refusal(&self, new: &Config) -> Option<&'static str> {
+        if self.source != new.source {
+            Some("the [source] section changed; restart sluice to replicate from another source")
+        } else if self.target != new.target {
+            Some("the [target] section changed; restart sluice to write to another target")
+        } else if self.transforms != new.transforms {
+            Some("the [transforms] section (the HMAC key's source) changed; restart sluice to change it")
+        } else {
+            None
+        }
+    }
+
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),

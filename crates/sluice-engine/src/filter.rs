@@ -14,8 +14,8 @@ use crate::transform::CompiledTransform;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PlanError {
-    #[error("table {table} has no primary key; sluice needs one to apply changes by key. Add a primary key on the source, or remove the table from the config")]
-    NoPrimaryKey { table: String },
+    #[error("table {table} has no primary key and no unique key on NOT NULL columns; sluice needs one to apply changes by key and to copy the table in key order. Add a primary key on the source (or make a unique key's columns NOT NULL), or remove the table from the config")]
+    NoKey { table: String },
     #[error("table {table}: primary key column {column} is not replicated; add it to `columns` (or remove it from `exclude_columns`) in the rule {rule:?}")]
     KeyNotReplicated {
         table: String,
@@ -49,6 +49,24 @@ pub enum PlanError {
         column: String,
         message: String,
     },
+    /// Every table that cannot be planned, so that one run names all there is to fix.
+    #[error("{} selected tables cannot be replicated:\n{}", .0.len(), list_errors(.0))]
+    Several(Vec<PlanError>),
+}
+
+fn list_errors(errors: &[PlanError]) -> String {
+    errors.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n")
+}
+
+impl PlanError {
+    /// One error for all of `errors` (`None` when there are none).
+    pub fn all(mut errors: Vec<PlanError>) -> Option<PlanError> {
+        match errors.len() {
+            0 => None,
+            1 => errors.pop(),
+            _ => Some(PlanError::Several(errors)),
+        }
+    }
 }
 
 /// How one source table (at one definition) maps to its target table.
@@ -145,7 +163,7 @@ impl TableFilter {
 fn plan_table(def: &TableDef, selector: &TableSelector, hmac_key: Option<&[u8]>) -> Result<TablePlan, PlanError> {
     let table = def.qualified_name();
     if def.primary_key.is_empty() {
-        return Err(PlanError::NoPrimaryKey { table });
+        return Err(PlanError::NoKey { table });
     }
     // Named columns must exist, except excluded columns of a glob rule (which may name a
     // column only some of the matched tables have). An exact rule's exclude list must match:

@@ -159,6 +159,7 @@ pub async fn current_plans(pool: &mysql_async::Pool, config: &Config) -> Result<
 async fn initial_plans(conn: &mut mysql_async::Conn, config: &Config) -> Result<Vec<Arc<TablePlan>>, RunError> {
     let filter = table_filter(config)?;
     let mut plans: Vec<Arc<TablePlan>> = Vec::new();
+    let mut refused = Vec::new();
     for (schema, table) in catalog::list_tables(conn).await? {
         if !filter.is_selected(&schema, &table) {
             continue;
@@ -166,18 +167,27 @@ async fn initial_plans(conn: &mut mysql_async::Conn, config: &Config) -> Result<
         let Some(def) = catalog::load_table(conn, &schema, &table).await? else {
             continue;
         };
-        let plan = filter.plan(&def).expect("selected")?;
+        let plan = match filter.plan(&def).expect("selected") {
+            Ok(plan) => plan,
+            Err(e) => {
+                refused.push(e);
+                continue;
+            }
+        };
         if let Some(other) = plans.iter().find(|p| p.target.name == plan.target.name) {
-            return Err(PlanError::TargetNameClash {
+            refused.push(PlanError::TargetNameClash {
                 first: other.target.source_name.clone(),
                 second: plan.target.source_name.clone(),
                 target: plan.target.name.clone(),
-            }
-            .into());
+            });
+            continue;
         }
         plans.push(Arc::new(plan));
     }
-    Ok(plans)
+    match PlanError::all(refused) {
+        Some(e) => Err(e.into()),
+        None => Ok(plans),
+    }
 }
 
 /// Records a copy for every column the replicated columns gained since the target table was

@@ -6,13 +6,16 @@ mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sluice_engine::apply::Progress;
 use sluice_engine::config::Config;
 use sluice_engine::pipeline::{self, RunOptions};
+use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Parser)]
 #[command(
@@ -28,6 +31,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Check the config and the source, then replicate until stopped (Ctrl-C / SIGTERM).
+    /// SIGHUP reloads the config: complete transactions are committed, then replication goes
+    /// on with the new table rules (tables added are copied while the others stream).
     Run {
         #[arg(short, long)]
         config: PathBuf,
@@ -174,21 +179,38 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Run { config } => {
-            let config = Config::load(&config)?;
+        Command::Run { config: path } => {
+            let mut config = Config::load(&path)?;
             let progress = Arc::new(Progress::default());
             let reporter = tokio::spawn(report_progress(progress.clone()));
             // Live bars for copies of existing rows, on a terminal only (logs stay plain).
             let bars = progress::BackfillBars::start(progress.backfill.clone());
-            let result = pipeline::run(
-                &config,
-                RunOptions {
-                    progress,
+            let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+            let result = loop {
+                let reload = Arc::new(AtomicBool::new(false));
+                let stop = {
+                    let reload = reload.clone();
+                    let hangup = &mut hangup;
+                    async move {
+                        tokio::select! {
+                            () = shutdown_signal() => {}
+                            _ = hangup.recv() => {
+                                tracing::info!("SIGHUP: committing complete transactions, then reloading the config");
+                                reload.store(true, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                };
+                let options = RunOptions {
+                    progress: progress.clone(),
                     connected: None,
-                },
-                shutdown_signal(),
-            )
-            .await;
+                };
+                let result = pipeline::run(&config, options, stop).await;
+                if result.is_err() || !reload.load(Ordering::SeqCst) {
+                    break result;
+                }
+                config = reloaded(config, &path);
+            };
             reporter.abort();
             drop(bars);
             if let Err(e) = &result {
@@ -301,6 +323,28 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
     }
 }
 
+/// The config to go on with after SIGHUP: the file as it is now, or, when it cannot be read,
+/// is invalid or changes what a reload may not change, the running one (with the reason
+/// logged: a typo must not stop replication).
+fn reloaded(running: Config, path: &std::path::Path) -> Config {
+    match Config::load(path) {
+        Ok(new) => match running.reload_refusal(&new) {
+            None => {
+                tracing::info!(rules = new.tables.len(), "config reloaded");
+                new
+            }
+            Some(why) => {
+                tracing::error!("config not reloaded: {why}; going on with the running config");
+                running
+            }
+        },
+        Err(e) => {
+            tracing::error!("config not reloaded: {e}; going on with the running config");
+            running
+        }
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
@@ -312,7 +356,6 @@ async fn shutdown_signal() {
 }
 
 async fn report_progress(progress: Arc<Progress>) {
-    use std::sync::atomic::Ordering;
     let mut last_rows = 0;
     let mut ticker = tokio::time::interval(Duration::from_secs(5));
     ticker.tick().await;

@@ -137,6 +137,53 @@ fn writes_racing_the_chunks_converge() {
     assert_equal(&env);
 }
 
+/// A table without a primary key is keyed by the unique key on NOT NULL columns that the
+/// server itself promotes (not by a nullable unique key): copied in that key's order, and
+/// changes to it, including to the key's values, applied by it.
+#[test]
+fn a_table_keyed_by_a_not_null_unique_key_is_copied_and_streamed() {
+    let setup = "
+CREATE DATABASE shop;
+CREATE TABLE shop.members (email VARCHAR(40) NULL, region CHAR(2) NOT NULL, handle VARCHAR(20) NOT NULL,
+  points INT, UNIQUE KEY by_email (email), UNIQUE KEY by_handle (region, handle));
+INSERT INTO shop.members SELECT IF(seq % 5 = 0, NULL, CONCAT('m', seq, '@x')), ELT(1 + seq % 3, 'eu', 'us', 'ap'),
+  CONCAT('h', seq), seq FROM shop.seq_1_to_2000;
+";
+    let env = Env::new(
+        setup,
+        "[[tables]]\nmatch = \"shop.members\"\n\n[backfill]\nchunk_rows = 150\n",
+    );
+    let mut sluice = env.start();
+    env.db.exec(
+        "UPDATE shop.members SET points = -1 WHERE handle = 'h7';
+         UPDATE shop.members SET handle = 'renamed' WHERE handle = 'h8';
+         UPDATE shop.members SET region = 'zz' WHERE handle = 'h1999';
+         DELETE FROM shop.members WHERE handle IN ('h9', 'h10');
+         INSERT INTO shop.members VALUES (NULL, 'eu', 'h9', 9), ('new@x', 'us', 'fresh', 1)",
+    );
+    wait_backfilled(&env, &mut sluice, 1);
+    // Once copied, the stream alone carries the changes (its row events name the key too).
+    env.db.exec(
+        "UPDATE shop.members SET points = -2 WHERE handle = 'h11';
+         UPDATE shop.members SET handle = 'renamed-again', points = 0 WHERE handle = 'renamed';
+         DELETE FROM shop.members WHERE handle = 'h12';
+         INSERT INTO shop.members VALUES ('later@x', 'ap', 'later', 3)",
+    );
+    env.wait_caught_up(&mut sluice);
+    assert!(sluice.stop().success());
+    same_rows(
+        "members",
+        env.target_rows("SELECT coalesce(email, '-'), region, handle, points FROM members"),
+        env.db
+            .query_rows("SELECT coalesce(email, '-'), region, handle, points FROM shop.members"),
+    );
+    // The target's key is the promoted unique key, in its column order.
+    assert_eq!(
+        env.target_rows("SELECT name FROM pragma_table_info('members') WHERE pk > 0 ORDER BY pk"),
+        vec![vec!["region"], vec!["handle"]]
+    );
+}
+
 #[test]
 fn kill_9_during_a_backfill_resumes_from_the_last_chunk() {
     let env = Env::new(SETUP, &tables(50));
@@ -178,6 +225,59 @@ fn a_table_added_to_the_config_is_backfilled() {
     env.db.exec("UPDATE shop.tags SET hits = 0 WHERE name = 'tag-00001'");
     let mut sluice = env.start();
     wait_backfilled(&env, &mut sluice, 3);
+    assert!(sluice.stop().success());
+    assert_equal(&env);
+}
+
+/// SIGHUP reloads the config in the running process: a table added to it is created and
+/// copied while the stream goes on (writes keep arriving throughout), and a reload of a
+/// broken config is refused with the reason while replication goes on with the old one.
+#[test]
+fn a_table_added_by_a_config_reload_is_copied_while_the_others_stream() {
+    let env = Env::new(SETUP, "[[tables]]\nmatch = \"shop.orders\"\n");
+    let mut sluice = env.start();
+    wait_backfilled(&env, &mut sluice, 1);
+    let port = env.db.port();
+    let stop_writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop_writing = stop_writing.clone();
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop_writing.load(std::sync::atomic::Ordering::SeqCst) {
+                let sql = format!(
+                    "UPDATE shop.orders SET total = total + 1 WHERE id = {};
+                     UPDATE shop.tags SET hits = hits + 1 WHERE name = 'tag-{:05}'",
+                    1 + i % 5000,
+                    1 + i % 1500
+                );
+                let ok = std::process::Command::new("mariadb")
+                    .args(["-h127.0.0.1", "-uroot", &format!("-P{port}"), "-e", &sql])
+                    .status()
+                    .unwrap()
+                    .success();
+                assert!(ok);
+                i += 7;
+            }
+        })
+    };
+    // A broken config is not taken: the running one goes on.
+    env.write_config("[[tables]]\nmatch = \"shop.orders\"\nbogus_key = 1\n", "");
+    sluice.reload();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !env.log().contains("config not reloaded") {
+        assert!(sluice.try_exit().is_none(), "sluice exited; log:\n{}", env.log());
+        assert!(Instant::now() < deadline, "no refusal logged; log:\n{}", env.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(env.log().contains("bogus_key"), "{}", env.log());
+    // Every table: the two new ones are copied by the same process.
+    env.write_config(&tables(300), "");
+    sluice.reload();
+    wait_backfilled(&env, &mut sluice, 3);
+    assert!(env.log().contains("config reloaded"), "{}", env.log());
+    stop_writing.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.join().unwrap();
+    env.wait_caught_up(&mut sluice);
     assert!(sluice.stop().success());
     assert_equal(&env);
 }

@@ -12,6 +12,7 @@ const SHOP: &str = "
 CREATE DATABASE shop;
 CREATE TABLE shop.orders (id BIGINT PRIMARY KEY, customer_id INT NOT NULL, total DECIMAL(10,2), note TEXT, secret VARCHAR(50));
 CREATE TABLE shop.nokey (a INT, b INT);
+CREATE TABLE shop.nullable_unique (a INT, b INT, UNIQUE KEY (a));
 ";
 
 const ORDERS: &str = "
@@ -125,7 +126,16 @@ fn a_table_without_primary_key_is_refused_with_advice() {
     let out = env.run_cmd(&["check", "-c", env.config.to_str().unwrap()]);
     assert!(!out.status.success());
     let text = stderr(&out);
-    assert!(text.contains("shop.nokey has no primary key"), "{text}");
+    // A unique key with a nullable column does not identify a row: refused too.
+    for table in ["shop.nokey", "shop.nullable_unique"] {
+        assert!(
+            text.contains(&format!(
+                "{table} has no primary key and no unique key on NOT NULL columns"
+            )),
+            "{text}"
+        );
+    }
+    assert!(text.contains("Add a primary key on the source"), "{text}");
 }
 
 #[test]

@@ -265,6 +265,12 @@ impl Sluice {
     }
 
     /// SIGKILL: a crash.
+    /// SIGHUP: reload the config without stopping.
+    pub fn reload(&mut self) {
+        let child = self.child.as_mut().expect("running");
+        unsafe_kill(child.id(), "HUP");
+    }
+
     pub fn kill9(&mut self) {
         let child = self.child.as_mut().expect("running");
         let _ = child.kill();
