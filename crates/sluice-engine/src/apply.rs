@@ -264,11 +264,16 @@ fn run_backfill_writer(
             }
         }
         target.begin()?;
-        for op in &work.ops {
-            match (&work.fill, op) {
-                (Some(columns), RowOp::Insert { table, row }) => target.fill_columns(table, columns, row)?,
-                _ => target.apply(op)?,
+        match &work.fill {
+            Some(columns) => {
+                for op in &work.ops {
+                    match op {
+                        RowOp::Insert { table, row } => target.fill_columns(table, columns, row)?,
+                        _ => target.apply(op)?,
+                    }
+                }
             }
+            None => target.apply_all(&work.ops)?,
         }
         target.record_backfill(&work.progress)?;
         target.commit_without_checkpoint()?;
@@ -479,9 +484,7 @@ impl Writer<'_> {
                 "large target transaction in progress"
             );
         }
-        for op in &ops {
-            self.target.apply(op)?;
-        }
+        self.target.apply_all(&ops)?;
         if let Some((link, _)) = &self.verifier {
             // The verifier works out what the rows must be from the changes themselves, on its
             // own thread; the writer only keeps them (up to the memory bound).

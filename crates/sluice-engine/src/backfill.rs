@@ -532,9 +532,12 @@ struct TableCopier {
     chunk_rows: usize,
     max_lag: Option<Duration>,
     heartbeat_interval: Duration,
-    /// The stored-progress form of the last key handed over, and its decoded values.
+    /// The stored-progress form of the last key read, and the rows read so far.
     last_key_text: Option<String>,
     rows_copied: u64,
+    /// The same two as of the last chunk handed over (what a failure record may say: a chunk
+    /// read but not handed over must be read again after a restart).
+    handed_over: (Option<String>, u64),
     rows_estimate: u64,
     started: Instant,
     rows_at_start: u64,
@@ -548,6 +551,7 @@ impl TableCopier {
             chunk_rows: settings.chunk_rows,
             max_lag: settings.max_lag,
             heartbeat_interval: settings.heartbeat_interval,
+            handed_over: (job.last_key.clone(), job.rows_copied),
             last_key_text: job.last_key,
             rows_copied: job.rows_copied,
             rows_estimate: 0,
@@ -580,14 +584,38 @@ impl TableCopier {
 
     /// The record of a failed copy: the progress of the last chunk handed over, and why.
     fn failure(&self, reason: String) -> Chunk {
+        let mut progress = self.progress(false, Some(reason));
+        (progress.last_key, progress.rows_copied) = self.handed_over.clone();
         Chunk {
             window: 0,
             plan: self.plan.clone(),
             high: GtidPosition::new(),
             rows: Vec::new(),
             fill: self.fill.clone(),
-            progress: self.progress(false, Some(reason)),
+            progress,
         }
+    }
+
+    /// Hands the chunk being converted (if any) to the reader once its conversion is done.
+    /// `Ok(false)`: the reader has gone.
+    async fn hand_over(
+        &mut self,
+        converting: &mut Option<tokio::task::JoinHandle<Result<Chunk, BackfillError>>>,
+        tx: &tokio::sync::mpsc::Sender<BackfillMsg>,
+    ) -> Result<bool, BackfillError> {
+        let Some(handle) = converting.take() else {
+            return Ok(true);
+        };
+        let chunk = handle.await.map_err(|e| BackfillError::Query {
+            table: self.plan.source.qualified_name(),
+            message: format!("converting a chunk failed: {e}"),
+        })??;
+        let handed_over = (chunk.progress.last_key.clone(), chunk.progress.rows_copied);
+        if tx.send(BackfillMsg::Chunk(chunk)).await.is_err() {
+            return Ok(false);
+        }
+        self.handed_over = handed_over;
+        Ok(true)
     }
 
     fn query_err(&self, e: mysql_async::Error) -> BackfillError {
@@ -651,7 +679,9 @@ impl TableCopier {
         self.started = Instant::now();
         self.rows_at_start = self.rows_copied;
         let query = KeysetQuery::new(&def, self.chunk_rows);
-        let key_columns = &def.primary_key;
+        // Chunk N is converted (filter, projection, key hashes) on a blocking thread while
+        // chunk N+1 is read; chunks are handed over in order.
+        let mut converting = None;
         loop {
             self.throttle(board, lag).await;
             let (reply, opened) = tokio::sync::oneshot::channel();
@@ -686,10 +716,16 @@ impl TableCopier {
                         conn = match self.connect(pool).await {
                             Ok(c) => c,
                             Err(_) if attempt < READ_ATTEMPTS => continue,
-                            Err(e) => return Err(e),
+                            Err(e) => {
+                                self.hand_over(&mut converting, tx).await?;
+                                return Err(e);
+                            }
                         };
                     }
-                    Err(e) => return Err(self.query_err(e)),
+                    Err(e) => {
+                        self.hand_over(&mut converting, tx).await?;
+                        return Err(self.query_err(e));
+                    }
                 }
             };
             let high: GtidPosition = high.parse().map_err(|_| BackfillError::Query {
@@ -697,35 +733,63 @@ impl TableCopier {
                 message: "the source returned an unreadable @@global.gtid_binlog_pos".into(),
             })?;
             let done = raw.len() < self.chunk_rows;
-            let mut rows = Vec::with_capacity(raw.len());
-            let mut read = 0u64;
-            for row in raw {
-                let (key, converted) = convert_row(&def, row).map_err(|column| BackfillError::Value {
+            // The next read starts after this chunk's last key: take it now, the rest of the
+            // conversion runs beside that read.
+            if let Some(last) = raw.last() {
+                let (key, _) = convert_row(&def, last.clone()).map_err(|column| BackfillError::Value {
                     table: table.clone(),
                     column,
                 })?;
                 last_key = Some(key);
-                read += 1;
-                if self.plan.passes(&converted) {
-                    let hash = key_hash(&table, key_columns, &converted);
-                    rows.push((hash, self.plan.project(converted)));
-                }
             }
-            self.rows_copied += read;
+            self.rows_copied += raw.len() as u64;
             self.last_key_text = last_key.as_deref().map(encode_key);
-            let chunk = Chunk {
-                window,
-                plan: self.plan.clone(),
-                high,
-                rows,
-                fill: self.fill.clone(),
-                progress: self.progress(done, None),
-            };
-            if tx.send(BackfillMsg::Chunk(chunk)).await.is_err() || done {
+            let progress = self.progress(done, None);
+            let (plan, fill) = (self.plan.clone(), self.fill.clone());
+            let next = tokio::task::spawn_blocking(move || convert_chunk(plan, raw, window, high, fill, progress));
+            if !self.hand_over(&mut converting, tx).await? {
+                return Ok(());
+            }
+            converting = Some(next);
+            if done {
+                self.hand_over(&mut converting, tx).await?;
                 return Ok(());
             }
         }
     }
+}
+
+/// A chunk's source rows as the chunk handed to the reader: converted, filtered by the
+/// table's `where`, projected to target rows, each with its source key's hash.
+fn convert_chunk(
+    plan: Arc<TablePlan>,
+    raw: Vec<mysql_async::Row>,
+    window: u64,
+    high: GtidPosition,
+    fill: Option<Arc<Vec<usize>>>,
+    progress: BackfillProgress,
+) -> Result<Chunk, BackfillError> {
+    let def = &plan.source;
+    let table = def.qualified_name();
+    let mut rows = Vec::with_capacity(raw.len());
+    for row in raw {
+        let (_, converted) = convert_row(def, row).map_err(|column| BackfillError::Value {
+            table: table.clone(),
+            column,
+        })?;
+        if plan.passes(&converted) {
+            let hash = key_hash(&table, &def.primary_key, &converted);
+            rows.push((hash, plan.project(converted)));
+        }
+    }
+    Ok(Chunk {
+        window,
+        plan,
+        high,
+        rows,
+        fill,
+        progress,
+    })
 }
 
 #[cfg(test)]

@@ -170,6 +170,17 @@ impl Target for Faulty {
         }
         self.inner.apply(op)
     }
+    /// Passed on whole (so the target's own `apply_all` runs), up to the planned fault.
+    fn apply_all(&mut self, ops: &[RowOp]) -> TargetResult<()> {
+        let first = self.applies.fetch_add(ops.len(), Ordering::SeqCst);
+        if let Some(Fault::BeforeApply(at)) = self.fault {
+            if (first..first + ops.len()).contains(&at) {
+                self.inner.apply_all(&ops[..at - first])?;
+                return Err(crash());
+            }
+        }
+        self.inner.apply_all(ops)
+    }
     fn commit(&mut self, checkpoint: &Checkpoint) -> TargetResult<()> {
         let n = self.commits.fetch_add(1, Ordering::SeqCst);
         if matches!(self.fault, Some(Fault::BeforeCommit(at)) if at == n) {

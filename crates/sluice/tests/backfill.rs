@@ -250,12 +250,15 @@ fn a_table_added_by_a_config_reload_is_copied_while_the_others_stream() {
                     1 + i % 5000,
                     1 + i % 1500
                 );
-                let ok = std::process::Command::new("mariadb")
+                let out = std::process::Command::new("mariadb")
                     .args(["-h127.0.0.1", "-uroot", &format!("-P{port}"), "-e", &sql])
-                    .status()
-                    .unwrap()
-                    .success();
-                assert!(ok);
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "write {i} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
                 i += 7;
             }
         })

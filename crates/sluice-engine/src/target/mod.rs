@@ -224,6 +224,13 @@ pub trait Target: Send {
     /// Values a column cannot hold are refused here, by the call that passes them.
     fn apply(&mut self, op: &RowOp) -> TargetResult<()>;
 
+    /// Applies `ops` in order inside the open transaction, exactly as one `apply` each would
+    /// (the same result, the same errors). A target may do it with fewer statements: SQLite
+    /// writes a run of inserts into one table (a backfill chunk, say) as multi-row upserts.
+    fn apply_all(&mut self, ops: &[RowOp]) -> TargetResult<()> {
+        ops.iter().try_for_each(|op| self.apply(op))
+    }
+
     /// Writes `checkpoint` as the record of writer `checkpoint.writer` (replacing that writer's
     /// previous record) and commits, atomically with the rows applied since `begin`.
     fn commit(&mut self, checkpoint: &Checkpoint) -> TargetResult<()>;

@@ -69,6 +69,11 @@ use super::{
 
 /// How long a write waits for another connection's lock before failing with `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Rows per multi-row upsert: enough to spread a statement's fixed cost thin, few enough to
+/// keep the statement text (parsed once, then cached) small.
+const UPSERT_ROWS_MAX: usize = 64;
+/// Bound parameters per statement SQLite accepts (`SQLITE_MAX_VARIABLE_NUMBER` since 3.32).
+const SQLITE_MAX_PARAMS: usize = 32_766;
 
 /// Rows whose worst-case size (see [`max_row_bytes`]) is at most this many bytes get
 /// `WITHOUT ROWID` (about 1/20 of SQLite's default 4096-byte page, SQLite's own guidance).
@@ -233,6 +238,9 @@ struct TablePlan {
     types: Vec<SqliteType>,
     /// `INSERT … ON CONFLICT (key) DO UPDATE …` binding the whole row as `?1..?n`.
     upsert: String,
+    /// The same upsert for `UPSERT_ROWS_MAX` rows at once (fewer for wide tables), and how
+    /// many rows that is: runs of inserts (backfill chunks) are written with it.
+    upsert_many: (usize, String),
     /// `UPDATE … SET non-key = ?i WHERE key = ?k` binding the whole row; `None` when every
     /// column is a key column.
     update: Option<String>,
@@ -267,6 +275,24 @@ impl TablePlan {
             placeholders.join(", "),
             key_cols.join(", "),
         );
+        // SQLite runs a multi-row upsert row by row, each row's conflict checked against the
+        // table as the rows before it left it: the same as one statement per row.
+        let rows_many = (SQLITE_MAX_PARAMS / cols.len()).clamp(1, UPSERT_ROWS_MAX);
+        let tuples: Vec<String> = (0..rows_many)
+            .map(|r| {
+                let params: Vec<String> = (1..=cols.len()).map(|i| format!("?{}", r * cols.len() + i)).collect();
+                format!("({})", params.join(", "))
+            })
+            .collect();
+        let upsert_many = (
+            rows_many,
+            format!(
+                "INSERT INTO {name} ({}) VALUES {} ON CONFLICT ({}) DO {conflict_action}",
+                cols.join(", "),
+                tuples.join(", "),
+                key_cols.join(", "),
+            ),
+        );
         let where_row: Vec<String> = table.key.iter().map(|&k| format!("{} = ?{}", cols[k], k + 1)).collect();
         let update = (!non_key.is_empty()).then(|| {
             let sets: Vec<String> = non_key.iter().map(|&i| format!("{} = ?{}", cols[i], i + 1)).collect();
@@ -291,6 +317,7 @@ impl TablePlan {
             table,
             types,
             upsert,
+            upsert_many,
             update,
             delete,
             select,
@@ -500,11 +527,77 @@ impl SqliteTarget {
         };
         if fresh {
             let plan = TablePlan::new(Arc::clone(table))?;
-            let capacity = (self.plans.len() + 1) * 3 + 8;
+            let capacity = (self.plans.len() + 1) * 4 + 8;
             self.conn.set_prepared_statement_cache_capacity(capacity);
             self.plans.insert(table.name.clone(), plan);
         }
         Ok(&self.plans[&table.name])
+    }
+
+    /// `ops` in order: runs of inserts into one table as multi-row upserts, the rest one by one.
+    fn apply_ops(&mut self, ops: &[RowOp]) -> TargetResult<()> {
+        let mut rest = ops;
+        while let Some(first) = rest.first() {
+            let run = match first {
+                RowOp::Insert { table, .. } => rest
+                    .iter()
+                    .position(|op| !matches!(op, RowOp::Insert { table: t, .. } if Arc::ptr_eq(t, table)))
+                    .unwrap_or(rest.len()),
+                _ => 1,
+            };
+            if run > 1 {
+                self.upsert_run(&rest[..run])?;
+            } else {
+                self.apply_op(first)?;
+            }
+            rest = &rest[run..];
+        }
+        Ok(())
+    }
+
+    /// Inserts (upserts) of one table: whole statements of `upsert_many`, the rest one by one.
+    fn upsert_run(&mut self, ops: &[RowOp]) -> TargetResult<()> {
+        let RowOp::Insert { table, .. } = &ops[0] else {
+            unreachable!("upsert_run is given inserts only")
+        };
+        self.plan(table)?;
+        let plan = &self.plans[&table.name];
+        let name = plan.table.name.as_str();
+        let (per_statement, many_sql) = &plan.upsert_many;
+        let mut values = Vec::with_capacity(per_statement * plan.table.columns.len());
+        let mut many = None;
+        let mut one = None;
+        for statement in ops.chunks(*per_statement) {
+            let whole = statement.len() == *per_statement && *per_statement > 1;
+            for op in statement {
+                let RowOp::Insert { row, .. } = op else {
+                    unreachable!("upsert_run is given inserts only")
+                };
+                plan.check_len(row)?;
+                for (i, v) in row.iter().enumerate() {
+                    values.push(plan.bind(i, v)?);
+                }
+                if !whole {
+                    let st = match &mut one {
+                        Some(st) => st,
+                        None => one.insert(self.conn.prepare_cached(&plan.upsert).map_err(db_err("upsert", name))?),
+                    };
+                    st.execute(rusqlite::params_from_iter(values.iter()))
+                        .map_err(db_err("upsert", name))?;
+                    values.clear();
+                }
+            }
+            if whole {
+                let st = match &mut many {
+                    Some(st) => st,
+                    None => many.insert(self.conn.prepare_cached(many_sql).map_err(db_err("upsert", name))?),
+                };
+                st.execute(rusqlite::params_from_iter(values.iter()))
+                    .map_err(db_err("upsert", name))?;
+                values.clear();
+            }
+        }
+        Ok(())
     }
 
     fn apply_op(&mut self, op: &RowOp) -> TargetResult<()> {
@@ -716,6 +809,17 @@ impl Target for SqliteTarget {
             .map_err(db_err("begin", "(transaction)"))?;
         self.state = TxState::Open;
         Ok(())
+    }
+
+    fn apply_all(&mut self, ops: &[RowOp]) -> TargetResult<()> {
+        self.state.require_open("apply")?;
+        let result = self.apply_ops(ops);
+        if result.is_err() {
+            // No partial state: abandon the whole target transaction now.
+            self.state = TxState::Failed;
+            let _ = self.rollback_now();
+        }
+        result
     }
 
     fn apply(&mut self, op: &RowOp) -> TargetResult<()> {
