@@ -211,7 +211,7 @@ pub fn catchup(
     Ok(())
 }
 
-fn mysql_conn(port: u16, database: Option<&str>) -> anyhow::Result<mysql::Conn> {
+pub(crate) fn mysql_conn(port: u16, database: Option<&str>) -> anyhow::Result<mysql::Conn> {
     let opts = mysql::OptsBuilder::new()
         .ip_or_hostname(Some("127.0.0.1"))
         .tcp_port(port)
@@ -300,7 +300,7 @@ fn as_text(v: &Value) -> anyhow::Result<&str> {
 }
 
 /// One sysbench row image as bindable values: (id, k, c, pad).
-type SbRow<'a> = (i64, i64, &'a str, &'a str);
+pub(crate) type SbRow<'a> = (i64, i64, &'a str, &'a str);
 
 fn sb_rows(images: &[Vec<Value>]) -> anyhow::Result<Vec<SbRow<'_>>> {
     images
@@ -333,7 +333,7 @@ pub fn bulk(kind: &str, files: &[PathBuf], port: Option<u16>, path: Option<&Path
     Ok(())
 }
 
-fn bulk_mariadb(port: u16, rows: &[SbRow<'_>]) -> anyhow::Result<(f64, &'static str)> {
+pub(crate) fn bulk_mariadb(port: u16, rows: &[SbRow<'_>]) -> anyhow::Result<(f64, &'static str)> {
     use mysql::prelude::Queryable;
     let mut conn = mysql_conn(port, None)?;
     conn.query_drop("CREATE DATABASE IF NOT EXISTS bulk")?;
@@ -375,8 +375,13 @@ fn bulk_mariadb(port: u16, rows: &[SbRow<'_>]) -> anyhow::Result<(f64, &'static 
 }
 
 fn bulk_postgres(port: u16, rows: &[SbRow<'_>]) -> anyhow::Result<(f64, &'static str)> {
+    bulk_postgres_db(port, "postgres", rows)
+}
+
+/// PostgreSQL's ceiling into database `dbname`.
+pub(crate) fn bulk_postgres_db(port: u16, dbname: &str, rows: &[SbRow<'_>]) -> anyhow::Result<(f64, &'static str)> {
     let mut client = postgres::Client::connect(
-        &format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
+        &format!("host=127.0.0.1 port={port} user=postgres dbname={dbname}"),
         postgres::NoTls,
     )?;
     client.batch_execute(
@@ -421,7 +426,7 @@ fn bulk_postgres(port: u16, rows: &[SbRow<'_>]) -> anyhow::Result<(f64, &'static
     ))
 }
 
-fn bulk_sqlite(path: &Path, rows: &[SbRow<'_>]) -> anyhow::Result<(f64, &'static str)> {
+pub(crate) fn bulk_sqlite(path: &Path, rows: &[SbRow<'_>]) -> anyhow::Result<(f64, &'static str)> {
     let _ = std::fs::remove_file(path);
     let conn = rusqlite::Connection::open(path)?;
     // sluice's SQLite target settings: WAL, synchronous=NORMAL.

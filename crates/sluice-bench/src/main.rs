@@ -6,6 +6,7 @@
 //! helpers the scripts need to measure the peers the same way.
 
 mod apply;
+mod backfill_bench;
 mod decode;
 mod filter_cost;
 mod measure;
@@ -183,6 +184,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy speed of an existing table into each target beside the target's bulk-ingest
+    /// ceiling, and the stream's lag with and without a copy running (see bench/README.md).
+    Backfill {
+        /// The `sluice` binary to measure.
+        #[arg(long)]
+        sluice: PathBuf,
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: u64,
+        #[arg(long, value_delimiter = ',', default_value = "sqlite,mariadb,postgres")]
+        targets: Vec<String>,
+        /// A `[backfill]` setting for every sluice run, e.g. `chunk_rows=10000` (repeatable).
+        #[arg(long = "setting")]
+        settings: Vec<String>,
+        /// Length of each lag run (0: no lag runs).
+        #[arg(long, default_value_t = 30)]
+        lag_seconds: u64,
+        /// Offered load of the lag runs, transactions per second.
+        #[arg(long, default_value_t = 500)]
+        lag_rate: u64,
+        #[arg(long, default_value = "sqlite")]
+        lag_target: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Runs a command and prints its wall-clock and CPU seconds (user+sys, children
     /// included) as `wall_s=… cpu_s=…`; the command's standard output is discarded.
     Time {
@@ -254,6 +279,31 @@ fn main() -> anyhow::Result<()> {
             load,
         } => apply::lag_run(&sluice, &config, &log, &load),
         Command::Time { json, command } => measure::time_command(&command, json),
+        Command::Backfill {
+            sluice,
+            rows,
+            targets,
+            settings,
+            lag_seconds,
+            lag_rate,
+            lag_target,
+            json,
+        } => backfill_bench::run(backfill_bench::Options {
+            sluice,
+            rows,
+            targets,
+            settings: settings
+                .iter()
+                .map(|s| match s.split_once('=') {
+                    Some((k, v)) => Ok(format!("{} = {}", k.trim(), v.trim())),
+                    None => Err(anyhow::anyhow!("--setting {s:?}: expected KEY=VALUE")),
+                })
+                .collect::<anyhow::Result<_>>()?,
+            lag_seconds,
+            lag_rate,
+            lag_target,
+            json,
+        }),
         Command::VerifyCost {
             sluice,
             events,

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use sluice_testkit::{MariaDb, MariaDbOptions, PostgresServer};
 
-const REPL_USER: &str = "sluice_repl";
-const REPL_PASSWORD: &str = "bench-Pa55";
+pub(crate) const REPL_USER: &str = "sluice_repl";
+pub(crate) const REPL_PASSWORD: &str = "bench-Pa55";
 
 pub struct Options {
     pub sluice: PathBuf,
@@ -58,7 +58,9 @@ fn log(msg: &str) {
     eprintln!("[verify-bench] {msg}");
 }
 
-fn fill(source: &MariaDb, rows: u64) {
+/// Creates and fills `bench.sbtest1`; `log_bin`: write the rows to the binary log too.
+pub(crate) fn fill(source: &MariaDb, rows: u64, log_bin: bool) {
+    let session = if log_bin { "" } else { "SET SESSION sql_log_bin = 0;" };
     source.exec(
         "CREATE DATABASE bench;
          CREATE TABLE bench.sbtest1 (id INT NOT NULL PRIMARY KEY, k INT NOT NULL DEFAULT 0,
@@ -70,7 +72,7 @@ fn fill(source: &MariaDb, rows: u64) {
         let to = (from + batch - 1).min(rows);
         // sysbench's shapes: c is 11 groups of 11 digits, pad 5 groups.
         source.exec(&format!(
-            "INSERT INTO bench.sbtest1 SELECT seq, FLOOR(RAND(seq) * {rows}),
+            "{session} INSERT INTO bench.sbtest1 SELECT seq, FLOOR(RAND(seq) * {rows}),
                SUBSTRING(CONCAT_WS('-', LPAD(CRC32(seq), 11, '0'), LPAD(CRC32(seq + 1), 11, '0'), LPAD(CRC32(seq + 2), 11, '0'),
                  LPAD(CRC32(seq + 3), 11, '0'), LPAD(CRC32(seq + 4), 11, '0'), LPAD(CRC32(seq + 5), 11, '0'),
                  LPAD(CRC32(seq + 6), 11, '0'), LPAD(CRC32(seq + 7), 11, '0'), LPAD(CRC32(seq + 8), 11, '0'),
@@ -88,19 +90,26 @@ struct TargetRun {
     config: PathBuf,
 }
 
-fn write_config(
+/// Writes `NAME.toml` in `dir`: the source, `target_toml`, one rule per table of `tables`,
+/// and `extra` (more sections) at the end.
+pub(crate) fn write_config(
     dir: &Path,
     source_port: u16,
     name: &str,
     target_toml: &str,
-    chunk_rows: usize,
+    tables: &[&str],
+    extra: &str,
 ) -> anyhow::Result<PathBuf> {
     let path = dir.join(format!("{name}.toml"));
+    let rules: String = tables
+        .iter()
+        .map(|t| format!("[[tables]]\nmatch = \"{t}\"\n\n"))
+        .collect();
     std::fs::write(
         &path,
         format!(
             "[source]\nhost = \"127.0.0.1\"\nport = {source_port}\nuser = \"{REPL_USER}\"\npassword_file = \"password\"\n\n\
-             {target_toml}\n[[tables]]\nmatch = \"bench.sbtest1\"\n\n[backfill]\nchunk_rows = {chunk_rows}\n"
+             {target_toml}\n{rules}{extra}\n"
         ),
     )?;
     Ok(path)
@@ -109,19 +118,43 @@ fn write_config(
 /// Starts `sluice run` and waits until the table is copied and the target caught up; returns
 /// the seconds that took and the still running process (verification runs beside it, as in
 /// production: `sluice verify` waits for the target to catch up with each source read).
-fn backfill(sluice: &Path, dir: &Path, config: &Path) -> anyhow::Result<(f64, std::process::Child)> {
+pub(crate) fn backfill(sluice: &Path, dir: &Path, config: &Path) -> anyhow::Result<(f64, std::process::Child)> {
     let started = Instant::now();
+    let mut child = start_sluice(sluice, dir, config)?;
+    wait_for_status(sluice, dir, config, &mut child, Duration::from_secs(3600), |status| {
+        let ready = status["tables"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty() && t.iter().all(|t| t["backfill"] == "ready"));
+        ready && status["caught_up"] == true
+    })?;
+    Ok((started.elapsed().as_secs_f64(), child))
+}
+
+/// `sluice run -c CONFIG` in `dir`, logging to CONFIG with the extension `log`.
+pub(crate) fn start_sluice(sluice: &Path, dir: &Path, config: &Path) -> anyhow::Result<std::process::Child> {
     let log_file = std::fs::File::create(config.with_extension("log"))?;
-    let mut child = Command::new(sluice)
+    Ok(Command::new(sluice)
         .current_dir(dir)
         .args(["run", "-c"])
         .arg(config)
         .stdout(Stdio::from(log_file.try_clone()?))
         .stderr(Stdio::from(log_file))
-        .spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(3600);
+        .spawn()?)
+}
+
+/// Polls `sluice status --json` until `done` holds for it; fails when sluice exits or
+/// `timeout` passes.
+pub(crate) fn wait_for_status(
+    sluice: &Path,
+    dir: &Path,
+    config: &Path,
+    child: &mut std::process::Child,
+    timeout: Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
     loop {
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(250));
         if let Some(status) = child.try_wait()? {
             bail!(
                 "sluice run exited ({status}); see {}",
@@ -134,22 +167,19 @@ fn backfill(sluice: &Path, dir: &Path, config: &Path) -> anyhow::Result<(f64, st
             .arg(config)
             .stderr(Stdio::null())
             .output()?;
-        if let Ok(status) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
-            let ready = status["tables"]
-                .as_array()
-                .is_some_and(|t| !t.is_empty() && t.iter().all(|t| t["backfill"] == "ready"));
-            if ready && status["caught_up"] == true {
-                break;
-            }
+        if serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|status| done(&status)) {
+            return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("backfill did not finish within an hour");
+            bail!(
+                "sluice did not get there within {timeout:?}; see {}",
+                config.with_extension("log").display()
+            );
         }
     }
-    Ok((started.elapsed().as_secs_f64(), child))
 }
 
-fn stop(mut child: std::process::Child) -> anyhow::Result<()> {
+pub(crate) fn stop(mut child: std::process::Child) -> anyhow::Result<()> {
     // SAFETY: plain kill(2) of our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     child.wait()?;
@@ -168,7 +198,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     );
     log(&format!("filling bench.sbtest1 with {} rows", options.rows));
     let fill_started = Instant::now();
-    fill(&source, options.rows);
+    fill(&source, options.rows, true);
     log(&format!("filled in {:.1} s", fill_started.elapsed().as_secs_f64()));
 
     // pt-table-checksum first: it writes its results to the source (percona.checksums), which
@@ -202,35 +232,15 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     let mut servers_mariadb = Vec::new();
     let mut servers_pg = Vec::new();
     for name in &options.targets {
-        let toml = match name.as_str() {
-            "mariadb" => {
-                let t = MariaDbOptions::new()
-                    .binlog(false)
-                    .server_arg("--innodb-buffer-pool-size=1G")
-                    .start();
-                t.create_user("edge", "edge-pw", &["ALL PRIVILEGES"]);
-                std::fs::write(dir.path().join("edge-password"), "edge-pw\n")?;
-                let toml = format!(
-                    "[target]\nkind = \"mariadb\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"edge\"\npassword_file = \"edge-password\"\ndatabase = \"edge\"\n",
-                    t.port()
-                );
-                servers_mariadb.push(t);
-                toml
-            }
-            "sqlite" => "[target]\nkind = \"sqlite\"\npath = \"edge.sqlite\"\n".to_owned(),
-            "postgres" => {
-                let pg = PostgresServer::start();
-                pg.exec("CREATE DATABASE edge");
-                let toml = format!(
-                    "[target]\nkind = \"postgres\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"postgres\"\ndatabase = \"edge\"\n",
-                    pg.port()
-                );
-                servers_pg.push(pg);
-                toml
-            }
-            other => bail!("unknown target {other:?} (mariadb, sqlite, postgres)"),
-        };
-        let config = write_config(dir.path(), source.port(), name, &toml, 10_000)?;
+        let toml = start_target(name, dir.path(), &mut servers_mariadb, &mut servers_pg)?;
+        let config = write_config(
+            dir.path(),
+            source.port(),
+            name,
+            &toml,
+            &["bench.sbtest1"],
+            "[backfill]\nchunk_rows = 10000\n",
+        )?;
         log(&format!("{name}: sluice run backfills the table"));
         let (seconds, child) = backfill(&options.sluice, dir.path(), &config)?;
         log(&format!(
@@ -264,6 +274,44 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     drop(servers_mariadb);
     drop(servers_pg);
     Ok(())
+}
+
+/// Starts target `name` (`mariadb`, `sqlite` or `postgres`; servers are throwaway and kept in
+/// the given lists until the caller drops them) and returns its `[target]` section.
+pub(crate) fn start_target(
+    name: &str,
+    dir: &Path,
+    servers_mariadb: &mut Vec<MariaDb>,
+    servers_pg: &mut Vec<PostgresServer>,
+) -> anyhow::Result<String> {
+    Ok(match name {
+        "mariadb" => {
+            let t = MariaDbOptions::new()
+                .binlog(false)
+                .server_arg("--innodb-buffer-pool-size=1G")
+                .start();
+            t.create_user("edge", "edge-pw", &["ALL PRIVILEGES"]);
+            std::fs::write(dir.join("edge-password"), "edge-pw\n")?;
+            let toml = format!(
+                "[target]\nkind = \"mariadb\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"edge\"\npassword_file = \"edge-password\"\ndatabase = \"edge\"\n",
+                t.port()
+            );
+            servers_mariadb.push(t);
+            toml
+        }
+        "sqlite" => "[target]\nkind = \"sqlite\"\npath = \"edge.sqlite\"\n".to_owned(),
+        "postgres" => {
+            let pg = PostgresServer::start();
+            pg.exec("CREATE DATABASE edge");
+            let toml = format!(
+                "[target]\nkind = \"postgres\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"postgres\"\ndatabase = \"edge\"\n",
+                pg.port()
+            );
+            servers_pg.push(pg);
+            toml
+        }
+        other => bail!("unknown target {other:?} (mariadb, sqlite, postgres)"),
+    })
 }
 
 /// Times `sluice verify` of the whole table on one target (`--repeat` runs, median).

@@ -68,6 +68,10 @@ pub enum ApplyMsg {
         progress: BackfillProgress,
         /// A column-only copy: the target columns to fill in existing rows.
         fill: Option<Arc<Vec<usize>>>,
+        /// The copy's allowance for this chunk, given back once it committed: it bounds the
+        /// chunks between the copy's reads and the backfill writers, so the coordinator never
+        /// waits for a backfill writer (the stream's transactions behind a chunk would).
+        in_flight: Option<tokio::sync::OwnedSemaphorePermit>,
     },
     /// The transaction just sent carried sluice's heartbeat row written at `sent_us` (Unix
     /// microseconds, sluice's clock): sample the lag once it is committed (see [`crate::lag`]).
@@ -120,9 +124,6 @@ const LARGE_BATCH_LOG_EVERY: usize = 50_000;
 
 /// Work items queued per writer; bounds memory together with the reader's channel.
 const WRITER_QUEUE: usize = 64;
-
-/// Chunks queued per backfill writer (each up to `[backfill] chunk_rows` rows).
-const BACKFILL_QUEUE: usize = 2;
 
 /// How long a writer with an open group waits for more work before committing it (capped
 /// by `batch_max_delay`): a pause shorter than one commit's fsync, so a writer keeps filling
@@ -240,6 +241,8 @@ struct ChunkWork {
     ops: Vec<RowOp>,
     progress: BackfillProgress,
     fill: Option<Arc<Vec<usize>>>,
+    /// Dropped (given back to the copy) once the chunk committed.
+    _in_flight: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Applies backfill chunks on a connection of its own: each chunk, once what it waits for has
@@ -693,7 +696,9 @@ pub fn run_applier(
         }
         let mut backfill_queues = Vec::with_capacity(backfill_targets.len());
         for mut target in backfill_targets {
-            let (tx, rx) = std_mpsc::sync_channel::<ChunkWork>(BACKFILL_QUEUE);
+            target.set_background();
+            // Unbounded: the copies' allowance of chunks in flight bounds it (see `ApplyMsg::Chunk`).
+            let (tx, rx) = std_mpsc::channel::<ChunkWork>();
             backfill_queues.push(tx);
             let shared = &shared;
             handles.push(scope.spawn(move || {
@@ -747,7 +752,7 @@ pub fn run_applier(
 struct Coordinator<'a> {
     queues: Vec<std_mpsc::SyncSender<Work>>,
     /// The backfill writers' queues (empty when nothing is being copied).
-    backfill_queues: Vec<std_mpsc::SyncSender<ChunkWork>>,
+    backfill_queues: Vec<std_mpsc::Sender<ChunkWork>>,
     next_backfill_writer: usize,
     /// Each table's last scheduled chunk.
     last_chunk: std::collections::HashMap<String, ChunkId>,
@@ -814,7 +819,12 @@ impl Coordinator<'_> {
                     self.large_writer = Some(w);
                     self.send(w, Work::LargeStart { sched, gtid, ops })?;
                 }
-                ApplyMsg::Chunk { ops, progress, fill } => self.schedule_chunk(ops, progress, fill)?,
+                ApplyMsg::Chunk {
+                    ops,
+                    progress,
+                    fill,
+                    in_flight,
+                } => self.schedule_chunk(ops, progress, fill, in_flight)?,
                 ApplyMsg::LargeRows(ops) => {
                     let w = self.large_writer.expect("large transaction started");
                     self.send(w, Work::LargeRows(ops))?;
@@ -856,6 +866,7 @@ impl Coordinator<'_> {
         ops: Vec<RowOp>,
         progress: BackfillProgress,
         fill: Option<Arc<Vec<usize>>>,
+        in_flight: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Result<(), TargetError> {
         if self.backfill_queues.is_empty() {
             return Err(TargetError::Other(format!(
@@ -881,6 +892,7 @@ impl Coordinator<'_> {
                 ops,
                 progress,
                 fill,
+                _in_flight: in_flight,
             })
             .map_err(|_| TargetError::Other("apply stopped".into()))
     }

@@ -84,6 +84,8 @@ pub struct Chunk {
     pub fill: Option<Arc<Vec<usize>>>,
     /// The progress to record with the rows.
     pub progress: BackfillProgress,
+    /// Its place among the chunks in flight (`None`: a failure record).
+    pub in_flight: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Chunk {
@@ -96,7 +98,15 @@ impl Chunk {
 
     /// The chunk as target row changes, the progress to record with them, and the columns
     /// a column-only copy fills.
-    pub fn into_apply(self) -> (Vec<RowOp>, BackfillProgress, Option<Arc<Vec<usize>>>) {
+    #[allow(clippy::type_complexity)]
+    pub fn into_apply(
+        self,
+    ) -> (
+        Vec<RowOp>,
+        BackfillProgress,
+        Option<Arc<Vec<usize>>>,
+        Option<tokio::sync::OwnedSemaphorePermit>,
+    ) {
         let table = &self.plan.target;
         let ops = self
             .rows
@@ -106,7 +116,7 @@ impl Chunk {
                 row,
             })
             .collect();
-        (ops, self.progress, self.fill)
+        (ops, self.progress, self.fill, self.in_flight)
     }
 }
 
@@ -125,6 +135,8 @@ pub struct BackfillJob {
 pub struct BackfillSettings {
     pub chunk_rows: usize,
     pub parallel_tables: usize,
+    /// Chunks read but not yet committed, at most (all tables together).
+    pub chunks_in_flight: usize,
     /// Pause while the stream's lag is above this; `None` never pauses.
     pub max_lag: Option<Duration>,
     /// The heartbeat interval (a missing heartbeat counts as lag after it).
@@ -494,10 +506,11 @@ pub async fn run_backfills(
         board.planned(job);
     }
     let permits = Arc::new(tokio::sync::Semaphore::new(settings.parallel_tables.max(1)));
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(settings.chunks_in_flight.max(1)));
     let mut copies = tokio::task::JoinSet::new();
     for job in jobs {
         let (pool, settings, tx, board, lag) = (pool.clone(), settings.clone(), tx.clone(), board.clone(), lag.clone());
-        let permits = permits.clone();
+        let (permits, in_flight) = (permits.clone(), in_flight.clone());
         copies.spawn(async move {
             let Ok(_permit) = permits.acquire_owned().await else {
                 return;
@@ -511,7 +524,7 @@ pub async fn run_backfills(
                 "backfill started"
             );
             let mut copy = TableCopier::new(job, &settings);
-            match copy.run(&pool, &tx, &board, &lag).await {
+            match copy.run(&pool, &tx, &board, &lag, &in_flight).await {
                 Ok(()) => {}
                 Err(e) => {
                     let reason = e.to_string();
@@ -593,6 +606,7 @@ impl TableCopier {
             rows: Vec::new(),
             fill: self.fill.clone(),
             progress,
+            in_flight: None,
         }
     }
 
@@ -658,6 +672,7 @@ impl TableCopier {
         tx: &tokio::sync::mpsc::Sender<BackfillMsg>,
         board: &CopyBoard,
         lag: &LagMeter,
+        in_flight: &Arc<tokio::sync::Semaphore>,
     ) -> Result<(), BackfillError> {
         let def = self.plan.source.clone();
         let table = def.qualified_name();
@@ -684,6 +699,10 @@ impl TableCopier {
         let mut converting = None;
         loop {
             self.throttle(board, lag).await;
+            // Read no further ahead than the backfill writers can take.
+            let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                return Ok(());
+            };
             let (reply, opened) = tokio::sync::oneshot::channel();
             if tx
                 .send(BackfillMsg::Open {
@@ -746,7 +765,8 @@ impl TableCopier {
             self.last_key_text = last_key.as_deref().map(encode_key);
             let progress = self.progress(done, None);
             let (plan, fill) = (self.plan.clone(), self.fill.clone());
-            let next = tokio::task::spawn_blocking(move || convert_chunk(plan, raw, window, high, fill, progress));
+            let next =
+                tokio::task::spawn_blocking(move || convert_chunk(plan, raw, window, high, fill, progress, permit));
             if !self.hand_over(&mut converting, tx).await? {
                 return Ok(());
             }
@@ -768,6 +788,7 @@ fn convert_chunk(
     high: GtidPosition,
     fill: Option<Arc<Vec<usize>>>,
     progress: BackfillProgress,
+    in_flight: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<Chunk, BackfillError> {
     let def = &plan.source;
     let table = def.qualified_name();
@@ -789,6 +810,7 @@ fn convert_chunk(
         rows,
         fill,
         progress,
+        in_flight: Some(in_flight),
     })
 }
 

@@ -377,6 +377,9 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
     let settings = crate::backfill::BackfillSettings {
         chunk_rows: config.backfill.chunk_rows,
         parallel_tables: config.backfill.parallel_tables,
+        // Per table one chunk being read and one converted or waiting for its window, and
+        // per backfill writer one being written and one queued.
+        chunks_in_flight: 2 * (config.backfill.parallel_tables + config.backfill_writers()),
         max_lag: (config.backfill.max_lag_ms > 0).then(|| Duration::from_millis(config.backfill.max_lag_ms)),
         heartbeat_interval: Duration::from_millis(config.lag.interval_ms),
     };

@@ -269,9 +269,15 @@ impl SourceReader {
             let window = self.windows.remove(at).expect("present");
             let mut chunk = window.chunk.expect("ready");
             chunk.drop_touched(&window.touched);
-            let (ops, progress, fill) = chunk.into_apply();
+            let (ops, progress, fill, in_flight) = chunk.into_apply();
             tracing::debug!(table = %progress.table, rows = ops.len(), done = progress.done, "backfill chunk");
-            self.send(ApplyMsg::Chunk { ops, progress, fill }).await?;
+            self.send(ApplyMsg::Chunk {
+                ops,
+                progress,
+                fill,
+                in_flight,
+            })
+            .await?;
         }
         Ok(())
     }

@@ -408,6 +408,7 @@ fn run_once(
                         ops,
                         progress,
                         fill: None,
+                        in_flight: None,
                     })
                     .is_err()
                 {

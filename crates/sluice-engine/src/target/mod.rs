@@ -224,6 +224,10 @@ pub trait Target: Send {
     /// Values a column cannot hold are refused here, by the call that passes them.
     fn apply(&mut self, op: &RowOp) -> TargetResult<()>;
 
+    /// Marks this connection as a background (backfill) writer: where the target has one
+    /// write lock for all connections (SQLite), the stream's writers waiting for it go first.
+    fn set_background(&mut self) {}
+
     /// Applies `ops` in order inside the open transaction, exactly as one `apply` each would
     /// (the same result, the same errors). A target may do it with fewer statements: SQLite
     /// writes a run of inserts into one table (a backfill chunk, say) as multi-row upserts.

@@ -488,6 +488,80 @@ pub struct SqliteTarget {
     conn: Connection,
     plans: HashMap<String, TablePlan>,
     state: TxState,
+    /// The file's write gate, and this connection's turn while its transaction is open.
+    gate: Arc<WriteGate>,
+    turn: Option<WriteTurn>,
+    /// A backfill writer: lets stream writers waiting for the gate go first.
+    background: bool,
+}
+
+/// The order of SQLite's single write lock among sluice's own connections to one file.
+///
+/// A writer that finds SQLite's lock taken polls it: the busy handler sleeps 1, 2, 5 … up to
+/// 100 ms between tries. With a backfill writer committing chunk after chunk, a stream writer
+/// could lose that race many times over and the stream would lag by hundreds of
+/// milliseconds. Sluice's connections to one file therefore take turns here first: the lock
+/// passes from one transaction to the next without sleeps, and a stream writer waiting goes
+/// before a backfill writer. (Other processes writing the file still meet SQLite's own lock
+/// and the busy timeout.)
+#[derive(Default)]
+struct WriteGate {
+    state: std::sync::Mutex<GateState>,
+    freed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    taken: bool,
+    /// Stream (not background) writers waiting for their turn.
+    waiting_foreground: usize,
+}
+
+/// One connection's turn at the gate; the next one may go when it is dropped.
+struct WriteTurn(Arc<WriteGate>);
+
+impl Drop for WriteTurn {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.taken = false;
+        drop(state);
+        self.0.freed.notify_all();
+    }
+}
+
+impl WriteGate {
+    /// The gate of the database file at `path` (one per file and process).
+    fn of(path: &Path) -> Arc<WriteGate> {
+        static GATES: std::sync::Mutex<Vec<(std::path::PathBuf, std::sync::Weak<WriteGate>)>> =
+            std::sync::Mutex::new(Vec::new());
+        let key = path.canonicalize().unwrap_or_else(|_| path.to_owned());
+        let mut gates = GATES.lock().unwrap_or_else(|p| p.into_inner());
+        gates.retain(|(_, gate)| gate.strong_count() > 0);
+        if let Some(gate) = gates.iter().find(|(p, _)| *p == key).and_then(|(_, g)| g.upgrade()) {
+            return gate;
+        }
+        let gate = Arc::new(WriteGate::default());
+        gates.push((key, Arc::downgrade(&gate)));
+        gate
+    }
+
+    /// Waits for this connection's turn (after every waiting stream writer when `background`).
+    fn enter(self: &Arc<Self>, background: bool) -> WriteTurn {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if background {
+            while state.taken || state.waiting_foreground > 0 {
+                state = self.freed.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+        } else {
+            state.waiting_foreground += 1;
+            while state.taken {
+                state = self.freed.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+            state.waiting_foreground -= 1;
+        }
+        state.taken = true;
+        WriteTurn(Arc::clone(self))
+    }
 }
 
 impl SqliteTarget {
@@ -511,6 +585,9 @@ impl SqliteTarget {
             conn,
             plans: HashMap::new(),
             state: TxState::Idle,
+            gate: WriteGate::of(path),
+            turn: None,
+            background: false,
         })
     }
 
@@ -735,12 +812,46 @@ impl SqliteTarget {
     }
 
     fn rollback_now(&mut self) -> TargetResult<()> {
-        if !self.conn.is_autocommit() {
+        let result = if self.conn.is_autocommit() {
+            Ok(())
+        } else {
             self.conn
                 .execute_batch("ROLLBACK")
-                .map_err(db_err("rollback", "(transaction)"))?;
+                .map_err(db_err("rollback", "(transaction)"))
+        };
+        if self.conn.is_autocommit() {
+            self.turn = None;
         }
-        Ok(())
+        result
+    }
+
+    /// `BEGIN IMMEDIATE` in this connection's turn at the file's write gate.
+    fn begin_immediate(&mut self) -> TargetResult<()> {
+        if self.turn.is_none() {
+            self.turn = Some(self.gate.enter(self.background));
+        }
+        let begun = self
+            .conn
+            .prepare_cached("BEGIN IMMEDIATE")
+            .and_then(|mut st| st.execute([]))
+            .map_err(db_err("begin", "(transaction)"));
+        if begun.is_err() {
+            self.turn = None;
+        }
+        begun.map(|_| ())
+    }
+
+    /// `COMMIT`, ending this connection's turn when the transaction is over.
+    fn commit_now(&mut self) -> TargetResult<()> {
+        let result = self
+            .conn
+            .prepare_cached("COMMIT")
+            .and_then(|mut st| st.execute([]))
+            .map_err(db_err("commit", "(transaction)"));
+        if self.conn.is_autocommit() {
+            self.turn = None;
+        }
+        result.map(|_| ())
     }
 }
 
@@ -769,14 +880,12 @@ impl Target for SqliteTarget {
                 self.state = TxState::Failed;
             });
         }
-        self.conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(db_err("begin", "(transaction)"))?;
+        self.begin_immediate()?;
         match self.prepare_in_tx(tables) {
             Ok(()) => {
-                if let Err(e) = self.conn.execute_batch("COMMIT") {
+                if let Err(e) = self.commit_now() {
                     let _ = self.rollback_now();
-                    return Err(db_err("commit", "(transaction)")(e));
+                    return Err(e);
                 }
                 Ok(())
             }
@@ -803,12 +912,13 @@ impl Target for SqliteTarget {
         if self.state == TxState::Open {
             return Err(TargetError::Other("begin called while a transaction is open".into()));
         }
-        self.conn
-            .prepare_cached("BEGIN IMMEDIATE")
-            .and_then(|mut st| st.execute([]))
-            .map_err(db_err("begin", "(transaction)"))?;
+        self.begin_immediate()?;
         self.state = TxState::Open;
         Ok(())
+    }
+
+    fn set_background(&mut self) {
+        self.background = true;
     }
 
     fn apply_all(&mut self, ops: &[RowOp]) -> TargetResult<()> {
@@ -850,12 +960,7 @@ impl Target for SqliteTarget {
                 ])
             })
             .map_err(db_err("write checkpoint", "_sluice_checkpoint"))
-            .and_then(|_| {
-                self.conn
-                    .prepare_cached("COMMIT")
-                    .and_then(|mut st| st.execute([]))
-                    .map_err(db_err("commit", "(transaction)"))
-            });
+            .and_then(|_| self.commit_now());
         match result {
             Ok(_) => {
                 self.state = TxState::Idle;
@@ -1066,7 +1171,14 @@ impl Target for SqliteTarget {
 
     fn record_verified(&mut self, record: &VerifiedRecord) -> TargetResult<()> {
         let position = record.position.to_string();
-        self.conn
+        // A write of its own (autocommit) when outside a transaction: it takes a turn at the
+        // gate too, or the writers handing the lock to each other could starve it.
+        let own_turn = self.turn.is_none();
+        if own_turn {
+            self.turn = Some(self.gate.enter(self.background));
+        }
+        let result = self
+            .conn
             .execute_batch(
                 r#"CREATE TABLE IF NOT EXISTS "_sluice_verified" ("id" INTEGER PRIMARY KEY, "position" TEXT NOT NULL, "mismatches" INTEGER NOT NULL, "unchecked_txns" INTEGER NOT NULL, "updated_at_unix" INTEGER NOT NULL) STRICT"#,
             )
@@ -1074,8 +1186,11 @@ impl Target for SqliteTarget {
                 self.conn.prepare_cached(r#"INSERT INTO "_sluice_verified" ("id", "position", "mismatches", "unchecked_txns", "updated_at_unix") VALUES (0, ?1, ?2, ?3, ?4) ON CONFLICT ("id") DO UPDATE SET "position" = excluded."position", "mismatches" = excluded."mismatches", "unchecked_txns" = excluded."unchecked_txns", "updated_at_unix" = excluded."updated_at_unix""#)?
                     .execute(params![position, record.mismatches as i64, record.unchecked_txns as i64, unix_now()])
             })
-            .map_err(db_err("record verified", "_sluice_verified"))?;
-        Ok(())
+            .map_err(db_err("record verified", "_sluice_verified"));
+        if own_turn {
+            self.turn = None;
+        }
+        result.map(|_| ())
     }
 
     fn load_verified(&mut self) -> TargetResult<Option<VerifiedRecord>> {
@@ -1096,11 +1211,7 @@ impl Target for SqliteTarget {
 
     fn commit_without_checkpoint(&mut self) -> TargetResult<()> {
         self.state.require_open_for_commit()?;
-        let result = self
-            .conn
-            .prepare_cached("COMMIT")
-            .and_then(|mut st| st.execute([]))
-            .map_err(db_err("commit", "(transaction)"));
+        let result = self.commit_now();
         match result {
             Ok(_) => {
                 self.state = TxState::Idle;
