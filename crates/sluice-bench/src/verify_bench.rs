@@ -118,15 +118,48 @@ pub(crate) fn write_config(
 /// Starts `sluice run` and waits until the table is copied and the target caught up; returns
 /// the seconds that took and the still running process (verification runs beside it, as in
 /// production: `sluice verify` waits for the target to catch up with each source read).
+///
+/// It watches the target's own records (`_sluice_backfill`, the checkpoint) and the source's
+/// position, not `sluice status`: status counts a SQLite table's rows, which on a table of
+/// millions would cost as much CPU as the copy it times.
 pub(crate) fn backfill(sluice: &Path, dir: &Path, config: &Path) -> anyhow::Result<(f64, std::process::Child)> {
     let started = Instant::now();
     let mut child = start_sluice(sluice, dir, config)?;
-    wait_for_status(sluice, dir, config, &mut child, Duration::from_secs(3600), |status| {
-        let ready = status["tables"]
-            .as_array()
-            .is_some_and(|t| !t.is_empty() && t.iter().all(|t| t["backfill"] == "ready"));
-        ready && status["caught_up"] == true
-    })?;
+    let cfg = sluice_engine::config::Config::load(config)?;
+    let mut source = crate::apply::mysql_conn(cfg.source.port, None)?;
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    let mut target = None;
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "sluice run exited ({status}); see {}",
+                config.with_extension("log").display()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!("backfill did not finish within an hour");
+        }
+        if target.is_none() {
+            // SQLite: the file exists once sluice created it.
+            target = sluice_engine::pipeline::open_target(&cfg).ok();
+        }
+        let Some(t) = target.as_mut() else { continue };
+        let copied = t.load_backfill().unwrap_or_default();
+        if copied.is_empty() || !copied.iter().all(|p| p.done) {
+            continue;
+        }
+        let want: String =
+            mysql::prelude::Queryable::query_first(&mut source, "SELECT @@global.gtid_binlog_pos")?.unwrap_or_default();
+        let want: sluice_binlog::GtidPosition = want.parse().map_err(|_| anyhow::anyhow!("bad source position"))?;
+        if t.load_checkpoint()
+            .ok()
+            .flatten()
+            .is_some_and(|cp| cp.position.covers(&want))
+        {
+            break;
+        }
+    }
     Ok((started.elapsed().as_secs_f64(), child))
 }
 
@@ -154,7 +187,8 @@ pub(crate) fn wait_for_status(
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
-        std::thread::sleep(Duration::from_millis(250));
+        // Not too often: status counts a SQLite table's rows.
+        std::thread::sleep(Duration::from_millis(1000));
         if let Some(status) = child.try_wait()? {
             bail!(
                 "sluice run exited ({status}); see {}",

@@ -304,11 +304,22 @@ pub fn run_verifier(
                 match rx.recv_timeout(Duration::from_millis(1)) {
                     Ok(g) => carried.push_back(checked_group(g)?),
                     Err(std_mpsc::RecvTimeoutError::Timeout) => {}
-                    // Every writer has gone while one of them still owes a group: it failed
-                    // between its commit and the hand-over (the stop flag may not be visible
-                    // here yet). What that commit wrote is unknown, so nothing can be judged:
-                    // the run is ending, and a restart verifies from its checkpoint.
-                    Err(std_mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+                    Err(std_mpsc::RecvTimeoutError::Disconnected) => {
+                        // Every writer has gone. A writer counts its hand-over just after
+                        // sending, so look again: if one still owes a group, it failed between
+                        // its commit and the hand-over (the stop flag may not be visible here
+                        // yet). What that commit wrote is unknown, so nothing can be judged: the
+                        // run is ending, and a restart verifies from its checkpoint.
+                        let owed = link
+                            .handed_over
+                            .iter()
+                            .zip(&snapshot)
+                            .any(|(h, &s)| h.load(Ordering::SeqCst) < s);
+                        if owed {
+                            return Ok(());
+                        }
+                        break;
+                    }
                 }
             }
             while let Ok(g) = rx.try_recv() {
