@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use mysql::prelude::Queryable;
-use sluice_testkit::{MariaDb, MariaDbOptions};
+use sluice_testkit::MariaDb;
 
-use crate::verify_bench::{self, REPL_PASSWORD, REPL_USER};
+use crate::verify_bench;
 
 pub struct Options {
     pub sluice: std::path::PathBuf,
@@ -59,20 +59,9 @@ pub fn run(mut options: Options) -> anyhow::Result<()> {
         .sluice
         .canonicalize()
         .with_context(|| format!("{}", options.sluice.display()))?;
-    let dir = tempfile::tempdir()?;
-    std::fs::write(dir.path().join("password"), format!("{REPL_PASSWORD}\n"))?;
     log("starting the throwaway source");
-    let source = MariaDbOptions::new().server_arg("--innodb-buffer-pool-size=2G").start();
-    source.create_user(
-        REPL_USER,
-        REPL_PASSWORD,
-        &[
-            "REPLICATION SLAVE, BINLOG MONITOR",
-            "SELECT ON *.*",
-            // The heartbeat (lag in microseconds).
-            "CREATE, INSERT, UPDATE ON sluice.*",
-        ],
-    );
+    // The heartbeat (lag in microseconds) needs its own grant.
+    let (dir, source) = verify_bench::start_source("2G", &["CREATE, INSERT, UPDATE ON sluice.*"])?;
     log(&format!(
         "filling bench.sbtest1 with {} rows (not in the binlog)",
         options.rows

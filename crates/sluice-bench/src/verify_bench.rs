@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use sluice_testkit::{MariaDb, MariaDbOptions, PostgresServer};
 
-pub(crate) const REPL_USER: &str = "sluice_repl";
-pub(crate) const REPL_PASSWORD: &str = "bench-Pa55";
+const REPL_USER: &str = "sluice_repl";
+const REPL_PASSWORD: &str = "bench-Pa55";
 
 pub struct Options {
     pub sluice: PathBuf,
@@ -127,40 +127,61 @@ pub(crate) fn backfill(sluice: &Path, dir: &Path, config: &Path) -> anyhow::Resu
     let mut child = start_sluice(sluice, dir, config)?;
     let cfg = sluice_engine::config::Config::load(config)?;
     let mut source = crate::apply::mysql_conn(cfg.source.port, None)?;
-    let deadline = Instant::now() + Duration::from_secs(3600);
     let mut target = None;
+    wait_until(
+        &mut child,
+        config,
+        Duration::from_secs(3600),
+        Duration::from_millis(100),
+        || {
+            if target.is_none() {
+                // SQLite: the file exists once sluice created it.
+                target = sluice_engine::pipeline::open_target(&cfg).ok();
+            }
+            let Some(t) = target.as_mut() else { return Ok(false) };
+            let copied = t.load_backfill().unwrap_or_default();
+            if copied.is_empty() || !copied.iter().all(|p| p.done) {
+                return Ok(false);
+            }
+            let want: String = mysql::prelude::Queryable::query_first(&mut source, "SELECT @@global.gtid_binlog_pos")?
+                .unwrap_or_default();
+            let want: sluice_binlog::GtidPosition = want.parse().map_err(|_| anyhow::anyhow!("bad source position"))?;
+            Ok(t.load_checkpoint()
+                .ok()
+                .flatten()
+                .is_some_and(|cp| cp.position.covers(&want)))
+        },
+    )?;
+    Ok((started.elapsed().as_secs_f64(), child))
+}
+
+/// Calls `done` every `poll` until it says so; fails when sluice exits or `timeout` passes.
+fn wait_until(
+    child: &mut std::process::Child,
+    config: &Path,
+    timeout: Duration,
+    poll: Duration,
+    mut done: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
     loop {
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(poll);
         if let Some(status) = child.try_wait()? {
             bail!(
                 "sluice run exited ({status}); see {}",
                 config.with_extension("log").display()
             );
         }
+        if done()? {
+            return Ok(());
+        }
         if Instant::now() > deadline {
-            bail!("backfill did not finish within an hour");
-        }
-        if target.is_none() {
-            // SQLite: the file exists once sluice created it.
-            target = sluice_engine::pipeline::open_target(&cfg).ok();
-        }
-        let Some(t) = target.as_mut() else { continue };
-        let copied = t.load_backfill().unwrap_or_default();
-        if copied.is_empty() || !copied.iter().all(|p| p.done) {
-            continue;
-        }
-        let want: String =
-            mysql::prelude::Queryable::query_first(&mut source, "SELECT @@global.gtid_binlog_pos")?.unwrap_or_default();
-        let want: sluice_binlog::GtidPosition = want.parse().map_err(|_| anyhow::anyhow!("bad source position"))?;
-        if t.load_checkpoint()
-            .ok()
-            .flatten()
-            .is_some_and(|cp| cp.position.covers(&want))
-        {
-            break;
+            bail!(
+                "sluice did not get there within {timeout:?}; see {}",
+                config.with_extension("log").display()
+            );
         }
     }
-    Ok((started.elapsed().as_secs_f64(), child))
 }
 
 /// `sluice run -c CONFIG` in `dir`, logging to CONFIG with the extension `log`.
@@ -185,32 +206,31 @@ pub(crate) fn wait_for_status(
     timeout: Duration,
     done: impl Fn(&serde_json::Value) -> bool,
 ) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        // Not too often: status counts a SQLite table's rows.
-        std::thread::sleep(Duration::from_millis(1000));
-        if let Some(status) = child.try_wait()? {
-            bail!(
-                "sluice run exited ({status}); see {}",
-                config.with_extension("log").display()
-            );
-        }
+    // Not too often: status counts a SQLite table's rows.
+    wait_until(child, config, timeout, Duration::from_millis(1000), || {
         let out = Command::new(sluice)
             .current_dir(dir)
             .args(["status", "--json", "-c"])
             .arg(config)
             .stderr(Stdio::null())
             .output()?;
-        if serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|status| done(&status)) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "sluice did not get there within {timeout:?}; see {}",
-                config.with_extension("log").display()
-            );
-        }
-    }
+        Ok(serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|status| done(&status)))
+    })
+}
+
+/// A throwaway source (binlog on, the given InnoDB buffer pool) with sluice's replication
+/// user, granted `extra_grants` too, and a scratch directory holding that user's password
+/// file (sluice runs there).
+pub(crate) fn start_source(buffer_pool: &str, extra_grants: &[&str]) -> anyhow::Result<(tempfile::TempDir, MariaDb)> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("password"), format!("{REPL_PASSWORD}\n"))?;
+    let source = MariaDbOptions::new()
+        .server_arg(format!("--innodb-buffer-pool-size={buffer_pool}"))
+        .start();
+    let mut grants = vec!["REPLICATION SLAVE, BINLOG MONITOR", "SELECT ON *.*"];
+    grants.extend_from_slice(extra_grants);
+    source.create_user(REPL_USER, REPL_PASSWORD, &grants);
+    Ok((dir, source))
 }
 
 pub(crate) fn stop(mut child: std::process::Child) -> anyhow::Result<()> {
@@ -221,15 +241,8 @@ pub(crate) fn stop(mut child: std::process::Child) -> anyhow::Result<()> {
 }
 
 pub fn run(options: Options) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    std::fs::write(dir.path().join("password"), format!("{REPL_PASSWORD}\n"))?;
     log("starting the throwaway source");
-    let source = MariaDbOptions::new().server_arg("--innodb-buffer-pool-size=1G").start();
-    source.create_user(
-        REPL_USER,
-        REPL_PASSWORD,
-        &["REPLICATION SLAVE, BINLOG MONITOR", "SELECT ON *.*"],
-    );
+    let (dir, source) = start_source("1G", &[])?;
     log(&format!("filling bench.sbtest1 with {} rows", options.rows));
     let fill_started = Instant::now();
     fill(&source, options.rows, true);

@@ -96,17 +96,9 @@ impl Chunk {
         }
     }
 
-    /// The chunk as target row changes, the progress to record with them, and the columns
-    /// a column-only copy fills.
-    #[allow(clippy::type_complexity)]
-    pub fn into_apply(
-        self,
-    ) -> (
-        Vec<RowOp>,
-        BackfillProgress,
-        Option<Arc<Vec<usize>>>,
-        Option<tokio::sync::OwnedSemaphorePermit>,
-    ) {
+    /// The chunk as the applier's message: target row changes (upserts), the progress to
+    /// record with them, the columns a column-only copy fills, and its allowance.
+    pub fn into_apply(self) -> crate::apply::ApplyMsg {
         let table = &self.plan.target;
         let ops = self
             .rows
@@ -116,7 +108,12 @@ impl Chunk {
                 row,
             })
             .collect();
-        (ops, self.progress, self.fill, self.in_flight)
+        crate::apply::ApplyMsg::Chunk {
+            ops,
+            progress: self.progress,
+            fill: self.fill,
+            in_flight: self.in_flight,
+        }
     }
 }
 
@@ -480,14 +477,26 @@ pub(crate) fn convert_row(
     def: &TableDef,
     row: mysql_async::Row,
 ) -> Result<(Vec<mysql_async::Value>, Vec<Value>), String> {
-    let values = row.unwrap();
-    let key = def.primary_key.iter().map(|&i| values[i].clone()).collect();
-    let converted = values
+    let key = source_key(def, &row);
+    Ok((key, convert_values(def, row)?))
+}
+
+/// A source row's primary key as the source binds it (for the next keyset read).
+fn source_key(def: &TableDef, row: &mysql_async::Row) -> Vec<mysql_async::Value> {
+    def.primary_key
+        .iter()
+        .map(|&i| row.as_ref(i).cloned().unwrap_or(mysql_async::Value::NULL))
+        .collect()
+}
+
+/// A source row of the binary protocol as sluice values; `Err` names the column that came
+/// back as an unexpected kind of value.
+fn convert_values(def: &TableDef, row: mysql_async::Row) -> Result<Vec<Value>, String> {
+    row.unwrap()
         .into_iter()
         .zip(&def.columns)
         .map(|(v, c)| convert(v, c).ok_or_else(|| c.name.clone()))
-        .collect::<Result<Vec<Value>, String>>()?;
-    Ok((key, converted))
+        .collect()
 }
 
 /// Copies every job's table, `parallel_tables` at a time, handing chunks to the reader.
@@ -755,11 +764,7 @@ impl TableCopier {
             // The next read starts after this chunk's last key: take it now, the rest of the
             // conversion runs beside that read.
             if let Some(last) = raw.last() {
-                let (key, _) = convert_row(&def, last.clone()).map_err(|column| BackfillError::Value {
-                    table: table.clone(),
-                    column,
-                })?;
-                last_key = Some(key);
+                last_key = Some(source_key(&def, last));
             }
             self.rows_copied += raw.len() as u64;
             self.last_key_text = last_key.as_deref().map(encode_key);
@@ -794,7 +799,7 @@ fn convert_chunk(
     let table = def.qualified_name();
     let mut rows = Vec::with_capacity(raw.len());
     for row in raw {
-        let (_, converted) = convert_row(def, row).map_err(|column| BackfillError::Value {
+        let converted = convert_values(def, row).map_err(|column| BackfillError::Value {
             table: table.clone(),
             column,
         })?;

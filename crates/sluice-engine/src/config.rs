@@ -380,7 +380,6 @@ impl TableSelector {
 }
 
 impl Config {
-    /// Reads and validates `path`. No network access.
     /// Why `new` cannot replace this config in a running process (`None`: it can). A reload
     /// may change which tables and columns are replicated and how (they take effect as if
     /// sluice had restarted); a different source, target or HMAC key needs a deliberate
@@ -397,6 +396,7 @@ impl Config {
         }
     }
 
+    /// Reads and validates `path`. No network access.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),

@@ -269,15 +269,8 @@ impl SourceReader {
             let window = self.windows.remove(at).expect("present");
             let mut chunk = window.chunk.expect("ready");
             chunk.drop_touched(&window.touched);
-            let (ops, progress, fill, in_flight) = chunk.into_apply();
-            tracing::debug!(table = %progress.table, rows = ops.len(), done = progress.done, "backfill chunk");
-            self.send(ApplyMsg::Chunk {
-                ops,
-                progress,
-                fill,
-                in_flight,
-            })
-            .await?;
+            tracing::debug!(table = %chunk.progress.table, rows = chunk.rows.len(), done = chunk.progress.done, "backfill chunk");
+            self.send(chunk.into_apply()).await?;
         }
         Ok(())
     }

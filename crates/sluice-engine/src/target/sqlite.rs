@@ -825,11 +825,28 @@ impl SqliteTarget {
         result
     }
 
-    /// `BEGIN IMMEDIATE` in this connection's turn at the file's write gate.
-    fn begin_immediate(&mut self) -> TargetResult<()> {
-        if self.turn.is_none() {
+    /// No partial state: a failed write abandons the whole target transaction at once.
+    fn abandon_on_error<T>(&mut self, result: TargetResult<T>) -> TargetResult<T> {
+        if result.is_err() {
+            self.state = TxState::Failed;
+            let _ = self.rollback_now();
+        }
+        result
+    }
+
+    /// This connection's turn at the file's write gate, unless it holds it already; `true`
+    /// when it was taken here.
+    fn take_turn(&mut self) -> bool {
+        let taken = self.turn.is_none();
+        if taken {
             self.turn = Some(self.gate.enter(self.background));
         }
+        taken
+    }
+
+    /// `BEGIN IMMEDIATE` in this connection's turn at the file's write gate.
+    fn begin_immediate(&mut self) -> TargetResult<()> {
+        self.take_turn();
         let begun = self
             .conn
             .prepare_cached("BEGIN IMMEDIATE")
@@ -924,23 +941,11 @@ impl Target for SqliteTarget {
     fn apply_all(&mut self, ops: &[RowOp]) -> TargetResult<()> {
         self.state.require_open("apply")?;
         let result = self.apply_ops(ops);
-        if result.is_err() {
-            // No partial state: abandon the whole target transaction now.
-            self.state = TxState::Failed;
-            let _ = self.rollback_now();
-        }
-        result
+        self.abandon_on_error(result)
     }
 
     fn apply(&mut self, op: &RowOp) -> TargetResult<()> {
-        self.state.require_open("apply")?;
-        let result = self.apply_op(op);
-        if result.is_err() {
-            // No partial state: abandon the whole target transaction now.
-            self.state = TxState::Failed;
-            let _ = self.rollback_now();
-        }
-        result
+        self.apply_all(std::slice::from_ref(op))
     }
 
     fn commit(&mut self, checkpoint: &Checkpoint) -> TargetResult<()> {
@@ -982,12 +987,7 @@ impl Target for SqliteTarget {
     fn record_backfill(&mut self, progress: &BackfillProgress) -> TargetResult<()> {
         self.state.require_open("record_backfill")?;
         let result = self.write_backfill(progress);
-        if result.is_err() {
-            // No partial state: abandon the whole target transaction now.
-            self.state = TxState::Failed;
-            let _ = self.rollback_now();
-        }
-        result
+        self.abandon_on_error(result)
     }
 
     fn record_lag(&mut self, report: &crate::lag::LagReport) -> TargetResult<()> {
@@ -999,12 +999,7 @@ impl Target for SqliteTarget {
             .and_then(|mut st| st.execute(params![report.source, p50, p99, p999, max, samples, window, at]))
             .map(|_| ())
             .map_err(db_err("record lag", "_sluice_lag"));
-        if result.is_err() {
-            // No partial state: abandon the whole target transaction now.
-            self.state = TxState::Failed;
-            let _ = self.rollback_now();
-        }
-        result
+        self.abandon_on_error(result)
     }
 
     fn load_lag(&mut self) -> TargetResult<Option<crate::lag::LagReport>> {
@@ -1090,12 +1085,7 @@ impl Target for SqliteTarget {
                 .map_err(db_err("fill columns", &table.name))?;
             Ok(())
         })();
-        if result.is_err() {
-            // No partial state: abandon the whole target transaction now.
-            self.state = TxState::Failed;
-            let _ = self.rollback_now();
-        }
-        result
+        self.abandon_on_error(result)
     }
 
     fn read_rows(&mut self, table: &Arc<TargetTable>, selection: RowSelection<'_>) -> TargetResult<Vec<Vec<Value>>> {
@@ -1173,10 +1163,7 @@ impl Target for SqliteTarget {
         let position = record.position.to_string();
         // A write of its own (autocommit) when outside a transaction: it takes a turn at the
         // gate too, or the writers handing the lock to each other could starve it.
-        let own_turn = self.turn.is_none();
-        if own_turn {
-            self.turn = Some(self.gate.enter(self.background));
-        }
+        let own_turn = self.take_turn();
         let result = self
             .conn
             .execute_batch(
