@@ -46,7 +46,7 @@ _sluice_ensure_cargo() {
     export PATH="$HOME/.cargo/bin:$PATH"
     return 0
   fi
-  echo "error: cargo not found. sluice needs a Rust toolchain (1.80 or newer);" >&2
+  echo "error: cargo not found. sluice needs a Rust toolchain (1.95 or newer; rust-toolchain.toml pins it);" >&2
   echo "       install it from https://rustup.rs and re-run." >&2
   return 1
 }

@@ -19,7 +19,7 @@ use anyhow::Context;
 use serde_json::json;
 use sluice_binlog::file::BinlogFileReader;
 use sluice_binlog::{EventBody, EventDecoder, TableDef, TableIdMap, TableMap};
-use sluice_engine::filter::TableFilter;
+use sluice_engine::select::rules::TableFilter;
 
 use crate::measure::{fold_change, mb_per_s, median, per_s, Span, Stopwatch};
 

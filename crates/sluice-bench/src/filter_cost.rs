@@ -26,7 +26,7 @@ use anyhow::Context;
 use serde_json::json;
 use sluice_binlog::{EventBody, EventDecoder, Gtid, GtidPosition, RowChange, Value};
 use sluice_engine::config::{Config, Secret};
-use sluice_engine::filter::{TableFilter, TablePlan};
+use sluice_engine::select::rules::{TableFilter, TablePlan};
 use sluice_engine::target::sqlite::SqliteTarget;
 use sluice_engine::target::{Checkpoint, RowOp, Target};
 

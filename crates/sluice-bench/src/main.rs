@@ -161,7 +161,7 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         repeat: usize,
         /// `sluice verify --chunk-rows`.
-        #[arg(long, default_value_t = sluice_engine::verify::DEFAULT_CHUNK_ROWS)]
+        #[arg(long, default_value_t = sluice_engine::verify::full::DEFAULT_CHUNK_ROWS)]
         chunk_rows: usize,
         /// Targets to verify, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "mariadb,sqlite,postgres")]

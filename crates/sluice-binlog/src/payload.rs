@@ -174,7 +174,7 @@ impl PayloadEvents<'_> {
 
 #[cfg(test)]
 mod tests {
-    //! No fixture in `shared/fixtures/mysql-binlogs` holds a TRANSACTION_PAYLOAD event and no
+    //! No fixture in `crates/sluice-binlog/tests/fixtures/mysql-binlogs` holds a TRANSACTION_PAYLOAD event and no
     //! MySQL 8 server runs here, so these payloads are built byte by byte from the documented
     //! layout (module docs): inner events without checksums, zstd-compressed with the `zstd`
     //! crate at MySQL's default level (3).

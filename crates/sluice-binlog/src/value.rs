@@ -157,6 +157,18 @@ impl fmt::Display for Value {
     }
 }
 
+/// Days since 1970-01-01 of a proleptic Gregorian date, after Howard Hinnant's
+/// `days_from_civil` (the inverse of [`civil_from_unix`]'s date part).
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = i64::from((month + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Converts Unix seconds to a UTC civil date and time (proleptic Gregorian), after
 /// Howard Hinnant's `civil_from_days`.
 pub fn civil_from_unix(seconds: i64) -> (i64, u32, u32, u32, u32, u32) {

@@ -7,7 +7,7 @@ use sluice_binlog::file::BinlogFileReader;
 use sluice_binlog::{EventBody, EventDecoder, TableDef};
 
 fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/mysql-binlogs")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mysql-binlogs")
 }
 
 struct Summary {
@@ -173,7 +173,7 @@ fn mariadb_fixture_rows_have_the_values_the_statements_wrote() {
 #[test]
 fn every_fixture_is_handled_without_panicking() {
     let mut names: Vec<String> = std::fs::read_dir(fixtures_dir())
-        .expect("fixtures directory ../shared/fixtures/mysql-binlogs")
+        .expect("fixtures directory crates/sluice-binlog/tests/fixtures/mysql-binlogs")
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();

@@ -74,7 +74,19 @@ pub struct Config {
     pub lag: LagConfig,
 }
 
-/// Incremental verification: committed rows read back and compared (`crate::incremental`).
+/// What to do when a row read back differs from what sluice wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MismatchPolicy {
+    /// Stop replication with an error (fail closed).
+    Stop,
+    /// Write the expected row again, count it, and go on.
+    Repair,
+    /// Count it (status shows the count), log it, and go on.
+    Report,
+}
+
+/// Incremental verification: committed rows read back and compared (`crate::verify::incremental`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyConfig {
@@ -83,7 +95,7 @@ pub struct VerifyConfig {
     pub incremental: bool,
     /// `stop`, `repair` or `report` when a row read back differs.
     #[serde(default = "default_on_mismatch")]
-    pub on_mismatch: crate::incremental::MismatchPolicy,
+    pub on_mismatch: MismatchPolicy,
     /// Rows of one target transaction checked at most (memory bound); the rest of a larger
     /// transaction is left to `sluice verify`.
     #[serde(default = "default_verify_max_rows")]
@@ -103,7 +115,7 @@ impl Default for VerifyConfig {
 pub const DEFAULT_LAG_INTERVAL_MS: u64 = 500;
 pub const DEFAULT_LAG_WINDOW_S: u64 = 60;
 
-/// Lag measurement (see `crate::lag`): a heartbeat row sluice writes on the source.
+/// Lag measurement (see `crate::ops::lag`): a heartbeat row sluice writes on the source.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LagConfig {
@@ -136,8 +148,8 @@ impl Default for LagConfig {
     }
 }
 
-fn default_on_mismatch() -> crate::incremental::MismatchPolicy {
-    crate::incremental::MismatchPolicy::Stop
+fn default_on_mismatch() -> MismatchPolicy {
+    MismatchPolicy::Stop
 }
 
 fn default_verify_max_rows() -> usize {
@@ -156,6 +168,9 @@ fn default_lag_table() -> String {
 fn default_lag_window_s() -> u64 {
     DEFAULT_LAG_WINDOW_S
 }
+
+/// Rows per chunk unless configured otherwise.
+pub const DEFAULT_BACKFILL_CHUNK_ROWS: usize = 2_000;
 
 /// Copying existing rows of the selected tables (see docs and `crate::backfill`).
 #[derive(Debug, Deserialize)]
@@ -182,7 +197,7 @@ impl Default for BackfillConfig {
     fn default() -> Self {
         BackfillConfig {
             enabled: true,
-            chunk_rows: crate::backfill::DEFAULT_CHUNK_ROWS,
+            chunk_rows: DEFAULT_BACKFILL_CHUNK_ROWS,
             writers: None,
             parallel_tables: default_parallel_tables(),
             max_lag_ms: default_backfill_max_lag_ms(),
@@ -201,7 +216,7 @@ fn default_true() -> bool {
     true
 }
 fn default_chunk_rows() -> usize {
-    crate::backfill::DEFAULT_CHUNK_ROWS
+    DEFAULT_BACKFILL_CHUNK_ROWS
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -351,9 +366,9 @@ pub struct TableSelector {
     /// The config key of this rule, e.g. `tables[2]`, for messages.
     pub key: String,
     /// The parsed `where` condition (compiled per table definition when planned).
-    pub row_filter: Option<std::sync::Arc<crate::rowfilter::Expr>>,
+    pub row_filter: Option<std::sync::Arc<crate::select::rowfilter::Expr>>,
     /// Per-column transforms, by column name.
-    pub transforms: Vec<(String, crate::transform::TransformSpec)>,
+    pub transforms: Vec<(String, crate::select::transform::TransformSpec)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -609,13 +624,13 @@ impl Config {
         }
         let row_filter = match &rule.row_filter {
             Some(text) => Some(std::sync::Arc::new(
-                crate::rowfilter::parse(text).map_err(|e| invalid(key("where"), e.to_string()))?,
+                crate::select::rowfilter::parse(text).map_err(|e| invalid(key("where"), e.to_string()))?,
             )),
             None => None,
         };
         let mut transforms = Vec::with_capacity(rule.transforms.len());
         for (column, spec) in &rule.transforms {
-            let parsed = crate::transform::parse_transform(spec)
+            let parsed = crate::select::transform::parse_transform(spec)
                 .map_err(|e| invalid(key(&format!("transforms.{column}")), e))?;
             if !columns.includes(column) {
                 return Err(invalid(
@@ -623,7 +638,7 @@ impl Config {
                     format!("column {column} is not replicated by this rule, so there is nothing to transform"),
                 ));
             }
-            if parsed == crate::transform::TransformSpec::Hmac
+            if parsed == crate::select::transform::TransformSpec::Hmac
                 && self.transforms.hmac_key_env.is_none()
                 && self.transforms.hmac_key_file.is_none()
             {

@@ -10,12 +10,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::apply::{run_applier, BatchPolicy, Progress};
 use crate::backfill::BackfillJob;
-use crate::catalog::{self, CatalogError};
 use crate::config::{Config, ConfigError, StartPosition, TargetConfig};
-use crate::filter::{PlanError, TableFilter, TablePlan};
-use crate::preflight::{self, PreflightError, SourceInfo};
-use crate::schema::SchemaTracker;
-use crate::source::{replica_config, SourceError, SourceReader};
+use crate::ops::preflight::{self, PreflightError, SourceInfo};
+use crate::select::rules::{PlanError, TableFilter, TablePlan};
+use crate::stream::catalog::{self, CatalogError};
+use crate::stream::reader::{replica_config, SourceError, SourceReader};
+use crate::stream::schema::SchemaTracker;
 use crate::target::mariadb::MariaDbTarget;
 use crate::target::postgres::PostgresTarget;
 use crate::target::sqlite::SqliteTarget;
@@ -190,53 +190,6 @@ async fn initial_plans(conn: &mut mysql_async::Conn, config: &Config) -> Result<
     }
 }
 
-/// Records a copy for every column the replicated columns gained since the target table was
-/// created (the target adds the column, empty, in `prepare`): a column-only copy when the
-/// table's rows were copied already, or the whole copy again when it was still under way
-/// (the rows copied so far lack the column).
-fn plan_column_copies(target: &mut dyn Target, plans: &[Arc<TablePlan>]) -> Result<(), RunError> {
-    let tables: Vec<_> = plans.iter().map(|p| p.target.clone()).collect();
-    let gaps = target.column_gaps(&tables)?;
-    if gaps.is_empty() {
-        return Ok(());
-    }
-    let records = target.load_backfill()?;
-    for (name, missing) in gaps {
-        let table = tables.iter().find(|t| t.name == name).expect("gap of a planned table");
-        let added: Vec<String> = missing.iter().map(|&c| table.columns[c].name.clone()).collect();
-        let Some(previous) = records.iter().find(|r| r.table == name) else {
-            // Never copied: the coming copy of whole rows fills the new columns too.
-            continue;
-        };
-        let columns = match (previous.done, previous.columns.is_empty()) {
-            (true, _) => added.clone(),
-            // A column-only copy under way: start it again for the old and new columns.
-            (false, false) => {
-                let mut all = previous.columns.clone();
-                all.extend(added.iter().filter(|a| !previous.columns.contains(a)).cloned());
-                all
-            }
-            // A copy of whole rows under way: start it again.
-            (false, true) => Vec::new(),
-        };
-        tracing::info!(
-            table = %name,
-            added = ?added,
-            column_only = !columns.is_empty(),
-            "columns added to the replicated columns: the target gains them and a backfill fills existing rows"
-        );
-        let record = crate::target::BackfillProgress {
-            table: name.clone(),
-            columns,
-            ..Default::default()
-        };
-        target.begin()?;
-        target.record_backfill(&record)?;
-        target.commit_without_checkpoint()?;
-    }
-    Ok(())
-}
-
 /// Options for [`run`] beyond the config.
 pub struct RunOptions {
     pub progress: Arc<Progress>,
@@ -263,7 +216,7 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
     // Bookkeeping first: columns newly replicated are recorded as to be copied before the
     // target gains them, so a crash in between cannot leave them empty and forgotten.
     target.prepare(&[])?;
-    plan_column_copies(target.as_mut(), &plans)?;
+    crate::schema_manager::plan_column_copies(target.as_mut(), &plans)?;
     target.prepare(&tables)?;
     let first_progress = target.load_backfill()?;
     tracing::info!(tables = tables.len(), "target tables ready");
@@ -308,7 +261,7 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
         targets.push(open_target(config)?);
     }
     let verifier = if config.verify.incremental {
-        let policy = crate::incremental::IncrementalPolicy {
+        let policy = crate::verify::incremental::IncrementalPolicy {
             on_mismatch: config.verify.on_mismatch,
             max_rows_per_group: config.verify.max_rows_per_transaction.max(1),
         };
@@ -400,8 +353,8 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
         .progress
         .lag
         .set_window(Duration::from_secs(config.lag.window_s));
-    let heartbeat = tokio::spawn(crate::lag::HeartbeatWriter::new(config).run(options.progress.lag.clone()));
-    let _stop_heartbeat = crate::lag::AbortOnDrop(heartbeat);
+    let heartbeat = tokio::spawn(crate::ops::lag::HeartbeatWriter::new(config).run(options.progress.lag.clone()));
+    let _stop_heartbeat = crate::ops::lag::AbortOnDrop(heartbeat);
     let reader = SourceReader {
         replica: replica_config(config, &password),
         schema: SchemaTracker::new(table_filter(config)?, pool.clone(), plans),
@@ -410,7 +363,7 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
         backfill: has_jobs.then_some(backfill_rx),
         windows: Default::default(),
         next_window: 0,
-        heartbeat: crate::lag::HeartbeatTable::new(config),
+        heartbeat: crate::ops::lag::HeartbeatTable::new(config),
     };
     let start = checkpoint.clone();
     let source = async move { tokio::try_join!(reader.run(start), backfill).map(|_| ()) };

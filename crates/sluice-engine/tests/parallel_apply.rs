@@ -16,13 +16,14 @@ use std::time::Duration;
 use proptest::prelude::*;
 use sluice_binlog::{Charset, ColumnDef, ColumnKind, Gtid, Value};
 use sluice_engine::apply::{run_applier, ApplyMsg, BatchPolicy, Connections, Progress};
-use sluice_engine::incremental::{IncrementalPolicy, MismatchPolicy};
+use sluice_engine::config::MismatchPolicy;
 use sluice_engine::target::mariadb::MariaDbTarget;
 use sluice_engine::target::postgres::PostgresTarget;
 use sluice_engine::target::sqlite::SqliteTarget;
 use sluice_engine::target::{
     BackfillProgress, Checkpoint, RowOp, RowSelection, Target, TargetColumn, TargetResult, TargetTable,
 };
+use sluice_engine::verify::incremental::IncrementalPolicy;
 use sluice_testkit::{MariaDb, PostgresServer};
 
 static MARIADB: Mutex<Option<Arc<MariaDb>>> = Mutex::new(None);

@@ -204,7 +204,7 @@ pub fn dump_file(path: &Path, limit: Option<u64>) -> anyhow::Result<()> {
 
 pub async fn dump_server(config: &Config, from: Option<&str>, limit: Option<u64>) -> anyhow::Result<()> {
     let password = config.source_password()?;
-    let replica = sluice_engine::source::replica_config(config, &password);
+    let replica = sluice_engine::stream::reader::replica_config(config, &password);
     let start: GtidPosition = match from {
         Some(p) => p.parse().map_err(|e| anyhow::anyhow!("--from: {e}"))?,
         None => {

@@ -64,7 +64,7 @@ enum Command {
         #[arg(long)]
         repair: bool,
         /// Source rows per chunk.
-        #[arg(long, default_value_t = sluice_engine::verify::DEFAULT_CHUNK_ROWS)]
+        #[arg(long, default_value_t = sluice_engine::verify::full::DEFAULT_CHUNK_ROWS)]
         chunk_rows: usize,
         /// How many times a differing key is re-read on both sides before it counts.
         #[arg(long, default_value_t = 5)]
@@ -140,7 +140,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
     } = command
     {
         let config = Config::load(&config)?;
-        let options = sluice_engine::verify::VerifyOptions {
+        let options = sluice_engine::verify::full::VerifyOptions {
             table,
             chunk_rows,
             repair,
@@ -220,7 +220,7 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
         }
         Command::Status { config, json } => {
             let config = Config::load(&config)?;
-            let report = sluice_engine::status::status(&config).await?;
+            let report = sluice_engine::ops::status::status(&config).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use sluice_engine::config::Config;
-use sluice_engine::verify::{verify, Outcome, VerifyOptions};
+use sluice_engine::verify::full::{verify, Outcome, VerifyOptions};
 
 /// Exit status when some table could not be compared yet.
 const EXIT_NOT_READY: u8 = 3;

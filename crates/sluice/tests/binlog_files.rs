@@ -49,7 +49,7 @@ fn an_encrypted_binlog_file_is_refused_at_its_start_encryption_event() {
 
 fn fixture(name: &str) -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/mysql-binlogs")
+        .join("../sluice-binlog/tests/fixtures/mysql-binlogs")
         .join(name)
 }
 

@@ -156,7 +156,7 @@ const CREATE_LAG: &str = "CREATE TABLE IF NOT EXISTS `_sluice_lag` (
     PRIMARY KEY (`id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
 
-/// One row (`id` = 1): the lag percentiles writer 0 records (see `crate::lag`).
+/// One row (`id` = 1): the lag percentiles writer 0 records (see `crate::ops::lag`).
 const UPSERT_LAG: &str = "INSERT INTO `_sluice_lag` (`id`, `source`, `p50_us`, `p99_us`, `p999_us`, `max_us`, `samples`, `window_ms`, `updated_at_us`) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE `source` = VALUES(`source`), `p50_us` = VALUES(`p50_us`), `p99_us` = VALUES(`p99_us`), `p999_us` = VALUES(`p999_us`), `max_us` = VALUES(`max_us`), `samples` = VALUES(`samples`), `window_ms` = VALUES(`window_ms`), `updated_at_us` = VALUES(`updated_at_us`)";
 
 const SELECT_LAG: &str = "SELECT `source`, `p50_us`, `p99_us`, `p999_us`, `max_us`, `samples`, `window_ms`, `updated_at_us` FROM `_sluice_lag` WHERE `id` = 1";
@@ -1176,7 +1176,7 @@ impl Target for MariaDbTarget {
         result
     }
 
-    fn record_lag(&mut self, report: &crate::lag::LagReport) -> TargetResult<()> {
+    fn record_lag(&mut self, report: &crate::ops::lag::LagReport) -> TargetResult<()> {
         self.state.require_open("record_lag")?;
         self.flush_or_abandon()?;
         let [p50, p99, p999, max, samples, window, at] = super::lag_columns(report);
@@ -1191,7 +1191,7 @@ impl Target for MariaDbTarget {
         Ok(())
     }
 
-    fn load_lag(&mut self) -> TargetResult<Option<crate::lag::LagReport>> {
+    fn load_lag(&mut self) -> TargetResult<Option<crate::ops::lag::LagReport>> {
         if self.state != TxState::Open {
             self.ensure_connected()?;
         }
@@ -1315,7 +1315,7 @@ impl Target for MariaDbTarget {
                     .into_iter()
                     .zip(&table.columns)
                     .map(|(v, c)| {
-                        crate::backfill::convert(v, &c.source).ok_or_else(|| {
+                        crate::source_rows::convert(v, &c.source).ok_or_else(|| {
                             TargetError::Other(format!(
                                 "table {}: column {} came back as an unexpected kind of value",
                                 table.name, c.name

@@ -172,7 +172,7 @@ pub type TargetResult<T> = Result<T, TargetError>;
 
 /// The numeric columns of `_sluice_lag` (`p50_us`, `p99_us`, `p999_us`, `max_us`, `samples`,
 /// `window_ms`, `updated_at_us`), as the signed 64-bit integers every target stores.
-pub(crate) fn lag_columns(r: &crate::lag::LagReport) -> [i64; 7] {
+pub(crate) fn lag_columns(r: &crate::ops::lag::LagReport) -> [i64; 7] {
     [
         r.p50_us,
         r.p99_us,
@@ -186,11 +186,11 @@ pub(crate) fn lag_columns(r: &crate::lag::LagReport) -> [i64; 7] {
 }
 
 /// A `_sluice_lag` row back as a report (an unknown source reads as event timestamps).
-pub(crate) fn lag_from_columns(source: &str, v: [i64; 7]) -> crate::lag::LagReport {
+pub(crate) fn lag_from_columns(source: &str, v: [i64; 7]) -> crate::ops::lag::LagReport {
     let u = |x: i64| u64::try_from(x).unwrap_or(0);
-    crate::lag::LagReport {
-        source: crate::lag::LagSource::parse(source)
-            .unwrap_or(crate::lag::LagSource::EventTimestamps)
+    crate::ops::lag::LagReport {
+        source: crate::ops::lag::LagSource::parse(source)
+            .unwrap_or(crate::ops::lag::LagSource::EventTimestamps)
             .as_str(),
         p50_us: u(v[0]),
         p99_us: u(v[1]),
@@ -275,19 +275,19 @@ pub trait Target: Send {
     /// Records the lag percentiles (replacing the previous record) in `_sluice_lag` inside the
     /// open transaction. A target without lag storage ignores it: lag is informational and
     /// must never stop replication.
-    fn record_lag(&mut self, report: &crate::lag::LagReport) -> TargetResult<()> {
+    fn record_lag(&mut self, report: &crate::ops::lag::LagReport) -> TargetResult<()> {
         let _ = report;
         Ok(())
     }
 
     /// The last recorded lag percentiles, `None` when none were recorded.
-    fn load_lag(&mut self) -> TargetResult<Option<crate::lag::LagReport>> {
+    fn load_lag(&mut self) -> TargetResult<Option<crate::ops::lag::LagReport>> {
         Ok(None)
     }
 
     /// Reads rows of `table` for verification, each with one value per column, decoded back
     /// into the [`Value`]s sluice wrote (temporal values may come back as their canonical text,
-    /// see `crate::canonical`). One statement, so one consistent snapshot. Inside an open
+    /// see `crate::verify::canonical`). One statement, so one consistent snapshot. Inside an open
     /// transaction the rows read are locked against concurrent writers until it ends.
     fn read_rows(&mut self, table: &Arc<TargetTable>, selection: RowSelection<'_>) -> TargetResult<Vec<Vec<Value>>>;
 
@@ -325,7 +325,7 @@ pub struct SqlChecksum {
     pub sum: u64,
 }
 
-/// What incremental verification has checked (`crate::incremental`), stored in
+/// What incremental verification has checked (`crate::verify::incremental`), stored in
 /// `_sluice_verified`.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct VerifiedRecord {
@@ -334,7 +334,7 @@ pub struct VerifiedRecord {
     pub position: GtidPosition,
     /// Rows found different from what was written, since the target was created.
     pub mismatches: u64,
-    /// Source transactions too large to check row by row (see `crate::incremental`).
+    /// Source transactions too large to check row by row (see `crate::verify::incremental`).
     pub unchecked_txns: u64,
 }
 

@@ -1318,7 +1318,7 @@ impl PostgresTarget {
 }
 
 /// The select expression that reads a column for verification: FLOAT, DOUBLE and binary data
-/// as they are, everything else as text in the canonical form of `crate::canonical`
+/// as they are, everything else as text in the canonical form of `crate::verify::canonical`
 /// (the session runs with `TimeZone = 'UTC'` and `DateStyle = 'ISO, YMD'`).
 fn verify_select_expr(column: &ColumnDef, name: &str) -> String {
     match column.kind {
@@ -1445,20 +1445,20 @@ impl Target for PostgresTarget {
         off_runtime(|| self.load_verified_impl())
     }
 
-    fn record_lag(&mut self, report: &crate::lag::LagReport) -> TargetResult<()> {
+    fn record_lag(&mut self, report: &crate::ops::lag::LagReport) -> TargetResult<()> {
         off_runtime(|| self.record_lag_impl(report))
     }
 
-    fn load_lag(&mut self) -> TargetResult<Option<crate::lag::LagReport>> {
+    fn load_lag(&mut self) -> TargetResult<Option<crate::ops::lag::LagReport>> {
         off_runtime(|| self.load_lag_impl())
     }
 }
 
 const LAG_TABLE: &str = "_sluice_lag";
 
-/// The lag percentiles (see `crate::lag`): one row, `id` = 1, recorded by writer 0.
+/// The lag percentiles (see `crate::ops::lag`): one row, `id` = 1, recorded by writer 0.
 impl PostgresTarget {
-    fn record_lag_impl(&mut self, report: &crate::lag::LagReport) -> TargetResult<()> {
+    fn record_lag_impl(&mut self, report: &crate::ops::lag::LagReport) -> TargetResult<()> {
         self.state.require_open("record_lag")?;
         self.flush_or_abandon()?;
         let [p50, p99, p999, max, samples, window, at] = super::lag_columns(report);
@@ -1483,7 +1483,7 @@ impl PostgresTarget {
         result
     }
 
-    fn load_lag_impl(&mut self) -> TargetResult<Option<crate::lag::LagReport>> {
+    fn load_lag_impl(&mut self) -> TargetResult<Option<crate::ops::lag::LagReport>> {
         if self.state != TxState::Open {
             self.ensure_connected()?;
         }

@@ -114,7 +114,7 @@ CREATE TABLE IF NOT EXISTS "_sluice_lag" (
 ) STRICT;
 "#;
 
-/// One row (`id` = 1): the lag percentiles writer 0 records (see `crate::lag`).
+/// One row (`id` = 1): the lag percentiles writer 0 records (see `crate::ops::lag`).
 const UPSERT_LAG: &str = r#"INSERT INTO "_sluice_lag" ("id", "source", "p50_us", "p99_us", "p999_us", "max_us", "samples", "window_ms", "updated_at_us") VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT ("id") DO UPDATE SET "source" = excluded."source", "p50_us" = excluded."p50_us", "p99_us" = excluded."p99_us", "p999_us" = excluded."p999_us", "max_us" = excluded."max_us", "samples" = excluded."samples", "window_ms" = excluded."window_ms", "updated_at_us" = excluded."updated_at_us""#;
 
 const SELECT_LAG: &str = r#"SELECT "source", "p50_us", "p99_us", "p999_us", "max_us", "samples", "window_ms", "updated_at_us" FROM "_sluice_lag" WHERE "id" = 1"#;
@@ -441,7 +441,7 @@ fn to_sql(value: &Value, kind: ColumnKind, ty: SqliteType) -> Option<ToSqlOutput
     Some(out)
 }
 
-pub use crate::canonical::widen_f32;
+pub use crate::verify::canonical::widen_f32;
 
 /// Binds a key value for a verification read. Besides what a write accepts, a value read back
 /// from this target is accepted in its stored form (temporal text, big unsigned integers as
@@ -990,7 +990,7 @@ impl Target for SqliteTarget {
         self.abandon_on_error(result)
     }
 
-    fn record_lag(&mut self, report: &crate::lag::LagReport) -> TargetResult<()> {
+    fn record_lag(&mut self, report: &crate::ops::lag::LagReport) -> TargetResult<()> {
         self.state.require_open("record_lag")?;
         let [p50, p99, p999, max, samples, window, at] = super::lag_columns(report);
         let result = self
@@ -1002,7 +1002,7 @@ impl Target for SqliteTarget {
         self.abandon_on_error(result)
     }
 
-    fn load_lag(&mut self) -> TargetResult<Option<crate::lag::LagReport>> {
+    fn load_lag(&mut self) -> TargetResult<Option<crate::ops::lag::LagReport>> {
         if !self.bookkeeping_table_exists("load lag", "_sluice_lag")? {
             return Ok(None);
         }

@@ -36,7 +36,7 @@ pub struct StatusReport {
     /// `event-timestamps` (the fallback, 1-second resolution); `None` before any was recorded.
     pub lag_source: Option<&'static str>,
     /// Lag percentiles over the last window, as recorded by the running sluice.
-    pub lag: Option<crate::lag::LagReport>,
+    pub lag: Option<crate::ops::lag::LagReport>,
 }
 
 #[derive(Debug, serde::Serialize)]

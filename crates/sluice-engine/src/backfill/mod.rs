@@ -25,15 +25,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
-use sluice_binlog::{ColumnDef, ColumnKind, GtidPosition, TableDef, Value};
+use sluice_binlog::{GtidPosition, Value};
 
-use crate::filter::TablePlan;
-use crate::lag::LagMeter;
-use crate::schedule::{key_hash, KeyHash};
-use crate::target::{BackfillProgress, RowOp};
-
-/// Rows per chunk unless configured otherwise.
-pub const DEFAULT_CHUNK_ROWS: usize = 2_000;
+use crate::apply::schedule::{key_hash, KeyHash};
+use crate::ops::lag::LagMeter;
+use crate::select::rules::TablePlan;
+use crate::source_rows::{convert_values, source_key, KeysetQuery, READ_SESSION};
+use crate::target::BackfillProgress;
 
 /// Attempts at a chunk's source reads before the table's copy is marked failed (a lost
 /// connection or a server restart is worth retrying; the reads hold no state).
@@ -93,26 +91,6 @@ impl Chunk {
     pub fn drop_touched(&mut self, touched: &HashSet<KeyHash>) {
         if !touched.is_empty() {
             self.rows.retain(|(key, _)| !touched.contains(key));
-        }
-    }
-
-    /// The chunk as the applier's message: target row changes (upserts), the progress to
-    /// record with them, the columns a column-only copy fills, and its allowance.
-    pub fn into_apply(self) -> crate::apply::ApplyMsg {
-        let table = &self.plan.target;
-        let ops = self
-            .rows
-            .into_iter()
-            .map(|(_, row)| RowOp::Insert {
-                table: table.clone(),
-                row,
-            })
-            .collect();
-        crate::apply::ApplyMsg::Chunk {
-            ops,
-            progress: self.progress,
-            fill: self.fill,
-            in_flight: self.in_flight,
         }
     }
 }
@@ -269,29 +247,6 @@ fn fill_names(plan: &TablePlan, fill: &[usize]) -> Vec<String> {
     fill.iter().map(|&i| plan.target.columns[i].name.clone()).collect()
 }
 
-pub(crate) fn quote(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
-}
-
-/// The keyset condition `(k1, k2, …) > (?, ?, …)` spelt out so that MariaDB uses the key's
-/// index: `k1 > ? OR (k1 = ? AND k2 > ?) OR …`. Returns the SQL and the order the last key's
-/// values must be bound in.
-pub(crate) fn after_key(keys: &[String]) -> (String, Vec<usize>) {
-    let mut terms = Vec::new();
-    let mut order = Vec::new();
-    for i in 0..keys.len() {
-        let mut parts = Vec::new();
-        for (j, k) in keys.iter().enumerate().take(i) {
-            parts.push(format!("{k} = ?"));
-            order.push(j);
-        }
-        parts.push(format!("{} > ?", keys[i]));
-        order.push(i);
-        terms.push(format!("({})", parts.join(" AND ")));
-    }
-    (terms.join(" OR "), order)
-}
-
 /// Encodes a key for the progress record: a JSON array of numbers, strings and `{"hex": …}`.
 pub fn encode_key(values: &[mysql_async::Value]) -> String {
     use mysql_async::Value as M;
@@ -320,182 +275,6 @@ pub fn decode_key(text: &str) -> Option<Vec<mysql_async::Value>> {
             serde_json::Value::Object(o) => o.get("hex")?.as_str().and_then(|h| hex::decode(h).ok()).map(M::Bytes),
             _ => None,
         })
-        .collect()
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Converts a value of the binary protocol into sluice's value for `column`, the same value
-/// the binlog decoder produces for it. The session runs with `time_zone = '+00:00'`, so
-/// TIMESTAMPs arrive in UTC.
-pub(crate) fn convert(v: mysql_async::Value, column: &ColumnDef) -> Option<Value> {
-    use mysql_async::Value as M;
-    Some(match (v, column.kind) {
-        (M::NULL, _) => Value::Null,
-        (M::Int(i), ColumnKind::Year) => Value::Year(i as u16),
-        (M::UInt(u), ColumnKind::Year) => Value::Year(u as u16),
-        (M::Int(i), k) if k.is_integer() => {
-            if column.unsigned {
-                Value::UInt(i as u64)
-            } else {
-                Value::Int(i)
-            }
-        }
-        (M::UInt(u), k) if k.is_integer() => {
-            if column.unsigned {
-                Value::UInt(u)
-            } else {
-                Value::Int(u as i64)
-            }
-        }
-        (M::Int(i), ColumnKind::Bit) => Value::Bit(i as u64),
-        (M::UInt(u), ColumnKind::Bit) => Value::Bit(u),
-        (M::Bytes(b), ColumnKind::Bit) => Value::Bit(b.iter().fold(0u64, |acc, x| (acc << 8) | u64::from(*x))),
-        (M::Float(f), ColumnKind::Float) => Value::Float(f),
-        (M::Double(d), ColumnKind::Float) => Value::Float(d as f32),
-        (M::Double(d), ColumnKind::Double) => Value::Double(d),
-        (M::Float(f), ColumnKind::Double) => Value::Double(f64::from(f)),
-        (M::Bytes(b), ColumnKind::Decimal) => Value::Decimal(String::from_utf8(b).ok()?),
-        (M::Bytes(b), ColumnKind::Text | ColumnKind::Json) => match String::from_utf8(b) {
-            Ok(s) => Value::Text(s),
-            Err(e) => Value::Bytes(e.into_bytes()),
-        },
-        (M::Bytes(b), ColumnKind::Enum) => Value::Enum(String::from_utf8(b).ok()?),
-        (M::Bytes(b), ColumnKind::Set) => Value::Set(String::from_utf8(b).ok()?),
-        (M::Bytes(b), ColumnKind::Binary | ColumnKind::Other) => Value::Bytes(b),
-        (M::Date(y, mo, d, _, _, _, _), ColumnKind::Date) => Value::Date {
-            year: y,
-            month: mo,
-            day: d,
-        },
-        (M::Date(y, mo, d, h, mi, s, us), ColumnKind::DateTime) => Value::DateTime {
-            year: y,
-            month: mo,
-            day: d,
-            hour: h,
-            minute: mi,
-            second: s,
-            micros: us,
-        },
-        (M::Date(y, mo, d, h, mi, s, us), ColumnKind::Timestamp) => {
-            if y == 0 {
-                Value::Timestamp { seconds: 0, micros: 0 }
-            } else {
-                let days = days_from_civil(i64::from(y), i64::from(mo), i64::from(d));
-                let seconds = days * 86_400 + i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(s);
-                Value::Timestamp { seconds, micros: us }
-            }
-        }
-        (M::Time(neg, days, h, mi, s, us), ColumnKind::Time) => Value::Time {
-            negative: neg,
-            hours: days * 24 + u32::from(h),
-            minutes: mi,
-            seconds: s,
-            micros: us,
-        },
-        _ => return None,
-    })
-}
-
-/// Session settings for reading source rows (backfill and verification): UTC for
-/// TIMESTAMPs; READ COMMITTED so that no snapshot outlives its statement.
-pub(crate) const READ_SESSION: [&str; 3] = [
-    "SET NAMES utf8mb4",
-    "SET time_zone = '+00:00'",
-    "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
-];
-
-/// A table's keyset-paginated chunk query (primary-key order), shared by backfill and
-/// verification.
-pub(crate) struct KeysetQuery {
-    /// Every column, quoted and joined.
-    pub columns: String,
-    /// The quoted primary key columns, in key order.
-    pub keys: Vec<String>,
-    /// `schema`.`table`, quoted.
-    pub from: String,
-    /// The first chunk.
-    first: String,
-    /// The chunk after a key, bound in `bind_order`.
-    next: String,
-    bind_order: Vec<usize>,
-}
-
-impl KeysetQuery {
-    pub(crate) fn new(def: &TableDef, chunk_rows: usize) -> Self {
-        let columns = def
-            .columns
-            .iter()
-            .map(|c| quote(&c.name))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let keys: Vec<String> = def.primary_key.iter().map(|&i| quote(&def.columns[i].name)).collect();
-        let from = format!("{}.{}", quote(&def.schema), quote(&def.name));
-        let order = keys.join(", ");
-        let first = format!("SELECT {columns} FROM {from} ORDER BY {order} LIMIT {chunk_rows}");
-        let (condition, bind_order) = after_key(&keys);
-        let next = format!("SELECT {columns} FROM {from} WHERE {condition} ORDER BY {order} LIMIT {chunk_rows}");
-        KeysetQuery {
-            columns,
-            keys,
-            from,
-            first,
-            next,
-            bind_order,
-        }
-    }
-
-    /// The rows of the chunk after `after` (from the first row when `None`).
-    pub(crate) async fn chunk(
-        &self,
-        conn: &mut mysql_async::Conn,
-        after: Option<&[mysql_async::Value]>,
-    ) -> Result<Vec<mysql_async::Row>, mysql_async::Error> {
-        match after {
-            None => conn.exec(self.first.as_str(), ()).await,
-            Some(k) => {
-                let params: Vec<mysql_async::Value> = self.bind_order.iter().map(|&i| k[i].clone()).collect();
-                conn.exec(self.next.as_str(), params).await
-            }
-        }
-    }
-}
-
-/// A source row of the binary protocol as sluice values (the same the binlog decoder gives),
-/// with its primary key as the source binds it; `Err` names the column that came back as an
-/// unexpected kind of value.
-pub(crate) fn convert_row(
-    def: &TableDef,
-    row: mysql_async::Row,
-) -> Result<(Vec<mysql_async::Value>, Vec<Value>), String> {
-    let key = source_key(def, &row);
-    Ok((key, convert_values(def, row)?))
-}
-
-/// A source row's primary key as the source binds it (for the next keyset read).
-fn source_key(def: &TableDef, row: &mysql_async::Row) -> Vec<mysql_async::Value> {
-    def.primary_key
-        .iter()
-        .map(|&i| row.as_ref(i).cloned().unwrap_or(mysql_async::Value::NULL))
-        .collect()
-}
-
-/// A source row of the binary protocol as sluice values; `Err` names the column that came
-/// back as an unexpected kind of value.
-fn convert_values(def: &TableDef, row: mysql_async::Row) -> Result<Vec<Value>, String> {
-    row.unwrap()
-        .into_iter()
-        .zip(&def.columns)
-        .map(|(v, c)| convert(v, c).ok_or_else(|| c.name.clone()))
         .collect()
 }
 
@@ -824,16 +603,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keyset_condition_for_composite_keys() {
-        let (sql, order) = after_key(&["`a`".into(), "`b`".into(), "`c`".into()]);
-        assert_eq!(
-            sql,
-            "(`a` > ?) OR (`a` = ? AND `b` > ?) OR (`a` = ? AND `b` = ? AND `c` > ?)"
-        );
-        assert_eq!(order, vec![0, 0, 1, 0, 1, 2]);
-    }
-
-    #[test]
     fn keys_round_trip_through_progress_text() {
         use mysql_async::Value as M;
         let key = vec![M::Int(-5), M::UInt(u64::MAX), M::Bytes(b"it's \\ \"q\" \xff".to_vec())];
@@ -842,34 +611,5 @@ mod tests {
         assert_eq!(back[0], M::Int(-5));
         assert_eq!(back[1], M::UInt(u64::MAX));
         assert_eq!(back[2], M::Bytes(b"it's \\ \"q\" \xff".to_vec()));
-    }
-
-    #[test]
-    fn timestamps_convert_to_unix_seconds() {
-        let mut c = ColumnDef {
-            name: "t".into(),
-            kind: ColumnKind::Timestamp,
-            binlog_type: 17,
-            meta: 0,
-            unsigned: false,
-            nullable: true,
-            charset: sluice_binlog::Charset::Binary,
-            labels: vec![],
-            precision: 0,
-            scale: 0,
-            fsp: 0,
-            length: 0,
-        };
-        let v = convert(mysql_async::Value::Date(2023, 11, 14, 22, 13, 20, 120), &c).unwrap();
-        assert_eq!(
-            v,
-            Value::Timestamp {
-                seconds: 1_700_000_000,
-                micros: 120
-            }
-        );
-        c.kind = ColumnKind::DateTime;
-        let v = convert(mysql_async::Value::Date(0, 0, 0, 0, 0, 0, 0), &c).unwrap();
-        assert_eq!(v.to_string(), "0000-00-00 00:00:00");
     }
 }

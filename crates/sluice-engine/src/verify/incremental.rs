@@ -30,21 +30,10 @@ use std::time::{Duration, Instant};
 
 use sluice_binlog::{Gtid, GtidPosition, Value};
 
-use crate::canonical::{self, RowDigest};
-use crate::schedule::TxnIndex;
+use crate::apply::schedule::TxnIndex;
+use crate::config::MismatchPolicy;
 use crate::target::{RowOp, RowSelection, Target, TargetError, TargetTable, VerifiedRecord};
-
-/// What to do when a row read back differs from what sluice wrote.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MismatchPolicy {
-    /// Stop replication with an error (fail closed).
-    Stop,
-    /// Write the expected row again, count it, and go on.
-    Repair,
-    /// Count it (status shows the count), log it, and go on.
-    Report,
-}
+use crate::verify::canonical::{self, RowDigest};
 
 #[derive(Clone, Copy, Debug)]
 pub struct IncrementalPolicy {

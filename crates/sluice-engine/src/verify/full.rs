@@ -4,7 +4,7 @@
 //! A table is read from the source in primary-key chunks (keyset pagination, one `SELECT` per
 //! chunk, the source's GTID position read right after it). Each source row that passes the
 //! row filter is projected and transformed exactly as the stream would write it, and encoded
-//! canonically (`crate::canonical`) into a 128-bit digest; the target's copy of the same rows
+//! canonically (`crate::verify::canonical`) into a 128-bit digest; the target's copy of the same rows
 //! is read back and digested the same way. Before reading the target, verification waits
 //! until the target's checkpoint covers the source position the chunk was read at, so a row
 //! the stream has not applied yet is not reported.
@@ -46,13 +46,13 @@ use mysql_async::prelude::Queryable;
 use sluice_binlog::replica::{BinlogStream, ReplicaConfig};
 use sluice_binlog::{ColumnDef, ColumnKind, EventBody, EventDecoder, GtidPosition, RowChange, Value};
 
-use crate::backfill::{convert, convert_row, quote, KeysetQuery};
-use crate::canonical::{self, RowDigest};
+use crate::apply::schedule::KeyHash;
 use crate::config::{Config, TargetConfig};
-use crate::filter::TablePlan;
 use crate::pipeline::{open_target, source_pool, RunError};
-use crate::schedule::KeyHash;
+use crate::select::rules::TablePlan;
+use crate::source_rows::{convert, convert_row, quote, KeysetQuery};
 use crate::target::{Checkpoint, RowOp, RowSelection, SqlChecksum, Target, TargetError, TargetTable};
+use crate::verify::canonical::{self, RowDigest};
 
 /// Source rows per chunk unless told otherwise.
 pub const DEFAULT_CHUNK_ROWS: usize = 5_000;
@@ -271,7 +271,7 @@ impl SourceTable {
         };
         let mut conn = pool.get_conn().await.map_err(err)?;
         // Nothing is held between chunks either.
-        for setting in crate::backfill::READ_SESSION {
+        for setting in crate::source_rows::READ_SESSION {
             conn.query_drop(setting).await.map_err(err)?;
         }
         let query = KeysetQuery::new(&def, chunk_rows);
@@ -377,7 +377,7 @@ impl SourceTable {
                 self.conn.exec_first(sql, ()).await
             }
             Some(k) => {
-                let (condition, bind_order) = crate::backfill::after_key(&self.query.keys);
+                let (condition, bind_order) = crate::source_rows::after_key(&self.query.keys);
                 let sql = format!(
                     "SELECT {order} FROM {} WHERE {condition} ORDER BY {order} LIMIT 1 OFFSET {offset}",
                     self.query.from
@@ -457,7 +457,7 @@ impl SourceTable {
         let mut expected = HashMap::with_capacity(rows.len());
         let name = plan.source.qualified_name();
         for (source_key, row) in rows {
-            let key_hash = crate::schedule::key_hash(&name, &plan.source.primary_key, &row);
+            let key_hash = crate::apply::schedule::key_hash(&name, &plan.source.primary_key, &row);
             let passes = plan.passes(&row);
             let projected = plan.project(row);
             let key_bytes = canonical::encode_key(table, &projected).map_err(|e| compare_err(table, e))?;
@@ -600,7 +600,7 @@ fn source_key_hash(plan: &TablePlan, target_key: &[Value]) -> KeyHash {
         let column = plan.source_columns[k];
         row[column] = canonical::typed(&def.columns[column], &target_key[i]).unwrap_or_else(|| target_key[i].clone());
     }
-    crate::schedule::key_hash(&def.qualified_name(), &def.primary_key, &row)
+    crate::apply::schedule::key_hash(&def.qualified_name(), &def.primary_key, &row)
 }
 
 /// The keys of `plan`'s source table that transactions after `from`, up to `to`, changed, read
@@ -640,18 +640,19 @@ async fn touched_keys(
                     for change in rows.rows(def).ok()? {
                         match change.ok()? {
                             RowChange::Insert(r) | RowChange::Delete(r) => {
-                                touched.insert(crate::schedule::key_hash(&name, &def.primary_key, &r));
+                                touched.insert(crate::apply::schedule::key_hash(&name, &def.primary_key, &r));
                             }
                             RowChange::Update { before, after } => {
-                                touched.insert(crate::schedule::key_hash(&name, &def.primary_key, &before));
-                                touched.insert(crate::schedule::key_hash(&name, &def.primary_key, &after));
+                                touched.insert(crate::apply::schedule::key_hash(&name, &def.primary_key, &before));
+                                touched.insert(crate::apply::schedule::key_hash(&name, &def.primary_key, &after));
                             }
                         }
                     }
                 }
                 EventBody::Xid { .. } if seen.covers(to) => return Some(()),
                 EventBody::Query { sql, schema, .. }
-                    if seen.covers(to) && crate::ddl::classify(&sql, &schema) == crate::ddl::Statement::Commit =>
+                    if seen.covers(to)
+                        && crate::stream::ddl::classify(&sql, &schema) == crate::stream::ddl::Statement::Commit =>
                 {
                     return Some(())
                 }
@@ -670,7 +671,7 @@ async fn touched_keys(
 /// registers with the same id.
 fn replica_config(config: &Config) -> Result<ReplicaConfig, VerifyError> {
     let password = config.source_password().map_err(RunError::from)?;
-    let mut replica = crate::source::replica_config(config, &password);
+    let mut replica = crate::stream::reader::replica_config(config, &password);
     replica.server_id = config.source.server_id | 0x8000_0000;
     Ok(replica)
 }

@@ -9,7 +9,7 @@
 //! * same replicated columns → follow (non-replicated columns may have come or gone);
 //! * anything else → stop with [`SchemaError::ReplicatedColumnsChanged`].
 //!
-//! DDL statements are also recognised as they pass ([`crate::ddl`]), so that a change stops
+//! DDL statements are also recognised as they pass ([`crate::stream::ddl`]), so that a change stops
 //! sluice at the DDL's own GTID, and table-level changes that produce no TABLE_MAP
 //! (RENAME, DROP, TRUNCATE) are caught at all.
 
@@ -18,9 +18,9 @@ use std::sync::Arc;
 
 use sluice_binlog::{Gtid, TableMap};
 
-use crate::catalog::{self, CatalogError};
-use crate::ddl::{AlterAction, Statement, TableName};
-use crate::filter::{replicated_columns_unchanged, PlanError, TableFilter, TablePlan};
+use crate::select::rules::{replicated_columns_unchanged, PlanError, TableFilter, TablePlan};
+use crate::stream::catalog::{self, CatalogError};
+use crate::stream::ddl::{AlterAction, Statement, TableName};
 use crate::target::TargetTable;
 
 /// Longest statement excerpt put into an error message.
@@ -237,7 +237,7 @@ impl SchemaTracker {
     /// Checks a QUERY event's statement. Errors when it changes a replicated table in a way
     /// sluice cannot follow.
     pub fn on_statement(&mut self, sql: &str, default_schema: &str, gtid: Gtid) -> Result<(), SchemaError> {
-        let statement = crate::ddl::classify(sql, default_schema);
+        let statement = crate::stream::ddl::classify(sql, default_schema);
         let stop = |table: &TableName, reason: String| SchemaError::ReplicatedColumnsChanged {
             table: table.to_string(),
             gtid: gtid.to_string(),

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use sluice_binlog::{ColumnDef, ColumnKind, TableDef, Value};
 
 use crate::config::{ColumnSelection, Secret, TableSelector};
-use crate::rowfilter::CompiledFilter;
+use crate::select::rowfilter::CompiledFilter;
+use crate::select::transform::CompiledTransform;
 use crate::target::{TargetColumn, TargetTable};
-use crate::transform::CompiledTransform;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PlanError {
@@ -109,7 +109,7 @@ impl TablePlan {
 pub struct TableFilter {
     selectors: Vec<TableSelector>,
     hmac_key: Option<Secret>,
-    /// `(schema, table)`s no rule may select: sluice's own heartbeat table (`crate::lag`).
+    /// `(schema, table)`s no rule may select: sluice's own heartbeat table (`crate::ops::lag`).
     excluded: Vec<(String, String)>,
 }
 
@@ -205,11 +205,13 @@ fn plan_table(def: &TableDef, selector: &TableSelector, hmac_key: Option<&[u8]>)
         }
     }
     let row_filter = match &selector.row_filter {
-        Some(expr) => Some(crate::rowfilter::compile(expr, def).map_err(|e| PlanError::Filter {
-            key: selector.key.clone(),
-            table: table.clone(),
-            message: e.to_string(),
-        })?),
+        Some(expr) => Some(
+            crate::select::rowfilter::compile(expr, def).map_err(|e| PlanError::Filter {
+                key: selector.key.clone(),
+                table: table.clone(),
+                message: e.to_string(),
+            })?,
+        ),
         None => None,
     };
     let mut transforms: Vec<Option<CompiledTransform>> = vec![None; source_columns.len()];
@@ -233,8 +235,8 @@ fn plan_table(def: &TableDef, selector: &TableSelector, hmac_key: Option<&[u8]>)
                 "{column} is part of the primary key; only hmac keeps key values distinct (a {spec} key would merge rows)"
             )));
         }
-        let compiled =
-            crate::transform::compile(spec, &def.columns[source_columns[pos]], hmac_key).map_err(transform_err)?;
+        let compiled = crate::select::transform::compile(spec, &def.columns[source_columns[pos]], hmac_key)
+            .map_err(transform_err)?;
         transforms[pos] = Some(compiled);
     }
     let target = TargetTable {
@@ -280,7 +282,7 @@ pub fn same_replicated_column(a: &ColumnDef, b: &ColumnDef) -> bool {
 /// outside the Basic Multilingual Plane as `?` (its COLUMN_TYPE is utf8mb3), so a `?` on
 /// either side matches any one character.
 fn labels_match(a: &[String], b: &[String]) -> bool {
-    use crate::catalog::label_matches;
+    use crate::stream::catalog::label_matches;
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| label_matches(x, y) || label_matches(y, x))
 }
 

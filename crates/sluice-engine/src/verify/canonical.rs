@@ -261,7 +261,7 @@ pub fn typed(column: &ColumnDef, value: &Value) -> Option<Value> {
             } else if year == 0 {
                 Value::Timestamp { seconds: 0, micros: 0 }
             } else {
-                let days = crate::backfill::days_from_civil(i64::from(year), i64::from(month), i64::from(day));
+                let days = sluice_binlog::value::days_from_civil(i64::from(year), u32::from(month), u32::from(day));
                 let seconds = days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second);
                 Value::Timestamp { seconds, micros }
             }

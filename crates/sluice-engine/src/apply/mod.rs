@@ -8,7 +8,7 @@
 //! ```
 //!
 //! * The **coordinator** gives each source transaction an index in binlog order and a
-//!   dependency ([`crate::schedule`]): the latest earlier transaction touching one of the same
+//!   dependency ([`crate::apply::schedule`]): the latest earlier transaction touching one of the same
 //!   target rows. It hands transactions to writers round-robin.
 //! * A **writer** starts a transaction only once every transaction up to its dependency has
 //!   committed (the low-water mark). It groups consecutive transactions into one target
@@ -24,9 +24,11 @@
 //!   restart knows exactly what was applied, gaps included.
 //! * **Backfill chunks** go to writers of their own (`[backfill] writers`, each with its own
 //!   target connection), one chunk per target transaction with its copy progress. They are
-//!   ordered against the stream by key only ([`crate::schedule`]): a chunk never holds back
+//!   ordered against the stream by key only ([`crate::apply::schedule`]): a chunk never holds back
 //!   the stream's low-water mark, and a stream transaction waits for a chunk only when it
 //!   touches one of the chunk's rows.
+
+pub mod schedule;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,9 +39,11 @@ use std::time::{Duration, Instant};
 use sluice_binlog::{Gtid, GtidPosition};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::incremental::{run_verifier, CommittedGroup, IncrementalPolicy, VerifierLink, Written, VERIFIER_QUEUE};
-use crate::schedule::{ChunkId, DependencyTracker, Scheduled, ScheduledChunk, TxnIndex, WriteSet};
+use crate::apply::schedule::{ChunkId, DependencyTracker, Scheduled, ScheduledChunk, TxnIndex, WriteSet};
 use crate::target::{BackfillProgress, Checkpoint, RowOp, Target, TargetError, TargetTable};
+use crate::verify::incremental::{
+    run_verifier, CommittedGroup, IncrementalPolicy, VerifierLink, Written, VERIFIER_QUEUE,
+};
 
 /// Messages from the source reader to the applier, in binlog order.
 #[derive(Debug)]
@@ -74,13 +78,35 @@ pub enum ApplyMsg {
         in_flight: Option<tokio::sync::OwnedSemaphorePermit>,
     },
     /// The transaction just sent carried sluice's heartbeat row written at `sent_us` (Unix
-    /// microseconds, sluice's clock): sample the lag once it is committed (see [`crate::lag`]).
+    /// microseconds, sluice's clock): sample the lag once it is committed (see [`crate::ops::lag`]).
     Heartbeat {
         sent_us: u64,
     },
     /// The source lost its connection: drop everything not committed and reply with the
     /// committed checkpoint, from which the source resumes.
     Abort(oneshot::Sender<Checkpoint>),
+}
+
+impl From<crate::backfill::Chunk> for ApplyMsg {
+    /// A backfill chunk as the applier's message: target row changes (upserts), the progress
+    /// to record with them, the columns a column-only copy fills, and its allowance.
+    fn from(chunk: crate::backfill::Chunk) -> Self {
+        let table = &chunk.plan.target;
+        let ops = chunk
+            .rows
+            .into_iter()
+            .map(|(_, row)| RowOp::Insert {
+                table: table.clone(),
+                row,
+            })
+            .collect();
+        ApplyMsg::Chunk {
+            ops,
+            progress: chunk.progress,
+            fill: chunk.fill,
+            in_flight: chunk.in_flight,
+        }
+    }
 }
 
 /// The applier's target connections, one per thread.
@@ -110,7 +136,7 @@ pub struct Progress {
     /// The low-water mark: every source transaction at or before it is committed.
     pub applied_position: Mutex<GtidPosition>,
     /// Replication lag percentiles (heartbeat or event timestamps).
-    pub lag: Arc<crate::lag::LagMeter>,
+    pub lag: Arc<crate::ops::lag::LagMeter>,
     /// Every table's copy of existing rows in this process.
     pub backfill: Arc<crate::backfill::CopyBoard>,
 }
@@ -156,7 +182,7 @@ struct LowWater {
     stop: bool,
     /// The highest low-water mark any writer has recorded in the target so far.
     persisted: GtidPosition,
-    /// Incremental verification (`crate::incremental`) is on.
+    /// Incremental verification (`crate::verify::incremental`) is on.
     verifying: bool,
     /// Committed transactions whose rows the verifier has not checked yet.
     unverified: BTreeSet<TxnIndex>,
@@ -169,7 +195,7 @@ struct LowWater {
     /// Heartbeats (send time, µs) by the index of the transaction that carried them, sampled
     /// when the low-water mark passes that transaction.
     heartbeats: BTreeMap<TxnIndex, u64>,
-    lag: Arc<crate::lag::LagMeter>,
+    lag: Arc<crate::ops::lag::LagMeter>,
 }
 
 impl LowWater {
@@ -538,7 +564,7 @@ impl Writer<'_> {
         };
         // Writer 0 alone records the lag percentiles (one row, so writers never contend on it).
         if self.id == 0 {
-            if let Some(report) = self.progress.lag.due_report(crate::lag::PERSIST_EVERY) {
+            if let Some(report) = self.progress.lag.due_report(crate::ops::lag::PERSIST_EVERY) {
                 self.target.record_lag(&report)?;
             }
         }

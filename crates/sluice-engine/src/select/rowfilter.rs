@@ -23,6 +23,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 
+use sluice_binlog::value::days_from_civil;
 use sluice_binlog::{ColumnDef, ColumnKind, TableDef, Value};
 
 /// A syntax error, or a compile error against a table definition.
@@ -1074,18 +1075,6 @@ pub(crate) fn parse_time(s: &str) -> Option<TimeLit> {
     })
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
-/// `days_from_civil`; the inverse of [`sluice_binlog::value::civil_from_unix`]).
-pub(crate) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = i64::from((month + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// Packs calendar fields into an integer that orders like the fields (year, month, … micros).
 fn civil_key(year: u16, month: u8, day: u8, hour: u8, minute: u8, second: u8, micros: u32) -> u64 {
     (u64::from(year) << 46)
@@ -1758,7 +1747,7 @@ impl<'a> Compiler<'a> {
 /// Whether a literal names an ENUM/SET label. `information_schema` prints characters outside
 /// the Basic Multilingual Plane as `?`, so a `?` in a label matches any one character.
 pub(crate) fn is_label(labels: &[String], s: &str) -> bool {
-    labels.iter().any(|l| crate::catalog::label_matches(l, s))
+    labels.iter().any(|l| crate::stream::catalog::label_matches(l, s))
 }
 
 fn check_enum_label(s: &str, def: &ColumnDef, pos: usize) -> Result<(), FilterError> {

@@ -13,10 +13,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use std::collections::HashSet;
 
+use crate::apply::schedule::{key_hash, KeyHash};
 use crate::apply::{ApplyMsg, ROWS_PER_MESSAGE};
 use crate::backfill::{BackfillMsg, Chunk};
-use crate::schedule::{key_hash, KeyHash};
-use crate::schema::{MappedTable, SchemaError, SchemaTracker};
+use crate::stream::schema::{MappedTable, SchemaError, SchemaTracker};
 use crate::target::{Checkpoint, RowOp};
 
 const BACKOFF_START: Duration = Duration::from_millis(200);
@@ -88,8 +88,8 @@ pub struct SourceReader {
     /// The id of the next window.
     pub next_window: u64,
     /// sluice's heartbeat table, recognised in the stream though never replicated
-    /// (see [`crate::lag`]); `None` when heartbeats are off.
-    pub heartbeat: Option<crate::lag::HeartbeatTable>,
+    /// (see [`crate::ops::lag`]); `None` when heartbeats are off.
+    pub heartbeat: Option<crate::ops::lag::HeartbeatTable>,
 }
 
 /// The reader's side of a backfill chunk: the keys the stream changed since the window
@@ -270,7 +270,7 @@ impl SourceReader {
             let mut chunk = window.chunk.expect("ready");
             chunk.drop_touched(&window.touched);
             tracing::debug!(table = %chunk.progress.table, rows = chunk.rows.len(), done = chunk.progress.done, "backfill chunk");
-            self.send(chunk.into_apply()).await?;
+            self.send(ApplyMsg::from(chunk)).await?;
         }
         Ok(())
     }
@@ -401,9 +401,9 @@ impl SourceReader {
             EventBody::Query { sql, schema, .. } => {
                 let Some(t) = txn.as_ref() else { return Ok(()) };
                 let (gtid, duplicate, standalone) = (t.gtid, t.duplicate, t.standalone);
-                match crate::ddl::classify(&sql, &schema) {
-                    crate::ddl::Statement::Begin => {}
-                    crate::ddl::Statement::Commit | crate::ddl::Statement::Rollback => {
+                match crate::stream::ddl::classify(&sql, &schema) {
+                    crate::stream::ddl::Statement::Begin => {}
+                    crate::stream::ddl::Statement::Commit | crate::stream::ddl::Statement::Rollback => {
                         self.finish(txn, position).await?
                     }
                     _ => {
@@ -459,7 +459,7 @@ impl Drop for AbortOnDrop {
 
 /// Turns a source row change into the target's, through the row filter and the transforms.
 /// An update whose row enters the filter becomes an insert, one that leaves it a delete.
-fn to_target_op(plan: &crate::filter::TablePlan, change: RowChange) -> Option<RowOp> {
+fn to_target_op(plan: &crate::select::rules::TablePlan, change: RowChange) -> Option<RowOp> {
     let table = plan.target.clone();
     match change {
         RowChange::Insert(row) => plan.passes(&row).then(|| RowOp::Insert {

@@ -24,7 +24,7 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 use sluice_binlog::{Charset, ColumnDef, ColumnKind, Value};
 
-use crate::rowfilter::{is_label, parse_civil, parse_time, Dec};
+use crate::select::rowfilter::{is_label, parse_civil, parse_time, Dec};
 
 /// The shortest HMAC key [`compile`] accepts, in bytes. 32 random bytes are recommended.
 pub const MIN_HMAC_KEY_LEN: usize = 16;

@@ -1,0 +1,9 @@
+//! Running it: what an operator sees and what is checked before anything moves.
+//!
+//! * [`lag`]: replication lag from a heartbeat row.
+//! * [`status`]: `sluice status`, read from the target and compared with the source.
+//! * [`preflight`]: the source's settings and privileges, checked before streaming.
+
+pub mod lag;
+pub mod preflight;
+pub mod status;
