@@ -97,10 +97,20 @@ impl MappedColumn {
         )
     }
 
+    /// Whether the column has an entry in the charset metadata. MySQL 9 counts VECTOR among
+    /// them (it is stored like a BLOB, always with the binary collation), so a TEXT column
+    /// after a VECTOR has the next index.
     fn is_character(&self) -> bool {
         matches!(
             self.binlog_type,
-            ct::STRING | ct::VAR_STRING | ct::VARCHAR | ct::BLOB | ct::TINY_BLOB | ct::MEDIUM_BLOB | ct::LONG_BLOB
+            ct::STRING
+                | ct::VAR_STRING
+                | ct::VARCHAR
+                | ct::BLOB
+                | ct::TINY_BLOB
+                | ct::MEDIUM_BLOB
+                | ct::LONG_BLOB
+                | ct::VECTOR
         )
     }
 
@@ -449,7 +459,11 @@ impl TableMap {
     /// charsets, labels and the primary key), i.e. whether `binlog_row_metadata=FULL` wrote it.
     pub fn has_full_metadata(&self) -> bool {
         let needs_labels = self.columns.iter().any(MappedColumn::is_enum_or_set);
-        let needs_charsets = self.columns.iter().any(|c| c.is_character() || c.is_enum_or_set());
+        // VECTOR has a charset entry but is always binary: it does not need one to decode.
+        let needs_charsets = self
+            .columns
+            .iter()
+            .any(|c| (c.is_character() && c.binlog_type != ct::VECTOR) || c.is_enum_or_set());
         let needs_sign = self.columns.iter().any(MappedColumn::is_numeric);
         self.names.is_some()
             && (!needs_sign || self.unsigned.is_some())
@@ -630,6 +644,28 @@ mod tests {
         // Without the field the binlog says nothing about visibility.
         let map = decode_table_map(&body(&[]), 8, false).unwrap();
         assert_eq!(map.visible, None);
+    }
+
+    /// Found on a real MySQL 9 binlog: `t (id INT, v VECTOR(2), note TEXT)` with a default
+    /// charset of binary and an exception for `note`, at index 1 of the character columns
+    /// because VECTOR is index 0. Counting only string and blob types put index 1 out of range.
+    #[test]
+    fn vector_columns_count_among_the_charset_columns() {
+        let mut b = vec![7, 0, 0, 0, 0, 0, 0, 0, 2, b'd', b'b', 0, 1, b't', 0, 3];
+        b.extend([ct::LONG, ct::VECTOR, ct::BLOB]);
+        b.extend([2, 4, 2]); // metadata: VECTOR's and BLOB's length-prefix sizes
+        b.push(0b110);
+        let mut optional = vec![optional_field::COLUMN_NAME, 10, 2, b'i', b'd', 1, b'v', 4];
+        optional.extend(b"note");
+        optional.extend([optional_field::SIGNEDNESS, 1, 0]);
+        // Default collation 63 (binary), column 1 of the charset columns: 255 (utf8mb4_0900_ai_ci).
+        optional.extend([optional_field::DEFAULT_CHARSET, 5, 63, 1, 0xfc, 0xff, 0x00]);
+        b.extend(optional);
+        let map = decode_table_map(&b, 8, false).unwrap();
+        assert_eq!(map.collations, Some(vec![None, Some(63), Some(255)]));
+        let def = map.to_table_def();
+        assert_eq!(def.columns[2].kind, ColumnKind::Text);
+        assert_eq!(def.columns[1].kind, ColumnKind::Other);
     }
 
     #[test]

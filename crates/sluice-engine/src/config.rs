@@ -392,6 +392,11 @@ impl TableSelector {
     pub fn matches(&self, schema: &str, table: &str) -> bool {
         self.schema.is_match(schema) && self.table.is_match(table)
     }
+
+    /// Whether the rule's schema part matches `schema` (whatever the table).
+    pub fn matches_schema(&self, schema: &str) -> bool {
+        self.schema.is_match(schema)
+    }
 }
 
 impl Config {

@@ -92,7 +92,7 @@ pub async fn check(config: &Config) -> Result<(SourceInfo, Vec<Arc<TablePlan>>),
     let pool = source_pool(config)?;
     let checkpoint = read_checkpoint(config)?;
     let mut conn = source_conn(&pool, config).await?;
-    let info = preflight::check_source(&mut conn, &config.source.user, checkpoint.as_ref()).await?;
+    let info = preflight::check_source(&mut conn, config, checkpoint.as_ref()).await?;
     let plans = initial_plans(&mut conn, config).await?;
     drop(conn);
     pool.disconnect().await.ok();
@@ -149,9 +149,11 @@ pub fn read_checkpoint(config: &Config) -> Result<Option<Checkpoint>, RunError> 
     Ok(open_target(config)?.load_checkpoint()?)
 }
 
-/// Plans every existing source table the config selects, as the source defines it now.
+/// Plans every existing source table the config selects, as the source defines it now,
+/// after checking that the source user may read them (the grants, then every table).
 pub async fn current_plans(pool: &mysql_async::Pool, config: &Config) -> Result<Vec<Arc<TablePlan>>, RunError> {
     let mut conn = source_conn(pool, config).await?;
+    preflight::check_source(&mut conn, config, None).await?;
     initial_plans(&mut conn, config).await
 }
 
@@ -184,10 +186,11 @@ async fn initial_plans(conn: &mut mysql_async::Conn, config: &Config) -> Result<
         }
         plans.push(Arc::new(plan));
     }
-    match PlanError::all(refused) {
-        Some(e) => Err(e.into()),
-        None => Ok(plans),
+    if let Some(e) = PlanError::all(refused) {
+        return Err(e.into());
     }
+    preflight::probe_tables(conn, &plans).await?;
+    Ok(plans)
 }
 
 /// Options for [`run`] beyond the config.
@@ -206,7 +209,7 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
     let checkpoint = target.load_checkpoint()?;
 
     let mut conn = source_conn(&pool, config).await?;
-    let info = preflight::check_source(&mut conn, &config.source.user, checkpoint.as_ref()).await?;
+    let info = preflight::check_source(&mut conn, config, checkpoint.as_ref()).await?;
     for w in &info.warnings {
         tracing::warn!("{w}");
     }

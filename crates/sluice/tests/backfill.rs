@@ -355,20 +355,53 @@ fn a_column_added_to_the_replicated_columns_is_backfilled_alone() {
     );
 }
 
-/// A table whose rows cannot be read (no SELECT grant) is marked failed with the reason, in
-/// status and the log, while the other tables are copied and the stream goes on; after the
-/// grant, a restart copies it.
+/// A table whose rows stop being readable while it is copied (its SELECT grant revoked
+/// mid-copy) is marked failed with the reason, in status and the log, while the other tables
+/// are copied and the stream goes on; after the grant, a restart copies it. (A table that is
+/// unreadable from the start is refused by the preflight: see tests/refusals.rs.)
 #[test]
 fn a_failed_copy_is_reported_and_the_stream_goes_on() {
-    let env = Env::new(SETUP, &tables(500));
+    // Enough rows of `tags`, in small chunks, that its copy is still under way when the
+    // grant goes.
+    let env = Env::new(
+        &format!("{SETUP}\nINSERT INTO shop.tags SELECT CONCAT('bulk-', seq), seq FROM shop.seq_1_to_200000;"),
+        "[[tables]]\nmatch = \"shop.*\"\n\n[backfill]\nchunk_rows = 100\nparallel_tables = 1\n",
+    );
+    // Table-level grants: unlike a global or database grant, revoking one takes effect on
+    // the connections already open (sluice's copy connection among them).
     env.db.exec(
         "SET SESSION sql_log_bin = 0;
          REVOKE SELECT ON *.* FROM 'sluice_repl'@'%';
          GRANT SELECT ON shop.orders TO 'sluice_repl'@'%';
          GRANT SELECT ON shop.lines TO 'sluice_repl'@'%';
-         GRANT INSERT ON shop.tags TO 'sluice_repl'@'%';",
+         GRANT SELECT, INSERT ON shop.tags TO 'sluice_repl'@'%';",
     );
     let mut sluice = env.start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let copying = env.target.exists()
+            && !env
+                .target_rows("SELECT 1 FROM sqlite_master WHERE name = '_sluice_backfill'")
+                .is_empty()
+            && env
+                .target_rows("SELECT rows_copied FROM _sluice_backfill WHERE name = 'tags' AND NOT done")
+                .first()
+                .is_some_and(|r| r[0] != "0");
+        if copying {
+            break;
+        }
+        if let Some(exit) = sluice.try_exit() {
+            panic!("sluice exited ({exit}); log:\n{}", env.log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tags was never being copied; log:\n{}",
+            env.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    env.db
+        .exec("SET SESSION sql_log_bin = 0; REVOKE SELECT ON shop.tags FROM 'sluice_repl'@'%';");
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         let out = env.run_cmd(&["status", "-c", env.config.to_str().unwrap(), "--json"]);

@@ -277,3 +277,78 @@ fn source_restart_is_survived() {
     assert!(sluice.stop().success());
     assert_eq!(env.target_rows("SELECT count(*) FROM orders"), vec![vec!["2"]]);
 }
+
+/// Without SELECT every tool used to report success on an incomplete target (check: "no
+/// table matches yet", verify: nothing printed, exit 0). Now check, run and verify refuse,
+/// and list every missing grant at once as a statement to run.
+#[test]
+fn missing_grants_are_all_listed_and_refused_by_check_run_and_verify() {
+    let env = Env::new(SHOP, ORDERS);
+    env.db
+        .exec("REVOKE SELECT ON *.* FROM 'sluice_repl'@'%'; REVOKE REPLICATION SLAVE ON *.* FROM 'sluice_repl'@'%';");
+    for cmd in ["check", "run", "verify"] {
+        let out = env.run_cmd(&[cmd, "-c", env.config.to_str().unwrap()]);
+        assert!(!out.status.success(), "{cmd} passed without grants");
+        let text = stderr(&out);
+        assert!(
+            text.contains("GRANT REPLICATION SLAVE ON *.* TO 'sluice_repl'@'%'")
+                && text.contains("GRANT SELECT ON `shop`.`orders` TO 'sluice_repl'@'%'"),
+            "{cmd}: {text}"
+        );
+    }
+    assert!(
+        !env.target.exists() || env.checkpoint().is_none(),
+        "nothing may be written on refusal"
+    );
+}
+
+/// information_schema lists a table the user holds any privilege on; a table it cannot read
+/// (INSERT only, or SELECT on some columns only) is named by check and run, all at once.
+#[test]
+fn a_selected_table_the_user_cannot_read_is_named() {
+    let env = Env::new(
+        "CREATE DATABASE crm;
+         CREATE TABLE crm.people (id INT PRIMARY KEY, name TEXT);
+         CREATE TABLE crm.notes (id INT PRIMARY KEY, body TEXT);
+         CREATE TABLE crm.tags (id INT PRIMARY KEY, label TEXT);",
+        "[[tables]]\nmatch = \"crm.*\"\n",
+    );
+    env.db.exec(
+        "REVOKE SELECT ON *.* FROM 'sluice_repl'@'%';
+         GRANT SELECT ON crm.people TO 'sluice_repl'@'%';
+         GRANT INSERT ON crm.notes TO 'sluice_repl'@'%';
+         GRANT SELECT (id) ON crm.tags TO 'sluice_repl'@'%';",
+    );
+    for cmd in ["check", "run"] {
+        let out = env.run_cmd(&[cmd, "-c", env.config.to_str().unwrap()]);
+        assert!(!out.status.success(), "{cmd} passed");
+        let text = stderr(&out);
+        assert!(
+            text.contains("cannot read 2 selected table(s)")
+                && text.contains("crm.notes")
+                && text.contains("crm.tags")
+                && !text.contains("crm.people ("),
+            "{cmd}: {text}"
+        );
+    }
+    assert!(!env.target.exists() || env.checkpoint().is_none());
+    // Once granted, check passes and names the heartbeat grants it would still like.
+    env.db
+        .exec("GRANT SELECT ON crm.notes TO 'sluice_repl'@'%'; GRANT SELECT ON crm.tags TO 'sluice_repl'@'%';");
+    let out = env.run_cmd(&["check", "-c", env.config.to_str().unwrap()]);
+    let text = stderr(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("GRANT SELECT, INSERT, UPDATE, CREATE ON `sluice`.* TO 'sluice_repl'@'%'"),
+        "{text}"
+    );
+}
+
+/// A verify that compared nothing never reports success.
+#[test]
+fn verify_that_compares_nothing_fails() {
+    let env = Env::new(SHOP, "[[tables]]\nmatch = \"shop.not_there\"\n");
+    let out = env.run_cmd(&["verify", "-c", env.config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("nothing was compared"), "{}", stderr(&out));
+}

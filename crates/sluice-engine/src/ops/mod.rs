@@ -3,7 +3,9 @@
 //! * [`lag`]: replication lag from a heartbeat row.
 //! * [`status`]: `sluice status`, read from the target and compared with the source.
 //! * [`preflight`]: the source's settings and privileges, checked before streaming.
+//! * [`grants`]: the source user's privileges, read from `SHOW GRANTS`.
 
+pub mod grants;
 pub mod lag;
 pub mod preflight;
 pub mod status;

@@ -6,6 +6,9 @@
 use mysql_async::prelude::Queryable;
 use sluice_binlog::GtidPosition;
 
+use crate::config::Config;
+use crate::ops::grants::{grantee, quote_database, Grants};
+use crate::select::rules::TablePlan;
 use crate::target::Checkpoint;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,8 +23,18 @@ pub enum PreflightError {
     Query { what: &'static str, message: String },
     #[error("{0}")]
     Setting(String),
-    #[error("the replication user lacks {missing}. Run on the source: GRANT {missing} ON *.* TO {user}")]
-    Privilege { missing: String, user: String },
+    #[error("the source user {grantee} lacks {}. Run on the source:\n{}", .missing.iter().map(|m| m.what()).collect::<Vec<_>>().join(", "), .missing.iter().map(|m| format!("  {};", m.statement(grantee))).collect::<Vec<_>>().join("\n"))]
+    Privileges {
+        grantee: String,
+        missing: Vec<MissingGrant>,
+    },
+    #[error(
+        "the source user cannot read {} selected table(s): {}. Grant SELECT on them (e.g. GRANT SELECT ON `schema`.* TO \
+         the user), or change the config's [[tables]] rules so they are not selected",
+        .0.len(),
+        .0.iter().map(|(t, e)| format!("{t} ({e})")).collect::<Vec<_>>().join("; ")
+    )]
+    Unreadable(Vec<(String, String)>),
     #[error(
         "the source no longer has the binlogs sluice needs: the checkpoint is {checkpoint}, but the oldest binlog \
          ({oldest_file}) starts at {oldest_pos}. Transactions in between were purged, and sluice will not skip them. \
@@ -39,6 +52,28 @@ pub enum PreflightError {
          continue. Point sluice at the right server, or rebuild the target"
     )]
     Rewound { checkpoint: String, source_pos: String },
+}
+
+/// A privilege the source user needs and lacks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MissingGrant {
+    /// e.g. `REPLICATION SLAVE` or `SELECT`.
+    pub privileges: String,
+    /// e.g. `*.*`, `` `shop`.* ``.
+    pub on: String,
+}
+
+impl MissingGrant {
+    fn what(&self) -> String {
+        match self.on.as_str() {
+            "*.*" => self.privileges.clone(),
+            on => format!("{} on {on}", self.privileges),
+        }
+    }
+
+    fn statement(&self, grantee: &str) -> String {
+        format!("GRANT {} ON {} TO {grantee}", self.privileges, self.on)
+    }
 }
 
 /// What preflight learned about the source.
@@ -60,7 +95,7 @@ fn query_err(what: &'static str) -> impl Fn(mysql_async::Error) -> PreflightErro
 /// Runs every source check. `checkpoint` is the target's, when it has one.
 pub async fn check_source(
     conn: &mut mysql_async::Conn,
-    user: &str,
+    config: &Config,
     checkpoint: Option<&Checkpoint>,
 ) -> Result<SourceInfo, PreflightError> {
     let version: String = conn
@@ -112,7 +147,7 @@ pub async fn check_source(
         ));
     }
 
-    check_grants(conn, user).await?;
+    check_grants(conn, config, &mut warnings).await?;
 
     let binlog_pos: String = conn
         .query_first("SELECT @@global.gtid_binlog_pos")
@@ -134,32 +169,146 @@ pub async fn check_source(
     })
 }
 
-async fn check_grants(conn: &mut mysql_async::Conn, user: &str) -> Result<(), PreflightError> {
-    let grants: Vec<String> = conn.query("SHOW GRANTS").await.map_err(query_err("SHOW GRANTS"))?;
-    let global: Vec<String> = grants
-        .iter()
-        .filter(|g| g.contains(" ON *.* "))
-        .map(|g| g.to_ascii_uppercase())
-        .collect();
-    let has = |needle: &str| {
-        global
-            .iter()
-            .any(|g| g.contains("ALL PRIVILEGES") || g.contains(needle))
+/// Refuses, listing every missing grant at once as a GRANT statement, when the user cannot
+/// replicate or cannot read what the config selects; missing heartbeat grants are a warning
+/// (lag then falls back to event timestamps).
+async fn check_grants(
+    conn: &mut mysql_async::Conn,
+    config: &Config,
+    warnings: &mut Vec<String>,
+) -> Result<(), PreflightError> {
+    let lines: Vec<String> = conn.query("SHOW GRANTS").await.map_err(query_err("SHOW GRANTS"))?;
+    let current: Option<String> = conn
+        .query_first("SELECT CURRENT_USER()")
+        .await
+        .map_err(query_err("CURRENT_USER()"))?;
+    let grantee = grantee(current.as_deref().unwrap_or(&config.source.user));
+    let grants = Grants::parse(&lines);
+    let (missing, heartbeat) = missing_grants(&grants, config);
+    if !heartbeat.is_empty() {
+        warnings.push(format!(
+            "the heartbeat needs more privileges (lag falls back to event timestamps, 1 s resolution, without them); \
+             run on the source: {}; or set [lag] heartbeat = false",
+            heartbeat
+                .iter()
+                .map(|m| m.statement(&grantee))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(PreflightError::Privileges { grantee, missing })
+}
+
+/// What the user lacks to replicate and read the selected tables, and what it lacks for the
+/// heartbeat.
+fn missing_grants(grants: &Grants, config: &Config) -> (Vec<MissingGrant>, Vec<MissingGrant>) {
+    let global = |privileges: &str| MissingGrant {
+        privileges: privileges.into(),
+        on: "*.*".into(),
     };
-    if !has("REPLICATION SLAVE") {
-        return Err(PreflightError::Privilege {
-            missing: "REPLICATION SLAVE".into(),
-            user: user.to_owned(),
-        });
+    let mut missing = Vec::new();
+    if !grants.global("REPLICATION SLAVE") {
+        missing.push(global("REPLICATION SLAVE"));
     }
     // MariaDB 10.5+ needs BINLOG MONITOR for SHOW BINARY LOGS; older ones REPLICATION CLIENT.
-    if !(has("BINLOG MONITOR") || has("REPLICATION CLIENT") || has("SUPER")) {
-        return Err(PreflightError::Privilege {
-            missing: "BINLOG MONITOR".into(),
-            user: user.to_owned(),
-        });
+    if !(grants.global("BINLOG MONITOR") || grants.global("REPLICATION CLIENT") || grants.global("SUPER")) {
+        missing.push(global("BINLOG MONITOR"));
     }
-    Ok(())
+    for selector in config.selectors() {
+        let Some((schema, table)) = selector.pattern.split_once('.') else {
+            continue;
+        };
+        let schema_is_glob = schema.contains(['*', '?', '[', '{']);
+        let held = if !schema_is_glob && selector.is_exact {
+            grants.on_table("SELECT", schema, table)
+        } else if !schema_is_glob {
+            // Table-level grants on some of its tables will do too: the tables found are
+            // probed with a real SELECT.
+            grants.on_database("SELECT", schema) || grants.on_some_database("SELECT", |d| d == schema)
+        } else {
+            // Databases the user has no privilege on are invisible to it, so only a grant on
+            // some matching database (or on all) can be checked here; the tables found are
+            // then probed with a real SELECT.
+            grants.on_some_database("SELECT", |d| selector.matches_schema(d))
+        };
+        let need = MissingGrant {
+            privileges: "SELECT".into(),
+            on: match (schema_is_glob, selector.is_exact) {
+                (true, _) => "*.*".into(),
+                (false, true) => format!("{}.{}", quote_database(schema), quote_database(table)),
+                (false, false) => format!("{}.*", quote_database(schema)),
+            },
+        };
+        if !held && !missing.contains(&need) {
+            missing.push(need);
+        }
+    }
+    let mut heartbeat = Vec::new();
+    if config.lag.heartbeat {
+        let lacking: Vec<&str> = ["SELECT", "INSERT", "UPDATE", "CREATE"]
+            .into_iter()
+            .filter(|p| !grants.on_database(p, &config.lag.database))
+            .collect();
+        if !lacking.is_empty() {
+            heartbeat.push(MissingGrant {
+                privileges: lacking.join(", "),
+                on: format!("{}.*", quote_database(&config.lag.database)),
+            });
+        }
+    }
+    (missing, heartbeat)
+}
+
+/// Reads no row of each planned table, but makes the server check that the user may read
+/// every column of it: information_schema lists tables the user holds *any*
+/// privilege on, and a grant the parser misread must not pass. Every unreadable table is
+/// named at once. A table locked by someone else is waited for a few seconds, then reported
+/// as not checked (never as readable).
+pub async fn probe_tables(
+    conn: &mut mysql_async::Conn,
+    plans: &[std::sync::Arc<TablePlan>],
+) -> Result<(), PreflightError> {
+    // ER_DBACCESS_DENIED_ERROR, ER_TABLEACCESS_DENIED_ERROR, ER_COLUMNACCESS_DENIED_ERROR.
+    const DENIED: [u16; 3] = [1044, 1142, 1143];
+    // ER_NO_SUCH_TABLE: dropped since it was listed; the stream will see the DROP.
+    const GONE: u16 = 1146;
+    conn.query_drop("SET SESSION lock_wait_timeout = 10")
+        .await
+        .map_err(query_err("lock_wait_timeout"))?;
+    let mut unreadable = Vec::new();
+    for plan in plans {
+        let def = &plan.source;
+        // `*`, not the columns sluice knows: information_schema hides the columns the user
+        // has no privilege on, and `*` needs every one of them.
+        let sql = format!(
+            "SELECT * FROM {}.{} LIMIT 0",
+            quote_database(&def.schema),
+            quote_database(&def.name)
+        );
+        match conn.query_drop(sql).await {
+            Ok(()) => {}
+            Err(mysql_async::Error::Server(e)) if DENIED.contains(&e.code) => {
+                unreadable.push((def.qualified_name(), e.message.clone()))
+            }
+            Err(mysql_async::Error::Server(e)) if e.code == GONE => {}
+            Err(e) => {
+                return Err(PreflightError::Query {
+                    what: "reading a selected table",
+                    message: format!("{}: {e}", def.qualified_name()),
+                })
+            }
+        }
+    }
+    conn.query_drop("SET SESSION lock_wait_timeout = DEFAULT")
+        .await
+        .map_err(query_err("lock_wait_timeout"))?;
+    match unreadable.is_empty() {
+        true => Ok(()),
+        false => Err(PreflightError::Unreadable(unreadable)),
+    }
 }
 
 /// Refuses when the checkpoint's successors were purged, or the source is behind it.

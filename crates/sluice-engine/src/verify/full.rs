@@ -102,6 +102,11 @@ pub enum VerifyError {
     },
     #[error("verify: --table {0:?} matches no replicated table")]
     NoSuchTable(String),
+    #[error(
+        "verify: no source table matches the config's [[tables]] rules, so nothing was compared. Check the rules, \
+         and that the source user can see the tables (SELECT grant)"
+    )]
+    NothingToCompare,
     #[error("verify: invalid --table pattern: {0}")]
     BadPattern(String),
 }
@@ -747,8 +752,11 @@ pub async fn verify(config: &Config, options: &VerifyOptions) -> Result<Vec<Tabl
                 .is_none_or(|m| m.is_match(&p.target.name) || m.is_match(&p.target.source_name))
         })
         .collect();
-    if let (Some(p), true) = (&options.table, plans.is_empty()) {
-        return Err(VerifyError::NoSuchTable(p.clone()));
+    match (&options.table, plans.is_empty()) {
+        (Some(p), true) => return Err(VerifyError::NoSuchTable(p.clone())),
+        // Comparing nothing proves nothing: never an exit status of success.
+        (None, true) => return Err(VerifyError::NothingToCompare),
+        _ => {}
     }
     let mut target = open_target(config)?;
     let checkpoint = tokio::task::block_in_place(|| target.load_checkpoint())?;
