@@ -56,6 +56,9 @@
 //!   `prepare` accepts as matching tables. All checks (definitions, existing tables) run
 //!   before any table is created, so a refused `prepare` creates nothing.
 //!
+//! The statements, buffering, bookkeeping and transaction handling are shared with the
+//! PostgreSQL target in `super::server`; this file holds the MariaDB side of them ([`MariaDb`]).
+//!
 //! Error messages name tables and columns, never row values (values may be personal data):
 //! server messages that quote a value (`Duplicate entry '…'`, `Incorrect … value: '…'`)
 //! have the value replaced by `'?'`.

@@ -42,6 +42,9 @@
 //!   (all or nothing). A failed statement aborts a PostgreSQL transaction anyway; the target
 //!   rolls it back at once, marks it failed and refuses to commit it.
 //!
+//! The statements, buffering, bookkeeping and transaction handling are shared with the
+//! MariaDB target in `super::server`; this file holds the PostgreSQL side of them ([`Postgres`]).
+//!
 //! Error messages name tables and columns, never row values (values may be personal data):
 //! PostgreSQL's `DETAIL` (which quotes rows and keys) is never included, and for data
 //! exceptions (SQLSTATE class 22, whose messages end with the offending input) only the text

@@ -22,9 +22,9 @@ use sluice_binlog::{ColumnDef, ColumnKind, Value};
 
 use super::batch::{chunk_sizes, key_identity, value_bytes, Pending, BATCH_SIZES};
 use super::common::{
-    backfill_detail_to_db, backfill_from_db, check_fill_columns, check_row_len, check_table_shape,
-    checkpoint_from_rows, definition_json, fill_columns_sql, missing_columns, rows_copied_from_db, rows_copied_to_db,
-    unix_now, verified_from_row, TxState, BACKFILL_TABLE,
+    backfill_detail_to_db, backfill_from_row, check_fill_columns, check_row_len, check_table_shape,
+    checkpoint_from_rows, definition_json, fill_columns_sql, missing_columns, rows_copied_to_db, unix_now,
+    verified_from_row, TxProtocol, TxState, BACKFILL_TABLE,
 };
 use super::{
     number_placeholders, selection_condition, selection_value, BackfillProgress, Checkpoint, RowOp, RowSelection,
@@ -557,15 +557,6 @@ impl<C: Client> ServerTarget<C> {
         }
     }
 
-    /// No partial state: a failed write abandons the whole target transaction at once.
-    fn abandon_on_error<T>(&mut self, result: TargetResult<T>) -> TargetResult<T> {
-        if result.is_err() {
-            self.state = TxState::Failed;
-            let _ = self.rollback_now();
-        }
-        result
-    }
-
     /// The plan for `table`, built on first use and rebuilt when the definition changes.
     fn plan(&mut self, table: &Arc<TargetTable>) -> TargetResult<()> {
         let fresh = match self.plans.get_mut(&table.name) {
@@ -840,10 +831,8 @@ impl<C: Client> ServerTarget<C> {
     fn prepare_impl(&mut self, tables: &[Arc<TargetTable>]) -> TargetResult<()> {
         if self.state == TxState::Open {
             self.flush_or_abandon()?;
-            return self.prepare_tables(tables).inspect_err(|_| {
-                let _ = self.rollback_now();
-                self.state = TxState::Failed;
-            });
+            let result = self.prepare_tables(tables);
+            return self.abandon_on_error(result);
         }
         self.ensure_connected()?;
         if !C::TRANSACTIONAL_DDL {
@@ -863,25 +852,6 @@ impl<C: Client> ServerTarget<C> {
             let _ = self.rollback_now();
         }
         result
-    }
-
-    fn rollback_now(&mut self) -> TargetResult<()> {
-        self.pending.clear();
-        if self.is_gone() {
-            // The server rolls back a transaction whose connection is gone.
-            return Ok(());
-        }
-        match self.client.batch("ROLLBACK") {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let err = self.fail("rollback", "(transaction)", &e);
-                if self.broken {
-                    Ok(())
-                } else {
-                    Err(err)
-                }
-            }
-        }
     }
 
     fn begin_impl(&mut self) -> TargetResult<()> {
@@ -910,22 +880,6 @@ impl<C: Client> ServerTarget<C> {
         match self.client.batch("COMMIT") {
             Ok(()) => Ok(()),
             Err(e) => Err(self.fail("commit", "(transaction)", &e)),
-        }
-    }
-
-    /// Ends the open transaction with `result` of its last writes: idle after a commit, or
-    /// rolled back and failed.
-    fn finish(&mut self, result: TargetResult<()>) -> TargetResult<()> {
-        match result {
-            Ok(()) => {
-                self.state = TxState::Idle;
-                Ok(())
-            }
-            Err(e) => {
-                self.state = TxState::Failed;
-                let _ = self.rollback_now();
-                Err(e)
-            }
         }
     }
 
@@ -1090,22 +1044,7 @@ impl<C: Client> ServerTarget<C> {
                 ))
             },
         )?;
-        rows.unwrap_or_default()
-            .into_iter()
-            .map(|(table, done, last_key, rows_copied, detail)| {
-                let rows_copied = rows_copied_from_db(&table, rows_copied)?;
-                Ok(backfill_from_db(
-                    BackfillProgress {
-                        table,
-                        done: done != 0,
-                        last_key,
-                        rows_copied,
-                        ..BackfillProgress::default()
-                    },
-                    detail.as_deref(),
-                ))
-            })
-            .collect()
+        rows.unwrap_or_default().into_iter().map(backfill_from_row).collect()
     }
 
     fn load_lag_impl(&mut self) -> TargetResult<Option<crate::ops::lag::LagReport>> {
@@ -1319,6 +1258,31 @@ fn int<C: Client>(row: &C::Row, i: usize) -> Option<i64> {
     i64::try_from(C::int_at(row, i)?).ok()
 }
 
+impl<C: Client> TxProtocol for ServerTarget<C> {
+    fn tx_state(&mut self) -> &mut TxState {
+        &mut self.state
+    }
+
+    fn rollback_now(&mut self) -> TargetResult<()> {
+        self.pending.clear();
+        if self.is_gone() {
+            // The server rolls back a transaction whose connection is gone.
+            return Ok(());
+        }
+        match self.client.batch("ROLLBACK") {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let err = self.fail("rollback", "(transaction)", &e);
+                if self.broken {
+                    Ok(())
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+}
+
 impl<C: Client> Target for ServerTarget<C> {
     fn prepare(&mut self, tables: &[Arc<TargetTable>]) -> TargetResult<()> {
         C::run(|| self.prepare_impl(tables))
@@ -1344,7 +1308,7 @@ impl<C: Client> Target for ServerTarget<C> {
         C::run(|| {
             self.state.require_open_for_commit()?;
             let result = self.flush().and_then(|()| self.write_checkpoint(checkpoint));
-            self.finish(result)
+            self.finish_commit(result)
         })
     }
 
@@ -1401,7 +1365,7 @@ impl<C: Client> Target for ServerTarget<C> {
             self.state.require_open_for_commit()?;
             self.flush_or_abandon()?;
             let result = self.commit_now();
-            self.finish(result)
+            self.finish_commit(result)
         })
     }
 
