@@ -10,8 +10,8 @@
 //!   are errors instead of silently truncated warnings, while zero dates (`0000-00-00`),
 //!   partial dates (`2024-00-15`) and dates the source accepted under `ALLOW_INVALID_DATES`
 //!   are stored as they are, because the source holds them. A connection that fails
-//!   (I/O error, server gone) is replaced on the next [`Target::begin`],
-//!   [`Target::prepare`] or [`Target::load_checkpoint`]; the server has rolled back whatever
+//!   (I/O error, server gone) is replaced on the next [`Target::begin`](super::Target::begin),
+//!   [`Target::prepare`](super::Target::prepare) or [`Target::load_checkpoint`](super::Target::load_checkpoint); the server has rolled back whatever
 //!   was open on it.
 //! * **InnoDB tables, near-identity types.** Target tables are InnoDB, `utf8mb4`, with the
 //!   source's own types where MariaDB has them (`DECIMAL(p,s)`, `BIGINT UNSIGNED`, `BIT(n)`,
@@ -35,19 +35,19 @@
 //!   per-key order exactly (see `super::batch`); a refused row fails the statement, which
 //!   names the table. Statements are prepared once per (table, operation, rows per
 //!   statement: 1, 8, 64 or 256) and kept for the life of the connection.
-//! * **Checkpoint with the rows.** [`Target::begin`] is `START TRANSACTION`;
-//!   [`Target::commit`] upserts the writer's row of `_sluice_checkpoint` (one row per
-//!   parallel writer, merged by [`Target::load_checkpoint`]) and `COMMIT`s. Sessions run at
+//! * **Checkpoint with the rows.** [`Target::begin`](super::Target::begin) is `START TRANSACTION`;
+//!   [`Target::commit`](super::Target::commit) upserts the writer's row of `_sluice_checkpoint` (one row per
+//!   parallel writer, merged by [`Target::load_checkpoint`](super::Target::load_checkpoint)) and `COMMIT`s. Sessions run at
 //!   `READ COMMITTED`, so parallel writers on disjoint rows don't block each other on InnoDB
 //!   gap locks (a target server with `binlog_format=STATEMENT` refuses such writes; `MIXED`
 //!   and `ROW` are fine). A failed
 //!   write rolls the whole transaction back at once and marks it failed, so
-//!   [`Target::commit`] refuses it. A connection dropped with an open transaction is rolled
-//!   back by the server. [`Target::record_backfill`] upserts a table's row of
+//!   [`Target::commit`](super::Target::commit) refuses it. A connection dropped with an open transaction is rolled
+//!   back by the server. [`Target::record_backfill`](super::Target::record_backfill) upserts a table's row of
 //!   `_sluice_backfill` (its backfill progress) inside the open transaction, so it commits
 //!   with the copied rows it describes.
 //! * **`prepare()` and implicit commits.** MariaDB DDL commits the open transaction
-//!   implicitly, which would break atomicity if [`Target::prepare`] ran `CREATE TABLE` on the
+//!   implicitly, which would break atomicity if [`Target::prepare`](super::Target::prepare) ran `CREATE TABLE` on the
 //!   main connection between `begin` and `commit`. Instead, when a transaction is open,
 //!   missing tables are created on a second, short-lived connection (`CREATE TABLE IF NOT
 //!   EXISTS`, idempotent). The rows and the checkpoint still commit or roll back atomically
@@ -471,7 +471,7 @@ fn positional(params: Vec<MyValue>) -> Params {
     }
 }
 
-/// The MariaDB side of a [`ServerTarget`]: the connection to the target database, and how
+/// The MariaDB side of a `ServerTarget` (`super::server`): the connection to the target database, and how
 /// MariaDB spells, binds and reads values.
 pub struct MariaDb {
     /// Connection options with the database selected and the session set up.

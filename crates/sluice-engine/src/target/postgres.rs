@@ -8,8 +8,8 @@
 //!   server is moved to a short-lived scoped thread when the caller is inside a tokio
 //!   runtime; on plain threads (sluice's writer threads) calls run directly. Sessions use
 //!   `TimeZone = 'UTC'`, `DateStyle = 'ISO, YMD'` and `IntervalStyle = 'postgres'`. A closed
-//!   connection is replaced on the next [`Target::begin`], [`Target::prepare`] or
-//!   [`Target::load_checkpoint`]; the server has rolled back whatever was open on it.
+//!   connection is replaced on the next [`Target::begin`](super::Target::begin), [`Target::prepare`](super::Target::prepare) or
+//!   [`Target::load_checkpoint`](super::Target::load_checkpoint); the server has rolled back whatever was open on it.
 //! * **Types.** Each source type maps to the closest exact PostgreSQL type (integers widened
 //!   where the unsigned range needs it, `BIGINT UNSIGNED` as `numeric(20,0)`, `DECIMAL(p,s)`
 //!   as `numeric(p,s)`, `TIME` as `interval`, `DATETIME` as `timestamp`, `TIMESTAMP` as
@@ -34,10 +34,10 @@
 //!   and never two rows of one key in one upsert (see `super::batch`). Statements are
 //!   prepared once per (table, operation, rows per statement: 1, 8, 64 or 256) and kept for
 //!   the life of the connection.
-//! * **Checkpoint with the rows.** [`Target::begin`] is `BEGIN`; [`Target::commit`] upserts
-//!   the writer's row of `_sluice_checkpoint` and `COMMIT`s; [`Target::record_backfill`]
+//! * **Checkpoint with the rows.** [`Target::begin`](super::Target::begin) is `BEGIN`; [`Target::commit`](super::Target::commit) upserts
+//!   the writer's row of `_sluice_checkpoint` and `COMMIT`s; [`Target::record_backfill`](super::Target::record_backfill)
 //!   upserts a table's backfill progress (`_sluice_backfill`) in the open transaction.
-//!   PostgreSQL DDL is transactional, so [`Target::prepare`] inside an open transaction
+//!   PostgreSQL DDL is transactional, so [`Target::prepare`](super::Target::prepare) inside an open transaction
 //!   creates the tables in it: they commit or roll back with its rows. Outside a transaction `prepare` runs in its own transaction
 //!   (all or nothing). A failed statement aborts a PostgreSQL transaction anyway; the target
 //!   rolls it back at once, marks it failed and refuses to commit it.
@@ -407,7 +407,7 @@ fn open_client(conn_str: &str) -> Result<postgres::Client, postgres::Error> {
     Ok(client)
 }
 
-/// The PostgreSQL side of a [`ServerTarget`]: the connection to the target database, the
+/// The PostgreSQL side of a `ServerTarget` (`super::server`): the connection to the target database, the
 /// schema written into, and how PostgreSQL spells, binds and reads values.
 pub struct Postgres {
     conn_str: String,
@@ -421,7 +421,7 @@ pub type PostgresTarget = ServerTarget<Postgres>;
 impl PostgresTarget {
     /// Connects with a libpq-style connection string or URL
     /// (`host=… port=… user=… dbname=…` or `postgresql://user@host:port/db`; no TLS) and
-    /// writes into `schema`, which [`Target::prepare`] creates when missing.
+    /// writes into `schema`, which [`Target::prepare`](super::Target::prepare) creates when missing.
     pub fn connect(conn_str: &str, schema: &str) -> TargetResult<PostgresTarget> {
         check_identifier("schema", schema).map_err(|why| TargetError::Other(format!("target {why}")))?;
         let client = off_runtime(|| open_client(conn_str)).map_err(|e| db_error("connect", schema, &e))?;
