@@ -5,6 +5,7 @@
 //! Only what is the same in every dialect lives here; identifier rules, type mapping, value
 //! binding and statement texts stay with each target.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sluice_binlog::{ColumnDef, ColumnKind, GtidPosition, Value};
@@ -112,6 +113,19 @@ pub(super) fn check_table_shape(table: &TargetTable) -> TargetResult<()> {
         return fail(format!("key column index {k} out of range"));
     }
     Ok(())
+}
+
+/// Whether a table plan built for `built` still serves `table`: the same `Arc`, or an equal
+/// definition in another one (then remembered, so the next lookup is a pointer test).
+pub(super) fn plan_is_current(built: &mut Arc<TargetTable>, table: &Arc<TargetTable>) -> bool {
+    if Arc::ptr_eq(built, table) {
+        return true;
+    }
+    if **built == **table {
+        *built = Arc::clone(table);
+        return true;
+    }
+    false
 }
 
 /// Refuses a row whose value count doesn't match the table's columns (binding it would read

@@ -23,8 +23,8 @@ use sluice_binlog::{ColumnDef, ColumnKind, Value};
 use super::batch::{chunk_sizes, key_identity, value_bytes, Pending, BATCH_SIZES};
 use super::common::{
     backfill_detail_to_db, backfill_from_row, check_fill_columns, check_row_len, check_table_shape,
-    checkpoint_from_rows, definition_json, fill_columns_sql, missing_columns, rows_copied_to_db, unix_now,
-    verified_from_row, TxProtocol, TxState, BACKFILL_TABLE,
+    checkpoint_from_rows, definition_json, fill_columns_sql, missing_columns, plan_is_current, rows_copied_to_db,
+    unix_now, verified_from_row, TxProtocol, TxState, BACKFILL_TABLE,
 };
 use super::{
     number_placeholders, selection_condition, selection_value, BackfillProgress, Checkpoint, RowOp, RowSelection,
@@ -559,14 +559,10 @@ impl<C: Client> ServerTarget<C> {
 
     /// The plan for `table`, built on first use and rebuilt when the definition changes.
     fn plan(&mut self, table: &Arc<TargetTable>) -> TargetResult<()> {
-        let fresh = match self.plans.get_mut(&table.name) {
-            Some(plan) if Arc::ptr_eq(&plan.table, table) => false,
-            Some(plan) if *plan.table == **table => {
-                plan.table = Arc::clone(table);
-                false
-            }
-            _ => true,
-        };
+        let fresh = !self
+            .plans
+            .get_mut(&table.name)
+            .is_some_and(|plan| plan_is_current(&mut plan.table, table));
         if fresh {
             let plan = TablePlan::new(Arc::clone(table), &self.client)?;
             // Buffered rows were bound for the old definition: send them first.
