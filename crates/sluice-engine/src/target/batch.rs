@@ -97,13 +97,6 @@ pub(super) struct PendingTable<R> {
     upsert_keys: HashMap<String, usize>,
 }
 
-impl<R> PendingTable<R> {
-    /// The rows to upsert, in the order they were first buffered.
-    pub fn upsert_rows(&self) -> impl Iterator<Item = &R> {
-        self.upserts.iter().flatten()
-    }
-}
-
 /// Buffered row changes of the open transaction (see the module documentation).
 pub(super) struct Pending<R> {
     tables: Vec<PendingTable<R>>,
@@ -219,7 +212,10 @@ mod tests {
         assert!(p.is_empty());
         assert_eq!(tables.len(), 2);
         assert_eq!(tables[0].deletes, vec!["d2"]);
-        assert_eq!(tables[0].upsert_rows().copied().collect::<Vec<_>>(), vec!["u1b"]);
+        assert_eq!(
+            tables[0].upserts.iter().flatten().copied().collect::<Vec<_>>(),
+            vec!["u1b"]
+        );
         assert_eq!(tables[1].deletes, vec!["x"]);
     }
 

@@ -5,6 +5,7 @@
 //! Only what is the same in every dialect lives here; identifier rules, type mapping, value
 //! binding and statement texts stay with each target.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sluice_binlog::{ColumnDef, ColumnKind, GtidPosition, Value};
@@ -54,6 +55,40 @@ impl TxState {
     }
 }
 
+/// The moves of the transaction protocol that every target makes the same way, over its own
+/// state and rollback.
+pub(super) trait TxProtocol {
+    fn tx_state(&mut self) -> &mut TxState;
+
+    /// Rolls back whatever is open on the connection and drops what was buffered for it.
+    fn rollback_now(&mut self) -> TargetResult<()>;
+
+    /// No partial state: a failed write abandons the whole target transaction at once.
+    fn abandon_on_error<T>(&mut self, result: TargetResult<T>) -> TargetResult<T> {
+        if result.is_err() {
+            *self.tx_state() = TxState::Failed;
+            let _ = self.rollback_now();
+        }
+        result
+    }
+
+    /// Ends the open transaction with the `result` of committing it: idle after a commit,
+    /// or rolled back and failed.
+    fn finish_commit<T>(&mut self, result: TargetResult<T>) -> TargetResult<()> {
+        match result {
+            Ok(_) => {
+                *self.tx_state() = TxState::Idle;
+                Ok(())
+            }
+            Err(e) => {
+                *self.tx_state() = TxState::Failed;
+                let _ = self.rollback_now();
+                Err(e)
+            }
+        }
+    }
+}
+
 /// The checks of a table definition that don't depend on the dialect: no reserved name, at
 /// least one column, a key, key indexes in range. Each target checks its identifier rules
 /// first, then calls this.
@@ -78,6 +113,19 @@ pub(super) fn check_table_shape(table: &TargetTable) -> TargetResult<()> {
         return fail(format!("key column index {k} out of range"));
     }
     Ok(())
+}
+
+/// Whether a table plan built for `built` still serves `table`: the same `Arc`, or an equal
+/// definition in another one (then remembered, so the next lookup is a pointer test).
+pub(super) fn plan_is_current(built: &mut Arc<TargetTable>, table: &Arc<TargetTable>) -> bool {
+    if Arc::ptr_eq(built, table) {
+        return true;
+    }
+    if **built == **table {
+        *built = Arc::clone(table);
+        return true;
+    }
+    false
 }
 
 /// Refuses a row whose value count doesn't match the table's columns (binding it would read
@@ -244,7 +292,7 @@ pub(super) fn backfill_detail_to_db(progress: &BackfillProgress) -> String {
 }
 
 /// `progress` completed with the fields of its stored detail.
-pub(super) fn backfill_from_db(mut progress: BackfillProgress, detail: Option<&str>) -> BackfillProgress {
+fn backfill_from_db(mut progress: BackfillProgress, detail: Option<&str>) -> BackfillProgress {
     let Some(detail) = detail.and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok()) else {
         return progress;
     };
@@ -258,9 +306,26 @@ pub(super) fn backfill_from_db(mut progress: BackfillProgress, detail: Option<&s
     progress
 }
 
+/// A `_sluice_backfill` row (name, done, last key, rows copied, detail) as a record.
+pub(super) fn backfill_from_row(
+    (table, done, last_key, rows_copied, detail): (String, i64, Option<String>, i64, Option<String>),
+) -> TargetResult<BackfillProgress> {
+    let rows_copied = rows_copied_from_db(&table, rows_copied)?;
+    Ok(backfill_from_db(
+        BackfillProgress {
+            table,
+            done: done != 0,
+            last_key,
+            rows_copied,
+            ..BackfillProgress::default()
+        },
+        detail.as_deref(),
+    ))
+}
+
 /// `rows_copied` read back from `_sluice_backfill`; a negative count means the row was
 /// tampered with.
-pub(super) fn rows_copied_from_db(table: &str, rows_copied: i64) -> TargetResult<u64> {
+fn rows_copied_from_db(table: &str, rows_copied: i64) -> TargetResult<u64> {
     u64::try_from(rows_copied)
         .map_err(|_| TargetError::Other(format!("{BACKFILL_TABLE} holds an invalid row count for table {table}")))
 }

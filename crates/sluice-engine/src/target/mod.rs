@@ -23,6 +23,7 @@ mod batch;
 mod common;
 pub mod mariadb;
 pub mod postgres;
+mod server;
 pub mod sqlite;
 
 use std::sync::Arc;

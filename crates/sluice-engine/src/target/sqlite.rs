@@ -58,9 +58,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use sluice_binlog::{Charset, ColumnDef, ColumnKind, Value};
 
 use super::common::{
-    backfill_detail_to_db, backfill_from_db, check_fill_columns, check_row_len, check_table_shape,
-    checkpoint_from_rows, definition_json, fill_columns_sql, missing_columns, rows_copied_from_db, rows_copied_to_db,
-    unix_now, verified_from_row, TxState, BACKFILL_TABLE,
+    backfill_detail_to_db, backfill_from_row, check_fill_columns, check_row_len, check_table_shape,
+    checkpoint_from_rows, definition_json, fill_columns_sql, missing_columns, plan_is_current, rows_copied_to_db,
+    unix_now, verified_from_row, TxProtocol, TxState, BACKFILL_TABLE,
 };
 use super::{
     number_placeholders, selection_condition, selection_value, BackfillProgress, Checkpoint, RowOp, RowSelection,
@@ -593,15 +593,10 @@ impl SqliteTarget {
 
     /// The plan for `table`, built on first use and rebuilt when the definition changes.
     fn plan(&mut self, table: &Arc<TargetTable>) -> TargetResult<&TablePlan> {
-        let fresh = match self.plans.get_mut(&table.name) {
-            Some(plan) if Arc::ptr_eq(&plan.table, table) => false,
-            Some(plan) if *plan.table == **table => {
-                // Same definition in a new Arc: remember it so the next lookup is a pointer test.
-                plan.table = Arc::clone(table);
-                false
-            }
-            _ => true,
-        };
+        let fresh = !self
+            .plans
+            .get_mut(&table.name)
+            .is_some_and(|plan| plan_is_current(&mut plan.table, table));
         if fresh {
             let plan = TablePlan::new(Arc::clone(table))?;
             let capacity = (self.plans.len() + 1) * 4 + 8;
@@ -811,29 +806,6 @@ impl SqliteTarget {
         Ok(())
     }
 
-    fn rollback_now(&mut self) -> TargetResult<()> {
-        let result = if self.conn.is_autocommit() {
-            Ok(())
-        } else {
-            self.conn
-                .execute_batch("ROLLBACK")
-                .map_err(db_err("rollback", "(transaction)"))
-        };
-        if self.conn.is_autocommit() {
-            self.turn = None;
-        }
-        result
-    }
-
-    /// No partial state: a failed write abandons the whole target transaction at once.
-    fn abandon_on_error<T>(&mut self, result: TargetResult<T>) -> TargetResult<T> {
-        if result.is_err() {
-            self.state = TxState::Failed;
-            let _ = self.rollback_now();
-        }
-        result
-    }
-
     /// This connection's turn at the file's write gate, unless it holds it already; `true`
     /// when it was taken here.
     fn take_turn(&mut self) -> bool {
@@ -887,15 +859,33 @@ impl SqliteTarget {
     }
 }
 
+impl TxProtocol for SqliteTarget {
+    fn tx_state(&mut self) -> &mut TxState {
+        &mut self.state
+    }
+
+    fn rollback_now(&mut self) -> TargetResult<()> {
+        let result = if self.conn.is_autocommit() {
+            Ok(())
+        } else {
+            self.conn
+                .execute_batch("ROLLBACK")
+                .map_err(db_err("rollback", "(transaction)"))
+        };
+        if self.conn.is_autocommit() {
+            self.turn = None;
+        }
+        result
+    }
+}
+
 impl Target for SqliteTarget {
     fn prepare(&mut self, tables: &[Arc<TargetTable>]) -> TargetResult<()> {
         if self.state == TxState::Open {
             // Inside an open transaction the new tables commit or roll back with its rows
             // (SQLite DDL is transactional).
-            return self.prepare_in_tx(tables).inspect_err(|_| {
-                let _ = self.rollback_now();
-                self.state = TxState::Failed;
-            });
+            let result = self.prepare_in_tx(tables);
+            return self.abandon_on_error(result);
         }
         self.begin_immediate()?;
         match self.prepare_in_tx(tables) {
@@ -966,17 +956,7 @@ impl Target for SqliteTarget {
             })
             .map_err(db_err("write checkpoint", "_sluice_checkpoint"))
             .and_then(|_| self.commit_now());
-        match result {
-            Ok(_) => {
-                self.state = TxState::Idle;
-                Ok(())
-            }
-            Err(e) => {
-                self.state = TxState::Failed;
-                let _ = self.rollback_now();
-                Err(e)
-            }
-        }
+        self.finish_commit(result)
     }
 
     fn rollback(&mut self) -> TargetResult<()> {
@@ -1032,21 +1012,7 @@ impl Target for SqliteTarget {
                     .collect()
             })
             .map_err(db_err("load backfill", BACKFILL_TABLE))?;
-        rows.into_iter()
-            .map(|(table, done, last_key, rows_copied, detail)| {
-                let rows_copied = rows_copied_from_db(&table, rows_copied)?;
-                Ok(backfill_from_db(
-                    BackfillProgress {
-                        table,
-                        done: done != 0,
-                        last_key,
-                        rows_copied,
-                        ..BackfillProgress::default()
-                    },
-                    detail.as_deref(),
-                ))
-            })
-            .collect()
+        rows.into_iter().map(backfill_from_row).collect()
     }
 
     fn column_gaps(&mut self, tables: &[Arc<TargetTable>]) -> TargetResult<Vec<(String, Vec<usize>)>> {
@@ -1199,17 +1165,7 @@ impl Target for SqliteTarget {
     fn commit_without_checkpoint(&mut self) -> TargetResult<()> {
         self.state.require_open_for_commit()?;
         let result = self.commit_now();
-        match result {
-            Ok(_) => {
-                self.state = TxState::Idle;
-                Ok(())
-            }
-            Err(e) => {
-                self.state = TxState::Failed;
-                let _ = self.rollback_now();
-                Err(e)
-            }
-        }
+        self.finish_commit(result)
     }
 }
 
