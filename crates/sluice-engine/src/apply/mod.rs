@@ -406,7 +406,10 @@ impl Writer<'_> {
                 }
                 Work::Flush => self.flush()?,
                 Work::Prepare(table, ack) => {
-                    let _ = ack.send(self.target.prepare(&[table]));
+                    // A table back in the config after an earlier stay left it stale is
+                    // created afresh (inside a large transaction that cannot be done: refused).
+                    let admitted = crate::schema_manager::admit_table(&mut *self.target, &table);
+                    let _ = ack.send(admitted.and_then(|()| self.target.prepare(&[table])));
                 }
                 Work::Abort(ack) => {
                     if self.group.take().is_some() {

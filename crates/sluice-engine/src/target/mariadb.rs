@@ -1204,6 +1204,43 @@ impl Target for MariaDbTarget {
         Ok(row.map(|(source, a, b, c, d, e, f, g)| super::lag_from_columns(&source, [a, b, c, d, e, f, g])))
     }
 
+    fn recorded_tables(&mut self) -> TargetResult<Vec<String>> {
+        if self.state != TxState::Open {
+            self.ensure_connected()?;
+        }
+        let names: Vec<String> = match self.conn.query("SELECT `name` FROM `_sluice_tables` ORDER BY `name`") {
+            Ok(rows) => rows,
+            Err(mysql::Error::MySqlError(e)) if e.code == ER_NO_SUCH_TABLE => return Ok(Vec::new()),
+            Err(e) => return Err(self.fail("list tables", TABLES_TABLE, &e)),
+        };
+        let existing = self.existing_tables()?;
+        Ok(names.into_iter().filter(|n| existing.contains_key(n)).collect())
+    }
+
+    fn drop_table(&mut self, name: &str) -> TargetResult<()> {
+        if self.state == TxState::Open {
+            return Err(TargetError::Other(format!(
+                "drop_table {name} called inside a transaction"
+            )));
+        }
+        self.ensure_connected()?;
+        // DDL commits on its own here: the table goes first and its records after.
+        let drop = format!("DROP TABLE IF EXISTS {}", quote_ident(name));
+        let result = self
+            .conn
+            .query_drop(drop)
+            .and_then(|()| {
+                self.conn
+                    .exec_drop("DELETE FROM `_sluice_tables` WHERE `name` = ?", (name,))
+            })
+            .and_then(|()| {
+                self.conn
+                    .exec_drop("DELETE FROM `_sluice_backfill` WHERE `name` = ?", (name,))
+            });
+        self.plans.remove(name);
+        result.map_err(|e| self.fail("drop table", name, &e))
+    }
+
     fn load_backfill(&mut self) -> TargetResult<Vec<BackfillProgress>> {
         if self.state != TxState::Open {
             self.ensure_connected()?;

@@ -1116,6 +1116,50 @@ impl PostgresTarget {
         result
     }
 
+    fn recorded_tables_impl(&mut self) -> TargetResult<Vec<String>> {
+        if self.state != TxState::Open {
+            self.ensure_connected()?;
+        }
+        if !self.bookkeeping_table_exists("list tables", TABLES_TABLE)? {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT t.\"name\" FROM {} t WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = t.\"name\") \
+             ORDER BY t.\"name\" COLLATE \"C\"",
+            self.qualified(TABLES_TABLE)
+        );
+        let rows = self
+            .client
+            .query(&sql, &[&self.schema])
+            .map_err(|e| self.fail("list tables", TABLES_TABLE, &e))?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    fn drop_table_impl(&mut self, name: &str) -> TargetResult<()> {
+        self.begin_impl()?;
+        let drop = format!("DROP TABLE IF EXISTS {}", self.qualified(name));
+        let forget_table = format!("DELETE FROM {} WHERE \"name\" = $1", self.qualified(TABLES_TABLE));
+        let forget_copy = format!("DELETE FROM {} WHERE \"name\" = $1", self.qualified(BACKFILL_TABLE));
+        let result = self
+            .client
+            .batch_execute(&drop)
+            .and_then(|()| self.client.execute(&forget_table, &[&name]))
+            .and_then(|_| self.client.execute(&forget_copy, &[&name]))
+            .map(|_| ())
+            .map_err(|e| self.fail("drop table", name, &e));
+        self.plans.remove(name);
+        self.statements.retain(|(t, _, _), _| t != name);
+        match result {
+            Ok(()) => self.commit_without_checkpoint_impl(),
+            Err(e) => {
+                self.state = TxState::Failed;
+                let _ = self.rollback_now();
+                Err(e)
+            }
+        }
+    }
+
     fn load_backfill_impl(&mut self) -> TargetResult<Vec<BackfillProgress>> {
         if self.state != TxState::Open {
             self.ensure_connected()?;
@@ -1419,6 +1463,14 @@ impl Target for PostgresTarget {
 
     fn load_backfill(&mut self) -> TargetResult<Vec<BackfillProgress>> {
         off_runtime(|| self.load_backfill_impl())
+    }
+
+    fn recorded_tables(&mut self) -> TargetResult<Vec<String>> {
+        off_runtime(|| self.recorded_tables_impl())
+    }
+
+    fn drop_table(&mut self, name: &str) -> TargetResult<()> {
+        off_runtime(|| self.drop_table_impl(name))
     }
 
     fn column_gaps(&mut self, tables: &[Arc<TargetTable>]) -> TargetResult<Vec<(String, Vec<usize>)>> {
