@@ -214,6 +214,9 @@ impl Target for Faulty {
     fn drop_table(&mut self, name: &str) -> TargetResult<()> {
         self.inner.drop_table(name)
     }
+    fn empty_table(&mut self, table: &Arc<TargetTable>) -> TargetResult<()> {
+        self.inner.empty_table(table)
+    }
     fn commit_without_checkpoint(&mut self) -> TargetResult<()> {
         self.inner.commit_without_checkpoint()
     }

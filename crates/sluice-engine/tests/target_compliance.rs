@@ -1342,6 +1342,27 @@ fn prepare_records_tables_and_accepts_matching_existing_tables(f: &Fixture) {
     assert!(columns[2]["type"].is_string());
 }
 
+/// `empty_table` deletes every row inside the open transaction, after the changes buffered
+/// before it and before those after it; a rollback keeps the rows.
+fn empty_table_commits_with_the_checkpoint(f: &Fixture) {
+    let t = users();
+    let mut target = f.open_prepared(&[Arc::clone(&t)]);
+    apply_all(&mut *target, &[insert(&t, user(1, "a", 1.0))], &checkpoint(1, 1));
+    target.begin().unwrap();
+    target.apply(&insert(&t, user(2, "b", 2.0))).unwrap();
+    target.empty_table(&t).unwrap();
+    target.rollback().unwrap();
+    assert_eq!(f.rows(&t), vec![canon(&user(1, "a", 1.0))]);
+    target.begin().unwrap();
+    target.apply(&insert(&t, user(2, "b", 2.0))).unwrap();
+    target.empty_table(&t).unwrap();
+    target.apply(&insert(&t, user(3, "c", 3.0))).unwrap();
+    target.commit(&checkpoint(2, 2)).unwrap();
+    assert_eq!(f.rows(&t), vec![canon(&user(3, "c", 3.0))]);
+    assert_eq!(target.load_checkpoint().unwrap(), Some(checkpoint(2, 2)));
+    assert!(target.empty_table(&t).is_err(), "outside a transaction");
+}
+
 /// `recorded_tables` lists the tables sluice created that still exist; `drop_table` drops one
 /// and forgets its records (a stale backfill record included), so that `prepare` creates it
 /// afresh and empty. Dropping a table that is gone only forgets its records.
@@ -2139,6 +2160,7 @@ macro_rules! compliance {
 
 compliance!(
     a_dropped_table_is_forgotten_and_created_afresh,
+    empty_table_commits_with_the_checkpoint,
     a_missing_column_is_added_and_filled_alone,
     every_type_round_trips,
     values_a_target_cannot_store_are_refused_clearly,

@@ -216,3 +216,98 @@ fn a_column_removed_and_added_back_is_copied_again() {
     assert!(sluice.stop().success());
     assert_equal(&env);
 }
+
+/// TRUNCATE and DROP TABLE of replicated tables do not stop sluice: a truncated table is
+/// emptied at the edge at the statement's GTID (rows written before and after it in the
+/// stream end up exactly as at the source), a dropped one is emptied and marked stale, and a
+/// table created again under the name is created afresh and streamed (with other columns, too).
+#[test]
+fn truncate_and_drop_table_are_followed() {
+    let env = Env::new(SETUP, BOTH);
+    let mut sluice = env.start();
+    wait_for(&env, &mut sluice, "both copies", || {
+        copied(&env, "orders") && copied(&env, "tags")
+    });
+    env.db.exec(
+        "INSERT INTO shop.orders VALUES (7001, 1, 1.00, 'before truncate');
+         TRUNCATE TABLE shop.orders;
+         INSERT INTO shop.orders VALUES (1, 5, 2.00, 'after truncate'), (7002, 6, NULL, NULL);
+         UPDATE shop.tags SET hits = 0 WHERE name = 'tag-1';",
+    );
+    env.wait_caught_up(&mut sluice);
+    assert_equal(&env);
+
+    env.db.exec("DROP TABLE shop.tags");
+    env.wait_caught_up(&mut sluice);
+    assert!(env.target_rows("SELECT * FROM tags").is_empty());
+    assert!(stale(&env, "tags"));
+    env.db.exec(
+        "CREATE TABLE shop.tags (name VARCHAR(30) PRIMARY KEY, hits BIGINT UNSIGNED, label VARCHAR(10));
+         INSERT INTO shop.tags VALUES ('again', 1, 'x'), ('more', 2, NULL);",
+    );
+    env.wait_caught_up(&mut sluice);
+    assert!(sluice.stop().success());
+    assert_equal(&env);
+    same_rows(
+        "tags with label",
+        env.target_rows("SELECT name, hits, label FROM tags"),
+        env.db.query_rows("SELECT name, hits, label FROM shop.tags"),
+    );
+    assert!(env.log().contains("table selected again"), "{}", env.log());
+}
+
+/// A replicated column dropped at the source stops sluice with an error that names the table,
+/// the statement, the GTID and the way to resume; following it (table out of the config,
+/// reload, wait for the checkpoint to pass the GTID, table back in, reload) brings the
+/// target to equal the source, changes made around the DDL included.
+#[test]
+fn a_dropped_replicated_column_stops_and_the_documented_resume_works() {
+    let env = Env::new(SETUP, BOTH);
+    let mut sluice = env.start();
+    wait_for(&env, &mut sluice, "both copies", || {
+        copied(&env, "orders") && copied(&env, "tags")
+    });
+    env.db.exec(
+        "UPDATE shop.orders SET note = 'before' WHERE id = 3;
+         ALTER TABLE shop.orders DROP COLUMN note;
+         UPDATE shop.orders SET total = 0 WHERE id = 4;",
+    );
+    let gtid = env.db.query_value("SELECT @@global.gtid_binlog_pos");
+    assert!(!sluice.wait_exit(Duration::from_secs(30)).success());
+    let log = env.log();
+    let ddl_gtid = {
+        let (domain_server, seq) = gtid.rsplit_once('-').unwrap();
+        format!("{domain_server}-{}", seq.parse::<u64>().unwrap() - 1)
+    };
+    for needle in [
+        "shop.orders",
+        "DROP COLUMN note",
+        ddl_gtid.as_str(),
+        "leave shop.orders out of the config",
+        "put the rule",
+    ] {
+        assert!(log.contains(needle), "missing {needle:?}; log:\n{log}");
+    }
+
+    // Step 1: the table out; sluice goes past the DDL.
+    env.write_config(TAGS_ONLY, "");
+    let mut sluice = env.start();
+    env.db.exec("UPDATE shop.orders SET total = 1 WHERE id = 5;");
+    env.wait_caught_up(&mut sluice);
+    assert!(stale(&env, "orders"));
+    // Step 2: back in, with the columns it has now.
+    env.write_config(BOTH, "");
+    sluice.reload();
+    wait_for(&env, &mut sluice, "orders copied again", || copied(&env, "orders"));
+    env.wait_caught_up(&mut sluice);
+    assert!(sluice.stop().success());
+    same_rows(
+        "orders",
+        env.target_rows("SELECT id, customer, total FROM orders"),
+        env.db.query_rows("SELECT id, customer, total FROM shop.orders"),
+    );
+    assert_eq!(
+        env.target_rows("SELECT count(*) FROM pragma_table_info('orders') WHERE name = 'note'"),
+        vec![vec!["0".to_owned()]]
+    );
+}

@@ -1217,6 +1217,22 @@ impl Target for MariaDbTarget {
         Ok(names.into_iter().filter(|n| existing.contains_key(n)).collect())
     }
 
+    fn empty_table(&mut self, table: &Arc<TargetTable>) -> TargetResult<()> {
+        self.state.require_open("empty_table")?;
+        self.flush_or_abandon()?;
+        // DELETE, not TRUNCATE: TRUNCATE would commit the open transaction.
+        if let Err(e) = self
+            .conn
+            .query_drop(format!("DELETE FROM {}", quote_ident(&table.name)))
+        {
+            let e = self.fail("empty table", &table.name, &e);
+            self.state = TxState::Failed;
+            let _ = self.rollback_now();
+            return Err(e);
+        }
+        Ok(())
+    }
+
     fn drop_table(&mut self, name: &str) -> TargetResult<()> {
         if self.state == TxState::Open {
             return Err(TargetError::Other(format!(

@@ -283,6 +283,10 @@ pub trait Target: Send {
     /// removes.
     fn drop_table(&mut self, name: &str) -> TargetResult<()>;
 
+    /// Deletes every row of `table` inside the open transaction, so that it commits with the
+    /// rows and the checkpoint around it (a source `TRUNCATE` at its GTID).
+    fn empty_table(&mut self, table: &Arc<TargetTable>) -> TargetResult<()>;
+
     /// Every table's backfill record; empty for a fresh target.
     fn load_backfill(&mut self) -> TargetResult<Vec<BackfillProgress>> {
         Ok(Vec::new())

@@ -1136,6 +1136,19 @@ impl PostgresTarget {
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
+    fn empty_table_impl(&mut self, table: &Arc<TargetTable>) -> TargetResult<()> {
+        self.state.require_open("empty_table")?;
+        self.flush_or_abandon()?;
+        let sql = format!("DELETE FROM {}", self.qualified(&table.name));
+        if let Err(e) = self.client.batch_execute(&sql) {
+            let e = self.fail("empty table", &table.name, &e);
+            self.state = TxState::Failed;
+            let _ = self.rollback_now();
+            return Err(e);
+        }
+        Ok(())
+    }
+
     fn drop_table_impl(&mut self, name: &str) -> TargetResult<()> {
         self.begin_impl()?;
         let drop = format!("DROP TABLE IF EXISTS {}", self.qualified(name));
@@ -1471,6 +1484,10 @@ impl Target for PostgresTarget {
 
     fn drop_table(&mut self, name: &str) -> TargetResult<()> {
         off_runtime(|| self.drop_table_impl(name))
+    }
+
+    fn empty_table(&mut self, table: &Arc<TargetTable>) -> TargetResult<()> {
+        off_runtime(|| self.empty_table_impl(table))
     }
 
     fn column_gaps(&mut self, tables: &[Arc<TargetTable>]) -> TargetResult<Vec<(String, Vec<usize>)>> {

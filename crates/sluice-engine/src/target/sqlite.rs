@@ -1031,6 +1031,15 @@ impl Target for SqliteTarget {
             .map_err(db_err("list tables", "_sluice_tables"))
     }
 
+    fn empty_table(&mut self, table: &Arc<TargetTable>) -> TargetResult<()> {
+        self.state.require_open("empty_table")?;
+        let result = self
+            .conn
+            .execute_batch(&format!("DELETE FROM {}", quote_ident(&table.name)))
+            .map_err(db_err("empty table", &table.name));
+        self.abandon_on_error(result)
+    }
+
     fn drop_table(&mut self, name: &str) -> TargetResult<()> {
         if self.state == TxState::Open {
             return Err(TargetError::Other(format!(
