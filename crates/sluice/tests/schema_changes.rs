@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Env, Sluice};
+use common::{same_rows, Env, Sluice};
 
 const SETUP: &str = "
 CREATE DATABASE shop;
@@ -67,21 +67,6 @@ fn copied(env: &Env, table: &str) -> bool {
 
 fn stale(env: &Env, table: &str) -> bool {
     record(env, table).is_some_and(|(_, detail)| detail.contains("\"stale\":true"))
-}
-
-/// Compares row sets and, when they differ, names only the differing rows.
-fn same_rows(what: &str, mut target: Vec<Vec<String>>, mut source: Vec<Vec<String>>) {
-    target.sort();
-    source.sort();
-    if target != source {
-        let missing: Vec<_> = source.iter().filter(|r| !target.contains(r)).take(8).collect();
-        let extra: Vec<_> = target.iter().filter(|r| !source.contains(r)).take(8).collect();
-        panic!(
-            "{what}: {} target rows, {} source rows; missing {missing:?}; extra {extra:?}",
-            target.len(),
-            source.len()
-        );
-    }
 }
 
 fn assert_equal(env: &Env) {
