@@ -219,6 +219,7 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
     // Bookkeeping first: columns newly replicated are recorded as to be copied before the
     // target gains them, so a crash in between cannot leave them empty and forgotten.
     target.prepare(&[])?;
+    crate::schema_manager::reconcile_tables(target.as_mut(), &plans)?;
     crate::schema_manager::plan_column_copies(target.as_mut(), &plans)?;
     target.prepare(&tables)?;
     let first_progress = target.load_backfill()?;

@@ -208,6 +208,15 @@ impl Target for Faulty {
     fn load_backfill(&mut self) -> TargetResult<Vec<BackfillProgress>> {
         self.inner.load_backfill()
     }
+    fn recorded_tables(&mut self) -> TargetResult<Vec<String>> {
+        self.inner.recorded_tables()
+    }
+    fn drop_table(&mut self, name: &str) -> TargetResult<()> {
+        self.inner.drop_table(name)
+    }
+    fn empty_table(&mut self, table: &Arc<TargetTable>) -> TargetResult<()> {
+        self.inner.empty_table(table)
+    }
     fn commit_without_checkpoint(&mut self) -> TargetResult<()> {
         self.inner.commit_without_checkpoint()
     }

@@ -1342,6 +1342,68 @@ fn prepare_records_tables_and_accepts_matching_existing_tables(f: &Fixture) {
     assert!(columns[2]["type"].is_string());
 }
 
+/// `empty_table` deletes every row inside the open transaction, after the changes buffered
+/// before it and before those after it; a rollback keeps the rows.
+fn empty_table_commits_with_the_checkpoint(f: &Fixture) {
+    let t = users();
+    let mut target = f.open_prepared(&[Arc::clone(&t)]);
+    apply_all(&mut *target, &[insert(&t, user(1, "a", 1.0))], &checkpoint(1, 1));
+    target.begin().unwrap();
+    target.apply(&insert(&t, user(2, "b", 2.0))).unwrap();
+    target.empty_table(&t).unwrap();
+    target.rollback().unwrap();
+    assert_eq!(f.rows(&t), vec![canon(&user(1, "a", 1.0))]);
+    target.begin().unwrap();
+    target.apply(&insert(&t, user(2, "b", 2.0))).unwrap();
+    target.empty_table(&t).unwrap();
+    target.apply(&insert(&t, user(3, "c", 3.0))).unwrap();
+    target.commit(&checkpoint(2, 2)).unwrap();
+    assert_eq!(f.rows(&t), vec![canon(&user(3, "c", 3.0))]);
+    assert_eq!(target.load_checkpoint().unwrap(), Some(checkpoint(2, 2)));
+    assert!(target.empty_table(&t).is_err(), "outside a transaction");
+}
+
+/// `recorded_tables` lists the tables sluice created that still exist; `drop_table` drops one
+/// and forgets its records (a stale backfill record included), so that `prepare` creates it
+/// afresh and empty. Dropping a table that is gone only forgets its records.
+fn a_dropped_table_is_forgotten_and_created_afresh(f: &Fixture) {
+    let t = users();
+    let other = pairs();
+    let mut target = f.open_prepared(&[Arc::clone(&t), Arc::clone(&other)]);
+    assert_eq!(
+        target.recorded_tables().unwrap(),
+        vec!["pairs".to_owned(), "users".to_owned()]
+    );
+    apply_all(&mut *target, &[insert(&t, user(1, "a", 1.0))], &checkpoint(1, 1));
+    let stale = BackfillProgress {
+        stale: true,
+        ..progress("users", true, Some("[1]"), 1)
+    };
+    record_all(
+        &mut *target,
+        &[stale.clone(), progress("pairs", true, None, 0)],
+        &checkpoint(2, 2),
+    );
+    assert!(target.load_backfill().unwrap().contains(&stale));
+
+    target.drop_table("users").unwrap();
+    assert_eq!(target.recorded_tables().unwrap(), vec!["pairs".to_owned()]);
+    assert_eq!(target.load_backfill().unwrap(), vec![progress("pairs", true, None, 0)]);
+    // Again, with the table gone: nothing left to do, no error.
+    target.drop_table("users").unwrap();
+
+    target.prepare(&[Arc::clone(&t)]).unwrap();
+    assert!(f.rows(&t).is_empty());
+    apply_all(&mut *target, &[insert(&t, user(2, "b", 2.0))], &checkpoint(3, 3));
+    assert_eq!(f.rows(&t), vec![canon(&user(2, "b", 2.0))]);
+    assert_eq!(target.load_checkpoint().unwrap(), Some(checkpoint(3, 3)));
+    // Not inside a transaction.
+    target.begin().unwrap();
+    assert!(target.drop_table("users").is_err());
+    target.rollback().unwrap();
+    assert_eq!(f.rows(&t), vec![canon(&user(2, "b", 2.0))]);
+}
+
 /// A column added to a table's replicated columns: the target reports it missing, `prepare`
 /// adds it (empty in existing rows, whatever the column order), and `fill_columns` writes only
 /// the named columns of rows the target holds.
@@ -2056,6 +2118,7 @@ fn backfill_keys_round_trip_exactly(f: &Fixture) {
             } else {
                 Vec::new()
             },
+            stale: n % 4 == 3,
         })
         .collect();
     record_all(&mut *target, &records, &checkpoint(1, 1));
@@ -2096,6 +2159,8 @@ macro_rules! compliance {
 }
 
 compliance!(
+    a_dropped_table_is_forgotten_and_created_afresh,
+    empty_table_commits_with_the_checkpoint,
     a_missing_column_is_added_and_filled_alone,
     every_type_round_trips,
     values_a_target_cannot_store_are_refused_clearly,

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Env;
+use common::{same_rows, Env};
 
 const SETUP: &str = "
 CREATE DATABASE shop;
@@ -42,21 +42,6 @@ fn wait_backfilled(env: &Env, sluice: &mut common::Sluice, tables: usize) {
         std::thread::sleep(Duration::from_millis(50));
     }
     env.wait_caught_up(sluice);
-}
-
-/// Compares row sets and, when they differ, names only the differing rows.
-fn same_rows(what: &str, mut target: Vec<Vec<String>>, mut source: Vec<Vec<String>>) {
-    target.sort();
-    source.sort();
-    if target != source {
-        let missing: Vec<_> = source.iter().filter(|r| !target.contains(r)).take(8).collect();
-        let extra: Vec<_> = target.iter().filter(|r| !source.contains(r)).take(8).collect();
-        panic!(
-            "{what}: {} target rows, {} source rows; missing {missing:?}; extra {extra:?}",
-            target.len(),
-            source.len()
-        );
-    }
 }
 
 fn assert_equal(env: &Env) {

@@ -50,6 +50,13 @@ use crate::verify::incremental::{
 pub enum ApplyMsg {
     /// A replicated table seen for the first time: create it at the target.
     PrepareTable(Arc<TargetTable>),
+    /// A source DDL transaction (no rows) with an effect on target tables: applied as a
+    /// barrier, in one target transaction with the checkpoint that covers `gtid`.
+    Ddl {
+        gtid: Gtid,
+        commit_unix: u32,
+        changes: Vec<EdgeChange>,
+    },
     /// A complete source transaction (its row changes after filtering; may be empty).
     Txn {
         gtid: Gtid,
@@ -257,8 +264,24 @@ enum Work {
     LargeRows(Vec<RowOp>),
     LargeEnd,
     Prepare(Arc<TargetTable>, std_mpsc::Sender<Result<(), TargetError>>),
+    /// A source DDL transaction's effect on target tables (scheduled as a barrier).
+    Ddl {
+        sched: Scheduled,
+        gtid: Gtid,
+        changes: Vec<EdgeChange>,
+    },
     /// Roll back the open group, forget uncommitted work, acknowledge.
     Abort(std_mpsc::Sender<()>),
+}
+
+/// What a source DDL statement does to a target table (see docs/schema-changes.md).
+#[derive(Clone, Debug)]
+pub enum EdgeChange {
+    /// `TRUNCATE` of a replicated table: every row of the target table is deleted.
+    Truncate(Arc<TargetTable>),
+    /// `DROP TABLE` of a replicated table: the target table is emptied and marked stale, so
+    /// that a table created again under the name is created afresh (`crate::schema_manager`).
+    Drop(Arc<TargetTable>),
 }
 
 /// A backfill chunk for a backfill writer.
@@ -392,6 +415,27 @@ impl Writer<'_> {
                     self.apply_ops(ops)?;
                     self.end_txn(sched.index, Some(gtid))?;
                 }
+                Work::Ddl { sched, gtid, changes } => {
+                    self.start_txn(sched)?;
+                    for change in &changes {
+                        let (EdgeChange::Truncate(table) | EdgeChange::Drop(table)) = change;
+                        if self.verifier.is_some() {
+                            self.group.as_mut().expect("open").written.emptied(&table.name);
+                        }
+                        match change {
+                            EdgeChange::Truncate(table) => self.target.empty_table(table)?,
+                            EdgeChange::Drop(table) => {
+                                self.target.empty_table(table)?;
+                                self.target.record_backfill(&BackfillProgress {
+                                    table: table.name.clone(),
+                                    stale: true,
+                                    ..Default::default()
+                                })?;
+                            }
+                        }
+                    }
+                    self.end_txn(sched.index, Some(gtid))?;
+                }
                 Work::LargeStart { sched, gtid, ops } => {
                     self.start_txn(sched)?;
                     self.group.as_mut().expect("open").mid_large = true;
@@ -406,7 +450,10 @@ impl Writer<'_> {
                 }
                 Work::Flush => self.flush()?,
                 Work::Prepare(table, ack) => {
-                    let _ = ack.send(self.target.prepare(&[table]));
+                    // A table back in the config after an earlier stay left it stale is
+                    // created afresh (inside a large transaction that cannot be done: refused).
+                    let admitted = crate::schema_manager::admit_table(&mut *self.target, &table);
+                    let _ = ack.send(admitted.and_then(|()| self.target.prepare(&[table])));
                 }
                 Work::Abort(ack) => {
                     if self.group.take().is_some() {
@@ -838,6 +885,16 @@ impl Coordinator<'_> {
                         let w = self.pick_writer();
                         self.send(w, Work::Txn { sched, gtid, ops })?;
                     }
+                }
+                ApplyMsg::Ddl {
+                    gtid,
+                    commit_unix,
+                    changes,
+                } => {
+                    // A barrier: after every earlier transaction and chunk, before every later one.
+                    let sched = self.schedule(&WriteSet::barrier(), gtid, commit_unix);
+                    let w = self.pick_writer();
+                    self.send(w, Work::Ddl { sched, gtid, changes })?;
                 }
                 ApplyMsg::LargeStart { gtid, commit_unix, ops } => {
                     let sched = self.schedule(&WriteSet::barrier(), gtid, commit_unix);

@@ -380,6 +380,7 @@ impl TableCopier {
                 .as_deref()
                 .map(|f| fill_names(&self.plan, f))
                 .unwrap_or_default(),
+            stale: false,
         }
     }
 

@@ -84,6 +84,8 @@ impl TableStatus {
             return;
         };
         self.backfill = match (p.done, &p.error, p.columns.is_empty()) {
+            // Left the config: no longer updated (copied afresh if it comes back).
+            _ if p.stale => "stale",
             (true, _, _) => "ready",
             (false, Some(_), _) => "failed",
             (false, None, true) => "copying",

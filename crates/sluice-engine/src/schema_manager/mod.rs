@@ -1,15 +1,92 @@
 //! The schema manager: the edge schema the config declares, held against what the target
 //! records, and what it takes to get from one to the other.
 //!
-//! Today this covers columns added to a table's replicated columns: the target adds them
-//! (empty) when it prepares the table, and [`plan_column_copies`] records the copy that fills
-//! them in existing rows. Managed schema changes (per-table and per-column states persisted in
-//! the target, edge DDL, re-backfills and verification before a column is ready) grow here.
+//! Today this covers:
+//!
+//! * tables leaving and re-entering the config ([`reconcile_tables`], [`admit_table`]): a
+//!   table the config no longer selects is marked stale in `_sluice_backfill` (its target
+//!   table is kept, but nothing updates it any more); when it is selected again it is dropped
+//!   and created afresh, and a new copy runs, so nothing changed meanwhile stays behind. A
+//!   target table someone dropped gets a new copy the same way, whatever its old record said;
+//! * columns added to a table's replicated columns: the target adds them (empty) when it
+//!   prepares the table, and [`plan_column_copies`] records the copy that fills them in
+//!   existing rows.
+//!
+//! Managed schema changes (per-table and per-column states persisted in the target, edge DDL,
+//! re-backfills and verification before a column is ready) grow here.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::select::rules::TablePlan;
-use crate::target::{BackfillProgress, Target, TargetResult};
+use crate::target::{BackfillProgress, Target, TargetResult, TargetTable};
+
+/// Called at start, before any table is prepared or any transaction is streamed with this
+/// config (`prepare(&[])` has created the bookkeeping tables):
+///
+/// * every recorded target table that `plans` no longer includes is marked stale, before a
+///   single transaction is applied without it;
+/// * every planned table that is stale, or whose target table is gone while a copy record
+///   remains, is dropped and forgotten: `prepare` creates it afresh and, with no record, a
+///   whole copy runs (with backfill off, the table holds what streams from now on, as on a
+///   first start).
+///
+/// Each step commits on its own and may be repeated: a crash anywhere leaves a state from
+/// which the next start takes the same decisions.
+pub(crate) fn reconcile_tables(target: &mut dyn Target, plans: &[Arc<TablePlan>]) -> TargetResult<()> {
+    let planned: HashSet<&str> = plans.iter().map(|p| p.target.name.as_str()).collect();
+    let existing = target.recorded_tables()?;
+    let records: HashMap<String, BackfillProgress> = target
+        .load_backfill()?
+        .into_iter()
+        .map(|r| (r.table.clone(), r))
+        .collect();
+    for name in existing.iter().filter(|n| !planned.contains(n.as_str())) {
+        if records.get(name).is_some_and(|r| r.stale) {
+            continue;
+        }
+        tracing::warn!(
+            table = %name,
+            "table left the config: its target table is kept but no longer updated; \
+             if it is selected again it is dropped and copied afresh"
+        );
+        let record = BackfillProgress {
+            table: name.clone(),
+            stale: true,
+            ..Default::default()
+        };
+        target.begin()?;
+        target.record_backfill(&record)?;
+        target.commit_without_checkpoint()?;
+    }
+    for plan in plans {
+        let name = &plan.target.name;
+        let Some(record) = records.get(name) else { continue };
+        let gone = !existing.contains(name);
+        if record.stale || gone {
+            tracing::warn!(
+                table = %name,
+                source = %plan.target.source_name,
+                reason = if record.stale { "it was left out of the config, so its rows are stale" } else { "its target table is gone" },
+                "table selected again: the target table is created afresh and copied again"
+            );
+            target.drop_table(name)?;
+        }
+    }
+    Ok(())
+}
+
+/// A table the stream meets for the first time while running (created at the source after
+/// the start): when an earlier stay in the config left it stale, drop it so that `prepare`
+/// creates it empty. Called before `prepare`, with no transaction open.
+pub(crate) fn admit_table(target: &mut dyn Target, table: &TargetTable) -> TargetResult<()> {
+    let stale = target.load_backfill()?.iter().any(|r| r.table == table.name && r.stale);
+    if stale {
+        tracing::warn!(table = %table.name, source = %table.source_name, "table selected again: the stale target table is created afresh");
+        target.drop_table(&table.name)?;
+    }
+    Ok(())
+}
 
 /// Records a copy for every column the replicated columns gained since the target table was
 /// created (the target adds the column, empty, in `prepare`): a column-only copy when the

@@ -98,6 +98,9 @@ pub struct Window {
     id: u64,
     table: String,
     touched: HashSet<KeyHash>,
+    /// The stream emptied or dropped the table inside the window (TRUNCATE, DROP TABLE,
+    /// which carry no row events): none of the chunk's rows may be written.
+    emptied: bool,
     chunk: Option<Chunk>,
 }
 
@@ -115,6 +118,8 @@ struct OpenTxn {
     pending: Vec<RowOp>,
     /// The timestamp of this sluice's heartbeat row, when the transaction carries one.
     heartbeat_us: Option<u64>,
+    /// What its DDL does to target tables.
+    changes: Vec<crate::apply::EdgeChange>,
 }
 
 impl SourceReader {
@@ -230,6 +235,7 @@ impl SourceReader {
                     id: self.next_window,
                     table,
                     touched: HashSet::new(),
+                    emptied: false,
                     chunk: None,
                 });
                 let _ = reply.send(self.next_window);
@@ -250,6 +256,7 @@ impl SourceReader {
                     id: self.next_window,
                     table,
                     touched: HashSet::new(),
+                    emptied: false,
                     chunk: Some(record),
                 });
                 self.emit_ready_chunk(position).await?;
@@ -269,6 +276,9 @@ impl SourceReader {
             let window = self.windows.remove(at).expect("present");
             let mut chunk = window.chunk.expect("ready");
             chunk.drop_touched(&window.touched);
+            if window.emptied {
+                chunk.rows.clear();
+            }
             tracing::debug!(table = %chunk.progress.table, rows = chunk.rows.len(), done = chunk.progress.done, "backfill chunk");
             self.send(ApplyMsg::from(chunk)).await?;
         }
@@ -302,6 +312,7 @@ impl SourceReader {
                     large: false,
                     pending: Vec::new(),
                     heartbeat_us: None,
+                    changes: Vec::new(),
                 });
             }
             EventBody::TableMap(map) => {
@@ -408,7 +419,17 @@ impl SourceReader {
                     }
                     _ => {
                         if !duplicate {
-                            self.schema.on_statement(&sql, &schema, gtid)?;
+                            let changes = self.schema.on_statement(&sql, &schema, gtid)?;
+                            for change in &changes {
+                                let (crate::apply::EdgeChange::Truncate(table) | crate::apply::EdgeChange::Drop(table)) =
+                                    change;
+                                for w in self.windows.iter_mut().filter(|w| w.table == table.source_name) {
+                                    w.emptied = true;
+                                }
+                            }
+                            if let Some(t) = txn.as_mut() {
+                                t.changes.extend(changes);
+                            }
                         }
                         if standalone {
                             self.finish(txn, position).await?;
@@ -426,7 +447,20 @@ impl SourceReader {
         if t.duplicate {
             return Ok(());
         }
-        if t.large {
+        if !t.changes.is_empty() {
+            if t.large || !t.pending.is_empty() {
+                // DDL is logged in a transaction of its own; rows beside it are not expected.
+                return Err(StreamEnd::Fatal(SourceError::Schema(SchemaError::DdlWithRows {
+                    gtid: t.gtid.to_string(),
+                })));
+            }
+            self.send(ApplyMsg::Ddl {
+                gtid: t.gtid,
+                commit_unix: t.commit_unix,
+                changes: t.changes,
+            })
+            .await?;
+        } else if t.large {
             if !t.pending.is_empty() {
                 self.send(ApplyMsg::LargeRows(t.pending)).await?;
             }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use sluice_binlog::{Gtid, TableMap};
 
+use crate::apply::EdgeChange;
 use crate::select::rules::{replicated_columns_unchanged, PlanError, TableFilter, TablePlan};
 use crate::stream::catalog::{self, CatalogError};
 use crate::stream::ddl::{AlterAction, Statement, TableName};
@@ -31,8 +32,11 @@ pub enum SchemaError {
     #[error(
         "source DDL at GTID {gtid} changes replicated table {table}: {reason}. Statement: {statement}. \
          sluice stopped before applying it; the target is consistent up to the previous transaction. \
-         To go on, change the config so the table's replicated columns stay as they are (or drop the table from the config), \
-         or rebuild the target table; managed schema changes are not supported yet"
+         To resume (docs/schema-changes.md): 1. leave {table} out of the config (remove or narrow the [[tables]] rule \
+         that selects it) and reload (kill -HUP <pid>) or restart: sluice goes past this statement without the table \
+         and marks its target table stale; 2. once `sluice status` shows the checkpoint at or past {gtid}, put the rule \
+         back (adjusted to the new columns if need be) and reload or restart again: the target table is created afresh \
+         and copied again"
     )]
     ReplicatedColumnsChanged {
         table: String,
@@ -45,6 +49,8 @@ pub enum SchemaError {
          Set binlog_format=ROW on the source (globally and for every session that writes it)"
     )]
     StatementBasedDml { table: String, gtid: String },
+    #[error("the source transaction at GTID {gtid} holds a table DDL and row changes together; sluice cannot apply that faithfully")]
+    DdlWithRows { gtid: String },
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error(transparent)]
@@ -234,9 +240,25 @@ impl SchemaTracker {
         Ok(mapped)
     }
 
+    /// Forgets a replicated table the source dropped: its next TABLE_MAP (a table created
+    /// again under the name) makes it new.
+    fn forget(&mut self, table: &TableName) -> Option<Arc<TablePlan>> {
+        let plan = self.plans.remove(&(table.schema.clone(), table.table.clone()))?;
+        self.by_table_id
+            .retain(|_, p| p.as_ref().is_none_or(|p| !Arc::ptr_eq(p, &plan)));
+        self.plans_generation += 1;
+        Some(plan)
+    }
+
     /// Checks a QUERY event's statement. Errors when it changes a replicated table in a way
-    /// sluice cannot follow.
-    pub fn on_statement(&mut self, sql: &str, default_schema: &str, gtid: Gtid) -> Result<(), SchemaError> {
+    /// sluice cannot follow; otherwise returns what it does to target tables (applied at its
+    /// GTID, with its checkpoint).
+    pub fn on_statement(
+        &mut self,
+        sql: &str,
+        default_schema: &str,
+        gtid: Gtid,
+    ) -> Result<Vec<EdgeChange>, SchemaError> {
         let statement = crate::stream::ddl::classify(sql, default_schema);
         let stop = |table: &TableName, reason: String| SchemaError::ReplicatedColumnsChanged {
             table: table.to_string(),
@@ -247,7 +269,7 @@ impl SchemaTracker {
         match &statement {
             Statement::Alter { table, actions } => {
                 let Some(selector) = self.filter.select(&table.schema, &table.table) else {
-                    return Ok(());
+                    return Ok(Vec::new());
                 };
                 self.last_ddl
                     .insert((table.schema.clone(), table.table.clone()), excerpt(sql));
@@ -286,19 +308,22 @@ impl SchemaTracker {
                 }
             }
             Statement::Drop { tables } => {
-                if let Some(t) = tables
+                // The target table is emptied and marked stale at this GTID; a table created
+                // again under the name is created afresh at the target.
+                return Ok(tables
                     .iter()
-                    .find(|t| self.plans.contains_key(&(t.schema.clone(), t.table.clone())))
-                {
-                    return Err(stop(t, "it drops the table".into()));
-                }
+                    .filter_map(|t| self.forget(t))
+                    .map(|plan| EdgeChange::Drop(plan.target.clone()))
+                    .collect());
             }
-            Statement::Truncate { table } if self.plans.contains_key(&(table.schema.clone(), table.table.clone())) => {
-                return Err(stop(table, "it truncates the table".into()));
+            Statement::Truncate { table } => {
+                if let Some(plan) = self.plans.get(&(table.schema.clone(), table.table.clone())) {
+                    return Ok(vec![EdgeChange::Truncate(plan.target.clone())]);
+                }
             }
             Statement::Create { table } if self.plans.contains_key(&(table.schema.clone(), table.table.clone())) => {
                 // CREATE TABLE IF NOT EXISTS on an existing table is a no-op; a real re-create
-                // needs a DROP first, which stopped above.
+                // needs a DROP first, which forgot the table (its first TABLE_MAP makes it new).
             }
             Statement::Dml { table: Some(table) } if self.filter.is_selected(&table.schema, &table.table) => {
                 return Err(SchemaError::StatementBasedDml {
@@ -314,7 +339,7 @@ impl SchemaTracker {
             }
             _ => {}
         }
-        Ok(())
+        Ok(Vec::new())
     }
 }
 

@@ -287,6 +287,7 @@ pub(super) fn backfill_detail_to_db(progress: &BackfillProgress) -> String {
         "rows_per_s": progress.rows_per_s,
         "error": progress.error,
         "columns": progress.columns,
+        "stale": progress.stale,
     })
     .to_string()
 }
@@ -303,6 +304,7 @@ fn backfill_from_db(mut progress: BackfillProgress, detail: Option<&str>) -> Bac
         .as_array()
         .map(|c| c.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
         .unwrap_or_default();
+    progress.stale = detail["stale"].as_bool().unwrap_or(false);
     progress
 }
 

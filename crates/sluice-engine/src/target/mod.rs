@@ -154,6 +154,10 @@ pub struct BackfillProgress {
     /// A column-only copy: the target columns it fills in existing rows. Empty for a copy
     /// of whole rows.
     pub columns: Vec<String>,
+    /// The table left the config: its target table is kept but no longer replicated, so its
+    /// rows go stale. Should it come back, it is dropped and copied afresh
+    /// (`crate::schema_manager`).
+    pub stale: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -267,6 +271,22 @@ pub trait Target: Send {
             table.name
         )))
     }
+
+    /// The names of the tables sluice created in this target (recorded in `_sluice_tables`)
+    /// that still exist; a recorded table someone dropped since is left out.
+    fn recorded_tables(&mut self) -> TargetResult<Vec<String>>;
+
+    /// Drops target table `name` when it exists and forgets it (its `_sluice_tables` and
+    /// `_sluice_backfill` records), so that the next `prepare` creates it afresh. Called with
+    /// no transaction open, after `prepare` created the bookkeeping tables. Where DDL is
+    /// transactional (SQLite, PostgreSQL) all of it happens at once; elsewhere the table goes
+    /// first and its records after, so a crash in between leaves records that a second call
+    /// removes.
+    fn drop_table(&mut self, name: &str) -> TargetResult<()>;
+
+    /// Deletes every row of `table` inside the open transaction, so that it commits with the
+    /// rows and the checkpoint around it (a source `TRUNCATE` at its GTID).
+    fn empty_table(&mut self, table: &Arc<TargetTable>) -> TargetResult<()>;
 
     /// Every table's backfill record; empty for a fresh target.
     fn load_backfill(&mut self) -> TargetResult<Vec<BackfillProgress>> {

@@ -1022,6 +1022,68 @@ impl<C: Client> ServerTarget<C> {
         }
     }
 
+    fn recorded_tables_impl(&mut self) -> TargetResult<Vec<String>> {
+        let order = format!(" ORDER BY {}{}", C::quote("name"), C::BYTE_ORDER);
+        let names = self
+            .read_bookkeeping("list tables", TABLES_TABLE, &["name"], &order, |row| text::<C>(row, 0))?
+            .unwrap_or_default();
+        let existing = self.existing_tables()?;
+        Ok(names.into_iter().filter(|n| existing.contains_key(n)).collect())
+    }
+
+    fn empty_table_impl(&mut self, table: &Arc<TargetTable>) -> TargetResult<()> {
+        self.state.require_open("empty_table")?;
+        self.flush_or_abandon()?;
+        // DELETE, not TRUNCATE: TRUNCATE commits the open transaction on MariaDB.
+        let sql = format!("DELETE FROM {}", self.client.qualified(&table.name));
+        let result = match self.client.exec_once(&sql, Vec::new()) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.fail("empty table", &table.name, &e)),
+        };
+        self.abandon_on_error(result)
+    }
+
+    /// One transaction; where DDL commits implicitly (MariaDB) the table goes first and each
+    /// record after it, so a crash in between leaves records that a second call removes.
+    fn drop_table_impl(&mut self, name: &str) -> TargetResult<()> {
+        self.begin_impl()?;
+        let statements: [(String, Vec<C::Param>); 3] = [
+            (
+                format!("DROP TABLE IF EXISTS {}", self.client.qualified(name)),
+                Vec::new(),
+            ),
+            (
+                format!(
+                    "DELETE FROM {} WHERE {} = {}",
+                    self.client.qualified(TABLES_TABLE),
+                    C::quote("name"),
+                    C::placeholder(1)
+                ),
+                vec![C::plain_param(Plain::Text(name))],
+            ),
+            (
+                format!(
+                    "DELETE FROM {} WHERE {} = {}",
+                    self.client.qualified(BACKFILL_TABLE),
+                    C::quote("name"),
+                    C::placeholder(1)
+                ),
+                vec![C::plain_param(Plain::Text(name))],
+            ),
+        ];
+        self.plans.remove(name);
+        self.statements.retain(|(t, _, _), _| t != name);
+        let mut result = Ok(());
+        for (sql, params) in statements {
+            if let Err(e) = self.client.exec_once(&sql, params) {
+                result = Err(self.fail("drop table", name, &e));
+                break;
+            }
+        }
+        let result = result.and_then(|()| self.commit_now());
+        self.finish_commit(result)
+    }
+
     fn load_backfill_impl(&mut self) -> TargetResult<Vec<BackfillProgress>> {
         // Byte order of the names, whatever the collation.
         let order = format!(" ORDER BY {}{}", C::quote("name"), C::BYTE_ORDER);
@@ -1333,6 +1395,18 @@ impl<C: Client> Target for ServerTarget<C> {
             let result = self.fill_columns_now(table, columns, row);
             self.abandon_on_error(result)
         })
+    }
+
+    fn recorded_tables(&mut self) -> TargetResult<Vec<String>> {
+        C::run(|| self.recorded_tables_impl())
+    }
+
+    fn drop_table(&mut self, name: &str) -> TargetResult<()> {
+        C::run(|| self.drop_table_impl(name))
+    }
+
+    fn empty_table(&mut self, table: &Arc<TargetTable>) -> TargetResult<()> {
+        C::run(|| self.empty_table_impl(table))
     }
 
     fn load_backfill(&mut self) -> TargetResult<Vec<BackfillProgress>> {

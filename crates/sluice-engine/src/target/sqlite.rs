@@ -999,6 +999,54 @@ impl Target for SqliteTarget {
             .map_err(db_err("load lag", "_sluice_lag"))
     }
 
+    fn recorded_tables(&mut self) -> TargetResult<Vec<String>> {
+        if !self.bookkeeping_table_exists("list tables", "_sluice_tables")? {
+            return Ok(Vec::new());
+        }
+        self.conn
+            .prepare_cached(
+                r#"SELECT t."name" FROM "_sluice_tables" t WHERE EXISTS (SELECT 1 FROM sqlite_schema s WHERE s.type = 'table' AND s.name = t."name") ORDER BY t."name""#,
+            )
+            .and_then(|mut st| st.query_map([], |r| r.get::<_, String>(0))?.collect())
+            .map_err(db_err("list tables", "_sluice_tables"))
+    }
+
+    fn empty_table(&mut self, table: &Arc<TargetTable>) -> TargetResult<()> {
+        self.state.require_open("empty_table")?;
+        let result = self
+            .conn
+            .execute_batch(&format!("DELETE FROM {}", quote_ident(&table.name)))
+            .map_err(db_err("empty table", &table.name));
+        self.abandon_on_error(result)
+    }
+
+    fn drop_table(&mut self, name: &str) -> TargetResult<()> {
+        if self.state == TxState::Open {
+            return Err(TargetError::Other(format!(
+                "drop_table {name} called inside a transaction"
+            )));
+        }
+        self.begin_immediate()?;
+        let result = self
+            .conn
+            .execute_batch(&format!("DROP TABLE IF EXISTS {}", quote_ident(name)))
+            .and_then(|()| {
+                self.conn
+                    .execute(r#"DELETE FROM "_sluice_tables" WHERE "name" = ?1"#, [name])
+            })
+            .and_then(|_| {
+                self.conn
+                    .execute(r#"DELETE FROM "_sluice_backfill" WHERE "name" = ?1"#, [name])
+            })
+            .map_err(db_err("drop table", name))
+            .and_then(|_| self.commit_now());
+        if result.is_err() {
+            let _ = self.rollback_now();
+        }
+        self.plans.remove(name);
+        result
+    }
+
     fn load_backfill(&mut self) -> TargetResult<Vec<BackfillProgress>> {
         if !self.bookkeeping_table_exists("load backfill", BACKFILL_TABLE)? {
             return Ok(Vec::new());

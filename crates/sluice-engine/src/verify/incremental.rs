@@ -123,6 +123,9 @@ pub struct Written {
     rows: usize,
     /// Changes beyond the memory bound were not kept.
     overflow: bool,
+    /// Target tables emptied in the group (a source TRUNCATE or DROP TABLE): changes to them
+    /// kept before that are gone, and rows of theirs that earlier groups wrote are superseded.
+    emptied: Vec<String>,
 }
 
 impl Written {
@@ -134,6 +137,18 @@ impl Written {
         }
         self.rows += ops.len();
         self.batches.push(ops);
+    }
+
+    /// Notes that every row of target table `table` was deleted after the changes kept so far.
+    pub fn emptied(&mut self, table: &str) {
+        for batch in &mut self.batches {
+            batch.retain(|op| {
+                let (RowOp::Insert { table: t, .. } | RowOp::Update { table: t, .. } | RowOp::Delete { table: t, .. }) =
+                    op;
+                t.name != table
+            });
+        }
+        self.emptied.push(table.to_owned());
     }
 }
 
@@ -150,6 +165,7 @@ struct CheckedGroup {
     seq: u64,
     txns: Vec<(TxnIndex, Option<Gtid>)>,
     expectations: Expectations,
+    emptied: Vec<String>,
 }
 
 impl CheckedGroup {
@@ -165,6 +181,7 @@ impl CheckedGroup {
             seq: group.seq,
             txns: group.txns,
             expectations,
+            emptied: group.written.emptied,
         })
     }
 }
@@ -220,6 +237,8 @@ pub fn run_verifier(
     // longer supersede anything.
     let mut below = 0u64;
     let mut seen_above: std::collections::BTreeSet<u64> = std::collections::BTreeSet::new();
+    // Per target table, the latest commit that emptied it (TRUNCATE, DROP TABLE).
+    let mut emptied_at: HashMap<String, u64> = HashMap::new();
     loop {
         let first = match carried.pop_front() {
             Some(g) => g,
@@ -261,11 +280,20 @@ pub fn run_verifier(
                 },
             }
         }
+        // Tables emptied by a later commit: their earlier rows are superseded.
+        for g in &groups {
+            for table in &g.emptied {
+                let at = emptied_at.entry(table.clone()).or_insert(g.seq);
+                *at = (*at).max(g.seq);
+            }
+        }
         // The latest expectation per row in this round.
         let mut latest: HashMap<RowId, (u64, &Expectation)> = HashMap::new();
         for g in &groups {
             for (id, e) in &g.expectations.rows {
-                if checked.get(id).is_some_and(|&seq| seq > g.seq) {
+                if checked.get(id).is_some_and(|&seq| seq > g.seq)
+                    || emptied_at.get(&id.0).is_some_and(|&seq| seq > g.seq)
+                {
                     continue;
                 }
                 match latest.get(id) {
@@ -318,7 +346,7 @@ pub fn run_verifier(
                 let seq = latest[id].0;
                 !carried
                     .iter()
-                    .any(|g| g.seq > seq && g.expectations.rows.contains_key(id))
+                    .any(|g| g.seq > seq && (g.expectations.rows.contains_key(id) || g.emptied.contains(&id.0)))
             });
             if !differing.is_empty() {
                 let still: HashMap<RowId, (u64, &Expectation)> =

@@ -295,3 +295,18 @@ impl Drop for Sluice {
         }
     }
 }
+
+/// Compares row sets and, when they differ, names only the differing rows.
+pub fn same_rows(what: &str, mut target: Vec<Vec<String>>, mut source: Vec<Vec<String>>) {
+    target.sort();
+    source.sort();
+    if target != source {
+        let missing: Vec<_> = source.iter().filter(|r| !target.contains(r)).take(8).collect();
+        let extra: Vec<_> = target.iter().filter(|r| !source.contains(r)).take(8).collect();
+        panic!(
+            "{what}: {} target rows, {} source rows; missing {missing:?}; extra {extra:?}",
+            target.len(),
+            source.len()
+        );
+    }
+}

@@ -1,0 +1,298 @@
+//! Schema changes, declared and at the source: tables leaving and re-entering the config,
+//! columns removed and re-added, and what sluice does with each kind of source DDL on a
+//! replicated table (docs/schema-changes.md).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{same_rows, Env, Sluice};
+
+const SETUP: &str = "
+CREATE DATABASE shop;
+CREATE TABLE shop.orders (id INT PRIMARY KEY, customer INT NOT NULL, total DECIMAL(10,2), note VARCHAR(40));
+CREATE TABLE shop.tags (name VARCHAR(30) PRIMARY KEY, hits BIGINT UNSIGNED);
+INSERT INTO shop.orders SELECT seq, seq % 97, seq * 1.25, CONCAT('n', seq) FROM shop.seq_1_to_3000;
+INSERT INTO shop.tags SELECT CONCAT('tag-', seq), seq FROM shop.seq_1_to_200;
+";
+
+const BOTH: &str =
+    "[[tables]]\nmatch = \"shop.orders\"\n\n[[tables]]\nmatch = \"shop.tags\"\n\n[backfill]\nchunk_rows = 250\n";
+const TAGS_ONLY: &str = "[[tables]]\nmatch = \"shop.tags\"\n\n[backfill]\nchunk_rows = 250\n";
+
+/// Changes to every kind of row of `shop.orders`: updated, deleted, inserted, key moved.
+const CHANGES_WHILE_OUT: &str = "
+UPDATE shop.orders SET total = total + 100, note = 'changed while out' WHERE id % 7 = 0;
+DELETE FROM shop.orders WHERE id % 11 = 0;
+INSERT INTO shop.orders VALUES (5001, 1, 9.99, 'inserted while out'), (5002, 2, NULL, NULL);
+UPDATE shop.orders SET id = id + 10000 WHERE id % 13 = 1;
+UPDATE shop.tags SET hits = hits + 1 WHERE name = 'tag-5';
+";
+
+fn wait_for(env: &Env, sluice: &mut Sluice, what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !done() {
+        if let Some(status) = sluice.try_exit() {
+            panic!("sluice exited ({status}) waiting for {what}; log:\n{}", env.log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; log:\n{}",
+            env.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The backfill record of `table`: (done, detail), or `None`.
+fn record(env: &Env, table: &str) -> Option<(String, String)> {
+    if !env.target.exists()
+        || env
+            .target_rows("SELECT name FROM sqlite_master WHERE name = '_sluice_backfill'")
+            .is_empty()
+    {
+        return None;
+    }
+    env.target_rows(&format!(
+        "SELECT done, coalesce(detail, '') FROM _sluice_backfill WHERE name = '{table}'"
+    ))
+    .into_iter()
+    .next()
+    .map(|mut r| (r.remove(0), r.remove(0)))
+}
+
+fn copied(env: &Env, table: &str) -> bool {
+    record(env, table).is_some_and(|(done, detail)| done == "1" && !detail.contains("\"stale\":true"))
+}
+
+fn stale(env: &Env, table: &str) -> bool {
+    record(env, table).is_some_and(|(_, detail)| detail.contains("\"stale\":true"))
+}
+
+fn assert_equal(env: &Env) {
+    same_rows(
+        "orders",
+        env.target_rows("SELECT id, customer, total, note FROM orders"),
+        env.db.query_rows("SELECT id, customer, total, note FROM shop.orders"),
+    );
+    same_rows(
+        "tags",
+        env.target_rows("SELECT name, hits FROM tags"),
+        env.db.query_rows("SELECT name, hits FROM shop.tags"),
+    );
+}
+
+/// The data-loss path of issue 13: a table taken out of the config (by a SIGHUP reload),
+/// changed at the source meanwhile (updates, deletes, inserts, key changes), and put back.
+/// While out, the target table is kept as it was and marked stale; once back, it is created
+/// afresh and copied again, so the target equals the source, row for row.
+#[test]
+fn a_table_back_in_the_config_after_a_reload_is_copied_afresh() {
+    let env = Env::new(SETUP, BOTH);
+    let mut sluice = env.start();
+    wait_for(&env, &mut sluice, "both copies", || {
+        copied(&env, "orders") && copied(&env, "tags")
+    });
+    env.wait_caught_up(&mut sluice);
+    assert_equal(&env);
+    let before = env.target_rows("SELECT id, customer, total, note FROM orders");
+
+    env.write_config(TAGS_ONLY, "");
+    sluice.reload();
+    wait_for(&env, &mut sluice, "orders marked stale", || stale(&env, "orders"));
+    env.db.exec(CHANGES_WHILE_OUT);
+    env.wait_caught_up(&mut sluice);
+    // Out of the config: not updated any more (tags still are).
+    assert_eq!(env.target_rows("SELECT id, customer, total, note FROM orders"), before);
+    assert_eq!(
+        env.target_rows("SELECT hits FROM tags WHERE name = 'tag-5'"),
+        vec![vec!["6".to_owned()]]
+    );
+    let status = env.run_cmd(&["status", "-c", env.config.to_str().unwrap(), "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let orders = status["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["target"] == "orders")
+        .unwrap_or_else(|| panic!("{status}"));
+    assert_eq!(orders["backfill"], "stale", "{status}");
+
+    env.write_config(BOTH, "");
+    sluice.reload();
+    wait_for(&env, &mut sluice, "orders copied again", || copied(&env, "orders"));
+    env.db
+        .exec("UPDATE shop.orders SET note = 'after the return' WHERE id = 2;");
+    env.wait_caught_up(&mut sluice);
+    assert!(sluice.stop().success());
+    assert!(env.log().contains("table left the config"), "{}", env.log());
+    assert!(env.log().contains("table selected again"), "{}", env.log());
+    assert_equal(&env);
+}
+
+/// The same across restarts: the table leaves the config at one start and comes back at a
+/// later one.
+#[test]
+fn a_table_back_in_the_config_after_a_restart_is_copied_afresh() {
+    let env = Env::new(SETUP, BOTH);
+    let mut sluice = env.start();
+    wait_for(&env, &mut sluice, "both copies", || {
+        copied(&env, "orders") && copied(&env, "tags")
+    });
+    assert!(sluice.stop().success());
+
+    env.write_config(TAGS_ONLY, "");
+    let mut sluice = env.start();
+    wait_for(&env, &mut sluice, "orders marked stale", || stale(&env, "orders"));
+    env.db.exec(CHANGES_WHILE_OUT);
+    env.wait_caught_up(&mut sluice);
+    assert!(sluice.stop().success());
+
+    env.write_config(BOTH, "");
+    let mut sluice = env.start();
+    wait_for(&env, &mut sluice, "orders copied again", || copied(&env, "orders"));
+    env.wait_caught_up(&mut sluice);
+    assert!(sluice.stop().success());
+    assert_equal(&env);
+}
+
+/// A column removed from the replicated columns and added back later. Removing it is refused
+/// (the target table has a column sluice would no longer write) with the advice to drop the
+/// target table; after that the table is copied again (its old record said "done": before,
+/// the recreated table stayed empty), and the column, added back, is filled by a column-only
+/// copy: every row equals the source, with the changes made in between.
+#[test]
+fn a_column_removed_and_added_back_is_copied_again() {
+    let env = Env::new(SETUP, BOTH);
+    let mut sluice = env.start();
+    wait_for(&env, &mut sluice, "both copies", || {
+        copied(&env, "orders") && copied(&env, "tags")
+    });
+    assert!(sluice.stop().success());
+
+    let without_note = "[[tables]]\nmatch = \"shop.orders\"\nexclude_columns = [\"note\"]\n\n[[tables]]\nmatch = \"shop.tags\"\n\n[backfill]\nchunk_rows = 250\n";
+    env.write_config(without_note, "");
+    let mut refused = env.start();
+    assert!(!refused.wait_exit(Duration::from_secs(30)).success());
+    assert!(env.log().contains("drop or rename the table"), "{}", env.log());
+    let conn = rusqlite::Connection::open(&env.target).unwrap();
+    conn.execute_batch("DROP TABLE orders").unwrap();
+    drop(conn);
+    env.db.exec(CHANGES_WHILE_OUT);
+
+    let mut sluice = env.start();
+    wait_for(&env, &mut sluice, "orders copied again", || copied(&env, "orders"));
+    env.wait_caught_up(&mut sluice);
+    assert!(sluice.stop().success());
+    same_rows(
+        "orders without note",
+        env.target_rows("SELECT id, customer, total FROM orders"),
+        env.db.query_rows("SELECT id, customer, total FROM shop.orders"),
+    );
+
+    env.db
+        .exec("UPDATE shop.orders SET note = 'changed without note' WHERE id % 5 = 0;");
+    env.write_config(BOTH, "");
+    let mut sluice = env.start();
+    wait_for(&env, &mut sluice, "note copied", || {
+        copied(&env, "orders") && env.log().contains("column_only=true")
+    });
+    env.wait_caught_up(&mut sluice);
+    assert!(sluice.stop().success());
+    assert_equal(&env);
+}
+
+/// TRUNCATE and DROP TABLE of replicated tables do not stop sluice: a truncated table is
+/// emptied at the edge at the statement's GTID (rows written before and after it in the
+/// stream end up exactly as at the source), a dropped one is emptied and marked stale, and a
+/// table created again under the name is created afresh and streamed (with other columns, too).
+#[test]
+fn truncate_and_drop_table_are_followed() {
+    let env = Env::new(SETUP, BOTH);
+    let mut sluice = env.start();
+    wait_for(&env, &mut sluice, "both copies", || {
+        copied(&env, "orders") && copied(&env, "tags")
+    });
+    env.db.exec(
+        "INSERT INTO shop.orders VALUES (7001, 1, 1.00, 'before truncate');
+         TRUNCATE TABLE shop.orders;
+         INSERT INTO shop.orders VALUES (1, 5, 2.00, 'after truncate'), (7002, 6, NULL, NULL);
+         UPDATE shop.tags SET hits = 0 WHERE name = 'tag-1';",
+    );
+    env.wait_caught_up(&mut sluice);
+    assert_equal(&env);
+
+    env.db.exec("DROP TABLE shop.tags");
+    env.wait_caught_up(&mut sluice);
+    assert!(env.target_rows("SELECT * FROM tags").is_empty());
+    assert!(stale(&env, "tags"));
+    env.db.exec(
+        "CREATE TABLE shop.tags (name VARCHAR(30) PRIMARY KEY, hits BIGINT UNSIGNED, label VARCHAR(10));
+         INSERT INTO shop.tags VALUES ('again', 1, 'x'), ('more', 2, NULL);",
+    );
+    env.wait_caught_up(&mut sluice);
+    assert!(sluice.stop().success());
+    assert_equal(&env);
+    same_rows(
+        "tags with label",
+        env.target_rows("SELECT name, hits, label FROM tags"),
+        env.db.query_rows("SELECT name, hits, label FROM shop.tags"),
+    );
+    assert!(env.log().contains("table selected again"), "{}", env.log());
+}
+
+/// A replicated column dropped at the source stops sluice with an error that names the table,
+/// the statement, the GTID and the way to resume; following it (table out of the config,
+/// reload, wait for the checkpoint to pass the GTID, table back in, reload) brings the
+/// target to equal the source, changes made around the DDL included.
+#[test]
+fn a_dropped_replicated_column_stops_and_the_documented_resume_works() {
+    let env = Env::new(SETUP, BOTH);
+    let mut sluice = env.start();
+    wait_for(&env, &mut sluice, "both copies", || {
+        copied(&env, "orders") && copied(&env, "tags")
+    });
+    env.db.exec(
+        "UPDATE shop.orders SET note = 'before' WHERE id = 3;
+         ALTER TABLE shop.orders DROP COLUMN note;
+         UPDATE shop.orders SET total = 0 WHERE id = 4;",
+    );
+    let gtid = env.db.query_value("SELECT @@global.gtid_binlog_pos");
+    assert!(!sluice.wait_exit(Duration::from_secs(30)).success());
+    let log = env.log();
+    let ddl_gtid = {
+        let (domain_server, seq) = gtid.rsplit_once('-').unwrap();
+        format!("{domain_server}-{}", seq.parse::<u64>().unwrap() - 1)
+    };
+    for needle in [
+        "shop.orders",
+        "DROP COLUMN note",
+        ddl_gtid.as_str(),
+        "leave shop.orders out of the config",
+        "put the rule",
+    ] {
+        assert!(log.contains(needle), "missing {needle:?}; log:\n{log}");
+    }
+
+    // Step 1: the table out; sluice goes past the DDL.
+    env.write_config(TAGS_ONLY, "");
+    let mut sluice = env.start();
+    env.db.exec("UPDATE shop.orders SET total = 1 WHERE id = 5;");
+    env.wait_caught_up(&mut sluice);
+    assert!(stale(&env, "orders"));
+    // Step 2: back in, with the columns it has now.
+    env.write_config(BOTH, "");
+    sluice.reload();
+    wait_for(&env, &mut sluice, "orders copied again", || copied(&env, "orders"));
+    env.wait_caught_up(&mut sluice);
+    assert!(sluice.stop().success());
+    same_rows(
+        "orders",
+        env.target_rows("SELECT id, customer, total FROM orders"),
+        env.db.query_rows("SELECT id, customer, total FROM shop.orders"),
+    );
+    assert_eq!(
+        env.target_rows("SELECT count(*) FROM pragma_table_info('orders') WHERE name = 'note'"),
+        vec![vec!["0".to_owned()]]
+    );
+}
