@@ -16,6 +16,8 @@ _sluice_missing_packages() {
   { _sluice_have_program mariadb && _sluice_have_program mariadb-binlog; } ||
     printf 'mariadb-client '
   _sluice_have_program sqlite3 || printf 'sqlite3 '
+  # The TLS tests make their CA and certificates with the openssl command.
+  _sluice_have_program openssl || printf 'openssl '
   # PostgreSQL's server programs (initdb, postgres) for the PostgreSQL target's tests; Debian
   # keeps them off PATH, under /usr/lib/postgresql/<version>/bin.
   _sluice_have_postgres_server || printf 'postgresql '

@@ -23,6 +23,7 @@ pub mod replica;
 pub mod rows;
 pub mod table;
 pub mod table_map;
+pub mod tls;
 pub mod value;
 
 pub use error::{DecodeError, PositionedError};

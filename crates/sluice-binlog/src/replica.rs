@@ -10,10 +10,11 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::gtid::GtidPosition;
+use crate::tls::{TlsError, TlsSettings};
 
 /// Everything needed to open a replication stream.
 #[derive(Clone)]
@@ -28,6 +29,8 @@ pub struct ReplicaConfig {
     /// How often the server sends a heartbeat when it has no events.
     pub heartbeat: Duration,
     pub connect_timeout: Duration,
+    /// TLS for the connection; never a plaintext fallback when enabled.
+    pub tls: TlsSettings,
 }
 
 impl std::fmt::Debug for ReplicaConfig {
@@ -39,6 +42,7 @@ impl std::fmt::Debug for ReplicaConfig {
             .field("password", &"<redacted>")
             .field("server_id", &self.server_id)
             .field("heartbeat", &self.heartbeat)
+            .field("tls", &self.tls.mode)
             .finish()
     }
 }
@@ -55,6 +59,8 @@ pub enum ReplicaError {
     Server { code: u16, state: String, message: String },
     #[error("protocol error: {0}")]
     Protocol(String),
+    #[error("TLS to the source {addr}: {message}")]
+    Tls { addr: String, message: String },
 }
 
 impl ReplicaError {
@@ -82,15 +88,23 @@ mod capability {
     pub const LONG_PASSWORD: u32 = 0x0000_0001;
     pub const LONG_FLAG: u32 = 0x0000_0004;
     pub const PROTOCOL_41: u32 = 0x0000_0200;
+    pub const SSL: u32 = 0x0000_0800;
     pub const TRANSACTIONS: u32 = 0x0000_2000;
     pub const SECURE_CONNECTION: u32 = 0x0000_8000;
     pub const PLUGIN_AUTH: u32 = 0x0008_0000;
     pub const PLUGIN_AUTH_LENENC_DATA: u32 = 0x0020_0000;
 }
 
+/// The transport under the packets: plain TCP, or TLS over it.
+trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
+
+/// Bytes read ahead from the socket (binlog events arrive in bursts).
+const READ_BUFFER: usize = 256 * 1024;
+
 /// A framed MySQL protocol connection.
 struct PacketConn {
-    stream: BufReader<TcpStream>,
+    stream: BufReader<Box<dyn Transport>>,
     seq: u8,
 }
 
@@ -278,15 +292,18 @@ pub(crate) struct Authenticator<'p> {
     nonce: Vec<u8>,
     password: &'p str,
     awaiting_public_key: bool,
+    /// Over TLS, full authentication sends the password itself (the channel is encrypted).
+    tls: bool,
 }
 
 impl<'p> Authenticator<'p> {
-    pub(crate) fn new(plugin: &str, nonce: &[u8], password: &'p str) -> Self {
+    pub(crate) fn new(plugin: &str, nonce: &[u8], password: &'p str, tls: bool) -> Self {
         Authenticator {
             plugin: plugin.to_owned(),
             nonce: nonce.to_vec(),
             password,
             awaiting_public_key: false,
+            tls,
         }
     }
 
@@ -324,6 +341,11 @@ impl<'p> Authenticator<'p> {
                 }
                 match reply.get(1) {
                     Some(0x03) => Ok(AuthStep::Wait),
+                    Some(0x04) if self.tls => {
+                        let mut password = self.password.as_bytes().to_vec();
+                        password.push(0);
+                        Ok(AuthStep::Send(password))
+                    }
                     Some(0x04) => {
                         self.awaiting_public_key = true;
                         Ok(AuthStep::Send(vec![0x02]))
@@ -381,20 +403,30 @@ pub fn com_binlog_dump_gtid(server_id: u32, executed: &crate::gtid::MysqlGtidSet
     out
 }
 
-pub(crate) fn handshake_response(user: &str, auth: &[u8], plugin: &str) -> Vec<u8> {
+/// The first 32 bytes of a handshake response: capabilities, maximum packet size, character
+/// set, and 23 reserved bytes. Alone (with `SSL` among the capabilities) it is the SSL
+/// request that precedes the TLS handshake.
+fn client_capabilities(extra: u32) -> Vec<u8> {
     use capability::*;
-    let caps = LONG_PASSWORD
+    let caps = extra
+        | LONG_PASSWORD
         | LONG_FLAG
         | PROTOCOL_41
         | TRANSACTIONS
         | SECURE_CONNECTION
         | PLUGIN_AUTH
         | PLUGIN_AUTH_LENENC_DATA;
-    let mut out = Vec::with_capacity(64 + user.len() + auth.len());
+    let mut out = Vec::with_capacity(32);
     out.extend_from_slice(&caps.to_le_bytes());
     out.extend_from_slice(&(MAX_PACKET as u32).to_le_bytes());
     out.push(45); // utf8mb4_general_ci
     out.extend_from_slice(&[0u8; 23]);
+    out
+}
+
+pub(crate) fn handshake_response(user: &str, auth: &[u8], plugin: &str, tls: bool) -> Vec<u8> {
+    let mut out = client_capabilities(if tls { capability::SSL } else { 0 });
+    out.reserve(user.len() + auth.len() + plugin.len() + 3);
     out.extend_from_slice(user.as_bytes());
     out.push(0);
     out.push(auth.len() as u8);
@@ -402,6 +434,44 @@ pub(crate) fn handshake_response(user: &str, auth: &[u8], plugin: &str) -> Vec<u
     out.extend_from_slice(plugin.as_bytes());
     out.push(0);
     out
+}
+
+/// Sends the SSL request and runs the TLS handshake; the rest of the exchange (handshake
+/// response and authentication) goes over TLS. A server that does not offer TLS is an error,
+/// never a plaintext fallback.
+async fn start_tls(
+    mut conn: PacketConn,
+    config: &ReplicaConfig,
+    hs: &Handshake,
+    addr: &str,
+) -> Result<PacketConn, ReplicaError> {
+    let tls_err = |message: String| ReplicaError::Tls {
+        addr: addr.to_owned(),
+        message,
+    };
+    if hs.capabilities & capability::SSL == 0 {
+        return Err(tls_err(format!(
+            "tls_mode is \"{}\" but the server does not offer TLS; configure TLS on the server (ssl_cert, ssl_key) \
+             or set tls_mode = \"disabled\"",
+            config.tls.mode
+        )));
+    }
+    let client = crate::tls::client_config(&config.tls).map_err(|e: TlsError| tls_err(e.to_string()))?;
+    let name = crate::tls::server_name(&config.host).map_err(|e| tls_err(e.to_string()))?;
+    conn.write_packet(&client_capabilities(capability::SSL)).await?;
+    // Nothing was read past the greeting: the server waits for the TLS handshake.
+    let tcp = conn.stream.into_inner();
+    let stream = tokio::time::timeout(
+        config.connect_timeout,
+        tokio_rustls::TlsConnector::from(client).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| tls_err("the TLS handshake timed out".into()))?
+    .map_err(|e| tls_err(format!("the TLS handshake failed: {e}")))?;
+    Ok(PacketConn {
+        stream: BufReader::with_capacity(READ_BUFFER, Box::new(stream)),
+        seq: conn.seq,
+    })
 }
 
 /// An open replication connection delivering raw events.
@@ -437,20 +507,40 @@ impl BinlogStream {
             })?;
         tcp.set_nodelay(true)?;
         let mut conn = PacketConn {
-            stream: BufReader::with_capacity(256 * 1024, tcp),
+            stream: BufReader::with_capacity(READ_BUFFER, Box::new(tcp) as Box<dyn Transport>),
             seq: 0,
         };
         let greeting = tokio::time::timeout(config.connect_timeout, conn.read_packet())
             .await
             .map_err(|_| ReplicaError::Timeout(config.connect_timeout))??;
         let hs = parse_handshake(&greeting)?;
-        let mut auth = Authenticator::new(&hs.auth_plugin, &hs.nonce, &config.password);
+        let tls = config.tls.enabled();
+        if tls {
+            conn = start_tls(conn, config, &hs, &addr).await?;
+        }
+        let mut auth = Authenticator::new(&hs.auth_plugin, &hs.nonce, &config.password, tls);
         let first = auth.initial_response()?;
-        conn.write_packet(&handshake_response(&config.user, &first, auth.plugin()))
+        conn.write_packet(&handshake_response(&config.user, &first, auth.plugin(), tls))
             .await?;
         loop {
             let reply = conn.read_packet().await?;
-            match auth.on_reply(&reply)? {
+            let step = auth.on_reply(&reply).map_err(|e| match e {
+                // Without TLS, a user whose account requires it is refused like a bad password.
+                ReplicaError::Server {
+                    code: 1045,
+                    state,
+                    message,
+                } if !tls && hs.capabilities & capability::SSL != 0 => ReplicaError::Server {
+                    code: 1045,
+                    state,
+                    message: format!(
+                        "{message} (the connection is not encrypted: tls_mode is \"disabled\"; if the account \
+                             requires TLS, REQUIRE SSL, set tls_mode)"
+                    ),
+                },
+                other => other,
+            })?;
+            match step {
                 AuthStep::Send(packet) => conn.write_packet(&packet).await?,
                 AuthStep::Wait => {}
                 AuthStep::Done => break,
@@ -569,10 +659,10 @@ mod tests {
         let stage2 = Sha256::digest(stage1);
         let stage3 = Sha256::digest([&stage2[..], &NONCE[..]].concat());
         let expected: Vec<u8> = stage1.iter().zip(stage3.iter()).map(|(a, b)| a ^ b).collect();
-        let auth = Authenticator::new("caching_sha2_password", NONCE, password);
+        let auth = Authenticator::new("caching_sha2_password", NONCE, password, false);
         assert_eq!(auth.initial_response().unwrap(), expected);
         // An empty password sends empty auth data.
-        assert!(Authenticator::new("caching_sha2_password", NONCE, "")
+        assert!(Authenticator::new("caching_sha2_password", NONCE, "", false)
             .initial_response()
             .unwrap()
             .is_empty());
@@ -581,7 +671,7 @@ mod tests {
     /// Fast path: AuthMoreData 01 03 ("fast_auth_success"), then OK.
     #[test]
     fn caching_sha2_fast_path_waits_for_ok() {
-        let mut auth = Authenticator::new("caching_sha2_password", NONCE, "pw");
+        let mut auth = Authenticator::new("caching_sha2_password", NONCE, "pw", false);
         assert_eq!(auth.on_reply(&[0x01, 0x03]).unwrap(), AuthStep::Wait);
         assert_eq!(
             auth.on_reply(&[0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00]).unwrap(),
@@ -593,6 +683,30 @@ mod tests {
     /// asks for the public key with 02 → AuthMoreData 01 + PEM → the client sends
     /// RSA-OAEP(password + NUL XOR nonce). The test's server key is made by `openssl`, which
     /// also decrypts what the client sent.
+    #[test]
+    fn caching_sha2_full_authentication_over_tls_sends_the_password() {
+        let mut auth = Authenticator::new("caching_sha2_password", NONCE, "s3cret-pw", true);
+        assert_eq!(
+            auth.on_reply(&[0x01, 0x04]).unwrap(),
+            AuthStep::Send(b"s3cret-pw\0".to_vec())
+        );
+        assert_eq!(auth.on_reply(&[0x00, 0, 0, 2, 0, 0, 0]).unwrap(), AuthStep::Done);
+    }
+
+    #[test]
+    fn the_ssl_request_is_the_first_32_bytes_of_a_response_with_the_ssl_flag() {
+        let request = client_capabilities(capability::SSL);
+        assert_eq!(request.len(), 32);
+        let caps = u32::from_le_bytes(request[..4].try_into().unwrap());
+        assert!(caps & capability::SSL != 0);
+        let response = handshake_response("u", b"", "mysql_native_password", true);
+        assert_eq!(&response[..32], &request[..]);
+        assert_eq!(
+            &handshake_response("u", b"", "mysql_native_password", false)[4..32],
+            &request[4..]
+        );
+    }
+
     #[test]
     fn caching_sha2_full_authentication_encrypts_with_the_servers_key() {
         let dir = tempfile::tempdir().unwrap();
@@ -620,7 +734,7 @@ mod tests {
         ]);
         let pem = openssl(&["pkey", "-in", key.to_str().unwrap(), "-pubout"]);
 
-        let mut auth = Authenticator::new("caching_sha2_password", NONCE, "s3cret-pw");
+        let mut auth = Authenticator::new("caching_sha2_password", NONCE, "s3cret-pw", false);
         assert_eq!(auth.on_reply(&[0x01, 0x04]).unwrap(), AuthStep::Send(vec![0x02]));
         let AuthStep::Send(cipher) = auth.on_reply(&[&[0x01][..], &pem].concat()).unwrap() else {
             panic!("the encrypted password must be sent")
@@ -649,24 +763,24 @@ mod tests {
 
     #[test]
     fn a_bad_public_key_or_reply_is_an_error_not_a_panic() {
-        let mut auth = Authenticator::new("caching_sha2_password", NONCE, "pw");
+        let mut auth = Authenticator::new("caching_sha2_password", NONCE, "pw", false);
         auth.on_reply(&[0x01, 0x04]).unwrap();
         assert!(auth.on_reply(b"\x01not a key").is_err());
-        let mut auth = Authenticator::new("caching_sha2_password", NONCE, "pw");
+        let mut auth = Authenticator::new("caching_sha2_password", NONCE, "pw", false);
         auth.on_reply(&[0x01, 0x04]).unwrap();
         assert!(auth
             .on_reply(b"\x01-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
             .is_err());
-        assert!(Authenticator::new("caching_sha2_password", NONCE, "pw")
+        assert!(Authenticator::new("caching_sha2_password", NONCE, "pw", false)
             .on_reply(&[0x01, 0x09])
             .is_err());
-        assert!(Authenticator::new("mysql_native_password", NONCE, "pw")
+        assert!(Authenticator::new("mysql_native_password", NONCE, "pw", false)
             .on_reply(&[0x01, 0x04])
             .is_err());
         let mut err = vec![0xff];
         err.extend_from_slice(&1045u16.to_le_bytes());
         err.extend_from_slice(b"#28000Access denied");
-        assert!(Authenticator::new("caching_sha2_password", NONCE, "pw")
+        assert!(Authenticator::new("caching_sha2_password", NONCE, "pw", false)
             .on_reply(&err)
             .unwrap_err()
             .is_access_denied());
@@ -676,11 +790,11 @@ mod tests {
     /// the reply is the new plugin's scramble of the new nonce.
     #[test]
     fn an_auth_switch_answers_with_the_new_plugins_scramble() {
-        let mut auth = Authenticator::new("mysql_native_password", NONCE, "pw");
+        let mut auth = Authenticator::new("mysql_native_password", NONCE, "pw", false);
         let mut switch = vec![0xfe];
         switch.extend_from_slice(b"caching_sha2_password\0");
         switch.extend_from_slice(b"ABCDEFGHIJKLMNOPQRST\0");
-        let expected = Authenticator::new("caching_sha2_password", b"ABCDEFGHIJKLMNOPQRST", "pw")
+        let expected = Authenticator::new("caching_sha2_password", b"ABCDEFGHIJKLMNOPQRST", "pw", false)
             .initial_response()
             .unwrap();
         assert_eq!(auth.on_reply(&switch).unwrap(), AuthStep::Send(expected));
@@ -717,6 +831,7 @@ mod tests {
     #[test]
     fn debug_redacts_the_password() {
         let cfg = ReplicaConfig {
+            tls: crate::tls::TlsSettings::disabled(),
             host: "h".into(),
             port: 1,
             user: "u".into(),

@@ -134,6 +134,7 @@ fn compressed_events_over_the_replication_protocol_decode_like_plain_ones() {
     db.exec(WORKLOAD);
     let end: GtidPosition = db.query_value("SELECT @@gtid_binlog_pos").parse().unwrap();
     let config = ReplicaConfig {
+        tls: sluice_binlog::tls::TlsSettings::disabled(),
         host: "127.0.0.1".into(),
         port: db.port(),
         user: "repl".into(),

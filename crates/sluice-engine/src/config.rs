@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use globset::{GlobBuilder, GlobMatcher};
 use serde::Deserialize;
+use sluice_binlog::tls::{TlsMode, TlsSettings};
 
 pub const DEFAULT_SOURCE_PORT: u16 = 3306;
 pub const DEFAULT_SERVER_ID: u32 = 4_207_001;
@@ -240,6 +241,80 @@ pub struct SourceConfig {
     /// or a GTID position such as `"0-1-100"`.
     #[serde(default = "default_start")]
     pub start: String,
+    /// TLS: `"disabled"`, `"required"`, `"verify_ca"` or `"verify_identity"`. Default:
+    /// `verify_identity`, except `disabled` for loopback addresses and `localhost`.
+    pub tls_mode: Option<sluice_binlog::tls::TlsMode>,
+    /// PEM CA certificate(s) to trust (default: the Mozilla root set).
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for servers that ask for one.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl SourceConfig {
+    /// The TLS settings of every source connection (queries and the replication stream).
+    pub fn tls(&self) -> TlsSettings {
+        tls_settings(
+            &self.host,
+            self.tls_mode,
+            &self.tls_ca_file,
+            &self.tls_cert_file,
+            &self.tls_key_file,
+        )
+    }
+}
+
+/// A connection's TLS settings, with the default mode for `host` when none is set.
+fn tls_settings(
+    host: &str,
+    mode: Option<TlsMode>,
+    ca_file: &Option<PathBuf>,
+    cert_file: &Option<PathBuf>,
+    key_file: &Option<PathBuf>,
+) -> TlsSettings {
+    TlsSettings {
+        mode: mode.unwrap_or(if is_loopback(host) {
+            TlsMode::Disabled
+        } else {
+            TlsMode::VerifyIdentity
+        }),
+        ca_file: ca_file.clone(),
+        cert_file: cert_file.clone(),
+        key_file: key_file.clone(),
+    }
+}
+
+/// Loopback addresses and `localhost`: traffic that never leaves the host.
+pub fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Checks a connection's TLS keys that can be checked offline.
+fn validate_tls(
+    section: &str,
+    mode: Option<TlsMode>,
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+    ca: &Option<PathBuf>,
+) -> Result<(), ConfigError> {
+    if cert.is_some() != key.is_some() {
+        return Err(invalid(
+            format!("{section}.tls_cert_file"),
+            "set both tls_cert_file and tls_key_file, or neither",
+        ));
+    }
+    if mode == Some(TlsMode::Disabled) && (ca.is_some() || cert.is_some()) {
+        return Err(invalid(
+            format!("{section}.tls_mode"),
+            "tls_mode is \"disabled\" but TLS files are set; remove them or choose a TLS mode",
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -267,6 +342,26 @@ pub struct ServerTarget {
     pub database: String,
     /// PostgreSQL schema (default `public`).
     pub schema: Option<String>,
+    /// TLS: `"disabled"`, `"required"`, `"verify_ca"` or `"verify_identity"`. Default:
+    /// `verify_identity`, except `disabled` for loopback addresses and `localhost`.
+    pub tls_mode: Option<sluice_binlog::tls::TlsMode>,
+    /// PEM CA certificate(s) to trust (default: the Mozilla root set).
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for servers that ask for one.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl ServerTarget {
+    pub fn tls(&self) -> TlsSettings {
+        tls_settings(
+            &self.host,
+            self.tls_mode,
+            &self.tls_ca_file,
+            &self.tls_cert_file,
+            &self.tls_key_file,
+        )
+    }
 }
 
 /// Default writers for server targets: enough to overlap commit latency on a small machine.
@@ -446,15 +541,31 @@ impl Config {
         match &mut self.target {
             TargetConfig::Sqlite { path } if path.is_relative() => *path = base.join(&*path),
             TargetConfig::Mariadb(t) | TargetConfig::Postgres(t) => {
-                if let Some(p) = t.password_file.as_mut().filter(|p| p.is_relative()) {
-                    *p = base.join(&*p);
+                for p in [
+                    &mut t.password_file,
+                    &mut t.tls_ca_file,
+                    &mut t.tls_cert_file,
+                    &mut t.tls_key_file,
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    if p.is_relative() {
+                        *p = base.join(&*p);
+                    }
                 }
             }
             _ => {}
         }
-        for p in [&mut self.source.password_file, &mut self.transforms.hmac_key_file]
-            .into_iter()
-            .flatten()
+        for p in [
+            &mut self.source.password_file,
+            &mut self.transforms.hmac_key_file,
+            &mut self.source.tls_ca_file,
+            &mut self.source.tls_cert_file,
+            &mut self.source.tls_key_file,
+        ]
+        .into_iter()
+        .flatten()
         {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -468,6 +579,14 @@ impl Config {
         if self.source.host.trim().is_empty() {
             return Err(invalid("source.host", "must not be empty"));
         }
+        let src = &self.source;
+        validate_tls(
+            "source",
+            src.tls_mode,
+            &src.tls_cert_file,
+            &src.tls_key_file,
+            &src.tls_ca_file,
+        )?;
         if self.source.user.trim().is_empty() {
             return Err(invalid("source.user", "must not be empty"));
         }
@@ -549,6 +668,7 @@ impl Config {
                         "set either password_env or password_file, not both",
                     ));
                 }
+                validate_tls("target", t.tls_mode, &t.tls_cert_file, &t.tls_key_file, &t.tls_ca_file)?;
             }
             TargetConfig::Sqlite { .. } => {}
         }
@@ -769,6 +889,35 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn tls_defaults_to_verify_identity_off_loopback() {
+        use sluice_binlog::tls::TlsMode;
+        for host in ["127.0.0.1", "localhost", "::1", "[::1]", "127.1.2.3"] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in ["db1.internal", "10.0.0.5", "localhost.example.com"] {
+            assert!(!is_loopback(host), "{host}");
+        }
+        let none = None;
+        assert_eq!(
+            tls_settings("db1", None, &none, &none, &none).mode,
+            TlsMode::VerifyIdentity
+        );
+        assert_eq!(
+            tls_settings("127.0.0.1", None, &none, &none, &none).mode,
+            TlsMode::Disabled
+        );
+        assert_eq!(
+            tls_settings("127.0.0.1", Some(TlsMode::Required), &none, &none, &none).mode,
+            TlsMode::Required
+        );
+        let cert = Some(PathBuf::from("c.pem"));
+        assert!(validate_tls("source", None, &cert, &none, &none).is_err());
+        assert!(validate_tls("source", Some(TlsMode::Disabled), &none, &none, &cert).is_err());
+        assert!(validate_tls("source", None, &cert, &cert, &none).is_ok());
+    }
+
     use super::*;
 
     const BASE: &str = r#"

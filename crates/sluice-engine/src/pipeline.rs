@@ -16,6 +16,7 @@ use crate::select::rules::{PlanError, TableFilter, TablePlan};
 use crate::stream::catalog::{self, CatalogError};
 use crate::stream::reader::{replica_config, SourceError, SourceReader};
 use crate::stream::schema::SchemaTracker;
+use crate::target::fence::WriterFence;
 use crate::target::mariadb::MariaDbTarget;
 use crate::target::postgres::PostgresTarget;
 use crate::target::sqlite::SqliteTarget;
@@ -66,24 +67,27 @@ impl RunError {
 
 /// Opens a connection pool to the source with the config's credentials.
 pub fn source_pool(config: &Config) -> Result<mysql_async::Pool, ConfigError> {
-    let password = config.source_password()?;
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname(config.source.host.clone())
-        .tcp_port(config.source.port)
-        .user(Some(config.source.user.clone()))
-        .pass(Some(password.expose().to_owned()))
-        .prefer_socket(false)
-        .pool_opts(
-            mysql_async::PoolOpts::default().with_constraints(mysql_async::PoolConstraints::new(0, 2).expect("0 <= 2")),
-        );
+    let opts = crate::source_rows::source_opts(config)?.pool_opts(
+        mysql_async::PoolOpts::default().with_constraints(mysql_async::PoolConstraints::new(0, 2).expect("0 <= 2")),
+    );
     Ok(mysql_async::Pool::new(opts))
 }
 
 async fn source_conn(pool: &mysql_async::Pool, config: &Config) -> Result<mysql_async::Conn, PreflightError> {
-    pool.get_conn().await.map_err(|e| PreflightError::Connect {
-        addr: format!("{}:{}", config.source.host, config.source.port),
-        user: config.source.user.clone(),
-        message: e.to_string(),
+    pool.get_conn().await.map_err(|e| {
+        let mut message = e.to_string();
+        // An account that requires TLS is refused like a bad password.
+        if !config.source.tls().enabled() && matches!(&e, mysql_async::Error::Server(s) if s.code == 1045) {
+            message.push_str(
+                " (the connection is not encrypted: tls_mode is \"disabled\"; if the account requires TLS, \
+                 REQUIRE SSL, set [source] tls_mode)",
+            );
+        }
+        PreflightError::Connect {
+            addr: format!("{}:{}", config.source.host, config.source.port),
+            user: config.source.user.clone(),
+            message,
+        }
     })
 }
 
@@ -113,28 +117,57 @@ fn table_filter(config: &Config) -> Result<TableFilter, ConfigError> {
 pub fn open_target(config: &Config) -> Result<Box<dyn Target>, RunError> {
     Ok(match &config.target {
         TargetConfig::Sqlite { path } => Box::new(SqliteTarget::open(path)?),
+        TargetConfig::Mariadb(t) => Box::new(MariaDbTarget::connect_with(mariadb_opts(config, t)?, &t.database)?),
+        TargetConfig::Postgres(t) => Box::new(PostgresTarget::connect_tls(
+            &postgres_conn_str(config, t)?,
+            t.schema.as_deref().unwrap_or("public"),
+            &t.tls(),
+        )?),
+    })
+}
+
+fn mariadb_opts(
+    config: &Config,
+    t: &crate::config::ServerTarget,
+) -> Result<crate::target::mariadb::OptsBuilder, RunError> {
+    let password = config.target_password()?;
+    Ok(crate::target::mariadb::OptsBuilder::new()
+        .ip_or_hostname(Some(t.host.clone()))
+        .tcp_port(t.port.unwrap_or(3306))
+        .user(Some(t.user.clone()))
+        .pass(Some(password.expose().to_owned()))
+        .prefer_socket(false)
+        .ssl_opts(crate::target::mariadb::tls_opts(&t.tls())))
+}
+
+fn postgres_conn_str(config: &Config, t: &crate::config::ServerTarget) -> Result<String, RunError> {
+    let password = config.target_password()?;
+    let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+    Ok(format!(
+        "host={} port={} user={} password={} dbname={} connect_timeout=10",
+        quote(&t.host),
+        t.port.unwrap_or(5432),
+        quote(&t.user),
+        quote(password.expose()),
+        quote(&t.database)
+    ))
+}
+
+/// Takes the target's one-writer lock (see `target::fence`) for as long as it is held.
+pub fn fence_target(config: &Config) -> Result<WriterFence, RunError> {
+    Ok(match &config.target {
+        TargetConfig::Sqlite { path } => WriterFence::sqlite(path)?,
         TargetConfig::Mariadb(t) => {
-            let password = config.target_password()?;
-            let opts = crate::target::mariadb::OptsBuilder::new()
-                .ip_or_hostname(Some(t.host.clone()))
-                .tcp_port(t.port.unwrap_or(3306))
-                .user(Some(t.user.clone()))
-                .pass(Some(password.expose().to_owned()))
-                .prefer_socket(false);
-            Box::new(MariaDbTarget::connect_with(opts, &t.database)?)
+            // The lock needs no database of its own: the session connects without one.
+            WriterFence::mariadb(mariadb_opts(config, t)?.db_name(None::<String>).into(), &t.database)?
         }
         TargetConfig::Postgres(t) => {
-            let password = config.target_password()?;
-            let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
-            let conn = format!(
-                "host={} port={} user={} password={} dbname={} connect_timeout=10",
-                quote(&t.host),
-                t.port.unwrap_or(5432),
-                quote(&t.user),
-                quote(password.expose()),
-                quote(&t.database)
-            );
-            Box::new(PostgresTarget::connect(&conn, t.schema.as_deref().unwrap_or("public"))?)
+            let conn = postgres_conn_str(config, t)?;
+            let tls = t.tls();
+            WriterFence::postgres(
+                move || crate::target::postgres::session(&conn, &tls),
+                t.schema.as_deref().unwrap_or("public"),
+            )?
         }
     })
 }
@@ -204,6 +237,8 @@ pub struct RunOptions {
 /// are committed, an incomplete one is rolled back) or a fatal error.
 pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let password = config.source_password()?;
+    // Before anything is written, and held until this function returns.
+    let _fence = fence_target(config)?;
     let pool = source_pool(config)?;
     let mut target = open_target(config)?;
     let checkpoint = target.load_checkpoint()?;

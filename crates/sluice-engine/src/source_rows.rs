@@ -1,9 +1,12 @@
-//! Reading source rows with SQL (backfill and verification): the session settings, the
-//! keyset-paginated chunk query, and the conversion of binary-protocol values into the same
-//! [`Value`]s the binlog decoder gives. The MariaDB target reads its own rows back through
-//! the same conversion.
+//! Reading the source with SQL (preflight, backfill, verification, the lag heartbeat): the
+//! connection options, the read session, the keyset-paginated chunk query, and the
+//! conversion of binary-protocol values into the same [`Value`]s the binlog decoder gives.
+//! The MariaDB target reads its own rows back through the same conversion.
 
 use mysql_async::prelude::Queryable;
+use sluice_binlog::tls::{TlsMode, TlsSettings};
+
+use crate::config::{Config, ConfigError};
 use sluice_binlog::value::days_from_civil;
 use sluice_binlog::{ColumnDef, ColumnKind, TableDef, Value};
 
@@ -99,6 +102,45 @@ pub(crate) fn convert(v: mysql_async::Value, column: &ColumnDef) -> Option<Value
             micros: us,
         },
         _ => return None,
+    })
+}
+
+/// Connection options for the source's SQL connections, with the config's credentials and
+/// TLS.
+pub fn source_opts(config: &Config) -> Result<mysql_async::OptsBuilder, ConfigError> {
+    let password = config.source_password()?;
+    Ok(mysql_async::OptsBuilder::default()
+        .ip_or_hostname(config.source.host.clone())
+        .tcp_port(config.source.port)
+        .user(Some(config.source.user.clone()))
+        .pass(Some(password.expose().to_owned()))
+        .prefer_socket(false)
+        .ssl_opts(mysql_async_tls(&config.source.tls())))
+}
+
+/// The TLS settings as `mysql_async` takes them (`None`: plaintext).
+fn mysql_async_tls(tls: &TlsSettings) -> Option<mysql_async::SslOpts> {
+    if !tls.enabled() {
+        return None;
+    }
+    let mut opts = mysql_async::SslOpts::default();
+    if let Some(ca) = &tls.ca_file {
+        opts = opts.with_root_certs(vec![ca.clone().into()]);
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+        opts = opts.with_client_identity(Some(mysql_async::ClientIdentity::new(
+            cert.clone().into(),
+            key.clone().into(),
+        )));
+    }
+    Some(match tls.mode {
+        TlsMode::Required => opts.with_danger_accept_invalid_certs(true),
+        // `verify_ca` checks the host name too on these connections: the client crate's
+        // "skip domain validation" looks for rustls's old `NotValidForName` error and misses
+        // the `NotValidForNameContext` rustls 0.23 now returns, so it cannot skip only the
+        // name. Stricter, never weaker; the replication stream and PostgreSQL check the chain
+        // only (`sluice_binlog::tls`).
+        TlsMode::VerifyCa | TlsMode::VerifyIdentity | TlsMode::Disabled => opts,
     })
 }
 

@@ -379,14 +379,7 @@ fn quote_ident(name: &str) -> String {
 }
 
 fn source_opts(config: &Config) -> Result<mysql_async::Opts, crate::config::ConfigError> {
-    let password = config.source_password()?;
-    Ok(mysql_async::OptsBuilder::default()
-        .ip_or_hostname(config.source.host.clone())
-        .tcp_port(config.source.port)
-        .user(Some(config.source.user.clone()))
-        .pass(Some(password.expose().to_owned()))
-        .prefer_socket(false)
-        .into())
+    Ok(crate::source_rows::source_opts(config)?.into())
 }
 
 /// What the heartbeat task needs, taken from the config before it is spawned.

@@ -533,5 +533,6 @@ pub fn replica_config(config: &crate::config::Config, password: &crate::config::
         server_id: config.source.server_id,
         heartbeat: config.heartbeat(),
         connect_timeout: Duration::from_secs(10),
+        tls: config.source.tls(),
     }
 }

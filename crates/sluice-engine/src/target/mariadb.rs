@@ -77,6 +77,30 @@ use super::{TargetColumn, TargetError, TargetResult};
 
 pub use mysql::{Opts, OptsBuilder};
 
+/// The TLS settings as the `mysql` client takes them (`None`: plaintext).
+pub fn tls_opts(tls: &sluice_binlog::tls::TlsSettings) -> Option<mysql::SslOpts> {
+    use sluice_binlog::tls::TlsMode;
+    if !tls.enabled() {
+        return None;
+    }
+    let mut opts = mysql::SslOpts::default();
+    if let Some(ca) = &tls.ca_file {
+        opts = opts.with_root_cert_path(Some(ca.clone()));
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+        opts = opts.with_client_identity(Some(mysql::ClientIdentity::new(cert.clone(), key.clone())));
+    }
+    Some(match tls.mode {
+        TlsMode::Required => opts.with_danger_accept_invalid_certs(true),
+        // `verify_ca` checks the host name too on these connections: the client crate's
+        // "skip domain validation" looks for rustls's old `NotValidForName` error and misses
+        // the `NotValidForNameContext` rustls 0.23 now returns, so it cannot skip only the
+        // name. Stricter, never weaker; the replication stream and PostgreSQL check the chain
+        // only (`sluice_binlog::tls`).
+        TlsMode::VerifyCa | TlsMode::VerifyIdentity | TlsMode::Disabled => opts,
+    })
+}
+
 /// MariaDB identifiers (database, table, column names) are at most 64 characters.
 const MAX_IDENTIFIER_CHARS: usize = 64;
 

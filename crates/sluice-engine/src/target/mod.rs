@@ -21,6 +21,7 @@
 
 mod batch;
 mod common;
+pub mod fence;
 pub mod mariadb;
 pub mod postgres;
 mod server;

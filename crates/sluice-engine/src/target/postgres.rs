@@ -301,7 +301,7 @@ fn db_error(operation: &'static str, table: &str, e: &postgres::Error) -> Target
 
 /// Runs `f` directly, or on a scoped thread when the caller is inside a tokio runtime (the
 /// sync client's own runtime can't be started there).
-fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+pub(super) fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     if tokio::runtime::Handle::try_current().is_err() {
         return f();
     }
@@ -401,16 +401,39 @@ fn interval_text(seconds: &str) -> Option<String> {
     Some(time.to_string())
 }
 
-fn open_client(conn_str: &str) -> Result<postgres::Client, postgres::Error> {
-    let mut client = postgres::Client::connect(conn_str, NoTls)?;
+fn open_client(
+    conn_str: &str,
+    tls: Option<&tokio_postgres_rustls::MakeRustlsConnect>,
+) -> Result<postgres::Client, postgres::Error> {
+    let mut config: postgres::Config = conn_str.parse()?;
+    let mut client = match tls {
+        Some(tls) => config
+            .ssl_mode(postgres::config::SslMode::Require)
+            .connect(tls.clone())?,
+        None => config.ssl_mode(postgres::config::SslMode::Disable).connect(NoTls)?,
+    };
     client.batch_execute(SESSION_INIT)?;
     Ok(client)
+}
+
+/// A session to the target database with the target's TLS, for the writer fence.
+pub(crate) fn session(conn_str: &str, tls: &sluice_binlog::tls::TlsSettings) -> TargetResult<postgres::Client> {
+    let tls = match tls.enabled() {
+        false => None,
+        true => Some(tokio_postgres_rustls::MakeRustlsConnect::new(
+            (*sluice_binlog::tls::client_config(tls).map_err(|e| TargetError::Other(format!("target TLS: {e}")))?)
+                .clone(),
+        )),
+    };
+    open_client(conn_str, tls.as_ref()).map_err(|e| db_error("connect", "(writer lock)", &e))
 }
 
 /// The PostgreSQL side of a `ServerTarget` (`super::server`): the connection to the target database, the
 /// schema written into, and how PostgreSQL spells, binds and reads values.
 pub struct Postgres {
     conn_str: String,
+    /// TLS for every (re)connection; `None`: plaintext.
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     schema: String,
     client: Conn,
 }
@@ -423,10 +446,31 @@ impl PostgresTarget {
     /// (`host=… port=… user=… dbname=…` or `postgresql://user@host:port/db`; no TLS) and
     /// writes into `schema`, which [`Target::prepare`](super::Target::prepare) creates when missing.
     pub fn connect(conn_str: &str, schema: &str) -> TargetResult<PostgresTarget> {
+        Self::connect_tls(conn_str, schema, &sluice_binlog::tls::TlsSettings::disabled())
+    }
+
+    /// Like [`PostgresTarget::connect`], over TLS unless `tls` is disabled. With TLS the
+    /// connection's `sslmode` is `require` (never `prefer`: no plaintext fallback), and the
+    /// server's certificate is checked as `tls.mode` says.
+    pub fn connect_tls(
+        conn_str: &str,
+        schema: &str,
+        tls: &sluice_binlog::tls::TlsSettings,
+    ) -> TargetResult<PostgresTarget> {
         check_identifier("schema", schema).map_err(|why| TargetError::Other(format!("target {why}")))?;
-        let client = off_runtime(|| open_client(conn_str)).map_err(|e| db_error("connect", schema, &e))?;
+        let tls = match tls.enabled() {
+            false => None,
+            true => {
+                let config = sluice_binlog::tls::client_config(tls)
+                    .map_err(|e| TargetError::Other(format!("target TLS: {e}")))?;
+                Some(tokio_postgres_rustls::MakeRustlsConnect::new((*config).clone()))
+            }
+        };
+        let client =
+            off_runtime(|| open_client(conn_str, tls.as_ref())).map_err(|e| db_error("connect", schema, &e))?;
         Ok(ServerTarget::new(Postgres {
             conn_str: conn_str.to_owned(),
+            tls,
             schema: schema.to_owned(),
             client: Conn(Some(client)),
         }))
@@ -501,7 +545,7 @@ impl Client for Postgres {
     }
 
     fn reconnect(&mut self) -> Result<(), postgres::Error> {
-        self.client = Conn(Some(open_client(&self.conn_str)?));
+        self.client = Conn(Some(open_client(&self.conn_str, self.tls.as_ref())?));
         Ok(())
     }
 
@@ -566,8 +610,9 @@ impl Client for Postgres {
     fn open_beside(&self) -> Result<Postgres, postgres::Error> {
         Ok(Postgres {
             conn_str: self.conn_str.clone(),
+            tls: self.tls.clone(),
             schema: self.schema.clone(),
-            client: Conn(Some(open_client(&self.conn_str)?)),
+            client: Conn(Some(open_client(&self.conn_str, self.tls.as_ref())?)),
         })
     }
 
