@@ -49,6 +49,9 @@ pub enum ErrorKind {
     NeedsOperator,
     /// The data or the target is in a state sluice cannot continue from safely.
     Fatal,
+    /// The target went away (restart, network): run again, after a pause, from the target's
+    /// own checkpoint, exactly as after a restart.
+    Transient,
 }
 
 impl RunError {
@@ -60,6 +63,7 @@ impl RunError {
             | RunError::Source(
                 SourceError::Schema(_) | SourceError::AccessDenied(_) | SourceError::PositionUnavailable { .. },
             ) => ErrorKind::NeedsOperator,
+            RunError::Target(TargetError::Unreachable { .. }) => ErrorKind::Transient,
             _ => ErrorKind::Fatal,
         }
     }

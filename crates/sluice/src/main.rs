@@ -17,6 +17,9 @@ use sluice_engine::config::Config;
 use sluice_engine::pipeline::{self, RunOptions};
 use tokio::signal::unix::{signal, SignalKind};
 
+/// Pauses before running again after the target went away, doubling up to the maximum.
+const TARGET_BACKOFF_START: std::time::Duration = std::time::Duration::from_millis(500);
+const TARGET_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(15);
 #[derive(Parser)]
 #[command(
     name = "sluice",
@@ -186,6 +189,8 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
             // Live bars for copies of existing rows, on a terminal only (logs stay plain).
             let bars = progress::BackfillBars::start(progress.backfill.clone());
             let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+            let mut target_backoff = TARGET_BACKOFF_START;
+            let mut unreachable_since: Option<std::time::SystemTime> = None;
             let result = loop {
                 let reload = Arc::new(AtomicBool::new(false));
                 let stop = {
@@ -205,7 +210,30 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
                     progress: progress.clone(),
                     connected: None,
                 };
+                let started = std::time::Instant::now();
                 let result = pipeline::run(&config, options, stop).await;
+                if let Err(e) = &result {
+                    if e.kind() == sluice_engine::pipeline::ErrorKind::Transient {
+                        // A run that went well for a while starts the backoff afresh.
+                        if started.elapsed() > TARGET_BACKOFF_MAX * 2 {
+                            target_backoff = TARGET_BACKOFF_START;
+                        }
+                        let since = *unreachable_since.get_or_insert_with(std::time::SystemTime::now);
+                        tracing::warn!(
+                            retry_in_ms = target_backoff.as_millis() as u64,
+                            unreachable_since_unix =
+                                since.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+                            "{e}; running again from the target's checkpoint once it is back"
+                        );
+                        tokio::select! {
+                            () = shutdown_signal() => break Ok(()),
+                            () = tokio::time::sleep(target_backoff) => {}
+                        }
+                        target_backoff = (target_backoff * 2).min(TARGET_BACKOFF_MAX);
+                        continue;
+                    }
+                }
+                unreachable_since = None;
                 if result.is_err() || !reload.load(Ordering::SeqCst) {
                     break result;
                 }

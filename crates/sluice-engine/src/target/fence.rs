@@ -83,7 +83,13 @@ impl WriterFence {
     pub fn mariadb(opts: mysql::Opts, database: &str) -> TargetResult<WriterFence> {
         use mysql::prelude::Queryable;
         let db = |e: mysql::Error| TargetError::Other(format!("target lock for database {database}: {e}"));
-        let mut conn = mysql::Conn::new(opts).map_err(db)?;
+        let mut conn = mysql::Conn::new(opts).map_err(|e| match e {
+            mysql::Error::IoError(_) | mysql::Error::DriverError(_) => TargetError::Unreachable {
+                operation: "lock",
+                message: e.to_string(),
+            },
+            e => db(e),
+        })?;
         let name = format!("sluice:{database}");
         let got: Option<i64> = conn.exec_first("SELECT GET_LOCK(?, 0)", (&name,)).map_err(db)?;
         if got != Some(1) {

@@ -469,11 +469,7 @@ fn error_message(e: &mysql::Error) -> String {
 }
 
 fn db_error(operation: &'static str, table: &str, e: &mysql::Error) -> TargetError {
-    TargetError::Database {
-        operation,
-        table: table.to_owned(),
-        message: error_message(e),
-    }
+    TargetError::from_database(operation, table, error_message(e), is_connectivity_error(e))
 }
 
 /// A MariaDB integer result (binary or text protocol) as a number.

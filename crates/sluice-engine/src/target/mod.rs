@@ -170,8 +170,27 @@ pub enum TargetError {
         table: String,
         message: String,
     },
+    /// The connection to the target failed or could not be made (network, server restart):
+    /// worth trying again from the target's own checkpoint (`ErrorKind::Transient`).
+    #[error("target unreachable ({operation}): {message}")]
+    Unreachable { operation: &'static str, message: String },
     #[error("target: {0}")]
     Other(String),
+}
+
+impl TargetError {
+    /// A database error, or [`TargetError::Unreachable`] when `connection_lost`.
+    pub(crate) fn from_database(operation: &'static str, table: &str, message: String, connection_lost: bool) -> Self {
+        if connection_lost {
+            TargetError::Unreachable { operation, message }
+        } else {
+            TargetError::Database {
+                operation,
+                table: table.to_owned(),
+                message,
+            }
+        }
+    }
 }
 
 pub type TargetResult<T> = Result<T, TargetError>;

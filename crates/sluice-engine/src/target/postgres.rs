@@ -287,16 +287,14 @@ fn connection_lost(e: &postgres::Error) -> bool {
     }
     e.as_db_error().is_some_and(|db| {
         let code = db.code().code();
-        matches!(db.severity(), "FATAL" | "PANIC") || code.starts_with("08") || code.starts_with("57P")
+        // Refused logins and missing databases are FATAL too, but no retry mends them.
+        let refused = code.starts_with("28") || code.starts_with("3D");
+        !refused && (matches!(db.severity(), "FATAL" | "PANIC") || code.starts_with("08") || code.starts_with("57P"))
     })
 }
 
 fn db_error(operation: &'static str, table: &str, e: &postgres::Error) -> TargetError {
-    TargetError::Database {
-        operation,
-        table: table.to_owned(),
-        message: error_message(e, &[]),
-    }
+    TargetError::from_database(operation, table, error_message(e, &[]), connection_lost(e))
 }
 
 /// Runs `f` directly, or on a scoped thread when the caller is inside a tokio runtime (the

@@ -281,11 +281,7 @@ fn bookkeeping_upsert<C: Client>(
 }
 
 fn db_error<C: Client>(operation: &'static str, table: &str, e: &C::Error) -> TargetError {
-    TargetError::Database {
-        operation,
-        table: table.to_owned(),
-        message: C::describe(e, &[]),
-    }
+    TargetError::from_database(operation, table, C::describe(e, &[]), C::is_connection_lost(e))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -603,14 +599,16 @@ impl<C: Client> ServerTarget<C> {
         match self.client.exec(&stmt, params) {
             Ok(_) => Ok(()),
             Err(e) => {
-                if C::is_connection_lost(&e) {
+                let lost = C::is_connection_lost(&e);
+                if lost {
                     self.broken = true;
                 }
-                Err(TargetError::Database {
+                Err(TargetError::from_database(
                     operation,
-                    table: name.to_owned(),
-                    message: C::describe(&e, &self.plans[name].param_columns(kind, rows)),
-                })
+                    name,
+                    C::describe(&e, &self.plans[name].param_columns(kind, rows)),
+                    lost,
+                ))
             }
         }
     }

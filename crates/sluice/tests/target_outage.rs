@@ -1,0 +1,74 @@
+//! A server target that goes away under load (killed, down for a few seconds, then back) does
+//! not end sluice: it runs again from the target's own checkpoint once the target is back,
+//! and the target ends equal to the source, nothing lost or applied twice.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Env;
+use sluice_testkit::MariaDb;
+
+const SETUP: &str = "
+CREATE DATABASE shop;
+CREATE TABLE shop.counters (id INT PRIMARY KEY, n BIGINT NOT NULL, note VARCHAR(40));
+INSERT INTO shop.counters SELECT seq, 0, 'start' FROM shop.seq_1_to_50;
+";
+const TABLES: &str = "[[tables]]\nmatch = \"shop.counters\"\n\n[apply]\nwriters = 2\n";
+
+fn load(env: &Env, from: usize, to: usize) {
+    for i in from..to {
+        env.db.exec(&format!(
+            "UPDATE shop.counters SET n = n + 1, note = 'w{i}' WHERE id = {}; INSERT INTO shop.counters VALUES ({}, {i}, 'new');",
+            1 + i % 50,
+            1000 + i
+        ));
+    }
+}
+
+#[test]
+fn a_mariadb_target_killed_and_restarted_under_load_ends_equal() {
+    let env = Env::new(SETUP, TABLES);
+    let mut target = MariaDb::start();
+    target.create_user("edge", "edge-pw", &["ALL PRIVILEGES"]);
+    std::fs::write(env.dir.path().join("target-password"), "edge-pw\n").unwrap();
+    env.write_config_with_target(
+        TABLES,
+        "",
+        &format!(
+            "[target]\nkind = \"mariadb\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"edge\"\npassword_file = \"target-password\"\ndatabase = \"edge\"\n",
+            target.port()
+        ),
+    );
+    let port = target.port();
+    let positions = move || -> Vec<String> {
+        let out = std::process::Command::new("mariadb")
+            .args(["-h127.0.0.1", "-uroot", &format!("-P{port}"), "-N", "-B", "-e"])
+            .arg("SELECT position FROM edge._sluice_checkpoint")
+            .output();
+        match out {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).lines().map(str::to_owned).collect(),
+            _ => Vec::new(),
+        }
+    };
+    let mut sluice = env.start_server_target(positions);
+    load(&env, 0, 100);
+    target.kill();
+    // Changes keep coming while the target is down.
+    load(&env, 100, 200);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        sluice.try_exit().is_none(),
+        "sluice ended with its target down:\n{}",
+        env.log()
+    );
+    target.start_again();
+    load(&env, 200, 300);
+    env.wait_caught_up_with(&mut sluice, positions);
+    assert!(sluice.stop().success(), "{}", env.log());
+    assert!(env.log().contains("target unreachable"), "{}", env.log());
+    assert_eq!(
+        target.query_rows("SELECT id, n, note FROM edge.counters ORDER BY id"),
+        env.db.query_rows("SELECT id, n, note FROM shop.counters ORDER BY id")
+    );
+}
