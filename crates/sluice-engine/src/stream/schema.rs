@@ -45,26 +45,8 @@ pub enum SchemaError {
         statement: String,
         reason: String,
     },
-    #[error(
-        "source DDL at GTID {gtid} is {tool}'s swap of replicated table {table} (its shadow table {shadow}, \
-         the table with the tool's ALTER applied, takes the place of {table}, which becomes {old}). Statement: {statement}. \
-         sluice does not follow the swap (it never replicates the tool's tables, so it has no copy of {shadow}) and \
-         stopped before applying it; the target is consistent up to the previous transaction. \
-         To resume (docs/schema-changes.md, \"Online schema change tools\"): 1. leave {table} out of the config \
-         (remove its [[tables]] rule, or narrow the glob that selects it so it no longer matches {table}) and reload \
-         (kill -HUP <pid>) or restart: sluice goes past the swap without the table and marks its target table stale; \
-         2. once `sluice status` shows the checkpoint at or past {gtid}, put the rule back (adjusted to the new columns \
-         if need be) and reload or restart again: {table} is created afresh at the edge, with its new columns, \
-         and copied again. {shadow} and {old} are never replicated"
-    )]
-    OnlineSchemaChangeSwap {
-        tool: &'static str,
-        table: String,
-        shadow: String,
-        old: String,
-        gtid: String,
-        statement: String,
-    },
+    #[error(transparent)]
+    OnlineSchemaChangeSwap(Box<OscSwap>),
     #[error(
         "statement-based change to replicated table {table} at GTID {gtid}: sluice needs row events. \
          Set binlog_format=ROW on the source (globally and for every session that writes it)"
@@ -82,6 +64,29 @@ pub enum SchemaError {
         binlog: usize,
         catalog: usize,
     },
+}
+
+/// An online schema change tool's swap of a replicated table, which sluice does not follow.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "source DDL at GTID {gtid} is {tool}'s swap of replicated table {table} (its shadow table {shadow}, \
+     the table with the tool's ALTER applied, takes the place of {table}, which becomes {old}). Statement: {statement}. \
+     sluice does not follow the swap (it never replicates the tool's tables, so it has no copy of {shadow}) and \
+     stopped before applying it; the target is consistent up to the previous transaction. \
+     To resume (docs/schema-changes.md, \"Online schema change tools\"): 1. leave {table} out of the config \
+     (remove its [[tables]] rule, or narrow the glob that selects it so it no longer matches {table}) and reload \
+     (kill -HUP <pid>) or restart: sluice goes past the swap without the table and marks its target table stale; \
+     2. once `sluice status` shows the checkpoint at or past {gtid}, put the rule back (adjusted to the new columns \
+     if need be) and reload or restart again: {table} is created afresh at the edge, with its new columns, \
+     and copied again. {shadow} and {old} are never replicated"
+)]
+pub struct OscSwap {
+    pub tool: &'static str,
+    pub table: String,
+    pub shadow: String,
+    pub old: String,
+    pub gtid: String,
+    pub statement: String,
 }
 
 fn excerpt(sql: &str) -> String {
@@ -294,14 +299,14 @@ impl SchemaTracker {
             osc_table(&old.table).filter(|t| t.role == OscRole::Old)?;
             let (shadow, _) = pairs.iter().find(|(_, to)| to == from)?;
             let tool = osc_table(&shadow.table).filter(|t| t.role == OscRole::Shadow)?.tool;
-            Some(SchemaError::OnlineSchemaChangeSwap {
+            Some(SchemaError::OnlineSchemaChangeSwap(Box::new(OscSwap {
                 tool: tool.name(),
                 table: from.to_string(),
                 shadow: shadow.to_string(),
                 old: old.to_string(),
                 gtid: gtid.to_string(),
                 statement: excerpt(sql),
-            })
+            })))
         })
     }
 
@@ -560,10 +565,10 @@ mod tests {
             ),
         ] {
             let err = t.on_statement(swap, "shop", gtid).unwrap_err();
-            let SchemaError::OnlineSchemaChangeSwap { tool: named, .. } = &err else {
+            let SchemaError::OnlineSchemaChangeSwap(named) = &err else {
                 panic!("{err}")
             };
-            assert!(named.starts_with(tool), "{err}");
+            assert!(named.tool.starts_with(tool), "{err}");
             let message = err.to_string();
             for needle in [
                 "shop.items",
