@@ -296,3 +296,158 @@ fn a_dropped_replicated_column_stops_and_the_documented_resume_works() {
         vec![vec!["0".to_owned()]]
     );
 }
+
+const ITEMS_SETUP: &str = "
+CREATE DATABASE shop;
+CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(40) NOT NULL, qty INT);
+CREATE TABLE shop.orders (id INT PRIMARY KEY, item INT NOT NULL, note VARCHAR(40));
+INSERT INTO shop.items SELECT seq, CONCAT('item-', seq), seq % 50 FROM shop.seq_1_to_2000;
+INSERT INTO shop.orders SELECT seq, seq % 2000 + 1, NULL FROM shop.seq_1_to_300;
+";
+const SHOP_GLOB: &str = "[[tables]]\nmatch = \"shop.*\"\n\n[backfill]\nchunk_rows = 250\n";
+
+/// The statements pt-online-schema-change issues before its swap, as it writes them: the
+/// shadow table, its ALTER, the three triggers, the copy in chunks (`nibbles`) and ANALYZE.
+/// The application keeps writing `items` from another connection meanwhile, so the triggers
+/// put row events on `_items_new` into the application's own transactions.
+fn pt_osc_copy(env: &Env) {
+    env.db.exec(
+        "CREATE TABLE `shop`.`_items_new` LIKE `shop`.`items`;
+         ALTER TABLE `shop`.`_items_new` ADD COLUMN colour VARCHAR(10) NOT NULL DEFAULT 'none';
+         DELIMITER //
+         CREATE TRIGGER `shop`.`pt_osc_shop_items_del` AFTER DELETE ON `shop`.`items` FOR EACH ROW BEGIN DECLARE CONTINUE HANDLER FOR 1146 begin end; DELETE IGNORE FROM `shop`.`_items_new` WHERE `shop`.`_items_new`.`id` <=> OLD.`id`; END //
+         CREATE TRIGGER `shop`.`pt_osc_shop_items_upd` AFTER UPDATE ON `shop`.`items` FOR EACH ROW BEGIN DECLARE CONTINUE HANDLER FOR 1146 begin end; DELETE IGNORE FROM `shop`.`_items_new` WHERE !(OLD.`id` <=> NEW.`id`) AND `shop`.`_items_new`.`id` <=> OLD.`id`; REPLACE INTO `shop`.`_items_new` (`id`, `name`, `qty`) VALUES (NEW.`id`, NEW.`name`, NEW.`qty`); END //
+         CREATE TRIGGER `shop`.`pt_osc_shop_items_ins` AFTER INSERT ON `shop`.`items` FOR EACH ROW BEGIN DECLARE CONTINUE HANDLER FOR 1146 begin end; REPLACE INTO `shop`.`_items_new` (`id`, `name`, `qty`) VALUES (NEW.`id`, NEW.`name`, NEW.`qty`); END //
+         DELIMITER ;",
+    );
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..20 {
+                env.db.exec(&format!(
+                    "BEGIN;
+                     UPDATE shop.items SET qty = qty + 1, name = 'app-{i}' WHERE id % 20 = {i};
+                     INSERT INTO shop.items VALUES ({id}, 'new-{i}', {i});
+                     DELETE FROM shop.items WHERE id = {del};
+                     UPDATE shop.items SET id = id + 100000 WHERE id = {moved};
+                     INSERT INTO shop.orders VALUES ({id}, {id}, 'with item');
+                     COMMIT;",
+                    id = 5000 + i,
+                    del = 3 + i * 50,
+                    moved = 7 + i * 50,
+                ));
+            }
+        });
+        for lo in (1..=2000).step_by(400) {
+            env.db.exec(&format!(
+                "INSERT LOW_PRIORITY IGNORE INTO `shop`.`_items_new` (`id`, `name`, `qty`) SELECT `id`, `name`, `qty` FROM `shop`.`items` FORCE INDEX(`PRIMARY`) WHERE ((`id` >= '{lo}')) AND ((`id` <= '{hi}')) LOCK IN SHARE MODE /*pt-online-schema-change 4242 copy nibble*/",
+                hi = lo + 399,
+            ));
+        }
+    });
+    env.db
+        .exec("ANALYZE TABLE `shop`.`_items_new` /* pt-online-schema-change */");
+}
+
+fn edge_tables(env: &Env) -> Vec<String> {
+    env.target_rows(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_sluice%' ESCAPE '\\' ORDER BY name",
+    )
+    .into_iter()
+    .map(|mut r| r.remove(0))
+    .collect()
+}
+
+fn assert_items_equal(env: &Env, columns: &str) {
+    same_rows(
+        "items",
+        env.target_rows(&format!("SELECT {columns} FROM items")),
+        env.db.query_rows(&format!("SELECT {columns} FROM shop.items")),
+    );
+    same_rows(
+        "orders",
+        env.target_rows("SELECT id, item, note FROM orders"),
+        env.db.query_rows("SELECT id, item, note FROM shop.orders"),
+    );
+}
+
+/// pt-online-schema-change under a `shop.*` rule, statement for statement: its shadow table
+/// `_items_new` never reaches the edge (no table, no copy record) although the glob matches it,
+/// and `items` at the edge equals the source throughout the copy, with the application's
+/// writes (and the triggers' row events on `_items_new` in the same transactions). The swap
+/// (`RENAME TABLE items TO _items_old, _items_new TO items`) stops sluice with an error that
+/// names the tool, the GTID and the two-step resume; following that resume (glob narrowed,
+/// reload; glob back, reload) leaves `items` at the edge equal to the source, new column
+/// included, and still no tool table at the edge.
+#[test]
+fn pt_online_schema_change_tables_stay_off_the_edge_and_the_swap_names_the_resume() {
+    let env = Env::new(ITEMS_SETUP, SHOP_GLOB);
+    let mut sluice = env.start();
+    wait_for(&env, &mut sluice, "both copies", || {
+        copied(&env, "items") && copied(&env, "orders")
+    });
+    pt_osc_copy(&env);
+    env.wait_caught_up(&mut sluice);
+    assert!(
+        env.db
+            .query_value("SELECT count(*) FROM shop._items_new")
+            .parse::<u64>()
+            .unwrap()
+            > 1900,
+        "the copy and the triggers filled the shadow table"
+    );
+    assert_eq!(edge_tables(&env), ["items", "orders"]);
+    assert_eq!(record(&env, "_items_new"), None);
+    assert_items_equal(&env, "id, name, qty");
+    let before_swap = env.db.query_rows("SELECT id, name, qty FROM shop.items");
+
+    // The swap, as pt-online-schema-change writes it, then its clean-up.
+    env.db
+        .exec("RENAME TABLE `shop`.`items` TO `shop`.`_items_old`, `shop`.`_items_new` TO `shop`.`items`");
+    let swap_gtid = env.db.query_value("SELECT @@global.gtid_binlog_pos");
+    env.db.exec(
+        "DROP TABLE IF EXISTS `shop`.`_items_old`;
+         DROP TRIGGER IF EXISTS `shop`.`pt_osc_shop_items_del`;
+         DROP TRIGGER IF EXISTS `shop`.`pt_osc_shop_items_upd`;
+         DROP TRIGGER IF EXISTS `shop`.`pt_osc_shop_items_ins`;
+         UPDATE shop.items SET colour = 'red' WHERE id % 3 = 0;",
+    );
+    assert!(!sluice.wait_exit(Duration::from_secs(30)).success());
+    let log = env.log();
+    for needle in [
+        "pt-online-schema-change's swap of replicated table shop.items",
+        "shop._items_new",
+        "shop._items_old",
+        swap_gtid.as_str(),
+        "leave shop.items out of the config",
+        "narrow the glob",
+        "put the rule back",
+    ] {
+        assert!(log.contains(needle), "missing {needle:?}; log:\n{log}");
+    }
+    // Stopped before the swap: the edge holds items as it was just before it.
+    assert_eq!(edge_tables(&env), ["items", "orders"]);
+    same_rows(
+        "items before the swap",
+        env.target_rows("SELECT id, name, qty FROM items"),
+        before_swap,
+    );
+
+    // Step 1: the glob narrowed so it no longer matches items; sluice goes past the swap.
+    env.write_config(
+        "[[tables]]\nmatch = \"shop.[!i]*\"\n\n[backfill]\nchunk_rows = 250\n",
+        "",
+    );
+    let mut sluice = env.start();
+    env.db
+        .exec("UPDATE shop.items SET qty = -1 WHERE id = 10; INSERT INTO shop.orders VALUES (9000, 10, 'after');");
+    env.wait_caught_up(&mut sluice);
+    assert!(stale(&env, "items"));
+    // Step 2: the glob back; items is created afresh with its new column and copied again.
+    env.write_config(SHOP_GLOB, "");
+    sluice.reload();
+    wait_for(&env, &mut sluice, "items copied again", || copied(&env, "items"));
+    env.wait_caught_up(&mut sluice);
+    assert!(sluice.stop().success());
+    assert_items_equal(&env, "id, name, qty, colour");
+    assert_eq!(edge_tables(&env), ["items", "orders"]);
+}

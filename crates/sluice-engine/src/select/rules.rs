@@ -142,7 +142,12 @@ impl TableFilter {
         if self.excluded.iter().any(|(s, t)| s == schema && t == table) {
             return None;
         }
-        self.selectors.iter().find(|s| s.matches(schema, table))
+        // Online schema change tools' tables (`_t_new`, `_t_gho`, `lhmn_t`, …) only by an exact
+        // rule: a glob never selects them.
+        let tool_table = crate::select::osc::osc_table(table).is_some();
+        self.selectors
+            .iter()
+            .find(|s| s.matches(schema, table) && (s.is_exact || !tool_table))
     }
 
     pub fn is_selected(&self, schema: &str, table: &str) -> bool {
@@ -298,4 +303,45 @@ pub fn replicated_columns_unchanged(plan: &TablePlan, new: &TablePlan) -> bool {
             .iter()
             .zip(&new.target.columns)
             .all(|(a, b)| same_replicated_column(&a.source, &b.source))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(tables: &str) -> TableFilter {
+        let cfg = crate::config::Config::parse(&format!(
+            "[source]\nhost = \"127.0.0.1\"\nuser = \"repl\"\n\n[target]\nkind = \"sqlite\"\npath = \"t.db\"\n\n{tables}"
+        ))
+        .unwrap();
+        TableFilter::new(cfg.selectors(), None)
+    }
+
+    #[test]
+    fn glob_rules_never_select_online_schema_change_tables() {
+        let f = filter("[[tables]]\nmatch = \"shop.*\"\n\n[[tables]]\nmatch = \"*.*\"");
+        assert!(f.is_selected("shop", "items"));
+        assert!(f.is_selected("crm", "items_new"));
+        for tool_table in [
+            "_items_new",
+            "__items_new",
+            "_items_old",
+            "_items_gho",
+            "_items_ghc",
+            "_items_del",
+            "lhmn_items",
+            "lhma_2026_12_04_20_24_11_123_items",
+        ] {
+            assert!(!f.is_selected("shop", tool_table), "{tool_table}");
+            assert!(!f.is_selected("crm", tool_table), "{tool_table}");
+        }
+    }
+
+    #[test]
+    fn an_exact_rule_still_selects_a_table_named_like_a_tool_table() {
+        let f = filter("[[tables]]\nmatch = \"shop.*\"\n\n[[tables]]\nmatch = \"shop._items_new\"");
+        let rule = f.select("shop", "_items_new").expect("the exact rule selects it");
+        assert_eq!(rule.pattern, "shop._items_new");
+        assert!(!f.is_selected("shop", "_items_gho"));
+    }
 }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use sluice_binlog::{Gtid, TableMap};
 
 use crate::apply::EdgeChange;
+use crate::select::osc::{osc_table, OscRole};
 use crate::select::rules::{replicated_columns_unchanged, PlanError, TableFilter, TablePlan};
 use crate::stream::catalog::{self, CatalogError};
 use crate::stream::ddl::{AlterAction, Statement, TableName};
@@ -44,6 +45,8 @@ pub enum SchemaError {
         statement: String,
         reason: String,
     },
+    #[error(transparent)]
+    OnlineSchemaChangeSwap(Box<OscSwap>),
     #[error(
         "statement-based change to replicated table {table} at GTID {gtid}: sluice needs row events. \
          Set binlog_format=ROW on the source (globally and for every session that writes it)"
@@ -63,12 +66,47 @@ pub enum SchemaError {
     },
 }
 
+/// An online schema change tool's swap of a replicated table, which sluice does not follow.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "source DDL at GTID {gtid} is {tool}'s swap of replicated table {table} (its shadow table {shadow}, \
+     the table with the tool's ALTER applied, takes the place of {table}, which becomes {old}). Statement: {statement}. \
+     sluice does not follow the swap (it never replicates the tool's tables, so it has no copy of {shadow}) and \
+     stopped before applying it; the target is consistent up to the previous transaction. \
+     To resume (docs/schema-changes.md, \"Online schema change tools\"): 1. leave {table} out of the config \
+     (remove its [[tables]] rule, or narrow the glob that selects it so it no longer matches {table}) and reload \
+     (kill -HUP <pid>) or restart: sluice goes past the swap without the table and marks its target table stale; \
+     2. once `sluice status` shows the checkpoint at or past {gtid}, put the rule back (adjusted to the new columns \
+     if need be) and reload or restart again: {table} is created afresh at the edge, with its new columns, \
+     and copied again. {shadow} and {old} are never replicated"
+)]
+pub struct OscSwap {
+    pub tool: &'static str,
+    pub table: String,
+    pub shadow: String,
+    pub old: String,
+    pub gtid: String,
+    pub statement: String,
+}
+
 fn excerpt(sql: &str) -> String {
     let one_line: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
     if one_line.chars().count() > STATEMENT_EXCERPT {
         format!("{}…", one_line.chars().take(STATEMENT_EXCERPT).collect::<String>())
     } else {
         one_line
+    }
+}
+
+/// For a table renamed to `to`: which online schema change tool names its old table so (the
+/// first half of a swap done in two statements), or nothing.
+fn osc_note(to: &TableName) -> String {
+    match osc_table(&to.table) {
+        Some(t) if t.role == OscRole::Old => format!(
+            " ({}'s name for the old table: the cut-over of an online schema change, done in more than one statement)",
+            t.tool.name()
+        ),
+        _ => String::new(),
     }
 }
 
@@ -250,6 +288,28 @@ impl SchemaTracker {
         Some(plan)
     }
 
+    /// An online schema change tool's swap of a replicated table (`RENAME TABLE t TO _t_old,
+    /// _t_new TO t` and its gh-ost and LHM forms): a replicated `t` renamed to a name of the
+    /// tool's old table and a shadow table renamed to `t`, in one statement.
+    fn osc_swap(&self, pairs: &[(TableName, TableName)], gtid: &Gtid, sql: &str) -> Option<SchemaError> {
+        pairs.iter().find_map(|(from, old)| {
+            if !self.plans.contains_key(&(from.schema.clone(), from.table.clone())) {
+                return None;
+            }
+            osc_table(&old.table).filter(|t| t.role == OscRole::Old)?;
+            let (shadow, _) = pairs.iter().find(|(_, to)| to == from)?;
+            let tool = osc_table(&shadow.table).filter(|t| t.role == OscRole::Shadow)?.tool;
+            Some(SchemaError::OnlineSchemaChangeSwap(Box::new(OscSwap {
+                tool: tool.name(),
+                table: from.to_string(),
+                shadow: shadow.to_string(),
+                old: old.to_string(),
+                gtid: gtid.to_string(),
+                statement: excerpt(sql),
+            })))
+        })
+    }
+
     /// Checks a QUERY event's statement. Errors when it changes a replicated table in a way
     /// sluice cannot follow; otherwise returns what it does to target tables (applied at its
     /// GTID, with its checkpoint).
@@ -289,16 +349,19 @@ impl SchemaTracker {
                             return Err(stop(table, format!("it renames replicated column {old}")))
                         }
                         AlterAction::RenameTable(to) if known => {
-                            return Err(stop(table, format!("it renames the table to {to}")))
+                            return Err(stop(table, format!("it renames the table to {to}{}", osc_note(to))))
                         }
                         _ => {}
                     }
                 }
             }
             Statement::Rename { pairs } => {
+                if let Some(swap) = self.osc_swap(pairs, &gtid, sql) {
+                    return Err(swap);
+                }
                 for (from, to) in pairs {
                     if self.plans.contains_key(&(from.schema.clone(), from.table.clone())) {
-                        return Err(stop(from, format!("it renames the table to {to}")));
+                        return Err(stop(from, format!("it renames the table to {to}{}", osc_note(to))));
                     }
                     if self.filter.is_selected(&to.schema, &to.table)
                         && self.plans.contains_key(&(to.schema.clone(), to.table.clone()))
@@ -448,5 +511,89 @@ mod tests {
             t.plan_for(7).unwrap(),
             t.plans.get(&("shop".to_string(), "orders".to_string())).unwrap()
         ));
+    }
+
+    #[tokio::test]
+    async fn online_schema_change_tables_are_skipped_and_their_swap_names_the_tool() {
+        let mut t = tracker("[[tables]]\nmatch = \"shop.*\"");
+        assert!(matches!(
+            t.on_table_map(&map(7, "items"), None).await.unwrap(),
+            MappedTable::New(_)
+        ));
+        for (id, shadow) in [
+            (8, "_items_new"),
+            (9, "_items_gho"),
+            (10, "_items_ghc"),
+            (11, "lhmn_items"),
+        ] {
+            assert!(
+                matches!(
+                    t.on_table_map(&map(id, shadow), None).await.unwrap(),
+                    MappedTable::Skipped
+                ),
+                "{shadow}"
+            );
+        }
+        let gtid = Gtid {
+            domain: 0,
+            server: 1,
+            sequence: 42,
+        };
+        // DDL on the shadow table is not sluice's concern.
+        assert!(t
+            .on_statement("ALTER TABLE `_items_new` ADD COLUMN colour VARCHAR(10)", "shop", gtid)
+            .unwrap()
+            .is_empty());
+        for (swap, tool, shadow, old) in [
+            (
+                "RENAME TABLE `shop`.`items` TO `shop`.`_items_old`, `shop`.`_items_new` TO `shop`.`items`",
+                "pt-online-schema-change",
+                "_items_new",
+                "_items_old",
+            ),
+            (
+                "rename /* gh-ost */ table `shop`.`items` to `shop`.`_items_del`, `shop`.`_items_gho` to `shop`.`items`",
+                "gh-ost",
+                "_items_gho",
+                "_items_del",
+            ),
+            (
+                "RENAME TABLE items TO lhma_2026_12_04_20_24_11_123_items, lhmn_items TO items",
+                "LHM",
+                "lhmn_items",
+                "lhma_2026_12_04_20_24_11_123_items",
+            ),
+        ] {
+            let err = t.on_statement(swap, "shop", gtid).unwrap_err();
+            let SchemaError::OnlineSchemaChangeSwap(named) = &err else {
+                panic!("{err}")
+            };
+            assert!(named.tool.starts_with(tool), "{err}");
+            let message = err.to_string();
+            for needle in [
+                "shop.items",
+                &format!("shop.{shadow}"),
+                &format!("shop.{old}"),
+                "0-1-42",
+                "leave shop.items out of the config",
+                "put the rule back",
+            ] {
+                assert!(message.contains(needle), "missing {needle:?}: {message}");
+            }
+        }
+        // Half of a swap done in two statements names the tool too.
+        let err = t
+            .on_statement(
+                "alter /* gh-ost */ table `shop`.`items` rename `shop`.`_items_del`",
+                "shop",
+                gtid,
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("gh-ost's name for the old table"), "{err}");
+        // A rename that is no tool's swap keeps the plain message.
+        let err = t
+            .on_statement("RENAME TABLE items TO items_2026, items_next TO items", "shop", gtid)
+            .unwrap_err();
+        assert!(matches!(err, SchemaError::ReplicatedColumnsChanged { .. }), "{err}");
     }
 }
