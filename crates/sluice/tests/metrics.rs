@@ -27,7 +27,7 @@ fn free_port() -> u16 {
 }
 
 fn tables(port: u16) -> String {
-    format!("[[tables]]\nmatch = \"shop.*\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n")
+    format!("[[tables]]\nmatch = \"shop.*\"\nwhere = \"id < 5000\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n")
 }
 
 /// Sends `request` raw and returns the whole response (the server closes after answering).
@@ -136,9 +136,27 @@ fn metrics_are_served_and_grow_with_the_load() {
         env.db
             .exec(&format!("INSERT INTO shop.items VALUES {}", values.join(", ")));
     }
-    let page = scrape_until(&env, &mut sluice, port, "150 more rows applied", |p| {
+    // And 3 rows the row filter keeps from the target.
+    env.db
+        .exec("INSERT INTO shop.items VALUES (9001, 'x'), (9002, 'y'), (9003, 'z')");
+    let page = scrape_until(&env, &mut sluice, port, "150 more rows applied, 3 filtered", |p| {
         sample(p, "sluice_rows_applied_total").unwrap_or(0.0) >= rows_before + 150.0
+            && sample(p, "sluice_stream_rows_filtered_total{table=\"items\"}") == Some(3.0)
     });
+    assert_eq!(
+        sample(&page, "sluice_stream_rows_received_total{table=\"items\"}"),
+        Some(153.0),
+        "{page}"
+    );
+    // (A table's stream counters appear with its first rows event.)
+    assert!(
+        page.contains("# TYPE sluice_stream_rows_received_total counter"),
+        "{page}"
+    );
+    assert!(
+        page.contains("# TYPE sluice_stream_rows_filtered_total counter"),
+        "{page}"
+    );
     assert!(
         sample(&page, "sluice_source_transactions_applied_total").unwrap() >= txns_before + 30.0,
         "{page}"

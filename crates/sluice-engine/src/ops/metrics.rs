@@ -93,6 +93,24 @@ pub fn render(progress: &Progress) -> String {
         ConstCounter::new(progress.target_commits.load(Relaxed)),
     );
 
+    let received: Family<Labels, Counter> = Family::default();
+    let filtered: Family<Labels, Counter> = Family::default();
+    for (table, counts) in progress.stream_rows.lock().expect("progress lock").iter() {
+        let t = vec![("table", table.clone())];
+        received.get_or_create(&t).inc_by(counts.received);
+        filtered.get_or_create(&t).inc_by(counts.filtered);
+    }
+    registry.register(
+        "stream_rows_received",
+        "Row changes of a replicated table read from the binlog",
+        received,
+    );
+    registry.register(
+        "stream_rows_filtered",
+        "Row changes of a replicated table the row filter kept from the target",
+        filtered,
+    );
+
     let copied: Family<Labels, Counter> = Family::default();
     let estimate: Family<Labels, Gauge> = Family::default();
     let state: Family<Labels, Gauge> = Family::default();
