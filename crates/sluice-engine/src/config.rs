@@ -73,6 +73,33 @@ pub struct Config {
     pub verify: VerifyConfig,
     #[serde(default)]
     pub lag: LagConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// The Prometheus endpoint (`crate::ops::metrics`): off unless `listen` is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `IP:port` that `sluice run` serves `GET /metrics` on, e.g. `"127.0.0.1:9464"`.
+    pub listen: Option<String>,
+}
+
+impl MetricsConfig {
+    /// The address to serve metrics on, or `None` when metrics are off.
+    pub fn listen_addr(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        let Some(text) = &self.listen else {
+            return Ok(None);
+        };
+        match text.trim().parse::<std::net::SocketAddr>() {
+            Ok(addr) if addr.port() != 0 => Ok(Some(addr)),
+            Ok(_) => Err(invalid("metrics.listen", "needs a fixed port, not 0")),
+            Err(_) => Err(invalid(
+                "metrics.listen",
+                format!("`{text}` is not an IP:port address (e.g. \"127.0.0.1:9464\" or \"[::1]:9464\")"),
+            )),
+        }
+    }
 }
 
 /// What to do when a row read back differs from what sluice wrote.
@@ -648,6 +675,7 @@ impl Config {
         if self.lag.heartbeat && (self.lag.database.trim().is_empty() || self.lag.table.trim().is_empty()) {
             return Err(invalid("lag.table", "lag.database and lag.table must not be empty"));
         }
+        self.metrics.listen_addr()?;
         if self.apply.batch_max_delay_ms > 60_000 {
             return Err(invalid("apply.batch_max_delay_ms", "must be at most 60000"));
         }
@@ -970,6 +998,30 @@ path = "edge.db"
         assert!(err.contains("tables[0].columns"), "{err}");
         let err = with_tables("").unwrap_err().to_string();
         assert!(err.contains("`tables`"), "{err}");
+    }
+
+    #[test]
+    fn metrics_listen_is_checked() {
+        let rules = "[[tables]]\nmatch = \"a.b\"";
+        let cfg = with_tables(rules).unwrap();
+        assert_eq!(cfg.metrics.listen_addr().unwrap(), None, "off unless set");
+        let cfg = with_tables(&format!("{rules}\n[metrics]\nlisten = \"127.0.0.1:9464\"")).unwrap();
+        assert_eq!(
+            cfg.metrics.listen_addr().unwrap(),
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        let cfg = with_tables(&format!("{rules}\n[metrics]\nlisten = \"[::1]:9464\"")).unwrap();
+        assert!(cfg.metrics.listen_addr().unwrap().unwrap().is_ipv6());
+        for bad in ["localhost:9464", "127.0.0.1", "127.0.0.1:99999", "127.0.0.1:0", ""] {
+            let err = with_tables(&format!("{rules}\n[metrics]\nlisten = \"{bad}\""))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("metrics.listen"), "{bad}: {err}");
+        }
+        let err = with_tables(&format!("{rules}\n[metrics]\nlisen = \"127.0.0.1:9464\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lisen"), "{err}");
     }
 
     #[test]

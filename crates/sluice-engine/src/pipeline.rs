@@ -407,6 +407,7 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
         windows: Default::default(),
         next_window: 0,
         heartbeat: crate::ops::lag::HeartbeatTable::new(config),
+        progress: options.progress.clone(),
     };
     let start = checkpoint.clone();
     let source = async move { tokio::try_join!(reader.run(start), backfill).map(|_| ()) };

@@ -185,6 +185,12 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
         Command::Run { config: path } => {
             let mut config = Config::load(&path)?;
             let progress = Arc::new(Progress::default());
+            // Bound before anything else starts, so a taken port fails the start at once. It
+            // serves the whole process: a SIGHUP reload keeps the first config's address.
+            let metrics = match config.metrics.listen_addr()? {
+                Some(addr) => Some(sluice_engine::ops::metrics::serve(addr, progress.clone()).await?),
+                None => None,
+            };
             let reporter = tokio::spawn(report_progress(progress.clone()));
             // Live bars for copies of existing rows, on a terminal only (logs stay plain).
             let bars = progress::BackfillBars::start(progress.backfill.clone());
@@ -241,6 +247,7 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
             };
             reporter.abort();
             drop(bars);
+            drop(metrics);
             if let Err(e) = &result {
                 tracing::error!(kind = ?e.kind(), "{e}");
             }

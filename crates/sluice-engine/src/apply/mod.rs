@@ -146,6 +146,29 @@ pub struct Progress {
     pub lag: Arc<crate::ops::lag::LagMeter>,
     /// Every table's copy of existing rows in this process.
     pub backfill: Arc<crate::backfill::CopyBoard>,
+    /// Row changes the reader received per target table, and how many of them the row
+    /// filter kept away from the target (for `/metrics`).
+    pub stream_rows: Mutex<std::collections::BTreeMap<String, TableRowCounts>>,
+}
+
+/// One table's row changes seen by the reader (see [`Progress::stream_rows`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TableRowCounts {
+    pub received: u64,
+    pub filtered: u64,
+}
+
+impl Progress {
+    /// Adds one rows event's figures for `table` (one lock per rows event, not per row).
+    pub fn count_stream_rows(&self, table: &str, received: u64, filtered: u64) {
+        let mut map = self.stream_rows.lock().expect("progress lock");
+        let counts = match map.get_mut(table) {
+            Some(c) => c,
+            None => map.entry(table.to_owned()).or_default(),
+        };
+        counts.received += received;
+        counts.filtered += filtered;
+    }
 }
 
 /// The reader sends at most this many row changes per message; a transaction with more is

@@ -127,7 +127,15 @@ pub struct LagMeter {
     /// The newest sample (µs) and when it was taken (Unix µs), for backfill throttling.
     last_lag_us: AtomicU64,
     last_sample_at_us: AtomicU64,
+    /// Every sample since the process started, in seconds, for `/metrics`
+    /// (`sluice_apply_lag_seconds`; cumulative, unlike the rolling window).
+    exported: prometheus_client::metrics::histogram::Histogram,
 }
+
+/// `sluice_apply_lag_seconds` bucket bounds: fine below the 1 s goal, coarse up to a minute.
+pub const EXPORTED_LAG_BUCKETS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
 
 #[derive(Debug)]
 struct Window {
@@ -153,6 +161,7 @@ impl LagMeter {
             source: AtomicU8::new(0),
             last_lag_us: AtomicU64::new(0),
             last_sample_at_us: AtomicU64::new(0),
+            exported: prometheus_client::metrics::histogram::Histogram::new(EXPORTED_LAG_BUCKETS),
             inner: Mutex::new(Window {
                 current: new_histogram(),
                 current_start: Instant::now(),
@@ -221,9 +230,15 @@ impl LagMeter {
     fn record(&self, lag_us: u64) {
         self.last_lag_us.store(lag_us, Ordering::Relaxed);
         self.last_sample_at_us.store(now_us(), Ordering::Relaxed);
+        self.exported.observe(lag_us as f64 / 1e6);
         let mut w = self.inner.lock().expect("lag lock");
         w.rotate();
         w.current.saturating_record(lag_us.clamp(1, MAX_TRACKABLE_US));
+    }
+
+    /// The cumulative histogram of every sample (seconds), shared with `/metrics`.
+    pub fn exported_histogram(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.exported.clone()
     }
 
     /// The percentiles over the current window.

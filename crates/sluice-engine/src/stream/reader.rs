@@ -90,6 +90,8 @@ pub struct SourceReader {
     /// sluice's heartbeat table, recognised in the stream though never replicated
     /// (see [`crate::ops::lag`]); `None` when heartbeats are off.
     pub heartbeat: Option<crate::ops::lag::HeartbeatTable>,
+    /// Per-table counts of row changes received and filtered out (for `/metrics`).
+    pub progress: std::sync::Arc<crate::apply::Progress>,
 }
 
 /// The reader's side of a backfill chunk: the keys the stream changed since the window
@@ -353,8 +355,10 @@ impl SourceReader {
                 } else {
                     Some(plan.source.qualified_name()).filter(|name| self.windows.iter().any(|w| &w.table == name))
                 };
+                let (mut received, mut filtered) = (0u64, 0u64);
                 for change in iter {
                     let change = change.map_err(|e| StreamEnd::Fatal(rows_err(e)))?;
+                    received += 1;
                     if let Some(table_name) = &window_table {
                         // Keys changed inside an open backfill window (filtered or not): the
                         // chunk must not overwrite the stream's version of these rows.
@@ -372,6 +376,7 @@ impl SourceReader {
                         }
                     }
                     let Some(op) = to_target_op(&plan, change) else {
+                        filtered += 1;
                         continue;
                     };
                     t.pending.push(op);
@@ -394,6 +399,7 @@ impl SourceReader {
                             .map_err(|_| StreamEnd::Fatal(SourceError::ApplierGone))?;
                     }
                 }
+                self.progress.count_stream_rows(&plan.target.name, received, filtered);
             }
             EventBody::TransactionPayload(_) => {
                 // MySQL's compressed transactions: the stream reader follows MariaDB sources,
