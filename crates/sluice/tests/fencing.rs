@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Env;
-use sluice_testkit::{MariaDb, PostgresServer};
+use sluice_testkit::PostgresServer;
 
 const SETUP: &str = "
 CREATE DATABASE shop;
@@ -80,13 +80,7 @@ fn a_second_writer_on_a_postgres_target_is_refused() {
             pg.port()
         ),
     );
-    let positions = || -> Vec<String> {
-        let mut client = postgres::Client::connect(&pg.conn_string_for("edge"), postgres::NoTls).unwrap();
-        client
-            .query("SELECT position FROM public._sluice_checkpoint", &[])
-            .map(|rows| rows.iter().map(|r| r.get::<_, String>(0)).collect())
-            .unwrap_or_default()
-    };
+    let positions = || common::postgres_positions(&pg, "public");
     let mut first = env.start_server_target(positions);
     second_run_is_refused(&env, &env.config, first.pid());
     env.db.exec("INSERT INTO shop.orders VALUES (1, 'one')");
@@ -97,30 +91,9 @@ fn a_second_writer_on_a_postgres_target_is_refused() {
 #[test]
 fn a_second_writer_on_a_mariadb_target_is_refused() {
     let env = Env::new(SETUP, TABLES);
-    let target = MariaDb::start();
-    target.create_user("edge", "edge-pw", &["ALL PRIVILEGES"]);
-    std::fs::write(env.dir.path().join("target-password"), "edge-pw\n").unwrap();
-    env.write_config_with_target(
-        TABLES,
-        "",
-        &format!(
-            "[target]\nkind = \"mariadb\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"edge\"\npassword_file = \"target-password\"\ndatabase = \"edge\"\n",
-            target.port()
-        ),
-    );
-    let positions = || -> Vec<String> {
-        let exists = target.query_value(
-            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'edge' AND TABLE_NAME = '_sluice_checkpoint'",
-        );
-        if exists == "0" {
-            return Vec::new();
-        }
-        target
-            .query_rows("SELECT position FROM edge._sluice_checkpoint")
-            .into_iter()
-            .map(|r| r[0].clone())
-            .collect()
-    };
+    let (target, toml) = common::mariadb_target(&env);
+    env.write_config_with_target(TABLES, "", &toml);
+    let positions = || common::mariadb_positions(target.port());
     let mut first = env.start_server_target(positions);
     let started = Instant::now();
     let out = env.run_cmd(&["run", "-c", env.config.to_str().unwrap()]);

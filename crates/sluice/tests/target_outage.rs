@@ -7,7 +7,6 @@ mod common;
 use std::time::Duration;
 
 use common::Env;
-use sluice_testkit::MariaDb;
 
 const SETUP: &str = "
 CREATE DATABASE shop;
@@ -29,28 +28,10 @@ fn load(env: &Env, from: usize, to: usize) {
 #[test]
 fn a_mariadb_target_killed_and_restarted_under_load_ends_equal() {
     let env = Env::new(SETUP, TABLES);
-    let mut target = MariaDb::start();
-    target.create_user("edge", "edge-pw", &["ALL PRIVILEGES"]);
-    std::fs::write(env.dir.path().join("target-password"), "edge-pw\n").unwrap();
-    env.write_config_with_target(
-        TABLES,
-        "",
-        &format!(
-            "[target]\nkind = \"mariadb\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"edge\"\npassword_file = \"target-password\"\ndatabase = \"edge\"\n",
-            target.port()
-        ),
-    );
+    let (mut target, toml) = common::mariadb_target(&env);
+    env.write_config_with_target(TABLES, "", &toml);
     let port = target.port();
-    let positions = move || -> Vec<String> {
-        let out = std::process::Command::new("mariadb")
-            .args(["-h127.0.0.1", "-uroot", &format!("-P{port}"), "-N", "-B", "-e"])
-            .arg("SELECT position FROM edge._sluice_checkpoint")
-            .output();
-        match out {
-            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).lines().map(str::to_owned).collect(),
-            _ => Vec::new(),
-        }
-    };
+    let positions = move || common::mariadb_positions(port);
     let mut sluice = env.start_server_target(positions);
     load(&env, 0, 100);
     target.kill();

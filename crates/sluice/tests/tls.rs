@@ -263,13 +263,7 @@ fn a_postgres_target_over_verified_tls() {
         )
     };
     env.write_config_with_target(TABLES, "", &target("verify_identity"));
-    let positions = || -> Vec<String> {
-        let mut client = postgres::Client::connect(&pg.conn_string_for("edge"), postgres::NoTls).unwrap();
-        client
-            .query("SELECT position FROM public._sluice_checkpoint", &[])
-            .map(|rows| rows.iter().map(|r| r.get::<_, String>(0)).collect())
-            .unwrap_or_default()
-    };
+    let positions = || common::postgres_positions(&pg, "public");
     let mut sluice = env.start_server_target(positions);
     env.db.exec("INSERT INTO shop.orders VALUES (2, 'over tls')");
     env.wait_caught_up_with(&mut sluice, positions);

@@ -310,3 +310,38 @@ pub fn same_rows(what: &str, mut target: Vec<Vec<String>>, mut source: Vec<Vec<S
         );
     }
 }
+
+/// The `[target]` section for a throwaway MariaDB target with user `edge` (password in the
+/// test dir's `target-password`), writing into database `edge`.
+pub fn mariadb_target(env: &Env) -> (MariaDb, String) {
+    let target = MariaDb::start();
+    target.create_user("edge", "edge-pw", &["ALL PRIVILEGES"]);
+    std::fs::write(env.dir.path().join("target-password"), "edge-pw\n").unwrap();
+    let toml = format!(
+        "[target]\nkind = \"mariadb\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"edge\"\npassword_file = \"target-password\"\ndatabase = \"edge\"\n",
+        target.port()
+    );
+    (target, toml)
+}
+
+/// The writers' checkpoint positions in a MariaDB target's database `edge`, read with the
+/// `mariadb` client (so it works while the server is down: no rows then).
+pub fn mariadb_positions(port: u16) -> Vec<String> {
+    let out = Command::new("mariadb")
+        .args(["-h127.0.0.1", "-uroot", &format!("-P{port}"), "-N", "-B", "-e"])
+        .arg("SELECT position FROM edge._sluice_checkpoint")
+        .output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).lines().map(str::to_owned).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The writers' checkpoint positions in a PostgreSQL target's database `edge`, `schema`.
+pub fn postgres_positions(pg: &sluice_testkit::PostgresServer, schema: &str) -> Vec<String> {
+    let mut client = postgres::Client::connect(&pg.conn_string_for("edge"), postgres::NoTls).unwrap();
+    client
+        .query(&format!("SELECT position FROM {schema}._sluice_checkpoint"), &[])
+        .map(|rows| rows.iter().map(|r| r.get::<_, String>(0)).collect())
+        .unwrap_or_default()
+}
