@@ -9,7 +9,7 @@
 //!    `--batch-rows` rows, each commit writing the checkpoint (as the applier does). The same
 //!    with the rules' `where` and `transforms` is timed too, for reference.
 //! 2. **filter + transform** (`filter_transform_s`): decode + project (the source reader's
-//!    `to_target_op`, ops built and dropped, no target) with the filtered rules, minus the same
+//!    `TablePlan::target_op`, ops built and dropped, no target) with the filtered rules, minus the same
 //!    without them; paired runs, median of the differences. Each row goes through the compiled
 //!    filter and the compiled transforms right after being decoded, as in sluice.
 //! 3. **the same work alone** over rows decoded beforehand, minus a loop that only walks and
@@ -28,7 +28,7 @@ use sluice_binlog::{EventBody, EventDecoder, Gtid, GtidPosition, RowChange, Valu
 use sluice_engine::config::{Config, Secret};
 use sluice_engine::select::rules::{TableFilter, TablePlan};
 use sluice_engine::target::sqlite::SqliteTarget;
-use sluice_engine::target::{Checkpoint, RowOp, Target};
+use sluice_engine::target::{Checkpoint, Target};
 
 use crate::decode::{open, same_table};
 use crate::measure::{median, Span, Stopwatch};
@@ -92,38 +92,6 @@ fn filters(config: Option<&Path>) -> anyhow::Result<(TableFilter, TableFilter, s
             }
             Ok((TableFilter::new(config.selectors(), None), filtered, describe))
         }
-    }
-}
-
-/// The source reader's `to_target_op` (crates/sluice-engine/src/source.rs): an update whose
-/// row enters the filter becomes an insert, one that leaves it a delete.
-fn to_target_op(plan: &TablePlan, change: RowChange) -> Option<RowOp> {
-    let table = plan.target.clone();
-    match change {
-        RowChange::Insert(row) => plan.passes(&row).then(|| RowOp::Insert {
-            table,
-            row: plan.project(row),
-        }),
-        RowChange::Delete(row) => plan.passes(&row).then(|| RowOp::Delete {
-            table,
-            row: plan.project(row),
-        }),
-        RowChange::Update { before, after } => match (plan.passes(&before), plan.passes(&after)) {
-            (true, true) => Some(RowOp::Update {
-                table,
-                before: plan.project(before),
-                after: plan.project(after),
-            }),
-            (true, false) => Some(RowOp::Delete {
-                table,
-                row: plan.project(before),
-            }),
-            (false, true) => Some(RowOp::Insert {
-                table,
-                row: plan.project(after),
-            }),
-            (false, false) => None,
-        },
     }
 }
 
@@ -234,7 +202,7 @@ fn pipeline(
                     };
                     for change in rows.rows(&plan.source)? {
                         stats.rows_in += 1;
-                        if let Some(op) = to_target_op(plan, change?) {
+                        if let Some(op) = plan.target_op(change?) {
                             match target.as_mut() {
                                 Some(target) => target.apply(&op)?,
                                 None => drop(std::hint::black_box(op)),
@@ -345,7 +313,7 @@ enum Work {
     Nothing,
     /// The filter only.
     Filter,
-    /// The filter, then the transforms of the images that pass (as `to_target_op`).
+    /// The filter, then the transforms of the images that pass (as `TablePlan::target_op`).
     FilterTransform,
 }
 

@@ -115,6 +115,29 @@ fn output(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
 }
 
+/// Rewrites the config with `[source] tls_mode` and `tls_ca_file`.
+fn use_tls(env: &Env, mode: &str, ca: &Path) {
+    env.write_config(
+        TABLES,
+        &format!("tls_mode = \"{mode}\"\ntls_ca_file = \"{}\"", ca.display()),
+    );
+}
+
+/// `sluice binlog dump` of one event from the source's current position: the replication
+/// stream's own connection (hand-written protocol), not the SQL connections `check` makes.
+fn dump_one(env: &Env) -> std::process::Output {
+    env.run_cmd(&[
+        "binlog",
+        "dump",
+        "-c",
+        env.config.to_str().unwrap(),
+        "--from",
+        &env.source_position(),
+        "--limit",
+        "1",
+    ])
+}
+
 fn check(env: &Env) -> (bool, String) {
     let out = env.run_cmd(&["check", "-c", env.config.to_str().unwrap()]);
     (out.status.success(), output(&out))
@@ -125,10 +148,7 @@ fn a_source_with_a_verified_certificate_replicates_over_tls() {
     let certs = tempfile::tempdir().unwrap();
     let env = tls_source(certs.path(), "IP:127.0.0.1,DNS:localhost");
     let ca = certs.path().join("server-ca.pem");
-    env.write_config(
-        TABLES,
-        &format!("tls_mode = \"verify_identity\"\ntls_ca_file = \"{}\"", ca.display()),
-    );
+    use_tls(&env, "verify_identity", &ca);
     let (ok, text) = check(&env);
     assert!(ok, "{text}");
     // The account requires TLS: every connection sluice makes (preflight, the replication
@@ -151,40 +171,16 @@ fn wrong_name_unknown_ca_and_plaintext_are_refused() {
     let ca = certs.path().join("server-ca.pem");
 
     // A certificate for another host name: refused by verify_identity.
-    env.write_config(
-        TABLES,
-        &format!("tls_mode = \"verify_identity\"\ntls_ca_file = \"{}\"", ca.display()),
-    );
+    use_tls(&env, "verify_identity", &ca);
     let (ok, text) = check(&env);
     assert!(!ok && text.to_lowercase().contains("name"), "{text}");
-    let dump = env.run_cmd(&[
-        "binlog",
-        "dump",
-        "-c",
-        env.config.to_str().unwrap(),
-        "--from",
-        &env.source_position(),
-        "--limit",
-        "1",
-    ]);
+    let dump = dump_one(&env);
     let dump_text = output(&dump);
     assert!(!dump.status.success() && dump_text.contains("TLS"), "{dump_text}");
-    env.write_config(
-        TABLES,
-        &format!("tls_mode = \"verify_ca\"\ntls_ca_file = \"{}\"", ca.display()),
-    );
+    use_tls(&env, "verify_ca", &ca);
     // verify_ca: the replication stream checks the chain only, so it gets past TLS to the
     // binlog; the SQL connections still check the name (see source_rows::mysql_async_tls).
-    let dump = env.run_cmd(&[
-        "binlog",
-        "dump",
-        "-c",
-        env.config.to_str().unwrap(),
-        "--from",
-        &env.source_position(),
-        "--limit",
-        "1",
-    ]);
+    let dump = dump_one(&env);
     let dump_text = output(&dump);
     assert!(dump.status.success(), "{dump_text}");
     let (ok, text) = check(&env);
@@ -193,10 +189,7 @@ fn wrong_name_unknown_ca_and_plaintext_are_refused() {
     // A CA that did not sign the server's certificate.
     certificates(certs.path(), "other", "IP:127.0.0.1");
     let other = certs.path().join("other-ca.pem");
-    env.write_config(
-        TABLES,
-        &format!("tls_mode = \"verify_ca\"\ntls_ca_file = \"{}\"", other.display()),
-    );
+    use_tls(&env, "verify_ca", &other);
     let (ok, text) = check(&env);
     assert!(!ok && text.to_lowercase().contains("issuer"), "{text}");
 
@@ -217,16 +210,7 @@ fn tls_asked_of_a_server_without_it_is_refused_not_downgraded() {
     let (ok, text) = check(&env);
     assert!(!ok, "{text}");
     // The replication stream (hand-written protocol) refuses too, before authenticating.
-    let dump = env.run_cmd(&[
-        "binlog",
-        "dump",
-        "-c",
-        env.config.to_str().unwrap(),
-        "--from",
-        &env.source_position(),
-        "--limit",
-        "1",
-    ]);
+    let dump = dump_one(&env);
     let text = output(&dump);
     assert!(
         !dump.status.success() && text.contains("does not offer TLS") && text.contains("tls_mode"),

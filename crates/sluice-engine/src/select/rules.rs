@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-use sluice_binlog::{ColumnDef, ColumnKind, TableDef, Value};
+use sluice_binlog::{ColumnDef, ColumnKind, RowChange, TableDef, Value};
 
 use crate::config::{ColumnSelection, Secret, TableSelector};
 use crate::select::rowfilter::CompiledFilter;
 use crate::select::transform::CompiledTransform;
-use crate::target::{TargetColumn, TargetTable};
+use crate::target::{RowOp, TargetColumn, TargetTable};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PlanError {
@@ -101,6 +101,38 @@ impl TablePlan {
                 }
             })
             .collect()
+    }
+
+    /// Turns a source row change into the target's, through the row filter and the transforms.
+    /// An update whose row enters the filter becomes an insert, one that leaves it a delete.
+    pub fn target_op(&self, change: RowChange) -> Option<RowOp> {
+        let table = self.target.clone();
+        match change {
+            RowChange::Insert(row) => self.passes(&row).then(|| RowOp::Insert {
+                table,
+                row: self.project(row),
+            }),
+            RowChange::Delete(row) => self.passes(&row).then(|| RowOp::Delete {
+                table,
+                row: self.project(row),
+            }),
+            RowChange::Update { before, after } => match (self.passes(&before), self.passes(&after)) {
+                (true, true) => Some(RowOp::Update {
+                    table,
+                    before: self.project(before),
+                    after: self.project(after),
+                }),
+                (true, false) => Some(RowOp::Delete {
+                    table,
+                    row: self.project(before),
+                }),
+                (false, true) => Some(RowOp::Insert {
+                    table,
+                    row: self.project(after),
+                }),
+                (false, false) => None,
+            },
+        }
     }
 }
 

@@ -375,7 +375,7 @@ impl SourceReader {
                             w.touched.extend(second);
                         }
                     }
-                    let Some(op) = to_target_op(&plan, change) else {
+                    let Some(op) = plan.target_op(change) else {
                         filtered += 1;
                         continue;
                     };
@@ -494,38 +494,6 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-/// Turns a source row change into the target's, through the row filter and the transforms.
-/// An update whose row enters the filter becomes an insert, one that leaves it a delete.
-fn to_target_op(plan: &crate::select::rules::TablePlan, change: RowChange) -> Option<RowOp> {
-    let table = plan.target.clone();
-    match change {
-        RowChange::Insert(row) => plan.passes(&row).then(|| RowOp::Insert {
-            table,
-            row: plan.project(row),
-        }),
-        RowChange::Delete(row) => plan.passes(&row).then(|| RowOp::Delete {
-            table,
-            row: plan.project(row),
-        }),
-        RowChange::Update { before, after } => match (plan.passes(&before), plan.passes(&after)) {
-            (true, true) => Some(RowOp::Update {
-                table,
-                before: plan.project(before),
-                after: plan.project(after),
-            }),
-            (true, false) => Some(RowOp::Delete {
-                table,
-                row: plan.project(before),
-            }),
-            (false, true) => Some(RowOp::Insert {
-                table,
-                row: plan.project(after),
-            }),
-            (false, false) => None,
-        },
     }
 }
 
