@@ -61,7 +61,10 @@ impl RunError {
             | RunError::Preflight(_)
             | RunError::Plan(_)
             | RunError::Source(
-                SourceError::Schema(_) | SourceError::AccessDenied(_) | SourceError::PositionUnavailable { .. },
+                SourceError::Schema(_)
+                | SourceError::AccessDenied(_)
+                | SourceError::PositionUnavailable { .. }
+                | SourceError::Diverged { .. },
             ) => ErrorKind::NeedsOperator,
             RunError::Target(TargetError::Unreachable { .. }) => ErrorKind::Transient,
             _ => ErrorKind::Fatal,
@@ -109,7 +112,14 @@ pub async fn check(config: &Config) -> Result<(SourceInfo, Vec<Arc<TablePlan>>),
 
 /// The config's table rules with the HMAC key they need.
 fn table_filter(config: &Config) -> Result<TableFilter, ConfigError> {
-    let filter = TableFilter::new(config.selectors(), config.hmac_key()?);
+    let mut filter = TableFilter::new(config.selectors(), config.hmac_key()?);
+    if let TargetConfig::Postgres(_) = config.target {
+        // NAMEDATALEN - 1; MySQL allows 64 characters (up to 256 bytes).
+        filter = filter.limiting_identifiers(crate::select::rules::IdentifierLimit {
+            bytes: 63,
+            target: "PostgreSQL",
+        });
+    }
     // The heartbeat table is sluice's own: never replicated, whatever the rules say.
     Ok(match config.lag.heartbeat {
         true => filter.excluding(&config.lag.database, &config.lag.table),

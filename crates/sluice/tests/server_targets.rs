@@ -244,3 +244,45 @@ fn transforms_and_filters_on_a_postgres_target() {
         positions,
     );
 }
+
+#[test]
+fn names_postgres_would_cut_are_refused_before_anything_is_written() {
+    // MySQL allows 64-character names; PostgreSQL keeps 63 bytes and cuts the rest silently.
+    let long_column = format!("c{}", "x".repeat(63));
+    let env = Env::new(
+        &format!("CREATE DATABASE shop; CREATE TABLE shop.wide (id INT PRIMARY KEY, {long_column} INT);"),
+        "[[tables]]\nmatch = \"shop.wide\"\n",
+    );
+    let pg = PostgresServer::start();
+    pg.exec("CREATE DATABASE edge");
+    env.write_config_with_target(
+        "[[tables]]\nmatch = \"shop.wide\"\n",
+        "",
+        &format!(
+            "[target]\nkind = \"postgres\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"postgres\"\ndatabase = \"edge\"\n",
+            pg.port()
+        ),
+    );
+    let config = env.config.to_str().unwrap();
+    for command in ["check", "run"] {
+        let out = env.run_cmd(&[command, "-c", config]);
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success(),
+            "{command} accepted a 64-byte column name: {text}"
+        );
+        assert!(
+            text.contains(&long_column) && text.contains("64 bytes") && text.contains("PostgreSQL keeps at most 63"),
+            "{command}: {text}"
+        );
+    }
+    let mut client = postgres::Client::connect(&pg.conn_string_for("edge"), postgres::NoTls).unwrap();
+    let tables: i64 = client
+        .query_one(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'wide'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 0, "no edge table may be created");
+}

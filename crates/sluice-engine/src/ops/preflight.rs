@@ -4,7 +4,7 @@
 //! `sluice run` runs them first.
 
 use mysql_async::prelude::Queryable;
-use sluice_binlog::GtidPosition;
+use sluice_binlog::{Gtid, GtidPosition};
 
 use crate::config::Config;
 use crate::ops::grants::{grantee, quote_database, Grants};
@@ -52,6 +52,21 @@ pub enum PreflightError {
          continue. Point sluice at the right server, or rebuild the target"
     )]
     Rewound { checkpoint: String, source_pos: String },
+    #[error(
+        "the source's history has diverged from sluice's checkpoint: the checkpoint ends with {checkpoint_gtid}, which \
+         is not in this server's binlog history (its last transaction from server {server} in domain {domain} is \
+         {source_last}), although it has written past that sequence number since. This is typical of a replica \
+         promoted before it had received everything the old primary wrote: the target holds transactions this \
+         server never had. Either point sluice at a server that holds {checkpoint_gtid} (the old primary, or a \
+         replica that received it), or rebuild the target (delete it, or drop its tables and _sluice_* bookkeeping, \
+         and start again for a full copy)"
+    )]
+    Diverged {
+        checkpoint_gtid: String,
+        domain: u32,
+        server: u32,
+        source_last: String,
+    },
 }
 
 /// A privilege the source user needs and lacks.
@@ -161,6 +176,7 @@ pub async fn check_source(
 
     if let Some(cp) = checkpoint {
         check_checkpoint_available(conn, &cp.position, &binlog_position).await?;
+        check_lineage(conn, &cp.position).await?;
     }
     Ok(SourceInfo {
         version,
@@ -351,4 +367,98 @@ async fn check_checkpoint_available(
         });
     }
     Ok(())
+}
+
+/// Refuses when the checkpoint's transactions are not in the source's history although the
+/// source has gone past their sequence numbers: a promoted replica that never received the
+/// old primary's last transactions and then wrote its own under the same numbers. Sequence
+/// numbers alone cannot tell (they only say the source is not behind); MariaDB's
+/// `gtid_binlog_state` keeps the last GTID of every (domain, server) pair its binlogs ever
+/// held, purged ones included, so the checkpoint's GTID `d-s-n` is in its history only if
+/// the state's entry for `d-s` has reached `n` (sequence numbers rise within a domain).
+async fn check_lineage(conn: &mut mysql_async::Conn, checkpoint: &GtidPosition) -> Result<(), PreflightError> {
+    let state: String = conn
+        .query_first("SELECT @@global.gtid_binlog_state")
+        .await
+        .map_err(query_err("gtid_binlog_state"))?
+        .unwrap_or_default();
+    let state = parse_binlog_state(&state).ok_or_else(|| PreflightError::Query {
+        what: "gtid_binlog_state",
+        message: format!("unparseable state {state:?}"),
+    })?;
+    match diverged_from(checkpoint, &state) {
+        None => Ok(()),
+        Some((gtid, source_last)) => Err(PreflightError::Diverged {
+            checkpoint_gtid: gtid.to_string(),
+            domain: gtid.domain,
+            server: gtid.server,
+            source_last: source_last.map_or_else(|| "none".to_string(), |g| g.to_string()),
+        }),
+    }
+}
+
+/// `gtid_binlog_state`: comma-separated GTIDs, one per (domain, server) pair (so a domain may
+/// appear several times, unlike in a position).
+fn parse_binlog_state(text: &str) -> Option<Vec<Gtid>> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .map(|g| g.parse().ok())
+        .collect()
+}
+
+/// The first checkpoint GTID the state does not hold, with the state's last GTID from the
+/// same server and domain (if any).
+fn diverged_from(checkpoint: &GtidPosition, state: &[Gtid]) -> Option<(Gtid, Option<Gtid>)> {
+    checkpoint.iter().find_map(|cp| {
+        let same_origin = state
+            .iter()
+            .copied()
+            .find(|g| g.domain == cp.domain && g.server == cp.server);
+        match same_origin {
+            Some(g) if g.sequence >= cp.sequence => None,
+            other => Some((cp, other)),
+        }
+    })
+}
+
+#[cfg(test)]
+mod lineage_tests {
+    use super::*;
+
+    fn position(text: &str) -> GtidPosition {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_caught_up_promoted_replica_holds_the_checkpoint() {
+        // The replica received 0-1-100, then wrote 0-2-101.. as the new primary.
+        let state = parse_binlog_state("0-1-100,0-2-120").unwrap();
+        assert_eq!(diverged_from(&position("0-1-100"), &state), None);
+        assert_eq!(diverged_from(&position("0-1-57"), &state), None);
+    }
+
+    #[test]
+    fn a_promoted_replica_that_missed_transactions_has_diverged() {
+        // The replica stopped at 0-1-90 and wrote 0-2-91.. in place of the old primary's 91..100.
+        let state = parse_binlog_state("0-1-90,0-2-120").unwrap();
+        let (gtid, last) = diverged_from(&position("0-1-100"), &state).unwrap();
+        assert_eq!(gtid.to_string(), "0-1-100");
+        assert_eq!(last.unwrap().to_string(), "0-1-90");
+    }
+
+    #[test]
+    fn a_server_with_no_transaction_from_the_checkpoints_origin_has_diverged() {
+        let state = parse_binlog_state("0-7-500").unwrap();
+        let (gtid, last) = diverged_from(&position("0-1-100"), &state).unwrap();
+        assert_eq!((gtid.server, last), (1, None));
+    }
+
+    #[test]
+    fn every_domain_is_checked_and_an_empty_state_parses() {
+        let state = parse_binlog_state("0-1-100, 1-1-5").unwrap();
+        assert!(diverged_from(&position("0-1-100,1-1-6"), &state).is_some());
+        assert_eq!(parse_binlog_state(""), Some(vec![]));
+        assert_eq!(parse_binlog_state("0-1-x"), None);
+    }
 }

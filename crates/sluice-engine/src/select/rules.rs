@@ -36,6 +36,22 @@ pub enum PlanError {
         second: String,
         target: String,
     },
+    #[error(
+        "table {table}: the {what} name {name:?} is {bytes} bytes long, and {target} keeps at most {limit} (it would \
+         cut the name silently, so names sharing their first {limit} bytes would merge). {}",
+        match *what {
+            "table" => "Give the table a shorter `target` name in its [[tables]] rule",
+            _ => "Leave the column out of the rule (`exclude_columns`), or rename it at the source",
+        }
+    )]
+    IdentifierTooLong {
+        table: String,
+        what: &'static str,
+        name: String,
+        bytes: usize,
+        limit: usize,
+        target: &'static str,
+    },
     #[error("config key `{key}.where` for table {table}: {message}")]
     Filter {
         key: String,
@@ -143,6 +159,16 @@ pub struct TableFilter {
     hmac_key: Option<Secret>,
     /// `(schema, table)`s no rule may select: sluice's own heartbeat table (`crate::ops::lag`).
     excluded: Vec<(String, String)>,
+    /// The longest table or column name the target holds, in bytes, where the target has a
+    /// limit shorter than the source's (see [`TableFilter::limiting_identifiers`]).
+    identifier_limit: Option<IdentifierLimit>,
+}
+
+/// A target's identifier length limit.
+#[derive(Debug, Clone, Copy)]
+pub struct IdentifierLimit {
+    pub bytes: usize,
+    pub target: &'static str,
 }
 
 impl std::fmt::Debug for TableFilter {
@@ -161,7 +187,16 @@ impl TableFilter {
             selectors,
             hmac_key,
             excluded: Vec::new(),
+            identifier_limit: None,
         }
+    }
+
+    /// Refuses to plan a table whose target name or a column name is longer than `limit`:
+    /// PostgreSQL cuts longer names to 63 bytes with only a NOTICE, so two names sharing their
+    /// first 63 bytes would become one, and a name read back would not match the source's.
+    pub fn limiting_identifiers(mut self, limit: IdentifierLimit) -> Self {
+        self.identifier_limit = Some(limit);
+        self
     }
 
     /// Never selects `schema.table`, whatever the rules say.
@@ -189,11 +224,29 @@ impl TableFilter {
     /// Builds the plan of a selected table. `None` when the table is not selected.
     pub fn plan(&self, def: &TableDef) -> Option<Result<TablePlan, PlanError>> {
         let selector = self.select(&def.schema, &def.name)?;
-        Some(plan_table(
-            def,
-            selector,
-            self.hmac_key.as_ref().map(|k| k.expose().as_bytes()),
-        ))
+        let plan = plan_table(def, selector, self.hmac_key.as_ref().map(|k| k.expose().as_bytes()));
+        Some(match (plan, self.identifier_limit) {
+            (Ok(plan), Some(limit)) => check_identifier_lengths(&plan.target, limit).map(|()| plan),
+            (plan, _) => plan,
+        })
+    }
+}
+
+fn check_identifier_lengths(target: &TargetTable, limit: IdentifierLimit) -> Result<(), PlanError> {
+    let too_long = |what: &'static str, name: &str| PlanError::IdentifierTooLong {
+        table: target.source_name.clone(),
+        what,
+        name: name.to_owned(),
+        bytes: name.len(),
+        limit: limit.bytes,
+        target: limit.target,
+    };
+    if target.name.len() > limit.bytes {
+        return Err(too_long("table", &target.name));
+    }
+    match target.columns.iter().find(|c| c.name.len() > limit.bytes) {
+        Some(column) => Err(too_long("column", &column.name)),
+        None => Ok(()),
     }
 }
 

@@ -20,7 +20,9 @@ use crate::stream::schema::{MappedTable, SchemaError, SchemaTracker};
 use crate::target::{Checkpoint, RowOp};
 
 const BACKOFF_START: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Short, so a source back from an outage is streamed from within seconds (a connection
+/// attempt costs the source little).
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -30,6 +32,13 @@ pub enum SourceError {
          sluice will not skip them silently. Rebuild the target from a fresh start, or restore the binlogs"
     )]
     PositionUnavailable { position: String, message: String },
+    #[error(
+        "the source's history has diverged from sluice's checkpoint {position}: {message}. The target holds \
+         transactions this server never had (typically a replica promoted before it received everything the old \
+         primary wrote). Point sluice at a server that holds the checkpoint, or rebuild the target for a full copy \
+         (`sluice check` names the transaction)"
+    )]
+    Diverged { position: String, message: String },
     #[error("the source refused access: {0}. Check the replication user's grants (REPLICATION SLAVE, BINLOG MONITOR) and password")]
     AccessDenied(ReplicaError),
     #[error("corrupt or unsupported binlog data at GTID {gtid} (after source offset {log_pos}): {source}")]
@@ -130,7 +139,8 @@ impl SourceReader {
     pub async fn run(mut self, mut position: Checkpoint) -> Result<(), SourceError> {
         let mut backoff = BACKOFF_START;
         loop {
-            match self.stream_once(&mut position).await {
+            let mut connected = false;
+            match self.stream_once(&mut position, &mut connected).await {
                 StreamEnd::Fatal(e) => return Err(e),
                 StreamEnd::Retry(e) if e.is_access_denied() => return Err(SourceError::AccessDenied(e)),
                 StreamEnd::Retry(e) if e.is_position_unavailable() => {
@@ -138,9 +148,14 @@ impl SourceReader {
                         ReplicaError::Server { message, .. } => message.clone(),
                         other => other.to_string(),
                     };
-                    return Err(SourceError::PositionUnavailable {
-                        position: position.position.to_string(),
-                        message,
+                    let position = position.position.to_string();
+                    // MariaDB's ER_GTID_POSITION_NOT_FOUND_IN_BINLOG2, sent as error 1236 with
+                    // only its text to tell it from a purge: the GTID is missing although the
+                    // server wrote higher sequence numbers in its domain.
+                    return Err(if message.contains("diverged") {
+                        SourceError::Diverged { position, message }
+                    } else {
+                        SourceError::PositionUnavailable { position, message }
                     });
                 }
                 StreamEnd::Retry(e) if self.backfill.is_some() => {
@@ -150,6 +165,10 @@ impl SourceReader {
                     return Err(SourceError::LostDuringBackfill(e));
                 }
                 StreamEnd::Retry(e) => {
+                    // The delay grows only while attempts keep failing to connect.
+                    if connected {
+                        backoff = BACKOFF_START;
+                    }
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "source connection lost; reconnecting");
                     let (reply, committed) = oneshot::channel();
                     if self.tx.send(ApplyMsg::Abort(reply)).await.is_err() {
@@ -174,11 +193,14 @@ impl SourceReader {
             .map_err(|_| StreamEnd::Fatal(SourceError::ApplierGone))
     }
 
-    async fn stream_once(&mut self, position: &mut Checkpoint) -> StreamEnd {
+    /// One connection: streams until it ends; `connected` tells whether it got as far as
+    /// streaming.
+    async fn stream_once(&mut self, position: &mut Checkpoint, connected: &mut bool) -> StreamEnd {
         let mut stream = match BinlogStream::connect(&self.replica, &position.position).await {
             Ok(s) => s,
             Err(e) => return StreamEnd::Retry(e),
         };
+        *connected = true;
         tracing::info!(position = %position.position, server = %stream.server_version, "streaming binlog");
         if let Some(tx) = self.connected.take() {
             let _ = tx.send(());
