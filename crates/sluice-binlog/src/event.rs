@@ -107,7 +107,7 @@ pub struct FormatDescription {
 
 impl FormatDescription {
     /// The format assumed before any FORMAT_DESCRIPTION has been seen: binlog v4, no
-    /// checksums (a replica stream starts with an artificial ROTATE that has none).
+    /// checksums (but see [`rotate_checksum_before_format`]).
     fn initial() -> Self {
         FormatDescription {
             binlog_version: 4,
@@ -310,10 +310,12 @@ impl EventDecoder {
                 body: EventBody::FormatDescription(fde),
             });
         }
-        let checksum = if checksummed {
-            self.fde.checksum
-        } else {
-            ChecksumAlg::None
+        let checksum = match checksummed {
+            true if self.fde.server_version.is_empty() && header.type_code == et::ROTATE => {
+                rotate_checksum_before_format(raw)
+            }
+            true => self.fde.checksum,
+            false => ChecksumAlg::None,
         };
         let body_end = match checksum {
             ChecksumAlg::Crc32 => {
@@ -508,6 +510,24 @@ fn decode_query(body: &[u8], post_len: u8, compressed: bool) -> Result<EventBody
     })
 }
 
+/// Whether the ROTATE a replica stream starts with, which arrives before any
+/// FORMAT_DESCRIPTION says whether events carry checksums, ends with one: a server sends it
+/// with a CRC32 when the replica announced it understands checksums (`@master_binlog_checksum`),
+/// and without one otherwise (and in files, where a ROTATE never comes first). Taking the
+/// trailing four bytes as part of the file name printed them as garbage after the name; they
+/// are a checksum exactly when they are the CRC32 of the rest (a chance match is 1 in 2^32).
+fn rotate_checksum_before_format(raw: &[u8]) -> ChecksumAlg {
+    if raw.len() < HEADER_LEN + CHECKSUM_LEN {
+        return ChecksumAlg::None;
+    }
+    let end = raw.len() - CHECKSUM_LEN;
+    let stored = u32::from_le_bytes(raw[end..].try_into().expect("four bytes"));
+    match crc32fast::hash(&raw[..end]) == stored {
+        true => ChecksumAlg::Crc32,
+        false => ChecksumAlg::None,
+    }
+}
+
 fn verify_crc(raw: &[u8], end: usize, type_code: u8, is_fde: bool) -> Result<(), DecodeError> {
     let stored = u32::from_le_bytes(raw[end..end + CHECKSUM_LEN].try_into().expect("4 bytes"));
     let mut hasher = crc32fast::Hasher::new();
@@ -586,6 +606,29 @@ pub(crate) mod tests {
         raw.extend_from_slice(&0u16.to_le_bytes());
         raw.extend_from_slice(body);
         raw
+    }
+
+    /// The artificial ROTATE a replica stream starts with names the file without the
+    /// checksum bytes, whether the server sent one or not.
+    #[test]
+    fn the_first_rotate_of_a_stream_names_the_file_with_or_without_a_checksum() {
+        let mut body = 4u64.to_le_bytes().to_vec();
+        body.extend_from_slice(b"bin.000001");
+        let plain = raw_event(et::ROTATE, 1, &body);
+        let mut with_crc = plain.clone();
+        let size = (with_crc.len() + CHECKSUM_LEN) as u32;
+        with_crc[9..13].copy_from_slice(&size.to_le_bytes());
+        let crc = crc32fast::hash(&with_crc);
+        with_crc.extend_from_slice(&crc.to_le_bytes());
+        for raw in [&plain, &with_crc] {
+            let event = EventDecoder::new().decode(raw).unwrap();
+            match event.body {
+                EventBody::Rotate { position, next_file } => {
+                    assert_eq!((position, next_file.as_ref()), (4, "bin.000001"));
+                }
+                other => panic!("not a ROTATE: {other:?}"),
+            }
+        }
     }
 
     /// A TABLE_MAP body (6-byte table id) for `schema.table` with one INT column and one

@@ -815,6 +815,50 @@ impl Config {
         })
     }
 
+    /// Everything [`Config::validate`] cannot see in the file itself but can check without a
+    /// network: the secrets it names can be read (environment variables set, files
+    /// readable), TLS files are readable, and `hmac` transforms have a key. `check` runs it
+    /// before it says "config: ok", and a SIGHUP before it stops anything.
+    pub fn check_local_resources(&self) -> Result<(), ConfigError> {
+        self.source_password()?;
+        self.target_password()?;
+        let key = self.hmac_key()?;
+        if key.is_none() {
+            if let Some(rule) = self.selectors().into_iter().find(|s| {
+                s.transforms
+                    .iter()
+                    .any(|(_, t)| matches!(t, crate::select::transform::TransformSpec::Hmac))
+            }) {
+                return Err(invalid(
+                    "transforms.hmac_key_file",
+                    format!(
+                        "the rule {:?} uses an hmac transform, which needs a key: set [transforms] hmac_key_file or \
+                         hmac_key_env",
+                        rule.pattern
+                    ),
+                ));
+            }
+        }
+        let mut files = vec![
+            ("source.tls_ca_file", &self.source.tls_ca_file),
+            ("source.tls_cert_file", &self.source.tls_cert_file),
+            ("source.tls_key_file", &self.source.tls_key_file),
+        ];
+        if let TargetConfig::Mariadb(t) | TargetConfig::Postgres(t) = &self.target {
+            files.extend([
+                ("target.tls_ca_file", &t.tls_ca_file),
+                ("target.tls_cert_file", &t.tls_cert_file),
+                ("target.tls_key_file", &t.tls_key_file),
+            ]);
+        }
+        for (key, path) in files {
+            if let Some(path) = path {
+                std::fs::File::open(path).map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Reads the HMAC key for `hmac` transforms, when one is configured.
     pub fn hmac_key(&self) -> Result<Option<Secret>, ConfigError> {
         if let Some(var) = &self.transforms.hmac_key_env {

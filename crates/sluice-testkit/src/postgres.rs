@@ -120,8 +120,27 @@ impl PostgresServer {
             });
         }
         server.initdb(setup);
-        server.launch(setup);
+        server.launch(setup, true);
         server
+    }
+
+    /// Shuts the server down as a restart or an outage does (fast shutdown: every client is
+    /// disconnected at once, nothing waits for them).
+    pub fn shut_down(&mut self) {
+        self.stop();
+    }
+
+    /// Starts a shut-down server again on the same data directory and port.
+    ///
+    /// # Panics
+    ///
+    /// If the server is running, or does not come up.
+    pub fn start_again(&mut self) {
+        assert!(
+            self.process.is_none(),
+            "sluice-testkit: start_again() on a running server; call shut_down() first"
+        );
+        self.launch(setup(), false);
     }
 
     /// The TCP port, on 127.0.0.1.
@@ -228,9 +247,14 @@ impl PostgresServer {
         }
     }
 
-    fn launch(&mut self, setup: &Setup) {
-        for attempt in 1..=FRESH_PORT_ATTEMPTS {
-            self.port = free_port();
+    /// Starts `postgres` and waits until it accepts connections. With `fresh_port`, picks a
+    /// new free port (and retries on a clash); otherwise reuses `self.port`.
+    fn launch(&mut self, setup: &Setup, fresh_port: bool) {
+        let attempts = if fresh_port { FRESH_PORT_ATTEMPTS } else { 1 };
+        for attempt in 1..=attempts {
+            if fresh_port {
+                self.port = free_port();
+            }
             let log_offset = fs::metadata(&self.log).map_or(0, |meta| meta.len());
             let mut command = self.command(&setup.postgres, setup);
             let mut socket_dir = OsString::from("unix_socket_directories=");
@@ -271,7 +295,7 @@ impl PostgresServer {
             self.process = Some(child);
             match self.wait_until_ready(log_offset) {
                 Ok(()) => return,
-                Err(None) if attempt < FRESH_PORT_ATTEMPTS => {}
+                Err(None) if attempt < attempts => {}
                 Err(None) => self.fail_start(log_offset, "the TCP port stayed in use".to_owned()),
                 Err(Some(reason)) => self.fail_start(log_offset, reason),
             }

@@ -10,6 +10,9 @@ use sluice_binlog::file::BinlogFileReader;
 use sluice_binlog::replica::BinlogStream;
 use sluice_binlog::{EventBody, EventDecoder, GtidPosition, RowChange, TableDef, Value};
 use sluice_engine::config::Config;
+use sluice_engine::select::rules::TablePlan;
+use sluice_engine::target::RowOp;
+use std::sync::Arc;
 
 /// JSON for one value. Integers stay numbers (u64 too); exact decimals and temporal values
 /// are strings; bytes are hex.
@@ -37,8 +40,41 @@ fn row_json(def: &TableDef, row: &[Value]) -> Json {
     )
 }
 
+/// Which row values a dump shows.
+pub enum RowView {
+    /// Every column of every table as the source holds it (binlog files, and `--raw`).
+    Raw,
+    /// What the config sends to the target: tables its rules select (keyed by source
+    /// `schema.table`), their columns only, through the row filter and the transforms.
+    Config(HashMap<String, Arc<TablePlan>>),
+}
+
+const STATEMENT_OMITTED: &str = "a statement's text can hold row values; --raw shows it";
+
+impl RowView {
+    /// Whether a QUERY event's text is shown: always when raw; otherwise only transaction
+    /// control and DDL, which carry no row values (DML in statement format would).
+    fn shows_statement(&self, sql: &str) -> bool {
+        const SHOWN: [&str; 9] = [
+            "BEGIN", "COMMIT", "ROLLBACK", "XA", "CREATE", "ALTER", "DROP", "RENAME", "TRUNCATE",
+        ];
+        match self {
+            RowView::Raw => true,
+            RowView::Config(_) => {
+                let first = sql.split_whitespace().next().unwrap_or("");
+                SHOWN.iter().any(|k| first.eq_ignore_ascii_case(k)) && !sql.to_ascii_uppercase().contains(" SELECT ")
+            }
+        }
+    }
+}
+
 /// Renders one decoded event; `tables` tracks TABLE_MAPs for row decoding.
-fn event_json(event: &sluice_binlog::Event<'_>, offset: Option<u64>, tables: &mut HashMap<u64, TableDef>) -> Json {
+fn event_json(
+    event: &sluice_binlog::Event<'_>,
+    offset: Option<u64>,
+    tables: &mut HashMap<u64, TableDef>,
+    view: &RowView,
+) -> Json {
     let h = &event.header;
     let mut out = json!({
         "type": type_name(h.type_code),
@@ -65,8 +101,14 @@ fn event_json(event: &sluice_binlog::Event<'_>, offset: Option<u64>, tables: &mu
             schema,
             sql,
             error_code,
-        } => json!({ "schema": schema, "sql": sql, "error_code": error_code }),
-        EventBody::AnnotateRows { sql } => json!({ "sql": String::from_utf8_lossy(sql) }),
+        } => match view.shows_statement(sql) {
+            true => json!({ "schema": schema, "sql": sql, "error_code": error_code }),
+            false => json!({ "schema": schema, "sql_omitted": STATEMENT_OMITTED, "error_code": error_code }),
+        },
+        EventBody::AnnotateRows { sql } => match view {
+            RowView::Raw => json!({ "sql": String::from_utf8_lossy(sql) }),
+            RowView::Config(_) => json!({ "sql_omitted": STATEMENT_OMITTED }),
+        },
         EventBody::Heartbeat { log_file } => json!({ "log_file": log_file }),
         EventBody::TableMap(map) => {
             let def = map.to_table_def();
@@ -95,26 +137,7 @@ fn event_json(event: &sluice_binlog::Event<'_>, offset: Option<u64>, tables: &mu
                 None => body["error"] = json!("no TABLE_MAP seen for this table id"),
                 Some(def) => {
                     body["table"] = json!(def.qualified_name());
-                    let mut decoded = Vec::new();
-                    match rows.rows(def) {
-                        Err(e) => body["error"] = json!(e.to_string()),
-                        Ok(iter) => {
-                            for row in iter {
-                                match row {
-                                    Ok(RowChange::Insert(r)) => decoded.push(json!({ "after": row_json(def, &r) })),
-                                    Ok(RowChange::Delete(r)) => decoded.push(json!({ "before": row_json(def, &r) })),
-                                    Ok(RowChange::Update { before, after }) => decoded.push(
-                                        json!({ "before": row_json(def, &before), "after": row_json(def, &after) }),
-                                    ),
-                                    Err(e) => {
-                                        body["error"] = json!(e.to_string());
-                                        break;
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    body["rows"] = Json::Array(decoded);
+                    rows_json(rows, def, view, &mut body);
                 }
             }
             body
@@ -145,6 +168,93 @@ fn event_json(event: &sluice_binlog::Event<'_>, offset: Option<u64>, tables: &mu
     out
 }
 
+/// Decodes a rows event's rows into `body["rows"]` as `view` says.
+fn rows_json(rows: &sluice_binlog::RowsEvent<'_>, map_def: &TableDef, view: &RowView, body: &mut Json) {
+    let plan = match view {
+        RowView::Raw => None,
+        RowView::Config(plans) => match plans.get(&map_def.qualified_name()) {
+            Some(plan) => Some(plan),
+            None => {
+                body["rows_omitted"] = json!("table not selected by the config");
+                return;
+            }
+        },
+    };
+    // The TABLE_MAP gives the row layout; names, key and signedness come from the catalog
+    // (the plan's definition), as the engine's schema tracker does. A column count that
+    // differs means the table changed since: no values then, rather than values under the
+    // wrong names.
+    let completed;
+    let def = match plan {
+        Some(plan) => match sluice_engine::stream::catalog::complete_from_catalog(map_def, &plan.source) {
+            Some(def) => {
+                completed = def;
+                &completed
+            }
+            None => {
+                body["error"] = json!(format!(
+                    "the table has {} columns in this event but {} now; its rows are not shown",
+                    map_def.columns.len(),
+                    plan.source.columns.len()
+                ));
+                return;
+            }
+        },
+        None => map_def,
+    };
+    let iter = match rows.rows(def) {
+        Ok(iter) => iter,
+        Err(e) => {
+            body["error"] = json!(e.to_string());
+            return;
+        }
+    };
+    let mut decoded = Vec::new();
+    let mut filtered = 0u64;
+    for row in iter {
+        let change = match row {
+            Ok(change) => change,
+            Err(e) => {
+                body["error"] = json!(e.to_string());
+                break;
+            }
+        };
+        let Some(plan) = plan else {
+            decoded.push(match change {
+                RowChange::Insert(r) => json!({ "after": row_json(def, &r) }),
+                RowChange::Delete(r) => json!({ "before": row_json(def, &r) }),
+                RowChange::Update { before, after } => {
+                    json!({ "before": row_json(def, &before), "after": row_json(def, &after) })
+                }
+            });
+            continue;
+        };
+        let target_row = |values: &[Value]| {
+            Json::Object(
+                plan.target
+                    .columns
+                    .iter()
+                    .zip(values)
+                    .map(|(c, v)| (c.name.clone(), value_json(v)))
+                    .collect(),
+            )
+        };
+        match plan.target_op(change) {
+            None => filtered += 1,
+            Some(RowOp::Insert { row, .. }) => decoded.push(json!({ "after": target_row(&row) })),
+            Some(RowOp::Delete { row, .. }) => decoded.push(json!({ "before": target_row(&row) })),
+            Some(RowOp::Update { before, after, .. }) => {
+                decoded.push(json!({ "before": target_row(&before), "after": target_row(&after) }))
+            }
+        }
+    }
+    if plan.is_some() {
+        body["target_table"] = json!(plan.map(|p| p.target.name.clone()));
+        body["rows_filtered"] = json!(filtered);
+    }
+    body["rows"] = Json::Array(decoded);
+}
+
 /// The events inside a TRANSACTION_PAYLOAD event, one JSON object each, marked with the
 /// payload event's offset (when known) and their own offset in the decompressed payload.
 fn payload_events_json(
@@ -152,6 +262,7 @@ fn payload_events_json(
     event: &sluice_binlog::Event<'_>,
     offset: Option<u64>,
     tables: &mut HashMap<u64, TableDef>,
+    view: &RowView,
 ) -> Result<Vec<Json>, sluice_binlog::DecodeError> {
     let EventBody::TransactionPayload(payload) = &event.body else {
         return Ok(Vec::new());
@@ -165,7 +276,7 @@ fn payload_events_json(
                 what: "TRANSACTION_PAYLOAD event",
                 detail: format!("inner event at payload offset {at}: {e}"),
             })?;
-        let mut json = event_json(&event, None, tables);
+        let mut json = event_json(&event, None, tables, view);
         json["payload_offset"] = json!(at);
         if let Some(o) = offset {
             json["in_payload_at"] = json!(o);
@@ -175,7 +286,19 @@ fn payload_events_json(
     Ok(out)
 }
 
+/// A closed pipe (`sluice binlog dump … | head`) is the reader being done, not an error.
+fn closed_pipe_is_done(e: anyhow::Error) -> anyhow::Result<()> {
+    match e.downcast_ref::<std::io::Error>() {
+        Some(io) if io.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        _ => Err(e),
+    }
+}
+
 pub fn dump_file(path: &Path, limit: Option<u64>) -> anyhow::Result<()> {
+    dump_file_events(path, limit).or_else(closed_pipe_is_done)
+}
+
+fn dump_file_events(path: &Path, limit: Option<u64>) -> anyhow::Result<()> {
     let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
     let mut reader = BinlogFileReader::new(std::io::BufReader::new(file), path.display().to_string())?;
     let mut decoder = EventDecoder::new();
@@ -187,8 +310,8 @@ pub fn dump_file(path: &Path, limit: Option<u64>) -> anyhow::Result<()> {
         let event = decoder
             .decode(raw)
             .map_err(|e| anyhow::anyhow!("binlog {} at offset {offset}: {e}", path.display()))?;
-        writeln!(out, "{}", event_json(&event, Some(offset), &mut tables))?;
-        for inner in payload_events_json(&mut decoder, &event, Some(offset), &mut tables)
+        writeln!(out, "{}", event_json(&event, Some(offset), &mut tables, &RowView::Raw))?;
+        for inner in payload_events_json(&mut decoder, &event, Some(offset), &mut tables, &RowView::Raw)
             .map_err(|e| anyhow::anyhow!("binlog {} at offset {offset}: {e}", path.display()))?
         {
             writeln!(out, "{inner}")?;
@@ -202,26 +325,42 @@ pub fn dump_file(path: &Path, limit: Option<u64>) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn dump_server(config: &Config, from: Option<&str>, limit: Option<u64>) -> anyhow::Result<()> {
+/// Streams from the config's source. With `raw` false, rows are shown as the config sends
+/// them to the target (see [`RowView::Config`]), so a dump never shows a scrubbed value.
+pub async fn dump_server(config: &Config, from: Option<&str>, limit: Option<u64>, raw: bool) -> anyhow::Result<()> {
     let password = config.source_password()?;
     let replica = sluice_engine::stream::reader::replica_config(config, &password);
+    // The same checks as `run`, and the plans of the tables the rules select.
+    let (info, plans) = sluice_engine::pipeline::check(config).await?;
     let start: GtidPosition = match from {
         Some(p) => p.parse().map_err(|e| anyhow::anyhow!("--from: {e}"))?,
-        None => {
-            let (info, _) = sluice_engine::pipeline::check(config).await?;
-            info.binlog_position
+        None => info.binlog_position,
+    };
+    let view = match raw {
+        true => {
+            eprintln!(
+                "warning: --raw shows every table's rows with every column as the source holds it, including the \
+                 columns the config excludes or scrubs"
+            );
+            RowView::Raw
         }
+        false => RowView::Config(plans.into_iter().map(|p| (p.target.source_name.clone(), p)).collect()),
     };
     let mut stream = BinlogStream::connect(&replica, &start).await?;
     let mut decoder = EventDecoder::new();
     let mut tables = HashMap::new();
     let mut count = 0;
+    let stdout = std::io::stdout();
     loop {
         let raw = stream.next_event().await?;
         let event = decoder.decode(&raw)?;
-        println!("{}", event_json(&event, None, &mut tables));
-        for inner in payload_events_json(&mut decoder, &event, None, &mut tables)? {
-            println!("{inner}");
+        let mut lines = vec![event_json(&event, None, &mut tables, &view)];
+        lines.extend(payload_events_json(&mut decoder, &event, None, &mut tables, &view)?);
+        let mut out = stdout.lock();
+        for line in lines {
+            if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+                return closed_pipe_is_done(e.into());
+            }
         }
         count += 1;
         if limit.is_some_and(|l| count >= l) {

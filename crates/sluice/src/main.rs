@@ -6,7 +6,7 @@ mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +24,18 @@ const TARGET_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(1
 #[command(
     name = "sluice",
     version,
-    about = "Replicate a filtered, scrubbed slice of MariaDB/MySQL into edge databases"
+    about = "Replicate a filtered, scrubbed slice of MariaDB/MySQL into edge databases",
+    after_help = "\
+Environment:
+  SLUICE_CONFIG  the config file, when -c/--config is not given
+  SLUICE_LOG     log filter on stderr (default \"info\"), e.g. \"debug\", \"trace\",
+                 \"info,sluice_engine::apply=debug\"
+
+Exit status: 0 success; 1 error (the last line says what is wrong and what to do);
+  verify also: 3 some table not ready yet, 4 differences found.
+
+Every config key, its default and an example: docs/config.md in sluice's repository
+(README.md there has a walk-through)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -37,17 +48,20 @@ enum Command {
     /// SIGHUP reloads the config: complete transactions are committed, then replication goes
     /// on with the new table rules (tables added are copied while the others stream).
     Run {
-        #[arg(short, long)]
+        /// The config file (TOML; see docs/config.md).
+        #[arg(short, long, env = "SLUICE_CONFIG")]
         config: PathBuf,
     },
     /// Validate the config (no network), then the source's settings, grants and binlog retention.
     Check {
-        #[arg(short, long)]
+        /// The config file (TOML; see docs/config.md).
+        #[arg(short, long, env = "SLUICE_CONFIG")]
         config: PathBuf,
     },
     /// Show the checkpoint, the replicated tables and the lag.
     Status {
-        #[arg(short, long)]
+        /// The config file (TOML; see docs/config.md).
+        #[arg(short, long, env = "SLUICE_CONFIG")]
         config: PathBuf,
         /// Print JSON instead of text.
         #[arg(long)]
@@ -58,7 +72,8 @@ enum Command {
     /// repaired), 3 some table not ready (backfill still copying), 4 differences found,
     /// 1 error.
     Verify {
-        #[arg(short, long)]
+        /// The config file (TOML; see docs/config.md).
+        #[arg(short, long, env = "SLUICE_CONFIG")]
         config: PathBuf,
         /// Only tables whose target name or source `schema.table` matches this glob.
         #[arg(long)]
@@ -92,7 +107,8 @@ enum BinlogCommand {
     Dump {
         /// A binlog file to read.
         file: Option<PathBuf>,
-        /// Read from the source in this config instead of a file.
+        /// Read from the source in this config instead of a file (SLUICE_CONFIG is not used
+        /// here: a file argument or -c must be given).
         #[arg(short, long, conflicts_with = "file")]
         config: Option<PathBuf>,
         /// With --config: the GTID position to start after (default: the source's current position).
@@ -101,6 +117,11 @@ enum BinlogCommand {
         /// Stop after this many events.
         #[arg(long)]
         limit: Option<u64>,
+        /// With --config: show every table's rows with every column as the source holds it.
+        /// Without it, rows are shown as the config sends them to the target (selected tables
+        /// and columns, row filter and transforms applied), so no scrubbed value is printed.
+        #[arg(long, requires = "config")]
+        raw: bool,
     },
 }
 
@@ -159,6 +180,7 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Check { config } => {
             let config = Config::load(&config)?;
+            config.check_local_resources()?;
             println!("config: ok ({} table rule(s))", config.tables.len());
             let (info, plans) = pipeline::check(&config).await?;
             println!(
@@ -184,6 +206,7 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
         }
         Command::Run { config: path } => {
             let mut config = Config::load(&path)?;
+            config.check_local_resources()?;
             let progress = Arc::new(Progress::default());
             // Bound before anything else starts, so a taken port fails the start at once. It
             // serves the whole process: a SIGHUP reload keeps the first config's address.
@@ -198,16 +221,32 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
             let mut target_backoff = TARGET_BACKOFF_START;
             let mut unreachable_since: Option<std::time::SystemTime> = None;
             let result = loop {
-                let reload = Arc::new(AtomicBool::new(false));
+                // Filled by a SIGHUP whose config is valid: this run then stops cleanly and
+                // the next one goes on with it. An invalid one stops nothing.
+                let next_config: Arc<std::sync::Mutex<Option<Config>>> = Arc::default();
                 let stop = {
-                    let reload = reload.clone();
+                    let next_config = next_config.clone();
                     let hangup = &mut hangup;
+                    let (running, path) = (&config, &path);
                     async move {
-                        tokio::select! {
-                            () = shutdown_signal() => {}
-                            _ = hangup.recv() => {
-                                tracing::info!("SIGHUP: committing complete transactions, then reloading the config");
-                                reload.store(true, Ordering::SeqCst);
+                        let shutdown = shutdown_signal();
+                        tokio::pin!(shutdown);
+                        loop {
+                            tokio::select! {
+                                () = &mut shutdown => return,
+                                _ = hangup.recv() => match validated_reload(running, path) {
+                                    Ok(new) => {
+                                        tracing::info!(
+                                            rules = new.tables.len(),
+                                            "SIGHUP: config reloaded; committing complete transactions, then going on with the new config"
+                                        );
+                                        *next_config.lock().expect("not poisoned") = Some(new);
+                                        return;
+                                    }
+                                    Err(why) => tracing::error!(
+                                        "SIGHUP: config not reloaded: {why}; replication goes on untouched with the running config"
+                                    ),
+                                },
                             }
                         }
                     }
@@ -240,10 +279,11 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
                     }
                 }
                 unreachable_since = None;
-                if result.is_err() || !reload.load(Ordering::SeqCst) {
-                    break result;
+                let next = next_config.lock().expect("not poisoned").take();
+                match (result, next) {
+                    (Ok(()), Some(next)) => config = next,
+                    (result, _) => break result,
                 }
-                config = reloaded(config, &path);
             };
             reporter.abort();
             drop(bars);
@@ -345,12 +385,13 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
                     config,
                     from,
                     limit,
+                    raw,
                 },
         } => match (file, config) {
             (Some(file), None) => dump::dump_file(&file, limit),
             (None, Some(config)) => {
                 let config = Config::load(&config)?;
-                dump::dump_server(&config, from.as_deref(), limit).await
+                dump::dump_server(&config, from.as_deref(), limit, raw).await
             }
             _ => anyhow::bail!("give a binlog FILE or --config to read from the source"),
         },
@@ -358,25 +399,14 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
     }
 }
 
-/// The config to go on with after SIGHUP: the file as it is now, or, when it cannot be read,
-/// is invalid or changes what a reload may not change, the running one (with the reason
-/// logged: a typo must not stop replication).
-fn reloaded(running: Config, path: &std::path::Path) -> Config {
-    match Config::load(path) {
-        Ok(new) => match running.reload_refusal(&new) {
-            None => {
-                tracing::info!(rules = new.tables.len(), "config reloaded");
-                new
-            }
-            Some(why) => {
-                tracing::error!("config not reloaded: {why}; going on with the running config");
-                running
-            }
-        },
-        Err(e) => {
-            tracing::error!("config not reloaded: {e}; going on with the running config");
-            running
-        }
+/// The config file as it is now, if it is valid, can be used (secrets readable) and changes
+/// only what a reload may change; otherwise why not.
+fn validated_reload(running: &Config, path: &std::path::Path) -> Result<Config, String> {
+    let new = Config::load(path).map_err(|e| e.to_string())?;
+    new.check_local_resources().map_err(|e| e.to_string())?;
+    match running.reload_refusal(&new) {
+        None => Ok(new),
+        Some(why) => Err(why.to_string()),
     }
 }
 

@@ -248,7 +248,10 @@ fn a_table_added_by_a_config_reload_is_copied_while_the_others_stream() {
             }
         })
     };
-    // A broken config is not taken: the running one goes on.
+    // A broken config is not taken: the running one goes on, not even restarted (the new
+    // file is read and checked before anything stops).
+    let connections = |log: &str| log.matches("streaming binlog").count();
+    let streams_before = connections(&env.log());
     env.write_config("[[tables]]\nmatch = \"shop.orders\"\nbogus_key = 1\n", "");
     sluice.reload();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -258,6 +261,13 @@ fn a_table_added_by_a_config_reload_is_copied_while_the_others_stream() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(env.log().contains("bogus_key"), "{}", env.log());
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        connections(&env.log()),
+        streams_before,
+        "a refused reload restarted the pipeline; log:\n{}",
+        env.log()
+    );
     // Every table: the two new ones are copied by the same process. (Catching up is checked
     // only once the writes stop: the source's position moves on meanwhile.)
     env.write_config(&tables(300), "");

@@ -103,13 +103,31 @@ fn bad_configs_name_the_key() {
         ("[[tables]]\nmatch = \"shop.orders\"\ncolums = [\"id\"]\n", "colums"),
         ("[[tables]]\nmatch = \"shop.[orders\"\n", "tables[0].match"),
         ("[[tables]]\nmatch = \"orders\"\n", "tables[0].match"),
+        // Valid TOML whose secrets cannot be had: refused before "config: ok" too.
+        (
+            "[[tables]]\nmatch = \"shop.orders\"\n[tables.transforms]\nnote = \"hmac\"\n",
+            "transforms.hmac_key_file",
+        ),
+        (
+            "[[tables]]\nmatch = \"shop.orders\"\n[transforms]\nhmac_key_file = \"no-such-key\"\n",
+            "transforms.hmac_key_file",
+        ),
     ];
     for (tables, key) in cases {
         env.write_config(tables, "");
         let out = env.run_cmd(&["check", "-c", env.config.to_str().unwrap()]);
         assert!(!out.status.success());
         assert!(stderr(&out).contains(key), "expected {key} in: {}", stderr(&out));
+        assert!(!stderr(&out).contains("config: ok"), "{}", stderr(&out));
     }
+    let password = env.dir.path().join("password");
+    std::fs::rename(&password, env.dir.path().join("password.moved")).unwrap();
+    env.write_config(ORDERS, "");
+    let out = env.run_cmd(&["check", "-c", env.config.to_str().unwrap()]);
+    std::fs::rename(env.dir.path().join("password.moved"), &password).unwrap();
+    let text = stderr(&out);
+    assert!(!out.status.success() && text.contains("source.password_file"), "{text}");
+    assert!(!text.contains("config: ok"), "{text}");
     env.write_config(ORDERS, "bogus_key = 1");
     let out = env.run_cmd(&["run", "-c", env.config.to_str().unwrap()]);
     assert!(

@@ -53,3 +53,44 @@ fn a_mariadb_target_killed_and_restarted_under_load_ends_equal() {
         env.db.query_rows("SELECT id, n, note FROM shop.counters ORDER BY id")
     );
 }
+
+#[test]
+fn a_postgres_target_restarted_under_load_ends_equal() {
+    let env = Env::new(SETUP, TABLES);
+    let mut pg = sluice_testkit::PostgresServer::start();
+    pg.exec("CREATE DATABASE edge");
+    let toml = format!(
+        "[target]\nkind = \"postgres\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"postgres\"\ndatabase = \"edge\"\n",
+        pg.port()
+    );
+    env.write_config_with_target(TABLES, "", &toml);
+    let mut sluice = env.start_server_target(|| common::postgres_positions(&pg, "public"));
+    load(&env, 0, 100);
+    pg.shut_down();
+    load(&env, 100, 200);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        sluice.try_exit().is_none(),
+        "sluice ended with its target down:\n{}",
+        env.log()
+    );
+    pg.start_again();
+    load(&env, 200, 300);
+    env.wait_caught_up_with(&mut sluice, || common::postgres_positions(&pg, "public"));
+    assert!(sluice.stop().success(), "{}", env.log());
+    assert!(env.log().contains("target unreachable"), "{}", env.log());
+    let mut client = postgres::Client::connect(&pg.conn_string_for("edge"), postgres::NoTls).unwrap();
+    let target: Vec<Vec<String>> = client
+        .query(
+            "SELECT id::text, n::text, note FROM public.counters ORDER BY counters.id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (0..3).map(|i| r.get::<_, String>(i)).collect())
+        .collect();
+    assert_eq!(
+        target,
+        env.db.query_rows("SELECT id, n, note FROM shop.counters ORDER BY id")
+    );
+}

@@ -827,14 +827,18 @@ pub fn run_applier(
         // Dropping the queues (inside `run`) lets the writers drain and stop; once they have,
         // the verifier's queue closes too.
         drop(verify_queue);
+        // "apply stopped" only echoes another thread's failure: the cause is reported (its
+        // kind decides whether sluice runs again, e.g. after a target restart), whichever
+        // thread noticed first.
+        let is_echo = |e: &TargetError| matches!(e, TargetError::Other(m) if m == "apply stopped");
         let mut first_error = coordinated.err();
         for h in handles.into_iter().chain(verifier_handle) {
             if let Err(e) = h
                 .join()
                 .unwrap_or_else(|_| Err(TargetError::Other("a writer thread panicked".into())))
             {
-                if !matches!(&e, TargetError::Other(m) if m == "apply stopped") || first_error.is_none() {
-                    first_error.get_or_insert(e);
+                if first_error.as_ref().is_none_or(|first| is_echo(first) && !is_echo(&e)) {
+                    first_error = Some(e);
                 }
             }
         }
