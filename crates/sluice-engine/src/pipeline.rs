@@ -82,7 +82,7 @@ pub fn source_pool(config: &Config) -> Result<mysql_async::Pool, ConfigError> {
 
 async fn source_conn(pool: &mysql_async::Pool, config: &Config) -> Result<mysql_async::Conn, PreflightError> {
     pool.get_conn().await.map_err(|e| {
-        let mut message = e.to_string();
+        let mut message = crate::source_rows::error_text(&e);
         // An account that requires TLS is refused like a bad password.
         if !config.source.tls().enabled() && matches!(&e, mysql_async::Error::Server(s) if s.code == 1045) {
             message.push_str(
@@ -129,14 +129,20 @@ fn table_filter(config: &Config) -> Result<TableFilter, ConfigError> {
 
 /// Opens one connection to the configured target.
 pub fn open_target(config: &Config) -> Result<Box<dyn Target>, RunError> {
+    let named = |e: TargetError| RunError::from(e.naming_target(&config.target_description()));
     Ok(match &config.target {
-        TargetConfig::Sqlite { path } => Box::new(SqliteTarget::open(path)?),
-        TargetConfig::Mariadb(t) => Box::new(MariaDbTarget::connect_with(mariadb_opts(config, t)?, &t.database)?),
-        TargetConfig::Postgres(t) => Box::new(PostgresTarget::connect_tls(
-            &postgres_conn_str(config, t)?,
-            t.schema.as_deref().unwrap_or("public"),
-            &t.tls(),
-        )?),
+        TargetConfig::Sqlite { path } => Box::new(SqliteTarget::open(path).map_err(named)?),
+        TargetConfig::Mariadb(t) => {
+            Box::new(MariaDbTarget::connect_with(mariadb_opts(config, t)?, &t.database).map_err(named)?)
+        }
+        TargetConfig::Postgres(t) => Box::new(
+            PostgresTarget::connect_tls(
+                &postgres_conn_str(config, t)?,
+                t.schema.as_deref().unwrap_or("public"),
+                &t.tls(),
+            )
+            .map_err(named)?,
+        ),
     })
 }
 
@@ -169,11 +175,12 @@ fn postgres_conn_str(config: &Config, t: &crate::config::ServerTarget) -> Result
 
 /// Takes the target's one-writer lock (see `target::fence`) for as long as it is held.
 pub fn fence_target(config: &Config) -> Result<WriterFence, RunError> {
+    let named = |e: TargetError| RunError::from(e.naming_target(&config.target_description()));
     Ok(match &config.target {
-        TargetConfig::Sqlite { path } => WriterFence::sqlite(path)?,
+        TargetConfig::Sqlite { path } => WriterFence::sqlite(path).map_err(named)?,
         TargetConfig::Mariadb(t) => {
             // The lock needs no database of its own: the session connects without one.
-            WriterFence::mariadb(mariadb_opts(config, t)?.db_name(None::<String>).into(), &t.database)?
+            WriterFence::mariadb(mariadb_opts(config, t)?.db_name(None::<String>).into(), &t.database).map_err(named)?
         }
         TargetConfig::Postgres(t) => {
             let conn = postgres_conn_str(config, t)?;
@@ -181,7 +188,8 @@ pub fn fence_target(config: &Config) -> Result<WriterFence, RunError> {
             WriterFence::postgres(
                 move || crate::target::postgres::session(&conn, &tls),
                 t.schema.as_deref().unwrap_or("public"),
-            )?
+            )
+            .map_err(named)?
         }
     })
 }

@@ -107,6 +107,21 @@ pub(crate) fn convert(v: mysql_async::Value, column: &ColumnDef) -> Option<Value
 
 /// Connection options for the source's SQL connections, with the config's credentials and
 /// TLS.
+/// A source SQL error as one plain sentence: the server's message with its error code, or
+/// the operating system's reason for a network failure. `mysql_async`'s own text repeats
+/// its prefixes ("Input/output error: Input/output error: Connection refused") and quotes
+/// server messages in backticks.
+pub fn error_text(e: &mysql_async::Error) -> String {
+    match e {
+        mysql_async::Error::Server(s) => format!("{} (error {})", s.message, s.code),
+        mysql_async::Error::Io(mysql_async::IoError::Io(io)) => io.to_string(),
+        mysql_async::Error::Io(mysql_async::IoError::Tls(tls)) => format!("TLS: {tls}"),
+        mysql_async::Error::Driver(d) => d.to_string(),
+        mysql_async::Error::Other(o) => o.to_string(),
+        mysql_async::Error::Url(u) => u.to_string(),
+    }
+}
+
 pub fn source_opts(config: &Config) -> Result<mysql_async::OptsBuilder, ConfigError> {
     let password = config.source_password()?;
     Ok(mysql_async::OptsBuilder::default()

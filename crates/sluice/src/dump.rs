@@ -330,22 +330,29 @@ fn dump_file_events(path: &Path, limit: Option<u64>) -> anyhow::Result<()> {
 pub async fn dump_server(config: &Config, from: Option<&str>, limit: Option<u64>, raw: bool) -> anyhow::Result<()> {
     let password = config.source_password()?;
     let replica = sluice_engine::stream::reader::replica_config(config, &password);
-    // The same checks as `run`, and the plans of the tables the rules select.
-    let (info, plans) = sluice_engine::pipeline::check(config).await?;
-    let start: GtidPosition = match from {
-        Some(p) => p.parse().map_err(|e| anyhow::anyhow!("--from: {e}"))?,
-        None => info.binlog_position,
+    let from: Option<GtidPosition> = match from {
+        Some(p) => Some(p.parse().map_err(|e| anyhow::anyhow!("--from: {e}"))?),
+        None => None,
     };
-    let view = match raw {
-        true => {
-            eprintln!(
-                "warning: --raw shows every table's rows with every column as the source holds it, including the \
-                 columns the config excludes or scrubs"
-            );
-            RowView::Raw
+    // The same checks as `run`, and the plans of the tables the rules select; a raw dump
+    // from a given position needs neither (it reads the replication stream only).
+    let (start, view) = match (raw, from) {
+        (true, Some(start)) => (start, RowView::Raw),
+        (raw, from) => {
+            let (info, plans) = sluice_engine::pipeline::check(config).await?;
+            let view = match raw {
+                true => RowView::Raw,
+                false => RowView::Config(plans.into_iter().map(|p| (p.target.source_name.clone(), p)).collect()),
+            };
+            (from.unwrap_or(info.binlog_position), view)
         }
-        false => RowView::Config(plans.into_iter().map(|p| (p.target.source_name.clone(), p)).collect()),
     };
+    if let RowView::Raw = view {
+        eprintln!(
+            "warning: --raw shows every table's rows with every column as the source holds it, including the \
+             columns the config excludes or scrubs"
+        );
+    }
     let mut stream = BinlogStream::connect(&replica, &start).await?;
     let mut decoder = EventDecoder::new();
     let mut tables = HashMap::new();

@@ -224,8 +224,10 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
                 // Filled by a SIGHUP whose config is valid: this run then stops cleanly and
                 // the next one goes on with it. An invalid one stops nothing.
                 let next_config: Arc<std::sync::Mutex<Option<Config>>> = Arc::default();
+                let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 let stop = {
                     let next_config = next_config.clone();
+                    let stopping = stopping.clone();
                     let hangup = &mut hangup;
                     let (running, path) = (&config, &path);
                     async move {
@@ -233,7 +235,10 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
                         tokio::pin!(shutdown);
                         loop {
                             tokio::select! {
-                                () = &mut shutdown => return,
+                                () = &mut shutdown => {
+                                    stopping.store(true, Ordering::SeqCst);
+                                    return;
+                                }
                                 _ = hangup.recv() => match validated_reload(running, path) {
                                     Ok(new) => {
                                         tracing::info!(
@@ -258,6 +263,12 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
                 let started = std::time::Instant::now();
                 let result = pipeline::run(&config, options, stop).await;
                 if let Err(e) = &result {
+                    if e.kind() == sluice_engine::pipeline::ErrorKind::Transient && stopping.load(Ordering::SeqCst) {
+                        // Asked to stop while the target is away: what is not committed there
+                        // is read again from the target's checkpoint at the next start.
+                        tracing::warn!("{e}; stopped as asked: the next start resumes from the target's checkpoint");
+                        break Ok(());
+                    }
                     if e.kind() == sluice_engine::pipeline::ErrorKind::Transient {
                         // A run that went well for a while starts the backoff afresh.
                         if started.elapsed() > TARGET_BACKOFF_MAX * 2 {
@@ -288,9 +299,7 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
             reporter.abort();
             drop(bars);
             drop(metrics);
-            if let Err(e) = &result {
-                tracing::error!(kind = ?e.kind(), "{e}");
-            }
+            // `main` prints the error once, as the last line.
             Ok(result?)
         }
         Command::Status { config, json } => {

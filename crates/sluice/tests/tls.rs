@@ -125,6 +125,8 @@ fn use_tls(env: &Env, mode: &str, ca: &Path) {
 
 /// `sluice binlog dump` of one event from the source's current position: the replication
 /// stream's own connection (hand-written protocol), not the SQL connections `check` makes.
+/// One event from the replication stream alone: `--raw` with `--from` opens no SQL
+/// connection, so this is the hand-written protocol's TLS.
 fn dump_one(env: &Env) -> std::process::Output {
     env.run_cmd(&[
         "binlog",
@@ -135,6 +137,7 @@ fn dump_one(env: &Env) -> std::process::Output {
         &env.source_position(),
         "--limit",
         "1",
+        "--raw",
     ])
 }
 

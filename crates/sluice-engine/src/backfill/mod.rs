@@ -424,7 +424,7 @@ impl TableCopier {
     fn query_err(&self, e: mysql_async::Error) -> BackfillError {
         BackfillError::Query {
             table: self.plan.source.qualified_name(),
-            message: e.to_string(),
+            message: crate::source_rows::error_text(&e),
         }
     }
 

@@ -103,7 +103,7 @@ pub struct SourceInfo {
 fn query_err(what: &'static str) -> impl Fn(mysql_async::Error) -> PreflightError {
     move |e| PreflightError::Query {
         what,
-        message: e.to_string(),
+        message: crate::source_rows::error_text(&e),
     }
 }
 

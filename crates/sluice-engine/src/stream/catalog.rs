@@ -12,7 +12,7 @@ use sluice_binlog::{Charset, ColumnDef, ColumnKind, TableDef};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    #[error("reading information_schema for {table}: {source}")]
+    #[error("reading information_schema for {table}: {}", crate::source_rows::error_text(.source))]
     Query { table: String, source: mysql_async::Error },
     #[error("table {table} has a column type sluice does not know: {column_type} (column {column})")]
     UnknownType {

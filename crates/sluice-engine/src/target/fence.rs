@@ -60,7 +60,17 @@ impl WriterFence {
     pub fn sqlite(path: &Path) -> TargetResult<WriterFence> {
         let mut lock_path = path.as_os_str().to_owned();
         lock_path.push(".sluice-lock");
-        let io = |e: std::io::Error| TargetError::Other(format!("lock {}: {e}", Path::new(&lock_path).display()));
+        let io = |e: std::io::Error| {
+            let hint = match e.kind() {
+                std::io::ErrorKind::NotFound => " (does the target file's directory exist?)",
+                std::io::ErrorKind::PermissionDenied => " (may sluice's user write in the target file's directory?)",
+                _ => "",
+            };
+            TargetError::Other(format!(
+                "cannot use the SQLite target's writer lock file {}: {e}{hint}",
+                Path::new(&lock_path).display()
+            ))
+        };
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -82,14 +92,8 @@ impl WriterFence {
 
     pub fn mariadb(opts: mysql::Opts, database: &str) -> TargetResult<WriterFence> {
         use mysql::prelude::Queryable;
-        let db = |e: mysql::Error| TargetError::Other(format!("target lock for database {database}: {e}"));
-        let mut conn = mysql::Conn::new(opts).map_err(|e| match e {
-            mysql::Error::IoError(_) | mysql::Error::DriverError(_) => TargetError::Unreachable {
-                operation: "lock",
-                message: e.to_string(),
-            },
-            e => db(e),
-        })?;
+        let db = |e: mysql::Error| crate::target::mariadb::session_error("lock", database, &e);
+        let mut conn = mysql::Conn::new(opts).map_err(db)?;
         let name = format!("sluice:{database}");
         let got: Option<i64> = conn.exec_first("SELECT GET_LOCK(?, 0)", (&name,)).map_err(db)?;
         if got != Some(1) {

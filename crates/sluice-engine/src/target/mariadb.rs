@@ -464,12 +464,20 @@ fn error_message(e: &mysql::Error) -> String {
         mysql::Error::MySqlError(err) => format!("ERROR {} ({}): {}", err.code, err.state, scrub_message(&err.message)),
         // These carry values; never print them.
         mysql::Error::FromValueError(_) | mysql::Error::FromRowError(_) => "unexpected value in a result".to_owned(),
+        // The driver's own text for these is its Debug output.
+        mysql::Error::DriverError(d) => d.to_string(),
+        mysql::Error::IoError(io) => io.to_string(),
         other => other.to_string(),
     }
 }
 
-fn db_error(operation: &'static str, table: &str, e: &mysql::Error) -> TargetError {
-    TargetError::from_database(operation, table, error_message(e), is_connectivity_error(e))
+pub(crate) fn session_error(operation: &'static str, database: &str, e: &mysql::Error) -> TargetError {
+    TargetError::from_session(
+        operation,
+        format!("database {database}"),
+        error_message(e),
+        is_connectivity_error(e),
+    )
 }
 
 /// A MariaDB integer result (binary or text protocol) as a number.
@@ -522,22 +530,22 @@ impl MariaDbTarget {
             .db_name(None::<String>)
             .init(init)
             .stmt_cache_size(0);
-        let mut conn = Conn::new(base.clone()).map_err(|e| db_error("connect", database, &e))?;
+        let mut conn = Conn::new(base.clone()).map_err(|e| session_error("connect", database, &e))?;
         let exists: Vec<String> = exec_once(
             &mut conn,
             "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
             (database,),
         )
-        .map_err(|e| db_error("inspect database", database, &e))?;
+        .map_err(|e| session_error("inspect database", database, &e))?;
         if !exists.iter().any(|name| name == database) {
             conn.query_drop(format!(
                 "CREATE DATABASE IF NOT EXISTS {} CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin",
                 quote_ident(database)
             ))
-            .map_err(|e| db_error("create database", database, &e))?;
+            .map_err(|e| session_error("create database", database, &e))?;
         }
         conn.query_drop(format!("USE {}", quote_ident(database)))
-            .map_err(|e| db_error("use database", database, &e))?;
+            .map_err(|e| session_error("use database", database, &e))?;
         let opts: Opts = base.db_name(Some(database)).into();
         Ok(ServerTarget::new(MariaDb {
             opts,

@@ -174,11 +174,53 @@ pub enum TargetError {
     /// worth trying again from the target's own checkpoint (`ErrorKind::Transient`).
     #[error("target unreachable ({operation}): {message}")]
     Unreachable { operation: &'static str, message: String },
+    /// Setting up the session failed (connect, the database or schema, the writer lock):
+    /// `what` names the database or schema, never a table.
+    #[error("target {operation} failed ({what}): {message}")]
+    Session {
+        operation: &'static str,
+        what: String,
+        message: String,
+    },
     #[error("target: {0}")]
     Other(String),
 }
 
 impl TargetError {
+    /// A session-level error ([`TargetError::Session`]), or [`TargetError::Unreachable`] when
+    /// `connection_lost`.
+    pub(crate) fn from_session(operation: &'static str, what: String, message: String, connection_lost: bool) -> Self {
+        match connection_lost {
+            true => TargetError::Unreachable { operation, message },
+            false => TargetError::Session {
+                operation,
+                what,
+                message,
+            },
+        }
+    }
+
+    /// Names the target (`Config::target_description`: kind, user, host:port, database;
+    /// never a password) in a connection error, which otherwise may not say where it went.
+    pub fn naming_target(self, target: &str) -> Self {
+        match self {
+            TargetError::Unreachable { operation, message } => TargetError::Unreachable {
+                operation,
+                message: format!("{target}: {message}"),
+            },
+            TargetError::Session {
+                operation,
+                what,
+                message,
+            } => TargetError::Session {
+                operation,
+                what: format!("{what} at {target}"),
+                message,
+            },
+            other => other,
+        }
+    }
+
     /// A database error, or [`TargetError::Unreachable`] when `connection_lost`.
     pub(crate) fn from_database(operation: &'static str, table: &str, message: String, connection_lost: bool) -> Self {
         if connection_lost {

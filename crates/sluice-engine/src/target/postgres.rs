@@ -251,7 +251,16 @@ fn to_param(value: &Value, column: &ColumnDef) -> Result<Param, Refusal> {
 /// number maps to one).
 fn error_message(e: &postgres::Error, params: &[&str]) -> String {
     let Some(db) = e.as_db_error() else {
-        return e.to_string();
+        // "error connecting to server" alone does not say why: add the innermost cause
+        // (e.g. "Connection refused (os error 111)").
+        let mut cause: Option<&dyn std::error::Error> = e.source();
+        while let Some(inner) = cause.and_then(|c| c.source()) {
+            cause = Some(inner);
+        }
+        return match cause {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        };
     };
     let code = db.code().code();
     let mut message = db.message().to_owned();
@@ -293,8 +302,8 @@ fn connection_lost(e: &postgres::Error) -> bool {
     })
 }
 
-fn db_error(operation: &'static str, table: &str, e: &postgres::Error) -> TargetError {
-    TargetError::from_database(operation, table, error_message(e, &[]), connection_lost(e))
+fn session_error(operation: &'static str, what: String, e: &postgres::Error) -> TargetError {
+    TargetError::from_session(operation, what, error_message(e, &[]), connection_lost(e))
 }
 
 /// Runs `f` directly, or on a scoped thread when the caller is inside a tokio runtime (the
@@ -423,7 +432,7 @@ pub(crate) fn session(conn_str: &str, tls: &sluice_binlog::tls::TlsSettings) -> 
                 .clone(),
         )),
     };
-    open_client(conn_str, tls.as_ref()).map_err(|e| db_error("connect", "(writer lock)", &e))
+    open_client(conn_str, tls.as_ref()).map_err(|e| session_error("connect", "the writer lock's session".into(), &e))
 }
 
 /// The PostgreSQL side of a `ServerTarget` (`super::server`): the connection to the target database, the
@@ -464,8 +473,8 @@ impl PostgresTarget {
                 Some(tokio_postgres_rustls::MakeRustlsConnect::new((*config).clone()))
             }
         };
-        let client =
-            off_runtime(|| open_client(conn_str, tls.as_ref())).map_err(|e| db_error("connect", schema, &e))?;
+        let client = off_runtime(|| open_client(conn_str, tls.as_ref()))
+            .map_err(|e| session_error("connect", format!("schema {schema}"), &e))?;
         Ok(ServerTarget::new(Postgres {
             conn_str: conn_str.to_owned(),
             tls,

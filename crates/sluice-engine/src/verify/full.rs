@@ -272,7 +272,7 @@ impl SourceTable {
         let table = def.qualified_name();
         let err = |e: mysql_async::Error| VerifyError::Source {
             table: table.clone(),
-            message: e.to_string(),
+            message: crate::source_rows::error_text(&e),
         };
         let mut conn = pool.get_conn().await.map_err(err)?;
         // Nothing is held between chunks either.
@@ -291,7 +291,7 @@ impl SourceTable {
     fn error(&self, e: mysql_async::Error) -> VerifyError {
         VerifyError::Source {
             table: self.plan.source.qualified_name(),
-            message: e.to_string(),
+            message: crate::source_rows::error_text(&e),
         }
     }
 
