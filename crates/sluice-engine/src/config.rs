@@ -263,9 +263,9 @@ pub struct SourceConfig {
     pub server_id: u32,
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
-    /// Where a fresh target starts reading: `"current"` (the source's current position; tables
-    /// start empty until backfill exists), `"earliest"` (the oldest binlog still on the server),
-    /// or a GTID position such as `"0-1-100"`.
+    /// Where a fresh target starts reading: `"current"` (the source's current position; the
+    /// existing rows come from the backfill), `"earliest"` (the oldest binlog still on the
+    /// server), or a GTID position such as `"0-1-100"`.
     #[serde(default = "default_start")]
     pub start: String,
     /// TLS: `"disabled"`, `"required"`, `"verify_ca"` or `"verify_identity"`. Default:
@@ -648,6 +648,12 @@ impl Config {
         for (i, _) in self.tables.iter().enumerate() {
             self.selector(i)?;
         }
+        if self.verify.max_rows_per_transaction == 0 {
+            return Err(invalid(
+                "verify.max_rows_per_transaction",
+                "must be at least 1 (set [verify] incremental = false to turn read-back off)",
+            ));
+        }
         if self.apply.batch_max_rows == 0 {
             return Err(invalid("apply.batch_max_rows", "must be at least 1"));
         }
@@ -690,6 +696,9 @@ impl Config {
                 if t.database.trim().is_empty() {
                     return Err(invalid("target.database", "must not be empty"));
                 }
+                if t.user.trim().is_empty() {
+                    return Err(invalid("target.user", "must not be empty"));
+                }
                 if t.password_env.is_some() && t.password_file.is_some() {
                     return Err(invalid(
                         "target.password_env",
@@ -707,6 +716,10 @@ impl Config {
         match self.source.start.as_str() {
             "current" => Ok(StartPosition::Current),
             "earliest" => Ok(StartPosition::Earliest),
+            blank if blank.trim().is_empty() => Err(invalid(
+                "source.start",
+                "is empty; say \"current\", \"earliest\" or a GTID position such as \"0-1-100\"",
+            )),
             other => other.parse().map(StartPosition::At).map_err(|_| {
                 invalid(
                     "source.start",

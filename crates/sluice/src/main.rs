@@ -218,6 +218,8 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
             // Live bars for copies of existing rows, on a terminal only (logs stay plain).
             let bars = progress::BackfillBars::start(progress.backfill.clone());
             let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+            // The key this process hashes with, for good: see `validated_reload`.
+            let hmac_key = hmac_key_digest(&config);
             let mut target_backoff = TARGET_BACKOFF_START;
             let mut unreachable_since: Option<std::time::SystemTime> = None;
             let result = loop {
@@ -229,7 +231,7 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
                     let next_config = next_config.clone();
                     let stopping = stopping.clone();
                     let hangup = &mut hangup;
-                    let (running, path) = (&config, &path);
+                    let (running, path, hmac_key) = (&config, &path, &hmac_key);
                     async move {
                         let shutdown = shutdown_signal();
                         tokio::pin!(shutdown);
@@ -239,7 +241,7 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
                                     stopping.store(true, Ordering::SeqCst);
                                     return;
                                 }
-                                _ = hangup.recv() => match validated_reload(running, path) {
+                                _ = hangup.recv() => match validated_reload(running, path, hmac_key) {
                                     Ok(new) => {
                                         tracing::info!(
                                             rules = new.tables.len(),
@@ -261,6 +263,18 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
                     connected: None,
                 };
                 let started = std::time::Instant::now();
+                // Every run (a reload's, or one after a target outage) reads the key file again.
+                if hmac_key_digest(&config) != hmac_key {
+                    break Err(sluice_engine::config::ConfigError::Invalid {
+                        key: "transforms.hmac_key_file".into(),
+                        message:
+                            "the HMAC key's contents changed since sluice started; hashed columns would no longer \
+                                  match the rows already copied. Put the old key back, or rebuild the target with the \
+                                  new one"
+                                .into(),
+                    }
+                    .into());
+                }
                 let result = pipeline::run(&config, options, stop).await;
                 if let Err(e) = &result {
                     if e.kind() == sluice_engine::pipeline::ErrorKind::Transient && stopping.load(Ordering::SeqCst) {
@@ -408,11 +422,28 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
     }
 }
 
+/// A digest of the HMAC key the config names, as it reads now (`None` without one): sluice
+/// keeps this, not the key, to notice a key file whose contents changed.
+fn hmac_key_digest(config: &Config) -> Option<[u8; 32]> {
+    use sha2::Digest;
+    let key = config.hmac_key().ok().flatten()?;
+    Some(sha2::Sha256::digest(key.expose().as_bytes()).into())
+}
+
 /// The config file as it is now, if it is valid, can be used (secrets readable) and changes
 /// only what a reload may change; otherwise why not.
-fn validated_reload(running: &Config, path: &std::path::Path) -> Result<Config, String> {
+fn validated_reload(running: &Config, path: &std::path::Path, hmac_key: &Option<[u8; 32]>) -> Result<Config, String> {
     let new = Config::load(path).map_err(|e| e.to_string())?;
     new.check_local_resources().map_err(|e| e.to_string())?;
+    // The same key file or variable may hold another key now: every hmac value would
+    // change while the rows already at the target keep the old ones.
+    if hmac_key_digest(&new) != *hmac_key {
+        return Err(
+            "the HMAC key changed; hashed columns would no longer match the rows already copied. \
+                    Restart sluice with the new key and rebuild the target (a full copy) to change it"
+                .into(),
+        );
+    }
     match running.reload_refusal(&new) {
         None => Ok(new),
         Some(why) => Err(why.to_string()),

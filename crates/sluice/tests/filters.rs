@@ -211,3 +211,39 @@ fn bad_filters_and_transforms_are_refused_with_the_key_and_position() {
         assert!(text.contains(needle), "expected {needle:?} for {tables:?}, got: {text}");
     }
 }
+
+/// The key file's contents changed under a running sluice: a SIGHUP that would hash with
+/// the new key is refused (old and new hashes would not match), and replication goes on
+/// with the old key.
+#[test]
+fn a_reload_that_would_change_the_hmac_key_is_refused() {
+    let tables = tables_toml().replace(
+        "hmac_key_env = \"SLUICE_TEST_HMAC_KEY\"",
+        "hmac_key_file = \"hmac.key\"",
+    );
+    let env = Env::new(SETUP, &tables);
+    let key_file = env.dir.path().join("hmac.key");
+    let old_key = "0123456789abcdef0123456789abcdef";
+    std::fs::write(&key_file, format!("{old_key}\n")).unwrap();
+    let mut sluice = env.start();
+    std::fs::write(&key_file, "another-key-another-key-another-key\n").unwrap();
+    sluice.reload();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !env.log().contains("HMAC key changed") {
+        assert!(sluice.try_exit().is_none(), "sluice exited; log:\n{}", env.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refusal logged; log:\n{}",
+            env.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    env.db
+        .exec("INSERT INTO shop.customers VALUES ('cy@example.com', 'Cy', NULL, NULL, NULL, 1)");
+    env.wait_caught_up(&mut sluice);
+    assert!(sluice.stop().success());
+    assert_eq!(
+        env.target_rows("SELECT email FROM customers"),
+        vec![vec![hmac_hex(old_key.as_bytes(), b"cy@example.com")]]
+    );
+}
