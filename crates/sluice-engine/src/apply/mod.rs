@@ -435,7 +435,8 @@ impl Writer<'_> {
             match work {
                 Work::Txn { sched, gtid, ops } => {
                     self.start_txn(sched)?;
-                    self.apply_ops(ops)?;
+                    tracing::trace!(writer = self.id, %gtid, rows = ops.len(), "applying a source transaction");
+                    self.apply_ops(ops).map_err(|e| e.in_source_transactions(&gtid.to_string()))?;
                     self.end_txn(sched.index, Some(gtid))?;
                 }
                 Work::Ddl { sched, gtid, changes } => {
@@ -463,9 +464,12 @@ impl Writer<'_> {
                     self.start_txn(sched)?;
                     self.group.as_mut().expect("open").mid_large = true;
                     self.large = Some((sched.index, gtid));
-                    self.apply_ops(ops)?;
+                    self.apply_ops(ops).map_err(|e| e.in_source_transactions(&gtid.to_string()))?;
                 }
-                Work::LargeRows(ops) => self.apply_ops(ops)?,
+                Work::LargeRows(ops) => {
+                    let gtid = self.large.map(|(_, g)| g.to_string()).unwrap_or_default();
+                    self.apply_ops(ops).map_err(|e| e.in_source_transactions(&gtid))?
+                }
                 Work::LargeEnd => {
                     let (index, gtid) = self.large.take().expect("large transaction open");
                     self.group.as_mut().expect("open").mid_large = false;
@@ -641,7 +645,16 @@ impl Writer<'_> {
         if let Some((link, _)) = &self.verifier {
             link.started[usize::from(self.id)].fetch_add(1, Ordering::SeqCst);
         }
-        self.target.commit(&checkpoint)?;
+        tracing::trace!(writer = self.id, txns = group.txns.len(), rows = group.rows, position = %position, "committing a target transaction");
+        self.target.commit(&checkpoint).map_err(|e| {
+            // Server targets send buffered rows at commit: a refusal then is of one of these.
+            let mut gtids = group.txns.iter().filter_map(|(_, g)| *g);
+            match (gtids.next(), gtids.last()) {
+                (Some(first), Some(last)) => e.in_source_transactions(&format!("{first} … {last}")),
+                (Some(only), None) => e.in_source_transactions(&only.to_string()),
+                _ => e,
+            }
+        })?;
         self.committed_above.extend(group.txns.iter().filter_map(|(_, g)| *g));
         let mut lw = self.shared.state.lock().expect("lock");
         let seq = lw.commit_seq;

@@ -200,6 +200,22 @@ impl TargetError {
         }
     }
 
+    /// Adds the source transaction(s) (GTIDs, never values) a refused row change came from.
+    pub fn in_source_transactions(self, gtids: &str) -> Self {
+        match self {
+            TargetError::Database {
+                operation,
+                table,
+                message,
+            } => TargetError::Database {
+                operation,
+                table,
+                message: format!("{message} (source transaction {gtids})"),
+            },
+            other => other,
+        }
+    }
+
     /// Names the target (`Config::target_description`: kind, user, host:port, database;
     /// never a password) in a connection error, which otherwise may not say where it went.
     pub fn naming_target(self, target: &str) -> Self {
