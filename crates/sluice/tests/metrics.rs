@@ -1,7 +1,8 @@
 //! `[metrics] listen`: `sluice run` serves `GET /metrics` in the Prometheus text format,
 //! end to end against a throwaway MariaDB source: metric names and types, counters that grow
 //! with the load, the lag histogram fed, backfill figures per table, wrong paths and bad
-//! input answered without harm, and a taken port refused at startup by name.
+//! input answered without harm, a taken port refused at startup by name, and `/status` (the
+//! JSON of `sluice status --json`) and the status page beside them.
 
 mod common;
 
@@ -176,9 +177,20 @@ fn metrics_are_served_and_grow_with_the_load() {
     // No row values in the page.
     assert!(!page.contains("new 10"), "{page}");
 
+    // `/status` is `sluice status --json` (the same fields, from the same code; the live one
+    // adds its figures), and `/` the page.
+    let (status, body) = get(port, "/status");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    let live: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
+    let cli = common::status_json(&env);
+    let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&live), keys(&cli), "{live:#}");
+    assert_eq!(live["liveness"], "running", "{live:#}");
+    let (status, body) = get(port, "/");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(body.contains("<script src=\"/page.js\""), "{body}");
+
     // Wrong paths, wrong methods and garbage: answered, and the server carries on.
-    assert_eq!(get(port, "/status").0, "HTTP/1.1 404 Not Found");
-    assert_eq!(get(port, "/").0, "HTTP/1.1 404 Not Found");
     assert_eq!(get(port, "/metricsx").0, "HTTP/1.1 404 Not Found");
     assert!(raw(port, b"POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
     assert!(raw(port, b"\xff\xfe garbage\r\n\r\n").starts_with("HTTP/1.1 400"));

@@ -149,6 +149,8 @@ pub struct Progress {
     /// Row changes the reader received per target table, and how many of them the row
     /// filter kept away from the target (for `/metrics`).
     pub stream_rows: Mutex<std::collections::BTreeMap<String, TableRowCounts>>,
+    /// Source and target reachability as this process sees it (for the status page).
+    pub health: crate::ops::status::Health,
 }
 
 /// One table's row changes seen by the reader (see [`Progress::stream_rows`]).

@@ -231,6 +231,24 @@ pub fn sqlite_rows(path: &Path, sql: &str) -> Vec<Vec<String>> {
     .unwrap()
 }
 
+/// Lets the replication user write sluice's heartbeat table (lag in microseconds).
+pub fn grant_heartbeat(env: &Env) {
+    env.db.exec(&format!(
+        "SET SESSION sql_log_bin = 0; GRANT CREATE, INSERT, UPDATE ON `sluice`.* TO '{REPL_USER}'@'%';"
+    ));
+}
+
+/// `sluice status --json`, which must succeed.
+pub fn status_json(env: &Env) -> serde_json::Value {
+    let out = env.run_cmd(&["status", "--json", "-c", env.config.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status JSON")
+}
+
 pub struct Sluice {
     child: Option<Child>,
     pub log: PathBuf,
