@@ -228,12 +228,27 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
                         }
                     }
                 };
+                // Once this run streams, the target is back (if it was away).
+                let (connected, streaming) = tokio::sync::oneshot::channel();
+                let back = {
+                    let progress = progress.clone();
+                    tokio::spawn(async move {
+                        if streaming.await.is_ok() {
+                            progress.health.set_target_unreachable(None);
+                        }
+                    })
+                };
                 let options = RunOptions {
                     progress: progress.clone(),
-                    connected: None,
+                    connected: Some(connected),
                 };
                 let started = std::time::Instant::now();
                 let result = pipeline::run(&config, options, stop).await;
+                back.abort();
+                if progress.health.target_unreachable_since().is_none() {
+                    // Reachable again since the last failure: a new outage has a new start.
+                    unreachable_since = None;
+                }
                 if let Err(e) = &result {
                     if e.kind() == sluice_engine::pipeline::ErrorKind::Transient {
                         // A run that went well for a while starts the backoff afresh.

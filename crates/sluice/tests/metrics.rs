@@ -6,11 +6,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::Env;
+use common::{free_port, http_get as get, http_raw as raw, Env};
 
 const SETUP: &str = "
 CREATE DATABASE shop;
@@ -18,37 +17,8 @@ CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(40));
 INSERT INTO shop.items SELECT seq, CONCAT('existing ', seq) FROM shop.seq_1_to_20;
 ";
 
-/// A port free right now (bound to 127.0.0.1:0, then released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn tables(port: u16) -> String {
     format!("[[tables]]\nmatch = \"shop.*\"\nwhere = \"id < 5000\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n")
-}
-
-/// Sends `request` raw and returns the whole response (the server closes after answering).
-fn raw(port: u16, request: &[u8]) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics port");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    stream.write_all(request).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).expect("read the response");
-    String::from_utf8(response).expect("UTF-8 response")
-}
-
-/// `GET path`: status line and body.
-fn get(port: u16, path: &str) -> (String, String) {
-    let response = raw(
-        port,
-        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes(),
-    );
-    let (head, body) = response.split_once("\r\n\r\n").expect("a response head");
-    (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
 }
 
 fn scrape(port: u16) -> String {

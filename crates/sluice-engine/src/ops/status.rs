@@ -176,6 +176,11 @@ impl Health {
             .store(since.map_or(0, unix_seconds), Ordering::Relaxed);
     }
 
+    /// Since when (Unix seconds) the run loop has been reconnecting to the target.
+    pub fn target_unreachable_since(&self) -> Option<u64> {
+        Health::since(&self.target_unreachable_since)
+    }
+
     fn note_source(&self, reachable: bool) {
         if reachable {
             self.source_unreachable_since.store(0, Ordering::Relaxed);
