@@ -202,7 +202,11 @@ fn heartbeat_lag_with_server_targets() {
     let mut sluice = env.start_server_target(positions);
     let status = wait_for_lag(&env, &mut sluice, "heartbeat", 4);
     assert_plausible(&status["lag"], 5_000_000);
+    // Running or stopped, told by the server target's writer lock.
+    assert_eq!(status["liveness"], "running", "{status:#}");
+    assert!(status["writer"].as_str().is_some_and(|w| !w.is_empty()), "{status:#}");
     assert!(sluice.stop().success());
+    assert_eq!(status_json(&env)["liveness"], "stopped");
     assert_eq!(
         target.query_rows(
             "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'edge' AND TABLE_NAME LIKE '%heartbeat%'"
@@ -237,7 +241,11 @@ fn heartbeat_lag_with_server_targets() {
     let mut sluice = env.start_server_target(pg_positions);
     let status = wait_for_lag(&env, &mut sluice, "heartbeat", 4);
     assert_plausible(&status["lag"], 5_000_000);
+    // Running or stopped, told by the server target's writer lock.
+    assert_eq!(status["liveness"], "running", "{status:#}");
+    assert!(status["writer"].as_str().is_some_and(|w| !w.is_empty()), "{status:#}");
     assert!(sluice.stop().success());
+    assert_eq!(status_json(&env)["liveness"], "stopped");
     let mut client = postgres::Client::connect(&pg.conn_string_for("edge"), postgres::NoTls).unwrap();
     let heartbeat_tables: i64 = client
         .query_one(

@@ -140,12 +140,14 @@ fn a_frozen_source_is_reported_unreachable_within_seconds() {
 /// cycle, each followed by a status that must be at the source's position.
 #[test]
 fn a_clean_stop_applies_the_last_heartbeat() {
-    let env = Env::new(SETUP, TABLES);
+    // Heartbeats every 10 ms: a stop nearly always comes with one just written and not yet
+    // read, the case that used to be left unapplied.
+    let env = Env::new(SETUP, &format!("{TABLES}\n[lag]\ninterval_ms = 10\n"));
     grant_heartbeat(&env);
     for round in 0..20u64 {
         let mut sluice = env.start();
-        // Let a few heartbeats (every 500 ms by default) through, stopping at varying points.
-        std::thread::sleep(Duration::from_millis(300 + (round * 137) % 900));
+        // Stop at varying points of the heartbeat cycle.
+        std::thread::sleep(Duration::from_millis(300 + (round * 37) % 200));
         env.db
             .exec(&format!("REPLACE INTO shop.items VALUES ({}, 'round')", 10 + round));
         assert!(sluice.stop().success(), "round {round}; log:\n{}", env.log());

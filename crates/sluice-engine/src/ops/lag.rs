@@ -23,7 +23,7 @@
 //! heartbeat table, read-only source, …) sluice says so in its log and falls back to event
 //! timestamps: a sample per applied source transaction of `now − commit second`, so values
 //! have 1-second resolution. Status shows which source the figures came from
-//! (`lag_source`).
+//! (`lag.source`).
 //!
 //! Samples go into an HDR histogram over a rolling window; writer 0 persists p50/p99/p99.9,
 //! the maximum, the sample count and the window to the target's `_sluice_lag` table about
