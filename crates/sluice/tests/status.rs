@@ -10,7 +10,7 @@ use std::io::Read;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{grant_heartbeat, status_json, Env};
+use common::{free_port, grant_heartbeat, http_get, status_json, Env};
 
 const SETUP: &str = "
 CREATE DATABASE shop;
@@ -111,10 +111,10 @@ fn a_closed_pipe_ends_status_quietly() {
 
 #[test]
 fn a_frozen_source_is_reported_unreachable_within_seconds() {
-    let env = Env::new(SETUP, TABLES);
+    let port = free_port();
+    let env = Env::new(SETUP, &format!("{TABLES}\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
     let mut sluice = env.start();
     env.wait_caught_up(&mut sluice);
-    assert!(sluice.stop().success());
 
     let frozen = Frozen(env.db.pid().expect("mariadbd pid"));
     signal(frozen.0, "STOP");
@@ -128,12 +128,29 @@ fn a_frozen_source_is_reported_unreachable_within_seconds() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(took < Duration::from_secs(15), "status took {took:?}:\n{text}");
+    assert!(text.contains("state:      running"), "{text}");
     assert!(text.contains("source:     unreachable:"), "{text}");
     assert!(text.contains("no answer within"), "{text}");
     assert!(!text.contains("lag:        caught up"), "{text}");
+
+    // The running sluice's live status says since when.
+    let started = Instant::now();
+    let (status, body) = http_get(port, "/status");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let live: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        live["source_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no answer within")),
+        "{live:#}"
+    );
+    assert!(live["source_unreachable_since_unix"].is_u64(), "{live:#}");
+
     drop(frozen);
     let text = status_text(&env);
     assert!(!text.contains("unreachable"), "{text}");
+    assert!(sluice.stop().success(), "{}", env.log());
 }
 
 /// A clean stop leaves nothing read unapplied: 20 stops at random moments of the heartbeat

@@ -208,9 +208,11 @@ pub struct LiveStatus {
     /// The config running now (replaced on a SIGHUP reload).
     pub config: RwLock<Arc<Config>>,
     pub progress: Arc<Progress>,
-    /// The last JSON and when it was made: one computation at a time, reused for a second,
-    /// so that many open pages cost the servers no more than one.
-    cache: tokio::sync::Mutex<Option<(Instant, String)>>,
+    /// The last JSON, when it was made and how long that took: one computation at a time,
+    /// reused for a second (or four times as long as it took: counting a big SQLite table's
+    /// rows is a scan), so that open pages never cost the servers more than a fifth of their
+    /// time, however many there are.
+    cache: tokio::sync::Mutex<Option<(Instant, Duration, String)>>,
 }
 
 impl LiveStatus {
@@ -229,17 +231,18 @@ impl LiveStatus {
     /// The status JSON, exactly as `sluice status --json` prints it.
     pub async fn json(&self) -> String {
         let mut cache = self.cache.lock().await;
-        if let Some((at, json)) = cache.as_ref() {
-            if at.elapsed() < Duration::from_secs(1) {
+        if let Some((at, took, json)) = cache.as_ref() {
+            if at.elapsed() < (*took * 4).max(Duration::from_secs(1)) {
                 return json.clone();
             }
         }
         let config = self.config.read().expect("config lock").clone();
+        let started = Instant::now();
         let json = match report(config, Some(&self.progress)).await {
             Ok(report) => to_json(&report),
             Err(e) => serde_json::json!({ "error": e.to_string() }).to_string(),
         };
-        *cache = Some((Instant::now(), json.clone()));
+        *cache = Some((Instant::now(), started.elapsed(), json.clone()));
         json
     }
 }
