@@ -114,7 +114,8 @@ pub struct TableStatus {
     pub backfill_eta_s: Option<u64>,
     /// Columns being filled by a column-only copy (not ready until it is done).
     pub backfill_columns: Vec<String>,
-    /// Why the copy failed.
+    /// Why the copy failed (the live status over HTTP says only that it did: the reason may
+    /// quote row data).
     pub backfill_error: Option<String>,
 }
 
@@ -239,13 +240,25 @@ impl LiveStatus {
         let config = self.config.read().expect("config lock").clone();
         let started = Instant::now();
         let json = match report(config, Some(&self.progress)).await {
-            Ok(report) => to_json(&report),
+            Ok(mut report) => {
+                // A copy's failure can quote row data (a refused key, say): over HTTP only
+                // that it failed, the reason stays with `sluice status` on the host.
+                for t in &mut report.tables {
+                    if t.backfill_error.is_some() {
+                        t.backfill_error = Some(REDACTED_COPY_ERROR.into());
+                    }
+                }
+                to_json(&report)
+            }
             Err(e) => serde_json::json!({ "error": e.to_string() }).to_string(),
         };
         *cache = Some((Instant::now(), started.elapsed(), json.clone()));
         json
     }
 }
+
+/// What the live status says in place of a copy's failure reason.
+pub const REDACTED_COPY_ERROR: &str = "the copy failed; `sluice status` on the host says why";
 
 /// The one JSON form of a report (`sluice status --json` and `GET /status`).
 pub fn to_json(report: &StatusReport) -> String {

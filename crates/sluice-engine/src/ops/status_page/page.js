@@ -18,7 +18,8 @@ console.error = (...args) => {
   consoleError(...args);
 };
 
-const REFRESH_MS = 2000;
+// Every 2 s, or as `?refresh_ms=N` says (250 ms to 60 s).
+const REFRESH_MS = Math.min(60000, Math.max(250, Number(new URLSearchParams(location.search).get("refresh_ms")) || 2000));
 const SVG = "http://www.w3.org/2000/svg";
 const LAG_GOAL_US = 1000000;
 
