@@ -24,6 +24,9 @@ _sluice_missing_packages() {
   { _sluice_have_program cc && _sluice_have_program make; } ||
     printf 'build-essential '
   _sluice_have_program pkg-config || printf 'pkg-config '
+  # The status page's browser test drives Debian's Chromium through chromedriver.
+  _sluice_have_program chromium || printf 'chromium '
+  _sluice_have_program chromedriver || printf 'chromium-driver '
 }
 
 # mariadbd lives in sbin, which a non-root user's PATH often lacks.

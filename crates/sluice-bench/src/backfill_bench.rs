@@ -223,7 +223,7 @@ fn lag_run(
                 t.iter().filter(is_load).count() == LOAD_TABLES as usize
                     && t.iter().filter(is_load).all(|t| t["backfill"] == "ready")
             });
-            loads_ready && status["lag_source"] == "heartbeat"
+            loads_ready && status["lag"]["source"] == "heartbeat"
         },
     )?;
     let copied_before = copy_state(&options.sluice, &run_dir, &config)?;

@@ -194,6 +194,36 @@ pub fn fence_target(config: &Config) -> Result<WriterFence, RunError> {
     })
 }
 
+/// Who writes the target now (the holder of its writer lock, see `target::fence`), without
+/// taking the lock; `None` when no `sluice run` does. Its connection gives up after
+/// `timeout` (a frozen server must not hang `sluice status`).
+pub fn fence_holder(config: &Config, timeout: Duration) -> Result<Option<String>, RunError> {
+    use crate::target::fence;
+    Ok(match &config.target {
+        TargetConfig::Sqlite { path } => fence::sqlite_holder(path)?,
+        TargetConfig::Mariadb(t) => {
+            let opts = mariadb_opts(config, t)?
+                .db_name(None::<String>)
+                .tcp_connect_timeout(Some(timeout))
+                .read_timeout(Some(timeout))
+                .write_timeout(Some(timeout));
+            let mut conn = mysql::Conn::new(opts).map_err(|e| TargetError::Unreachable {
+                operation: "ask who writes",
+                message: e.to_string(),
+            })?;
+            fence::mariadb_holder(&mut conn, &t.database)?
+        }
+        TargetConfig::Postgres(t) => {
+            let conn = postgres_conn_str(config, t)?;
+            let tls = t.tls();
+            fence::postgres_holder(
+                move || crate::target::postgres::session(&conn, &tls),
+                t.schema.as_deref().unwrap_or("public"),
+            )?
+        }
+    })
+}
+
 /// Reads the target's checkpoint without creating anything.
 pub fn read_checkpoint(config: &Config) -> Result<Option<Checkpoint>, RunError> {
     if let TargetConfig::Sqlite { path } = &config.target {
@@ -246,6 +276,55 @@ async fn initial_plans(conn: &mut mysql_async::Conn, config: &Config) -> Result<
     }
     preflight::probe_tables(conn, &plans).await?;
     Ok(plans)
+}
+
+/// How long a clean stop waits to apply what the source holds (see [`drain_to_source_position`]).
+pub const STOP_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Waits, at most [`STOP_DRAIN_TIMEOUT`], until the heartbeat writer has stopped (no write in
+/// flight) and the applied position covers the source's binlog position as it is then. Runs
+/// beside the reader and the applier, which keep working meanwhile; a source that cannot be
+/// asked, or never gets there, ends the wait with a warning (the next start resumes from the
+/// checkpoint as always).
+async fn drain_to_source_position(
+    pool: &mysql_async::Pool,
+    heartbeat: &mut crate::ops::lag::AbortOnDrop,
+    progress: &Progress,
+) {
+    use mysql_async::prelude::Queryable;
+    let drain = async {
+        // The writer returns between writes once told to stop; its end is all that is awaited.
+        let _ = (&mut heartbeat.0).await;
+        let position: String = pool
+            .get_conn()
+            .await?
+            .query_first("SELECT @@global.gtid_binlog_pos")
+            .await?
+            .unwrap_or_default();
+        let Ok(position) = position.parse::<GtidPosition>() else {
+            return Ok::<_, mysql_async::Error>(());
+        };
+        loop {
+            if progress
+                .applied_position
+                .lock()
+                .expect("progress lock")
+                .covers(&position)
+            {
+                tracing::debug!(%position, "stopping: applied up to the source's position");
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    match tokio::time::timeout(STOP_DRAIN_TIMEOUT, drain).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("stopping without applying up to the source's position: cannot read it ({e})"),
+        Err(_) => tracing::warn!(
+            timeout_s = STOP_DRAIN_TIMEOUT.as_secs(),
+            "stopping without applying up to the source's position: not reached in time"
+        ),
+    }
 }
 
 /// Options for [`run`] beyond the config.
@@ -414,8 +493,10 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
         .progress
         .lag
         .set_window(Duration::from_secs(config.lag.window_s));
-    let heartbeat = tokio::spawn(crate::ops::lag::HeartbeatWriter::new(config).run(options.progress.lag.clone()));
-    let _stop_heartbeat = crate::ops::lag::AbortOnDrop(heartbeat);
+    let (stop_heartbeat, heartbeat_stop) = tokio::sync::watch::channel(false);
+    let heartbeat =
+        tokio::spawn(crate::ops::lag::HeartbeatWriter::new(config).run(options.progress.lag.clone(), heartbeat_stop));
+    let mut heartbeat = crate::ops::lag::AbortOnDrop(heartbeat);
     let reader = SourceReader {
         replica: replica_config(config, &password),
         schema: SchemaTracker::new(table_filter(config)?, pool.clone(), plans),
@@ -428,14 +509,33 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
         progress: options.progress.clone(),
     };
     let start = checkpoint.clone();
-    let source = async move { tokio::try_join!(reader.run(start), backfill).map(|_| ()) };
-    let source_result = tokio::select! {
-        r = source => r,
-        () = shutdown => Ok(()),
-        _ = applier_done => Ok(()),
-        () = applier_failed.notified() => Ok(()),
+    // Boxed rather than pinned on the stack, so that it can be dropped below.
+    let mut source = Box::pin(async move { tokio::try_join!(reader.run(start), backfill).map(|_| ()) });
+    tokio::pin!(applier_done);
+    let applier_gone = async {
+        tokio::select! {
+            _ = &mut applier_done => {}
+            () = applier_failed.notified() => {}
+        }
     };
-    // The reader (and its sender) is dropped here; the applier drains and stops.
+    tokio::pin!(applier_gone);
+    let source_result = tokio::select! {
+        r = &mut source => r,
+        () = shutdown => {
+            // A clean stop applies everything already written to the source when the stop
+            // came, sluice's own last heartbeat included; without this, the heartbeat written
+            // just before the stop would leave the checkpoint behind the source for good.
+            stop_heartbeat.send_replace(true);
+            tokio::select! {
+                r = &mut source => r,
+                () = &mut applier_gone => Ok(()),
+                () = drain_to_source_position(&pool, &mut heartbeat, &options.progress) => Ok(()),
+            }
+        }
+        () = &mut applier_gone => Ok(()),
+    };
+    drop(source);
+    // The reader (and its sender) is dropped above; the applier drains and stops.
     let apply_result = tokio::task::spawn_blocking(move || applier.join())
         .await
         .expect("join applier");

@@ -14,6 +14,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sluice_engine::apply::Progress;
 use sluice_engine::config::Config;
+use sluice_engine::ops::status::{LiveStatus, Liveness, StatusReport};
 use sluice_engine::pipeline::{self, RunOptions};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -143,12 +144,26 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(execute(cli.command)) {
+    let result = runtime.block_on(execute(cli.command));
+    // A read stuck on a frozen server (abandoned after its deadline) must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Writes `text` to stdout; a reader that has gone (`sluice status | head -1`) ends the
+/// output quietly instead of a panic.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other.context("writing to stdout")?),
     }
 }
 
@@ -205,13 +220,14 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run { config: path } => {
-            let mut config = Config::load(&path)?;
+            let mut config = Arc::new(Config::load(&path)?);
             config.check_local_resources()?;
             let progress = Arc::new(Progress::default());
+            let live = LiveStatus::new(config.clone(), progress.clone());
             // Bound before anything else starts, so a taken port fails the start at once. It
             // serves the whole process: a SIGHUP reload keeps the first config's address.
             let metrics = match config.metrics.listen_addr()? {
-                Some(addr) => Some(sluice_engine::ops::metrics::serve(addr, progress.clone()).await?),
+                Some(addr) => Some(sluice_engine::ops::metrics::serve(addr, live.clone()).await?),
                 None => None,
             };
             let reporter = tokio::spawn(report_progress(progress.clone()));
@@ -258,9 +274,19 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
                         }
                     }
                 };
+                // Once this run streams, the target is back (if it was away).
+                let (connected, streaming) = tokio::sync::oneshot::channel();
+                let back = {
+                    let progress = progress.clone();
+                    tokio::spawn(async move {
+                        if streaming.await.is_ok() {
+                            progress.health.set_target_unreachable(None);
+                        }
+                    })
+                };
                 let options = RunOptions {
                     progress: progress.clone(),
-                    connected: None,
+                    connected: Some(connected),
                 };
                 let started = std::time::Instant::now();
                 // Every run (a reload's, or one after a target outage) reads the key file again.
@@ -276,6 +302,11 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
                     .into());
                 }
                 let result = pipeline::run(&config, options, stop).await;
+                back.abort();
+                if progress.health.target_unreachable_since().is_none() {
+                    // Reachable again since the last failure: a new outage has a new start.
+                    unreachable_since = None;
+                }
                 if let Err(e) = &result {
                     if e.kind() == sluice_engine::pipeline::ErrorKind::Transient && stopping.load(Ordering::SeqCst) {
                         // Asked to stop while the target is away: what is not committed there
@@ -289,6 +320,7 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
                             target_backoff = TARGET_BACKOFF_START;
                         }
                         let since = *unreachable_since.get_or_insert_with(std::time::SystemTime::now);
+                        progress.health.set_target_unreachable(Some(since));
                         tracing::warn!(
                             retry_in_ms = target_backoff.as_millis() as u64,
                             unreachable_since_unix =
@@ -304,9 +336,13 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
                     }
                 }
                 unreachable_since = None;
+                progress.health.set_target_unreachable(None);
                 let next = next_config.lock().expect("not poisoned").take();
                 match (result, next) {
-                    (Ok(()), Some(next)) => config = next,
+                    (Ok(()), Some(next)) => {
+                        config = Arc::new(next);
+                        live.set_config(config.clone());
+                    }
                     (result, _) => break result,
                 }
             };
@@ -317,89 +353,12 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
             Ok(result?)
         }
         Command::Status { config, json } => {
-            let config = Config::load(&config)?;
-            let report = sluice_engine::ops::status::status(&config).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                println!("target:     {}", report.target);
-                println!(
-                    "checkpoint: {}",
-                    report.checkpoint.as_deref().unwrap_or("(none: never started)")
-                );
-                if !report.applied_beyond.is_empty() {
-                    println!("applied beyond it: {}", report.applied_beyond.join(","));
-                }
-                if let Some(verified) = &report.verified {
-                    println!(
-                        "verified:   {verified} (read back and checked; {} mismatching row(s){})",
-                        report.verify_mismatches,
-                        if report.verify_unchecked_txns > 0 {
-                            format!(
-                                ", {} transaction(s) too large to check whole",
-                                report.verify_unchecked_txns
-                            )
-                        } else {
-                            String::new()
-                        }
-                    );
-                }
-                match (&report.source_position, &report.source_error) {
-                    (Some(p), _) => println!("source:     {p}"),
-                    (None, Some(e)) => println!("source:     unreachable: {e}"),
-                    _ => {}
-                }
-                if let Some(caught_up) = report.caught_up {
-                    println!(
-                        "lag:        {} ({}s)",
-                        if caught_up { "caught up" } else { "behind" },
-                        report.lag_seconds.unwrap_or(0)
-                    );
-                }
-                if let Some(lag) = &report.lag {
-                    let ms = |us: u64| us as f64 / 1000.0;
-                    println!(
-                        "lag p50/p99/p99.9: {:.1} / {:.1} / {:.1} ms (max {:.1} ms; {} samples over {:.0}s; from {}{})",
-                        ms(lag.p50_us),
-                        ms(lag.p99_us),
-                        ms(lag.p999_us),
-                        ms(lag.max_us),
-                        lag.samples,
-                        lag.window_ms as f64 / 1000.0,
-                        lag.source,
-                        if lag.source == "heartbeat" {
-                            ""
-                        } else {
-                            ", 1 s resolution: no heartbeat grant?"
-                        }
-                    );
-                }
-                for t in &report.tables {
-                    let mut backfill = format!("backfill {}, {} copied", t.backfill, t.backfill_rows_copied);
-                    if t.backfill != "ready" && t.backfill_rows_estimate > 0 {
-                        backfill.push_str(&format!(" of ~{}", t.backfill_rows_estimate));
-                    }
-                    if !t.backfill_columns.is_empty() {
-                        backfill.push_str(&format!(" (columns not ready: {})", t.backfill_columns.join(", ")));
-                    }
-                    if t.backfill_rows_per_s > 0 && t.backfill != "ready" {
-                        backfill.push_str(&format!(", {} rows/s", t.backfill_rows_per_s));
-                    }
-                    if let Some(eta) = t.backfill_eta_s {
-                        backfill.push_str(&format!(", ETA {}", progress::format_eta(Duration::from_secs(eta))));
-                    }
-                    if let Some(e) = &t.backfill_error {
-                        backfill.push_str(&format!("; failed: {e} (restart sluice to retry)"));
-                    }
-                    println!(
-                        "table:      {} <- {} ({} rows; {backfill})",
-                        t.target,
-                        if t.source.is_empty() { "?" } else { &t.source },
-                        t.rows.map_or("?".to_owned(), |r| r.to_string()),
-                    );
-                }
+            let config = Arc::new(Config::load(&config)?);
+            let report = sluice_engine::ops::status::status(config).await?;
+            match json {
+                true => print_out(&(sluice_engine::ops::status::to_json(&report) + "\n")),
+                false => print_out(&status_text(&report)),
             }
-            Ok(())
         }
         Command::Binlog {
             command:
@@ -448,6 +407,131 @@ fn validated_reload(running: &Config, path: &std::path::Path, hmac_key: &Option<
         None => Ok(new),
         Some(why) => Err(why.to_string()),
     }
+}
+
+/// `sluice status` as text.
+fn status_text(report: &StatusReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let age = |s: Option<u64>| {
+        s.map_or("unknown".to_owned(), |s| {
+            format!("{} ago", progress::format_eta(Duration::from_secs(s)))
+        })
+    };
+    let _ = writeln!(out, "target:     {}", report.target);
+    let _ = match (report.liveness, &report.writer, &report.target_error) {
+        (Liveness::Running, Some(w), _) => writeln!(out, "state:      running ({w})"),
+        (Liveness::Unreachable, _, Some(e)) => writeln!(out, "state:      unknown: target unreachable: {e}"),
+        (Liveness::Stopped, ..) => writeln!(out, "state:      stopped (no sluice run writes this target)"),
+        (l, ..) => writeln!(out, "state:      {l:?}"),
+    };
+    let _ = writeln!(
+        out,
+        "checkpoint: {}",
+        report.checkpoint.as_deref().unwrap_or(match report.liveness {
+            Liveness::Unreachable => "(unknown: target unreachable)",
+            _ => "(none: never started)",
+        })
+    );
+    if !report.applied_beyond.is_empty() {
+        let _ = writeln!(out, "applied beyond it: {}", report.applied_beyond.join(","));
+    }
+    if report.checkpoint.is_some() {
+        let _ = writeln!(
+            out,
+            "last commit: {} (source commit time of the newest applied transaction); last heartbeat written: {}",
+            age(report.last_commit_age_s),
+            age(report.last_heartbeat_age_s)
+        );
+    }
+    if let Some(verified) = &report.verified {
+        let _ = writeln!(
+            out,
+            "verified:   {verified} (read back and checked; {} mismatching row(s){})",
+            report.verify_mismatches,
+            if report.verify_unchecked_txns > 0 {
+                format!(
+                    "; {} stretch(es) not read back: restarts after a crash or transactions too large to read \
+                     whole, run `sluice verify`",
+                    report.verify_unchecked_txns
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    match (&report.source_position, &report.source_error) {
+        (Some(p), _) => {
+            let _ = writeln!(out, "source:     {p}");
+        }
+        (None, Some(e)) => {
+            let _ = writeln!(out, "source:     unreachable: {e}");
+        }
+        _ => {}
+    }
+    let ms = |us: u64| us as f64 / 1000.0;
+    match (report.at_source_position, report.caught_up, &report.lag) {
+        (Some(false), ..) => {
+            let _ = writeln!(out, "lag:        behind ({}s)", report.lag_seconds.unwrap_or(0));
+        }
+        (Some(true), Some(true), _) => {
+            let _ = writeln!(out, "lag:        caught up");
+        }
+        (Some(true), _, Some(lag)) => {
+            let _ = writeln!(
+                out,
+                "lag:        at the source's position now, but not caught up over the last {:.0}s: p99 {:.1} ms",
+                lag.window_ms as f64 / 1000.0,
+                ms(lag.p99_us)
+            );
+        }
+        _ => {}
+    }
+    if let Some(lag) = &report.lag {
+        let _ = writeln!(
+            out,
+            "lag p50/p99/p99.9: {:.1} / {:.1} / {:.1} ms (max {:.1} ms; {} samples over {:.0}s; from {}{})",
+            ms(lag.p50_us),
+            ms(lag.p99_us),
+            ms(lag.p999_us),
+            ms(lag.max_us),
+            lag.samples,
+            lag.window_ms as f64 / 1000.0,
+            lag.source,
+            if lag.source == "heartbeat" {
+                ""
+            } else {
+                ", 1 s resolution: no heartbeat grant?"
+            }
+        );
+    }
+    for t in &report.tables {
+        let mut backfill = format!("backfill {}, {} source rows read", t.backfill, t.backfill_rows_copied);
+        if t.backfill != "ready" && t.backfill_rows_estimate > 0 {
+            backfill.push_str(&format!(" of ~{}", t.backfill_rows_estimate));
+        }
+        backfill.push_str(" (before the row filter)");
+        if !t.backfill_columns.is_empty() {
+            backfill.push_str(&format!(" (columns not ready: {})", t.backfill_columns.join(", ")));
+        }
+        if t.backfill_rows_per_s > 0 && t.backfill != "ready" {
+            backfill.push_str(&format!(", {} rows/s", t.backfill_rows_per_s));
+        }
+        if let Some(eta) = t.backfill_eta_s {
+            backfill.push_str(&format!(", ETA {}", progress::format_eta(Duration::from_secs(eta))));
+        }
+        if let Some(e) = &t.backfill_error {
+            backfill.push_str(&format!("; failed: {e} (restart sluice to retry)"));
+        }
+        let _ = writeln!(
+            out,
+            "table:      {} <- {} ({} rows; {backfill})",
+            t.target,
+            if t.source.is_empty() { "?" } else { &t.source },
+            t.rows.map_or("?".to_owned(), |r| r.to_string()),
+        );
+    }
+    out
 }
 
 async fn shutdown_signal() {

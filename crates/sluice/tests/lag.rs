@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Env, Sluice, REPL_USER};
+use common::{grant_heartbeat, status_json, Env, Sluice};
 use sluice_binlog::GtidPosition;
 use sluice_testkit::{MariaDb, PostgresServer};
 
@@ -19,22 +19,6 @@ const TABLES: &str = "[[tables]]\nmatch = \"shop.*\"\n\n[[tables]]\nmatch = \"sl
 /// sluice's default replica server id (the heartbeat row's id).
 const SERVER_ID: &str = "4207001";
 
-fn grant_heartbeat(env: &Env) {
-    env.db.exec(&format!(
-        "SET SESSION sql_log_bin = 0; GRANT CREATE, INSERT, UPDATE ON `sluice`.* TO '{REPL_USER}'@'%';"
-    ));
-}
-
-fn status_json(env: &Env) -> serde_json::Value {
-    let out = env.run_cmd(&["status", "--json", "-c", env.config.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "status failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("status JSON")
-}
-
 /// Writes a few source transactions while sluice runs, until status reports at least
 /// `samples` lag samples from `source`; returns that status.
 fn wait_for_lag(env: &Env, sluice: &mut Sluice, source: &str, samples: u64) -> serde_json::Value {
@@ -45,7 +29,7 @@ fn wait_for_lag(env: &Env, sluice: &mut Sluice, source: &str, samples: u64) -> s
         env.db
             .exec(&format!("REPLACE INTO shop.items VALUES ({id}, 'item {id}')"));
         let status = status_json(env);
-        if status["lag_source"] == source && status["lag"]["samples"].as_u64().unwrap_or(0) >= samples {
+        if status["lag"]["source"] == source && status["lag"]["samples"].as_u64().unwrap_or(0) >= samples {
             return status;
         }
         if let Some(code) = sluice.try_exit() {
@@ -218,7 +202,11 @@ fn heartbeat_lag_with_server_targets() {
     let mut sluice = env.start_server_target(positions);
     let status = wait_for_lag(&env, &mut sluice, "heartbeat", 4);
     assert_plausible(&status["lag"], 5_000_000);
+    // Running or stopped, told by the server target's writer lock.
+    assert_eq!(status["liveness"], "running", "{status:#}");
+    assert!(status["writer"].as_str().is_some_and(|w| !w.is_empty()), "{status:#}");
     assert!(sluice.stop().success());
+    assert_eq!(status_json(&env)["liveness"], "stopped");
     assert_eq!(
         target.query_rows(
             "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'edge' AND TABLE_NAME LIKE '%heartbeat%'"
@@ -253,7 +241,11 @@ fn heartbeat_lag_with_server_targets() {
     let mut sluice = env.start_server_target(pg_positions);
     let status = wait_for_lag(&env, &mut sluice, "heartbeat", 4);
     assert_plausible(&status["lag"], 5_000_000);
+    // Running or stopped, told by the server target's writer lock.
+    assert_eq!(status["liveness"], "running", "{status:#}");
+    assert!(status["writer"].as_str().is_some_and(|w| !w.is_empty()), "{status:#}");
     assert!(sluice.stop().success());
+    assert_eq!(status_json(&env)["liveness"], "stopped");
     let mut client = postgres::Client::connect(&pg.conn_string_for("edge"), postgres::NoTls).unwrap();
     let heartbeat_tables: i64 = client
         .query_one(

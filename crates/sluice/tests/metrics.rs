@@ -1,15 +1,15 @@
 //! `[metrics] listen`: `sluice run` serves `GET /metrics` in the Prometheus text format,
 //! end to end against a throwaway MariaDB source: metric names and types, counters that grow
 //! with the load, the lag histogram fed, backfill figures per table, wrong paths and bad
-//! input answered without harm, and a taken port refused at startup by name.
+//! input answered without harm, a taken port refused at startup by name, and `/status` (the
+//! JSON of `sluice status --json`) and the status page beside them.
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::Env;
+use common::{free_port, http_get as get, http_raw as raw, Env};
 
 const SETUP: &str = "
 CREATE DATABASE shop;
@@ -17,37 +17,8 @@ CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(40));
 INSERT INTO shop.items SELECT seq, CONCAT('existing ', seq) FROM shop.seq_1_to_20;
 ";
 
-/// A port free right now (bound to 127.0.0.1:0, then released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn tables(port: u16) -> String {
     format!("[[tables]]\nmatch = \"shop.*\"\nwhere = \"id < 5000\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n")
-}
-
-/// Sends `request` raw and returns the whole response (the server closes after answering).
-fn raw(port: u16, request: &[u8]) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics port");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    stream.write_all(request).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).expect("read the response");
-    String::from_utf8(response).expect("UTF-8 response")
-}
-
-/// `GET path`: status line and body.
-fn get(port: u16, path: &str) -> (String, String) {
-    let response = raw(
-        port,
-        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes(),
-    );
-    let (head, body) = response.split_once("\r\n\r\n").expect("a response head");
-    (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
 }
 
 fn scrape(port: u16) -> String {
@@ -176,9 +147,20 @@ fn metrics_are_served_and_grow_with_the_load() {
     // No row values in the page.
     assert!(!page.contains("new 10"), "{page}");
 
+    // `/status` is `sluice status --json` (the same fields, from the same code; the live one
+    // adds its figures), and `/` the page.
+    let (status, body) = get(port, "/status");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    let live: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
+    let cli = common::status_json(&env);
+    let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&live), keys(&cli), "{live:#}");
+    assert_eq!(live["liveness"], "running", "{live:#}");
+    let (status, body) = get(port, "/");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(body.contains("<script src=\"/page.js\""), "{body}");
+
     // Wrong paths, wrong methods and garbage: answered, and the server carries on.
-    assert_eq!(get(port, "/status").0, "HTTP/1.1 404 Not Found");
-    assert_eq!(get(port, "/").0, "HTTP/1.1 404 Not Found");
     assert_eq!(get(port, "/metricsx").0, "HTTP/1.1 404 Not Found");
     assert!(raw(port, b"POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
     assert!(raw(port, b"\xff\xfe garbage\r\n\r\n").starts_with("HTTP/1.1 400"));

@@ -1,12 +1,13 @@
 //! A server target that goes away under load (killed, down for a few seconds, then back) does
 //! not end sluice: it runs again from the target's own checkpoint once the target is back,
-//! and the target ends equal to the source, nothing lost or applied twice.
+//! and the target ends equal to the source, nothing lost or applied twice. Meanwhile the live
+//! status says since when the target is unreachable.
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::Env;
+use common::{free_port, http_get, Env};
 
 const SETUP: &str = "
 CREATE DATABASE shop;
@@ -14,6 +15,21 @@ CREATE TABLE shop.counters (id INT PRIMARY KEY, n BIGINT NOT NULL, note VARCHAR(
 INSERT INTO shop.counters SELECT seq, 0, 'start' FROM shop.seq_1_to_50;
 ";
 const TABLES: &str = "[[tables]]\nmatch = \"shop.counters\"\n\n[apply]\nwriters = 2\n";
+
+/// The live status (`GET /status` of `[metrics] listen`) once `ready` holds (30 s at most).
+fn live_status_until(port: u16, what: &str, ready: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = http_get(port, "/status");
+        assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+        let status: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
+        if ready(&status) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "no {what} in the live status: {status:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
 
 fn load(env: &Env, from: usize, to: usize) {
     for i in from..to {
@@ -29,7 +45,9 @@ fn load(env: &Env, from: usize, to: usize) {
 fn a_mariadb_target_killed_and_restarted_under_load_ends_equal() {
     let env = Env::new(SETUP, TABLES);
     let (mut target, toml) = common::mariadb_target(&env);
-    env.write_config_with_target(TABLES, "", &toml);
+    let metrics = free_port();
+    let tables = format!("{TABLES}\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n");
+    env.write_config_with_target(&tables, "", &toml);
     let port = target.port();
     let positions = move || common::mariadb_positions(port);
     let mut sluice = env.start_server_target(positions);
@@ -43,9 +61,19 @@ fn a_mariadb_target_killed_and_restarted_under_load_ends_equal() {
         "sluice ended with its target down:\n{}",
         env.log()
     );
+    let down = live_status_until(metrics, "target_unreachable_since", |s| {
+        s["target_unreachable_since_unix"].is_u64()
+    });
+    assert_eq!(down["liveness"], "running", "{down:#}");
+    assert!(down["source_error"].is_null(), "{down:#}");
     target.start_again();
     load(&env, 200, 300);
     env.wait_caught_up_with(&mut sluice, positions);
+    // (The live status is reused for up to a second, so the change may take that long.)
+    let back = live_status_until(metrics, "the target back", |s| {
+        s["target_unreachable_since_unix"].is_null()
+    });
+    assert!(back["target_error"].is_null(), "{back:#}");
     assert!(sluice.stop().success(), "{}", env.log());
     assert!(env.log().contains("target unreachable"), "{}", env.log());
     assert_eq!(

@@ -149,6 +149,8 @@ pub struct Progress {
     /// Row changes the reader received per target table, and how many of them the row
     /// filter kept away from the target (for `/metrics`).
     pub stream_rows: Mutex<std::collections::BTreeMap<String, TableRowCounts>>,
+    /// Source and target reachability as this process sees it (for the status page).
+    pub health: crate::ops::status::Health,
 }
 
 /// One table's row changes seen by the reader (see [`Progress::stream_rows`]).
@@ -436,7 +438,8 @@ impl Writer<'_> {
                 Work::Txn { sched, gtid, ops } => {
                     self.start_txn(sched)?;
                     tracing::trace!(writer = self.id, %gtid, rows = ops.len(), "applying a source transaction");
-                    self.apply_ops(ops).map_err(|e| e.in_source_transactions(&gtid.to_string()))?;
+                    self.apply_ops(ops)
+                        .map_err(|e| e.in_source_transactions(&gtid.to_string()))?;
                     self.end_txn(sched.index, Some(gtid))?;
                 }
                 Work::Ddl { sched, gtid, changes } => {
@@ -464,7 +467,8 @@ impl Writer<'_> {
                     self.start_txn(sched)?;
                     self.group.as_mut().expect("open").mid_large = true;
                     self.large = Some((sched.index, gtid));
-                    self.apply_ops(ops).map_err(|e| e.in_source_transactions(&gtid.to_string()))?;
+                    self.apply_ops(ops)
+                        .map_err(|e| e.in_source_transactions(&gtid.to_string()))?;
                 }
                 Work::LargeRows(ops) => {
                     let gtid = self.large.map(|(_, g)| g.to_string()).unwrap_or_default();
@@ -649,7 +653,7 @@ impl Writer<'_> {
         self.target.commit(&checkpoint).map_err(|e| {
             // Server targets send buffered rows at commit: a refusal then is of one of these.
             let mut gtids = group.txns.iter().filter_map(|(_, g)| *g);
-            match (gtids.next(), gtids.last()) {
+            match (gtids.next(), gtids.next_back()) {
                 (Some(first), Some(last)) => e.in_source_transactions(&format!("{first} … {last}")),
                 (Some(only), None) => e.in_source_transactions(&only.to_string()),
                 _ => e,

@@ -23,7 +23,7 @@
 //! heartbeat table, read-only source, …) sluice says so in its log and falls back to event
 //! timestamps: a sample per applied source transaction of `now − commit second`, so values
 //! have 1-second resolution. Status shows which source the figures came from
-//! (`lag_source`).
+//! (`lag.source`).
 //!
 //! Samples go into an HDR histogram over a rolling window; writer 0 persists p50/p99/p99.9,
 //! the maximum, the sample count and the window to the target's `_sluice_lag` table about
@@ -137,6 +137,23 @@ pub const EXPORTED_LAG_BUCKETS: [f64; 16] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
+/// The status page's lag chart: the samples of each `HISTORY_INTERVAL` summarised as p50/p99
+/// and kept for the last `HISTORY_POINTS` intervals (five minutes), so the memory is fixed: one
+/// histogram for the open interval and a few thousand bytes of points.
+pub const HISTORY_INTERVAL: Duration = Duration::from_secs(2);
+pub const HISTORY_POINTS: usize = 150;
+
+/// One interval of the lag chart.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct LagPoint {
+    /// When the interval ended (Unix milliseconds, sluice's clock).
+    pub at_unix_ms: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    /// Samples in the interval (intervals without any are not kept).
+    pub samples: u64,
+}
+
 #[derive(Debug)]
 struct Window {
     /// Samples since `current_start`; rotated into `previous` every `span`, so a report
@@ -147,6 +164,10 @@ struct Window {
     span: Duration,
     last_persist: Option<Instant>,
     persisted_source: Option<LagSource>,
+    /// Samples since `interval_start`, summarised into `history` every `HISTORY_INTERVAL`.
+    interval: Histogram<u64>,
+    interval_start: Instant,
+    history: std::collections::VecDeque<LagPoint>,
 }
 
 impl Default for LagMeter {
@@ -169,6 +190,9 @@ impl LagMeter {
                 span,
                 last_persist: None,
                 persisted_source: None,
+                interval: new_histogram(),
+                interval_start: Instant::now(),
+                history: std::collections::VecDeque::with_capacity(HISTORY_POINTS),
             }),
         }
     }
@@ -234,6 +258,14 @@ impl LagMeter {
         let mut w = self.inner.lock().expect("lag lock");
         w.rotate();
         w.current.saturating_record(lag_us.clamp(1, MAX_TRACKABLE_US));
+        w.interval.saturating_record(lag_us.clamp(1, MAX_TRACKABLE_US));
+    }
+
+    /// The lag chart's points, oldest first (see [`HISTORY_INTERVAL`]).
+    pub fn history(&self) -> Vec<LagPoint> {
+        let mut w = self.inner.lock().expect("lag lock");
+        w.rotate();
+        w.history.iter().cloned().collect()
     }
 
     /// The cumulative histogram of every sample (seconds), shared with `/metrics`.
@@ -286,6 +318,21 @@ impl LagMeter {
 
 impl Window {
     fn rotate(&mut self) {
+        if self.interval_start.elapsed() >= HISTORY_INTERVAL {
+            if !self.interval.is_empty() {
+                if self.history.len() == HISTORY_POINTS {
+                    self.history.pop_front();
+                }
+                self.history.push_back(LagPoint {
+                    at_unix_ms: now_us() / 1000,
+                    p50_us: self.interval.value_at_quantile(0.50),
+                    p99_us: self.interval.value_at_quantile(0.99),
+                    samples: self.interval.len(),
+                });
+                self.interval.reset();
+            }
+            self.interval_start = Instant::now();
+        }
         if self.current_start.elapsed() >= self.span {
             let old = std::mem::replace(&mut self.current, new_histogram());
             self.previous = Some((old, self.current_start));
@@ -414,10 +461,14 @@ impl HeartbeatWriter {
         }
     }
 
-    /// Writes heartbeats until the task is aborted (only `sluice run` starts it: `check` and
-    /// `status` never write to the source). Decides the meter's source: `heartbeat` once the
-    /// first heartbeat is written, `event-timestamps` if it cannot be.
-    pub async fn run(self, meter: Arc<LagMeter>) {
+    /// Writes heartbeats until `stop` turns true or the task is aborted (only `sluice run`
+    /// starts it: `check` and `status` never write to the source). Decides the meter's source:
+    /// `heartbeat` once the first heartbeat is written, `event-timestamps` if it cannot be.
+    ///
+    /// `stop` is only looked at between writes, so once this returns no heartbeat is in flight:
+    /// a clean stop can then read the source's position and apply up to it, the last heartbeat
+    /// included (otherwise the target stays one heartbeat behind the source for good).
+    pub async fn run(self, meter: Arc<LagMeter>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let lag = &self.lag;
         meter.set_source(LagSource::EventTimestamps);
         if !lag.heartbeat {
@@ -444,7 +495,10 @@ impl HeartbeatWriter {
         let mut established = false;
         let mut failures: u64 = 0;
         loop {
-            interval.tick().await;
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
             let result: Result<(), mysql_async::Error> = async {
                 if conn.is_none() {
                     conn = Some(mysql_async::Conn::new(opts.clone()).await?);
@@ -540,6 +594,31 @@ mod tests {
         assert_eq!(r.samples, 1);
         assert!(r.p50_us <= 2_000_000, "{r:?}");
         assert_eq!(r.source, "event-timestamps");
+    }
+
+    #[test]
+    fn history_keeps_one_point_per_interval_with_samples_and_is_bounded() {
+        let meter = LagMeter::new(Duration::from_secs(60));
+        for ms in 1..=100u64 {
+            meter.record(ms * 1000);
+        }
+        assert!(meter.history().is_empty(), "the open interval is not a point yet");
+        meter.inner.lock().unwrap().interval_start -= HISTORY_INTERVAL;
+        let points = meter.history();
+        assert_eq!(points.len(), 1);
+        assert_eq!(points[0].samples, 100);
+        assert!((49_000..=51_000).contains(&points[0].p50_us), "{points:?}");
+        assert!((98_000..=100_000).contains(&points[0].p99_us), "{points:?}");
+        // Idle intervals add nothing; the ring never grows past its bound.
+        meter.inner.lock().unwrap().interval_start -= HISTORY_INTERVAL;
+        assert_eq!(meter.history().len(), 1);
+        for _ in 0..HISTORY_POINTS + 10 {
+            meter.record(5_000);
+            meter.inner.lock().unwrap().interval_start -= HISTORY_INTERVAL;
+        }
+        let points = meter.history();
+        assert_eq!(points.len(), HISTORY_POINTS);
+        assert!(points.iter().all(|p| p.samples == 1 && p.p50_us >= 4_990));
     }
 
     #[test]

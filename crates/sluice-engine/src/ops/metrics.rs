@@ -1,5 +1,7 @@
 //! `GET /metrics` in the Prometheus text format (version 0.0.4), served by `sluice run` when
-//! `[metrics] listen` is set.
+//! `[metrics] listen` is set, beside `GET /status` (the JSON of `sluice status --json`) and
+//! `GET /`, the status page (HTML, CSS and JS built into the binary from `ops/status_page/`;
+//! it fetches `/status` every two seconds).
 //!
 //! Names follow Prometheus' conventions: a `sluice_` prefix, base units (seconds), `_total`
 //! on counters. The figures are read at scrape time from the live state the pipeline already
@@ -9,7 +11,7 @@
 //! states only: never GTIDs, keys or row values (no PII).
 //!
 //! The listener is hand-written on tokio's `TcpListener` rather than built on an HTTP crate:
-//! it answers one route, `GET`, with no request body, no keep-alive and no TLS, which is a
+//! it answers a few fixed routes, `GET` only, with no request body, no keep-alive and no TLS, which is a
 //! few dozen lines, while hyper (with hyper-util and http-body-util) would add a sizeable
 //! dependency tree for it. It reads at most [`MAX_REQUEST_HEAD`] bytes within
 //! [`READ_TIMEOUT`], answers, and closes; anything it does not understand gets a 4xx, never
@@ -31,6 +33,12 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::apply::Progress;
 use crate::backfill::CopyState;
 use crate::ops::lag::AbortOnDrop;
+use crate::ops::status::LiveStatus;
+
+/// The status page and its assets, built into the binary (no CDN, no build step).
+const PAGE_HTML: &str = include_str!("status_page/index.html");
+const PAGE_CSS: &str = include_str!("status_page/page.css");
+const PAGE_JS: &str = include_str!("status_page/page.js");
 
 /// The longest request head (request line and headers) read; longer requests get a 431.
 pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
@@ -152,14 +160,14 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
-/// Binds `addr` (an error names it) and serves `/metrics` from `progress` until the returned
-/// guard is dropped.
-pub async fn serve(addr: SocketAddr, progress: Arc<Progress>) -> Result<AbortOnDrop, BindError> {
+/// Binds `addr` (an error names it) and serves `/metrics`, `/status` and the status page from
+/// `live` until the returned guard is dropped.
+pub async fn serve(addr: SocketAddr, live: Arc<LiveStatus>) -> Result<AbortOnDrop, BindError> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| BindError { addr, source })?;
     let local = listener.local_addr().unwrap_or(addr);
-    tracing::info!(%local, "serving Prometheus metrics on /metrics");
+    tracing::info!(%local, "serving Prometheus metrics on /metrics and the status page on http://{local}/");
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     Ok(AbortOnDrop(tokio::spawn(async move {
         loop {
@@ -175,9 +183,9 @@ pub async fn serve(addr: SocketAddr, progress: Arc<Progress>) -> Result<AbortOnD
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 continue; // too many at once: dropped (closed) unanswered
             };
-            let progress = progress.clone();
+            let live = live.clone();
             tokio::spawn(async move {
-                if let Err(e) = answer(stream, &progress).await {
+                if let Err(e) = answer(stream, &live).await {
                     tracing::debug!("metrics listener: {e}");
                 }
                 drop(slot);
@@ -187,13 +195,16 @@ pub async fn serve(addr: SocketAddr, progress: Arc<Progress>) -> Result<AbortOnD
 }
 
 /// Reads one request head and answers it.
-async fn answer(mut stream: TcpStream, progress: &Progress) -> std::io::Result<()> {
+async fn answer(mut stream: TcpStream, live: &LiveStatus) -> std::io::Result<()> {
     let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
         Ok(head) => head?,
         Err(_) => return Ok(()), // too slow: closed unanswered
     };
     let (status, content_type, body) = match head {
-        Some(head) => route(&head, progress),
+        Some(head) => match route(&head, &live.progress) {
+            Route::Status => ("200 OK", JSON, live.json().await),
+            Route::Answer(status, content_type, body) => (status, content_type, body),
+        },
         None => (
             "431 Request Header Fields Too Large",
             "text/plain; charset=utf-8",
@@ -201,9 +212,11 @@ async fn answer(mut stream: TcpStream, progress: &Progress) -> std::io::Result<(
         ),
     };
     let mut response = String::with_capacity(body.len() + 128);
+    // The page's own assets only: no inline script, no other origin.
     let _ = write!(
         response,
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n\
+         Content-Security-Policy: default-src 'self'\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(response.as_bytes()).await?;
@@ -230,24 +243,45 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
     }
 }
 
-/// Status line, content type and body for a request head.
-fn route(head: &[u8], progress: &Progress) -> (&'static str, &'static str, String) {
-    const PLAIN: &str = "text/plain; charset=utf-8";
+const PLAIN: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
+
+/// What a request head asks for.
+enum Route {
+    /// `/status`: computed asynchronously (it reads the source and the target).
+    Status,
+    /// Status line, content type and body.
+    Answer(&'static str, &'static str, String),
+}
+
+fn route(head: &[u8], progress: &Progress) -> Route {
+    let bad = || Route::Answer("400 Bad Request", PLAIN, "bad request\n".to_owned());
     let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = String::from_utf8_lossy(line);
     let mut parts = line.trim_end().split(' ');
     let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return ("400 Bad Request", PLAIN, "bad request\n".to_owned());
+        return bad();
     };
     if !version.starts_with("HTTP/1.") {
-        return ("400 Bad Request", PLAIN, "bad request\n".to_owned());
+        return bad();
     }
     let path = target.split('?').next().unwrap_or_default();
+    let page = |content_type, body: &str| Route::Answer("200 OK", content_type, body.to_owned());
     match (method, path) {
-        ("GET", "/metrics") => ("200 OK", prometheus_text::CONTENT_TYPE, render(progress)),
-        (_, "/metrics") => ("405 Method Not Allowed", PLAIN, "use GET\n".to_owned()),
-        _ => ("404 Not Found", PLAIN, "not found: try /metrics\n".to_owned()),
+        ("GET", "/metrics") => Route::Answer("200 OK", prometheus_text::CONTENT_TYPE, render(progress)),
+        ("GET", "/status") => Route::Status,
+        ("GET", "/") => page("text/html; charset=utf-8", PAGE_HTML),
+        ("GET", "/page.css") => page("text/css; charset=utf-8", PAGE_CSS),
+        ("GET", "/page.js") => page("text/javascript; charset=utf-8", PAGE_JS),
+        (_, "/metrics" | "/status" | "/" | "/page.css" | "/page.js") => {
+            Route::Answer("405 Method Not Allowed", PLAIN, "use GET\n".to_owned())
+        }
+        _ => Route::Answer(
+            "404 Not Found",
+            PLAIN,
+            "not found: try / (status page), /status or /metrics\n".to_owned(),
+        ),
     }
 }
 
@@ -271,20 +305,48 @@ mod tests {
     #[test]
     fn routes() {
         let p = Progress::default();
-        assert!(route(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", &p)
-            .0
-            .starts_with("200"));
-        assert!(route(b"GET /metrics?x=1 HTTP/1.0\r\n\r\n", &p).0.starts_with("200"));
-        assert!(route(b"GET /status HTTP/1.1\r\n\r\n", &p).0.starts_with("404"));
-        assert!(route(b"GET / HTTP/1.1\r\n\r\n", &p).0.starts_with("404"));
-        assert!(route(b"POST /metrics HTTP/1.1\r\n\r\n", &p).0.starts_with("405"));
+        let status = |head: &[u8]| match route(head, &p) {
+            Route::Status => "status",
+            Route::Answer(status, ..) => status,
+        };
+        assert!(status(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").starts_with("200"));
+        assert!(status(b"GET /metrics?x=1 HTTP/1.0\r\n\r\n").starts_with("200"));
+        assert_eq!(status(b"GET /status HTTP/1.1\r\n\r\n"), "status");
+        assert!(status(b"GET / HTTP/1.1\r\n\r\n").starts_with("200"));
+        assert!(status(b"GET /page.js HTTP/1.1\r\n\r\n").starts_with("200"));
+        assert!(status(b"GET /other HTTP/1.1\r\n\r\n").starts_with("404"));
+        assert!(status(b"POST /metrics HTTP/1.1\r\n\r\n").starts_with("405"));
+        assert!(status(b"POST /status HTTP/1.1\r\n\r\n").starts_with("405"));
         for bad in [
             &b""[..],
             b"\xff\xfe\r\n\r\n",
             b"GET\r\n\r\n",
             b"GET /metrics SPDY/3\r\n\r\n",
         ] {
-            assert!(route(bad, &p).0.starts_with("400"), "{bad:?}");
+            assert!(status(bad).starts_with("400"), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_page_loads_only_its_own_assets_and_never_writes_html_from_data() {
+        assert!(PAGE_HTML.contains("src=\"/page.js\"") && PAGE_HTML.contains("href=\"/page.css\""));
+        for asset in [PAGE_HTML, PAGE_CSS, PAGE_JS] {
+            // The SVG namespace is a name, not a request.
+            let asset = asset.replace("\"http://www.w3.org/2000/svg\"", "");
+            assert!(
+                !asset.contains("http://") && !asset.contains("https://"),
+                "no other origin"
+            );
+        }
+        // Data goes into the DOM as text only.
+        for sink in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+        ] {
+            assert!(!PAGE_JS.contains(sink), "{sink} in page.js");
         }
     }
 }

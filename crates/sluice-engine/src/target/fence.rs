@@ -56,10 +56,104 @@ fn refused(target: &str, holder: &str) -> TargetError {
     ))
 }
 
+fn sqlite_lock_path(path: &Path) -> std::path::PathBuf {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".sluice-lock");
+    lock_path.into()
+}
+
+/// Whether a `flock` is held on the file with inode `ino`, from the kernel's `/proc/locks`
+/// (`N: FLOCK  ADVISORY  WRITE <pid> <maj>:<min>:<inode> 0 EOF`). Reading it takes no lock,
+/// so asking can never refuse a `sluice run` starting at that moment. `None` without `/proc`.
+fn flock_held(ino: u64) -> Option<bool> {
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    Some(locks.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.get(1) == Some(&"FLOCK")
+            && fields
+                .get(5)
+                .and_then(|dev_ino| dev_ino.rsplit(':').next())
+                .and_then(|i| i.parse::<u64>().ok())
+                == Some(ino)
+    }))
+}
+
+/// Who holds a target's writer lock now, without taking it (`sluice status`): the holder's
+/// identity while a `sluice run` writes the target, `None` when none does.
+pub fn sqlite_holder(path: &Path) -> TargetResult<Option<String>> {
+    use std::os::unix::fs::MetadataExt;
+    let lock_path = sqlite_lock_path(path);
+    let io = |e: std::io::Error| TargetError::Other(format!("read {}: {e}", lock_path.display()));
+    let mut file = match std::fs::File::open(&lock_path) {
+        Ok(f) => f,
+        // Never run against this file (or from an older version): nobody writes it.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(e)),
+    };
+    let held = match flock_held(file.metadata().map_err(io)?.ino()) {
+        Some(held) => held,
+        None => {
+            // No /proc: a shared lock cannot be had while the writer holds its exclusive one.
+            // SAFETY: flock on a descriptor this function owns.
+            let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
+            if free {
+                // SAFETY: as above.
+                unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+            }
+            !free
+        }
+    };
+    if !held {
+        return Ok(None);
+    }
+    let mut holder = String::new();
+    file.read_to_string(&mut holder).map_err(io)?;
+    Ok(Some(holder.trim().to_owned()))
+}
+
+/// See [`sqlite_holder`]; `conn` is a session to the target server.
+pub fn mariadb_holder(conn: &mut mysql::Conn, database: &str) -> TargetResult<Option<String>> {
+    use mysql::prelude::Queryable;
+    let name = format!("sluice:{database}");
+    let holder: Option<(Option<u64>, Option<String>)> = conn
+        .exec_first(
+            "SELECT IS_USED_LOCK(?), (SELECT p.HOST FROM information_schema.PROCESSLIST p WHERE p.ID = IS_USED_LOCK(?))",
+            (&name, &name),
+        )
+        .map_err(|e| TargetError::Other(format!("target lock for database {database}: {e}")))?;
+    Ok(match holder {
+        Some((Some(id), host)) => Some(format!(
+            "MariaDB lock {name:?} held by connection {id} from {}",
+            host.as_deref().unwrap_or("?")
+        )),
+        _ => None,
+    })
+}
+
+/// See [`sqlite_holder`]; `connect` opens a session to the target database.
+pub fn postgres_holder(
+    connect: impl FnOnce() -> TargetResult<postgres::Client> + Send,
+    schema: &str,
+) -> TargetResult<Option<String>> {
+    let key = format!("sluice:{schema}");
+    super::postgres::off_runtime(move || {
+        let mut client = connect()?;
+        let row = client
+            .query_opt(
+                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                 WHERE l.locktype = 'advisory' AND l.granted AND l.database = \
+                 (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                 AND l.objid = (hashtext(current_database() || ':' || $1)::bigint & 4294967295)::oid LIMIT 1",
+                &[&key],
+            )
+            .map_err(|e| TargetError::Other(format!("target lock for {key}: {e}")))?;
+        Ok(row.map(|r| r.get::<_, Option<String>>(0).unwrap_or_else(|| "holder unknown".into())))
+    })
+}
+
 impl WriterFence {
     pub fn sqlite(path: &Path) -> TargetResult<WriterFence> {
-        let mut lock_path = path.as_os_str().to_owned();
-        lock_path.push(".sluice-lock");
+        let lock_path = sqlite_lock_path(path);
         let io = |e: std::io::Error| {
             let hint = match e.kind() {
                 std::io::ErrorKind::NotFound => " (does the target file's directory exist?)",

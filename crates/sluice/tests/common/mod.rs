@@ -231,6 +231,55 @@ pub fn sqlite_rows(path: &Path, sql: &str) -> Vec<Vec<String>> {
     .unwrap()
 }
 
+/// A TCP port free right now on 127.0.0.1 (bound to port 0, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sends `request` raw to 127.0.0.1:`port` and returns the whole response (the metrics
+/// listener closes after answering).
+pub fn http_raw(port: u16, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics port");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(request).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("read the response");
+    String::from_utf8(response).expect("UTF-8 response")
+}
+
+/// `GET path` from the metrics listener: status line and body.
+pub fn http_get(port: u16, path: &str) -> (String, String) {
+    let response = http_raw(
+        port,
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes(),
+    );
+    let (head, body) = response.split_once("\r\n\r\n").expect("a response head");
+    (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
+}
+
+/// Lets the replication user write sluice's heartbeat table (lag in microseconds).
+pub fn grant_heartbeat(env: &Env) {
+    env.db.exec(&format!(
+        "SET SESSION sql_log_bin = 0; GRANT CREATE, INSERT, UPDATE ON `sluice`.* TO '{REPL_USER}'@'%';"
+    ));
+}
+
+/// `sluice status --json`, which must succeed.
+pub fn status_json(env: &Env) -> serde_json::Value {
+    let out = env.run_cmd(&["status", "--json", "-c", env.config.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status JSON")
+}
+
 pub struct Sluice {
     child: Option<Child>,
     pub log: PathBuf,
