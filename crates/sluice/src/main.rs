@@ -185,6 +185,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             repair,
             rechecks,
             catch_up_timeout: Duration::from_secs(catch_up_timeout),
+            progress: Default::default(),
         };
         return verify::run(&config, &options, json).await;
     }
@@ -546,6 +547,7 @@ async fn shutdown_signal() {
 
 async fn report_progress(progress: Arc<Progress>) {
     let mut last_rows = 0;
+    let mut last_backfilled = 0;
     let mut ticker = tokio::time::interval(Duration::from_secs(5));
     ticker.tick().await;
     loop {
@@ -557,7 +559,32 @@ async fn report_progress(progress: Arc<Progress>) {
             .lock()
             .map(|p| p.to_string())
             .unwrap_or_default();
-        tracing::info!(rows_per_s = (rows - last_rows) / 5, rows, txns, position = %position, "progress");
+        // Rows copied by the backfill (committed at the target, this run and earlier ones)
+        // beside the stream's; copies still going are counted too.
+        let copies = progress.backfill.snapshot();
+        let backfilled: u64 = copies.iter().map(|(_, c)| c.rows_copied).sum();
+        let copying = copies
+            .iter()
+            .filter(|(_, c)| {
+                matches!(
+                    c.state,
+                    sluice_engine::backfill::CopyState::Copying
+                        | sluice_engine::backfill::CopyState::Throttled
+                        | sluice_engine::backfill::CopyState::Pending
+                )
+            })
+            .count();
+        tracing::info!(
+            rows_per_s = (rows - last_rows) / 5,
+            rows,
+            txns,
+            backfilled_rows = backfilled,
+            backfilled_per_s = backfilled.saturating_sub(last_backfilled) / 5,
+            tables_copying = copying,
+            position = %position,
+            "progress"
+        );
         last_rows = rows;
+        last_backfilled = backfilled;
     }
 }

@@ -117,3 +117,97 @@ mod tests {
         assert_eq!(format_eta(Duration::from_secs(3720)), "1h02m");
     }
 }
+
+/// `sluice verify`'s progress: on a terminal a bar of tables compared with the current
+/// table's rows and speed, otherwise a log line every [`VERIFY_LOG_EVERY`]. Stops when
+/// dropped.
+pub struct VerifyDisplay {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// How often the progress line is logged off a terminal.
+pub const VERIFY_LOG_EVERY: Duration = Duration::from_secs(5);
+
+impl VerifyDisplay {
+    pub fn start(progress: Arc<sluice_engine::verify::full::VerifyProgress>) -> Option<VerifyDisplay> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let terminal = std::io::stderr().is_terminal();
+        let thread = std::thread::Builder::new()
+            .name("sluice-verify-progress".into())
+            .spawn(move || match terminal {
+                true => draw_verify(&progress, &stopping),
+                false => log_verify(&progress, &stopping),
+            })
+            .ok()?;
+        Some(VerifyDisplay {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for VerifyDisplay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn draw_verify(progress: &sluice_engine::verify::full::VerifyProgress, stop: &AtomicBool) {
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("verify [{bar:30}] {pos}/{len} tables  {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let mut last = (std::time::Instant::now(), 0u64);
+    while !stop.load(Ordering::Relaxed) {
+        bar.set_length(progress.tables_total.load(Ordering::Relaxed) as u64);
+        bar.set_position(progress.tables_done.load(Ordering::Relaxed) as u64);
+        let rows = progress.table_rows.load(Ordering::Relaxed);
+        let total = progress.rows.load(Ordering::Relaxed);
+        let rate = (total.saturating_sub(last.1)) as f64 / last.0.elapsed().as_secs_f64().max(1e-3);
+        if last.0.elapsed() >= Duration::from_secs(1) {
+            last = (std::time::Instant::now(), total);
+        }
+        let table = progress.table.lock().map(|t| t.clone()).unwrap_or_default();
+        bar.set_message(format!("{table}: {rows} rows compared ({rate:.0} rows/s)"));
+        std::thread::sleep(REFRESH);
+    }
+    bar.finish_and_clear();
+}
+
+fn log_verify(progress: &sluice_engine::verify::full::VerifyProgress, stop: &AtomicBool) {
+    let mut next = std::time::Instant::now() + VERIFY_LOG_EVERY;
+    let mut logged_table = String::new();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(REFRESH);
+        let table = progress.table.lock().map(|t| t.clone()).unwrap_or_default();
+        // A line when a table starts, and every few seconds within one.
+        let new_table = !table.is_empty() && table != logged_table;
+        if !new_table && std::time::Instant::now() < next {
+            continue;
+        }
+        next = std::time::Instant::now() + VERIFY_LOG_EVERY;
+        logged_table.clone_from(&table);
+        tracing::info!(
+            tables_done = progress.tables_done.load(Ordering::Relaxed),
+            tables = progress.tables_total.load(Ordering::Relaxed),
+            table = %table,
+            table_rows = progress.table_rows.load(Ordering::Relaxed),
+            rows = progress.rows.load(Ordering::Relaxed),
+            "verify progress"
+        );
+    }
+    // The last figures, whether or not a line was due: a short run logs at least this one.
+    tracing::info!(
+        tables_done = progress.tables_done.load(Ordering::Relaxed),
+        tables = progress.tables_total.load(Ordering::Relaxed),
+        rows = progress.rows.load(Ordering::Relaxed),
+        "verify progress: finished"
+    );
+}

@@ -11,7 +11,10 @@ const EXIT_NOT_READY: u8 = 3;
 const EXIT_DIFFERS: u8 = 4;
 
 pub async fn run(config: &Config, options: &VerifyOptions, json: bool) -> anyhow::Result<ExitCode> {
-    let reports = verify(config, options).await?;
+    let display = crate::progress::VerifyDisplay::start(options.progress.clone());
+    let reports = verify(config, options).await;
+    drop(display);
+    let reports = reports?;
     if json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else {

@@ -109,6 +109,22 @@ fn tampering_is_found_and_repaired(
         "a faithful copy verifies equal: {report:#}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Off a terminal, progress goes to the log: at least the closing figures, which count
+    // every table and every source row compared.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tables = report.as_array().unwrap().len();
+    let rows: u64 = report
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["source_rows"].as_u64().unwrap())
+        .sum();
+    assert!(
+        stderr.contains(&format!(
+            "verify progress: finished tables_done={tables} tables={tables} rows={rows}"
+        )),
+        "{stderr}"
+    );
     // MariaDB targets compare `items` by SQL checksums, whose text forms of every type here
     // must agree with the source's (a chunk that disagrees is compared row by row).
     let items = table(&report, "items");

@@ -72,6 +72,34 @@ pub struct VerifyOptions {
     pub rechecks: u32,
     /// How long to wait for the target to catch up with a source position.
     pub catch_up_timeout: Duration,
+    /// Live figures for a progress display (`sluice verify` draws a bar or logs them).
+    pub progress: Arc<VerifyProgress>,
+}
+
+/// Where a running `verify` stands, updated as it goes (read by the CLI's progress display).
+#[derive(Debug, Default)]
+pub struct VerifyProgress {
+    /// Tables to compare, and compared so far.
+    pub tables_total: std::sync::atomic::AtomicUsize,
+    pub tables_done: std::sync::atomic::AtomicUsize,
+    /// The table being compared (its target name).
+    pub table: std::sync::Mutex<String>,
+    /// Source rows compared in that table so far.
+    pub table_rows: std::sync::atomic::AtomicU64,
+    /// Source rows compared in all tables so far.
+    pub rows: std::sync::atomic::AtomicU64,
+}
+
+impl VerifyProgress {
+    fn start_table(&self, name: &str) {
+        *self.table.lock().expect("not poisoned") = name.to_owned();
+        self.table_rows.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn add_rows(&self, rows: u64) {
+        self.table_rows.fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
+        self.rows.fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Default for VerifyOptions {
@@ -82,6 +110,7 @@ impl Default for VerifyOptions {
             repair: false,
             rechecks: 5,
             catch_up_timeout: Duration::from_secs(120),
+            progress: Arc::default(),
         }
     }
 }
@@ -762,7 +791,12 @@ pub async fn verify(config: &Config, options: &VerifyOptions) -> Result<Vec<Tabl
     let checkpoint = tokio::task::block_in_place(|| target.load_checkpoint())?;
     let progress = tokio::task::block_in_place(|| target.load_backfill())?;
     let mut reports = Vec::new();
+    options
+        .progress
+        .tables_total
+        .store(plans.len(), std::sync::atomic::Ordering::Relaxed);
     for plan in plans {
+        options.progress.start_table(&plan.target.name);
         let mut report = TableVerification::new(&plan);
         let not_ready = if checkpoint.is_none() {
             Some("the target has no checkpoint yet: `sluice run` has not started replicating into it".to_owned())
@@ -782,6 +816,10 @@ pub async fn verify(config: &Config, options: &VerifyOptions) -> Result<Vec<Tabl
             report.outcome = Outcome::NotReady;
             report.note = Some(reason);
             reports.push(report);
+            options
+                .progress
+                .tables_done
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             continue;
         }
         if !config.backfill.enabled {
@@ -793,6 +831,10 @@ pub async fn verify(config: &Config, options: &VerifyOptions) -> Result<Vec<Tabl
         verify_table(&pool, target.as_mut(), config, plan, options, &mut report).await?;
         report.seconds = started.elapsed().as_secs_f64();
         reports.push(report);
+        options
+            .progress
+            .tables_done
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     pool.disconnect().await.ok();
     Ok(reports)
@@ -862,7 +904,9 @@ async fn verify_table(
             upto,
         } = chunk;
         report.chunks += 1;
-        report.source_rows += expected.values().filter(|e| e.digest.is_some()).count() as u64;
+        let rows = expected.values().filter(|e| e.digest.is_some()).count() as u64;
+        report.source_rows += rows;
+        options.progress.add_rows(rows);
         let target_keys: Vec<Vec<Value>> = if range {
             Vec::new()
         } else {
@@ -1070,6 +1114,7 @@ async fn sql_checksum_pass(
     while let Some(chunk) = next.take() {
         report.chunks += 1;
         report.source_rows += chunk.checksum.rows;
+        options.progress.add_rows(chunk.checksum.rows);
         if chunk.took < CHUNK_TIME / 2 && chunk.rows_asked == size {
             size = (size * 2).min(MAX_CHUNK_ROWS.max(options.chunk_rows));
         }
