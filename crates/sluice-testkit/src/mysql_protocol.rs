@@ -710,7 +710,10 @@ async fn dump(shared: &Shared, mut conn: Conn, packet: &[u8], session: &Session)
         &artificial_event(event_type::ROTATE, source_id, 0, &rotate, crc),
     )
     .await?;
-    let mut skipping = false;
+    // As MySQL's Binlog_sender::send_events: a transaction the replica has is left out, and a
+    // heartbeat carrying the position after it precedes the next event sent (or ends the file).
+    let (mut skipping, mut skipped_to) = (false, None);
+    let mut at = 4u32;
     for event in &events {
         match event[4] {
             event_type::GTID | event_type::ANONYMOUS_GTID | event_type::GTID_TAGGED => {
@@ -724,11 +727,22 @@ async fn dump(shared: &Shared, mut conn: Conn, packet: &[u8], session: &Session)
             event_type::ROTATE | event_type::FORMAT_DESCRIPTION => skipping = false,
             _ => {}
         }
-        if !skipping {
-            send_event(&mut conn, event).await?;
+        at += event.len() as u32;
+        if skipping {
+            skipped_to = Some(at);
+            continue;
         }
+        if let Some(pos) = skipped_to.take() {
+            let heartbeat = artificial_event(event_type::HEARTBEAT, source_id, pos, file.as_bytes(), crc);
+            send_event(&mut conn, &heartbeat).await?;
+        }
+        send_event(&mut conn, event).await?;
     }
     let end = shared.binlog.len() as u32;
+    if let Some(pos) = skipped_to {
+        let heartbeat = artificial_event(event_type::HEARTBEAT, source_id, pos, file.as_bytes(), crc);
+        send_event(&mut conn, &heartbeat).await?;
+    }
     let Some(period) = session.heartbeat.filter(|p| !p.is_zero()) else {
         // Without a heartbeat period the source sends nothing more until new events arrive.
         std::future::pending::<()>().await;
