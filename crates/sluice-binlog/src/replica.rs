@@ -612,8 +612,8 @@ impl BinlogStream {
         if flavor != start.flavor() {
             return Err(ReplicaError::Protocol(format!(
                 "the source {addr} is {flavor} ({}) but the start position is a {} GTID {}; a checkpoint \
-                 cannot move between MariaDB and MySQL: copy again from this source (a new target) or point \
-                 the source at the server the checkpoint came from",
+                 cannot move between MariaDB and MySQL: copy again from this source (a new target) or set \
+                 [source] to the server the checkpoint came from",
                 hs.server_version,
                 start.flavor(),
                 if start.flavor() == SourceFlavor::Mysql {
@@ -642,8 +642,9 @@ impl BinlogStream {
                 // As MySQL's own replica does (rpl_replica.cc, get_master_version_and_clock):
                 // both names of each variable, because 8.0.26+ reads `source_*` and earlier
                 // servers `master_*`; setting the other is a harmless user variable. Without the
-                // checksum variable the server strips checksums (sluice verifies them); without
-                // the heartbeat period it sends none and an idle stream looks dead.
+                // checksum variable a source whose binlog has checksums refuses the dump (1236,
+                // "Slave can not handle replication events with the checksum ..."); without the
+                // heartbeat period it sends none and an idle stream looks dead.
                 conn.query(
                     "SET @source_binlog_checksum = @@global.binlog_checksum, \
                      @master_binlog_checksum = @@global.binlog_checksum",
