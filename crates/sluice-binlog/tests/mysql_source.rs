@@ -266,3 +266,70 @@ async fn a_mariadb_position_is_refused_by_a_mysql_source_before_any_dump() {
     assert!(err.contains("MariaDB GTID position"), "{err}");
     assert!(server.received().dumps.is_empty());
 }
+
+/// MySQL's answer when it purged transactions the replica lacks
+/// (ER_SOURCE_HAS_PURGED_REQUIRED_GTIDS, sent as error 1236), from the set in the dump.
+fn refuse_if_purged(purged: MysqlGtidSet) -> sluice_testkit::mysql_protocol::RefuseDump {
+    Arc::new(move |set: &[u8]| {
+        let have = decode_gtid_set(set).expect("the replica's GTID set decodes");
+        let missing = purged.subtract(&have);
+        (!missing.is_empty()).then(|| {
+            (
+                1236,
+                format!(
+                    "Cannot replicate because the source purged required binary logs. Replicate the missing \
+                     transactions from elsewhere, or provision a new replica from backup. Consider increasing the \
+                     source's binary log expiration period. The GTID set sent by the replica is '{have}', and the \
+                     missing transactions are '{missing}'"
+                ),
+            )
+        })
+    })
+}
+
+#[tokio::test]
+async fn a_source_that_purged_what_the_set_lacks_refuses_and_sluice_calls_it_unavailable() {
+    let mut o = options();
+    o.refuse_dump = Some(refuse_if_purged(format!("{SOURCE_UUID}:1-2").parse().unwrap()));
+    let server = MysqlProtocolServer::start(o);
+    let have: MysqlGtidSet = format!("{SOURCE_UUID}:1").parse().unwrap();
+    let mut stream = BinlogStream::connect_from(&config(&server, "repl-pw"), DumpStart::Mysql(&have))
+        .await
+        .unwrap();
+    let err = stream.next_event().await.unwrap_err();
+    assert!(err.is_position_unavailable(), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("missing transactions are '{SOURCE_UUID}:2'")),
+        "{err}"
+    );
+
+    // A set holding everything purged is served.
+    let have: MysqlGtidSet = format!("{SOURCE_UUID}:1-2").parse().unwrap();
+    let mut stream = BinlogStream::connect_from(&config(&server, "repl-pw"), DumpStart::Mysql(&have))
+        .await
+        .unwrap();
+    assert_eq!(
+        gtids(&events_until_heartbeat(&mut stream).await),
+        [format!("{SOURCE_UUID}:3")]
+    );
+}
+
+#[tokio::test]
+async fn a_source_without_gtid_mode_on_refuses_the_gtid_dump_with_its_reason() {
+    let mut o = options();
+    o.refuse_dump = Some(Arc::new(|_: &[u8]| {
+        Some((
+            1236,
+            "The replication sender thread cannot start in AUTO_POSITION mode: this server has GTID_MODE = OFF \
+             instead of ON."
+                .to_string(),
+        ))
+    }));
+    let server = MysqlProtocolServer::start(o);
+    let mut stream = BinlogStream::connect_from(&config(&server, "repl-pw"), DumpStart::Mysql(&MysqlGtidSet::new()))
+        .await
+        .unwrap();
+    let err = stream.next_event().await.unwrap_err().to_string();
+    assert!(err.contains("GTID_MODE = OFF"), "{err}");
+}

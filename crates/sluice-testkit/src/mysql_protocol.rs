@@ -34,6 +34,11 @@ pub enum Sha2Auth {
 /// closure so that the test decodes GTIDs with the code under test's own types.
 pub type HasTransaction = Arc<dyn Fn(&[u8], &[u8]) -> bool + Send + Sync>;
 
+/// Decides, from the encoded GTID set of a `COM_BINLOG_DUMP_GTID`, whether the source refuses
+/// the dump before sending anything, and with which error code and message (as MySQL does when
+/// `gtid_mode` is not ON, or when it purged transactions the set lacks).
+pub type RefuseDump = Arc<dyn Fn(&[u8]) -> Option<(u16, String)> + Send + Sync>;
+
 /// A canned answer to one query: column names and text rows (`None` is NULL).
 #[derive(Clone, Debug)]
 pub struct ResultSet {
@@ -66,6 +71,7 @@ pub struct MysqlProtocolServerOptions {
     /// The binlog file streamed on `COM_BINLOG_DUMP_GTID`.
     pub binlog: PathBuf,
     pub has_transaction: Option<HasTransaction>,
+    pub refuse_dump: Option<RefuseDump>,
     /// Exact query texts (compared without surrounding blanks, case-insensitively) and their
     /// answers. `SET` statements get OK without an entry.
     pub queries: Vec<(String, ResultSet)>,
@@ -82,6 +88,7 @@ impl MysqlProtocolServerOptions {
             rsa_key: None,
             binlog: binlog.into(),
             has_transaction: None,
+            refuse_dump: None,
             queries: Vec::new(),
         }
     }
@@ -676,6 +683,10 @@ async fn dump(shared: &Shared, mut conn: Conn, packet: &[u8], session: &Session)
     let set_len = u32::from_le_bytes(packet.get(at..at + 4).ok_or("short dump")?.try_into()?) as usize;
     let set = packet.get(at + 4..at + 4 + set_len).ok_or("short dump")?.to_vec();
     shared.received.lock().unwrap().dumps.push((server_id, set.clone()));
+    if let Some((code, message)) = shared.options.refuse_dump.as_ref().and_then(|refuse| refuse(&set)) {
+        conn.seq = 1;
+        return conn.err(code, "HY000", &message).await;
+    }
 
     let events = events(&shared.binlog);
     let fde = events
