@@ -223,22 +223,50 @@ async fn full_authentication_with_the_rsa_key_exchange_without_tls() {
     assert!(err.is_access_denied(), "{err}");
 }
 
-#[tokio::test]
-async fn full_authentication_over_tls_sends_the_password_encrypted_by_tls() {
-    let dir = tempfile::tempdir().unwrap();
+/// A server whose certificate is for `san`, with full authentication (the password goes over
+/// TLS), and a client config trusting that certificate with `mode`.
+fn tls_server_and_config(dir: &std::path::Path, san: &str, mode: TlsMode) -> (MysqlProtocolServer, ReplicaConfig) {
+    let (cert, key) = make_self_signed_certificate(dir, "server", san);
     let mut o = options();
     o.auth = Sha2Auth::Full;
-    o.tls = Some(make_self_signed_certificate(dir.path(), "server"));
+    o.tls = Some((cert.clone(), key));
     let server = MysqlProtocolServer::start(o);
     let mut cfg = config(&server, "repl-pw");
     cfg.tls = TlsSettings {
-        mode: TlsMode::Required,
+        mode,
+        ca_file: Some(cert),
         ..TlsSettings::disabled()
     };
+    (server, cfg)
+}
+
+#[tokio::test]
+async fn full_authentication_over_verified_tls_sends_the_password_encrypted_by_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, cfg) = tls_server_and_config(dir.path(), "IP:127.0.0.1", TlsMode::VerifyIdentity);
     let mut stream = BinlogStream::connect_from(&cfg, DumpStart::Mysql(&MysqlGtidSet::new()))
         .await
         .unwrap();
     assert_eq!(gtids(&events_until_heartbeat(&mut stream).await).len(), 3);
+    assert_eq!(server.received().tls, [true]);
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_host_is_refused_before_the_password_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, cfg) = tls_server_and_config(dir.path(), "DNS:db.example", TlsMode::VerifyIdentity);
+    let err = BinlogStream::connect_from(&cfg, DumpStart::Mysql(&MysqlGtidSet::new()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("TLS to the source"), "{err}");
+    assert!(server.received().tls.is_empty(), "nobody authenticated");
+    // verify_ca checks the chain only: the same certificate passes.
+    let mut cfg = cfg;
+    cfg.tls.mode = TlsMode::VerifyCa;
+    BinlogStream::connect_from(&cfg, DumpStart::Mysql(&MysqlGtidSet::new()))
+        .await
+        .unwrap();
     assert_eq!(server.received().tls, [true]);
 }
 

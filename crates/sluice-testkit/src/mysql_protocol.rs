@@ -216,9 +216,11 @@ pub fn make_rsa_key(path: &Path) {
     .unwrap();
 }
 
-/// Makes a self-signed certificate `{name}.pem` with key `{name}.key` in `dir` for 127.0.0.1
-/// and localhost (for `tls_mode = "required"`, which checks no chain).
-pub fn make_self_signed_certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+/// Makes a self-signed certificate `{name}.pem` with key `{name}.key` in `dir` for `san` (an
+/// openssl subjectAltName value such as `IP:127.0.0.1`). It is not a CA certificate, so a
+/// client may trust it as its own `tls_ca_file` and check the chain and the host name
+/// (`verify_identity`) against it.
+pub fn make_self_signed_certificate(dir: &Path, name: &str, san: &str) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
     openssl(
         &[
@@ -236,7 +238,9 @@ pub fn make_self_signed_certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf
             "-subj",
             &format!("/CN={name}"),
             "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            &format!("subjectAltName={san}"),
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
         ],
         None,
     )
