@@ -159,3 +159,40 @@ async fn a_missing_replication_client_grant_is_named_in_mysqls_terms() {
     assert!(err.contains("GRANT REPLICATION CLIENT ON *.* TO"), "{err}");
     assert!(!err.contains("BINLOG MONITOR"), "{err}");
 }
+
+/// The checkpoint checks with a checkpoint GTID set, against the GOOD source's
+/// `gtid_executed` (…:1-100) and `gtid_purged` (…:1-20), read over the protocol.
+#[tokio::test]
+async fn a_checkpoint_set_is_checked_against_gtid_purged_and_gtid_executed() {
+    use sluice_binlog::MysqlGtidSet;
+    use sluice_engine::ops::preflight::check_mysql_source;
+    let server = serve(source_queries(GOOD));
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&server, dir.path());
+    let opts = sluice_engine::source_rows::source_opts(&config).unwrap();
+    let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+    let uuid = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+    let set = |text: String| -> MysqlGtidSet { text.parse().unwrap() };
+
+    let settings = check_mysql_source(&mut conn, &config, Some(&set(format!("{uuid}:1-60"))))
+        .await
+        .unwrap();
+    assert_eq!(settings.gtid_executed.to_string(), format!("{uuid}:1-100"));
+
+    let purged = check_mysql_source(&mut conn, &config, Some(&set(format!("{uuid}:1-10"))))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(purged.contains(&format!("it purged {uuid}:11-20")), "{purged}");
+
+    let diverged = check_mysql_source(&mut conn, &config, Some(&set(format!("{uuid}:1-120"))))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(diverged.contains("diverged"), "{diverged}");
+    assert!(
+        diverged.contains(&format!("the checkpoint holds {uuid}:101-120")),
+        "{diverged}"
+    );
+    conn.disconnect().await.unwrap();
+}
