@@ -30,6 +30,7 @@ pub use error::{DecodeError, PositionedError};
 pub use event::{Event, EventBody, EventDecoder, EventHeader, GtidEvent};
 pub use gtid::{Gtid, GtidPosition, MysqlGtidSet};
 pub use mysql_gtid::MysqlGtidEvent;
+pub use replica::{DumpStart, SourceFlavor};
 pub use rows::{RowChange, RowsEvent, RowsKind};
 pub use table::{Charset, ColumnDef, ColumnKind, TableDef};
 pub use table_map::{TableIdMap, TableMap};

@@ -309,6 +309,12 @@ pub(crate) fn decode_previous_gtids(body: &[u8]) -> Result<MysqlGtidSet, DecodeE
     Ok(set)
 }
 
+/// Decodes a GTID set in `Gtid_set::encode`'s layout (the inverse of [`encode_gtid_set`]), as a
+/// source reads the one in `COM_BINLOG_DUMP_GTID`; sluice's protocol test server uses it.
+pub fn decode_gtid_set(bytes: &[u8]) -> Result<MysqlGtidSet, DecodeError> {
+    decode_previous_gtids(bytes)
+}
+
 /// Encodes a GTID set as MySQL's `Gtid_set::encode` does: the PREVIOUS_GTIDS body layout and
 /// the set in `COM_BINLOG_DUMP_GTID`. The untagged format unless the set has tagged GTIDs.
 pub fn encode_gtid_set(set: &MysqlGtidSet) -> Vec<u8> {

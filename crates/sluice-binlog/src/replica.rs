@@ -1,9 +1,11 @@
 //! Streaming the binlog from a server, as a replica does.
 //!
 //! The connection speaks just enough of the client/server protocol for replication:
-//! handshake and authentication (`mysql_native_password`; `caching_sha2_password` fast path),
-//! a few `COM_QUERY` statements to set session variables, `COM_REGISTER_SLAVE`, and
-//! `COM_BINLOG_DUMP` with MariaDB's GTID start (`@slave_connect_state`). It is hand-written
+//! handshake and authentication (`mysql_native_password`; `caching_sha2_password` fast and
+//! full authentication), a few `COM_QUERY` statements to set session variables,
+//! `COM_REGISTER_SLAVE`, and either `COM_BINLOG_DUMP` with MariaDB's GTID start
+//! (`@slave_connect_state`) or MySQL's `COM_BINLOG_DUMP_GTID` with a GTID set, chosen by the
+//! server version in the handshake ([`SourceFlavor`]). It is hand-written
 //! (packet framing and the dump command) because `mysql_async`'s binlog stream cannot start
 //! from a MariaDB GTID position, panics on malformed events, and hides the raw bytes sluice
 //! needs for checksum checks; the password scrambles come from `mysql_common`.
@@ -387,8 +389,7 @@ impl<'p> Authenticator<'p> {
 /// of the GTID set the replica has, encoded as `Gtid_set::encode` does (the same layout as a
 /// PREVIOUS_GTIDS event body). The server sends every transaction not in the set.
 ///
-/// Built and tested at the packet level; [`BinlogStream`] follows MariaDB sources and does not
-/// send it yet.
+/// [`BinlogStream::connect_from`] sends it for a MySQL source.
 pub fn com_binlog_dump_gtid(server_id: u32, executed: &crate::gtid::MysqlGtidSet) -> Vec<u8> {
     const BINLOG_THROUGH_GTID: u16 = 0x04;
     let set = crate::mysql_gtid::encode_gtid_set(executed);
@@ -478,6 +479,8 @@ async fn start_tls(
 pub struct BinlogStream {
     conn: PacketConn,
     idle_timeout: Duration,
+    /// MariaDB or MySQL, from the handshake's server version.
+    pub flavor: SourceFlavor,
     /// The server's version, without the `5.5.5-` prefix MariaDB sends for old clients.
     pub server_version: String,
 }
@@ -485,8 +488,58 @@ pub struct BinlogStream {
 impl std::fmt::Debug for BinlogStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BinlogStream")
+            .field("flavor", &self.flavor)
             .field("server_version", &self.server_version)
             .finish()
+    }
+}
+
+/// Which server family a source is, from its handshake: the two speak different GTID
+/// dialects (MariaDB `domain-server-seq` positions, MySQL `uuid:intervals` sets) and start a
+/// dump differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceFlavor {
+    MariaDb,
+    Mysql,
+}
+
+impl SourceFlavor {
+    /// MariaDB names itself in its version string (`10.11.19-MariaDB`, sent to old clients as
+    /// `5.5.5-10.11.19-MariaDB`); MySQL 5.6 to 9.x never does.
+    pub fn from_server_version(version: &str) -> SourceFlavor {
+        if version.contains("MariaDB") {
+            SourceFlavor::MariaDb
+        } else {
+            SourceFlavor::Mysql
+        }
+    }
+}
+
+impl std::fmt::Display for SourceFlavor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SourceFlavor::MariaDb => "MariaDB",
+            SourceFlavor::Mysql => "MySQL",
+        })
+    }
+}
+
+/// Where a dump starts: the GTIDs the replica already has, in the source's dialect.
+#[derive(Debug, Clone, Copy)]
+pub enum DumpStart<'a> {
+    /// A MariaDB GTID position (one GTID per domain; empty: the oldest binlog).
+    MariaDb(&'a GtidPosition),
+    /// A MySQL GTID set of every transaction the replica has (tagged GTIDs included; empty:
+    /// every transaction in the source's binlogs).
+    Mysql(&'a crate::gtid::MysqlGtidSet),
+}
+
+impl DumpStart<'_> {
+    fn flavor(&self) -> SourceFlavor {
+        match self {
+            DumpStart::MariaDb(_) => SourceFlavor::MariaDb,
+            DumpStart::Mysql(_) => SourceFlavor::Mysql,
+        }
     }
 }
 
@@ -494,6 +547,14 @@ impl BinlogStream {
     /// Connects, authenticates, registers as a replica and asks for the binlog from `start`
     /// (a MariaDB GTID position; empty means the oldest binlog the server has).
     pub async fn connect(config: &ReplicaConfig, start: &GtidPosition) -> Result<BinlogStream, ReplicaError> {
+        Self::connect_from(config, DumpStart::MariaDb(start)).await
+    }
+
+    /// Connects, authenticates, registers as a replica and starts the dump the source's
+    /// flavor understands: MariaDB's `COM_BINLOG_DUMP` after `@slave_connect_state`, or
+    /// MySQL's `COM_BINLOG_DUMP_GTID` with the set the replica has. A start in the other
+    /// flavor's dialect is refused before anything is asked of the server.
+    pub async fn connect_from(config: &ReplicaConfig, start: DumpStart<'_>) -> Result<BinlogStream, ReplicaError> {
         let addr = format!("{}:{}", config.host, config.port);
         let tcp = tokio::time::timeout(config.connect_timeout, TcpStream::connect(&addr))
             .await
@@ -547,17 +608,54 @@ impl BinlogStream {
             }
         }
 
+        let flavor = SourceFlavor::from_server_version(&hs.server_version);
+        if flavor != start.flavor() {
+            return Err(ReplicaError::Protocol(format!(
+                "the source {addr} is {flavor} ({}) but the start position is a {} GTID {}; a checkpoint \
+                 cannot move between MariaDB and MySQL: copy again from this source (a new target) or set \
+                 [source] to the server the checkpoint came from",
+                hs.server_version,
+                start.flavor(),
+                if start.flavor() == SourceFlavor::Mysql {
+                    "set"
+                } else {
+                    "position"
+                },
+            )));
+        }
+
         let heartbeat_ns = config.heartbeat.as_nanos().min(u128::from(u32::MAX) * 1_000_000_000);
-        conn.query("SET @master_binlog_checksum = @@global.binlog_checksum")
-            .await?;
-        conn.query(&format!("SET @master_heartbeat_period = {heartbeat_ns}"))
-            .await?;
-        // MARIA_SLAVE_CAPABILITY_GTID: the server sends GTID events and starts at a GTID.
-        conn.query("SET @mariadb_slave_capability = 4").await?;
-        // Positions are digits, dashes and commas only (GtidPosition's Display), so the
-        // literal cannot carry anything else.
-        conn.query(&format!("SET @slave_connect_state = '{start}'")).await?;
-        conn.query("SET @slave_gtid_strict_mode = 1").await?;
+        match start {
+            DumpStart::MariaDb(position) => {
+                conn.query("SET @master_binlog_checksum = @@global.binlog_checksum")
+                    .await?;
+                conn.query(&format!("SET @master_heartbeat_period = {heartbeat_ns}"))
+                    .await?;
+                // MARIA_SLAVE_CAPABILITY_GTID: the server sends GTID events and starts at a GTID.
+                conn.query("SET @mariadb_slave_capability = 4").await?;
+                // Positions are digits, dashes and commas only (GtidPosition's Display), so the
+                // literal cannot carry anything else.
+                conn.query(&format!("SET @slave_connect_state = '{position}'")).await?;
+                conn.query("SET @slave_gtid_strict_mode = 1").await?;
+            }
+            DumpStart::Mysql(_) => {
+                // As MySQL's own replica does (rpl_replica.cc, get_master_version_and_clock):
+                // both names of each variable, because 8.0.26+ reads `source_*` and earlier
+                // servers `master_*`; setting the other is a harmless user variable. Without the
+                // checksum variable a source whose binlog has checksums refuses the dump (1236,
+                // "Slave can not handle replication events with the checksum ..."); without the
+                // heartbeat period it sends none and an idle stream looks dead.
+                conn.query(
+                    "SET @source_binlog_checksum = @@global.binlog_checksum, \
+                     @master_binlog_checksum = @@global.binlog_checksum",
+                )
+                .await?;
+                conn.query(&format!(
+                    "SET @source_heartbeat_period = {heartbeat_ns}, @master_heartbeat_period = {heartbeat_ns}"
+                ))
+                .await?;
+            }
+        }
 
         let mut register = vec![0x15];
         register.extend_from_slice(&config.server_id.to_le_bytes());
@@ -569,16 +667,23 @@ impl BinlogStream {
         register.extend_from_slice(&0u32.to_le_bytes()); // master id
         conn.command(&register).await?;
 
-        let mut dump = vec![0x12];
-        dump.extend_from_slice(&4u32.to_le_bytes());
-        // BINLOG_SEND_ANNOTATE_ROWS_EVENT
-        dump.extend_from_slice(&2u16.to_le_bytes());
-        dump.extend_from_slice(&config.server_id.to_le_bytes());
+        let dump = match start {
+            DumpStart::MariaDb(_) => {
+                let mut dump = vec![0x12];
+                dump.extend_from_slice(&4u32.to_le_bytes());
+                // BINLOG_SEND_ANNOTATE_ROWS_EVENT
+                dump.extend_from_slice(&2u16.to_le_bytes());
+                dump.extend_from_slice(&config.server_id.to_le_bytes());
+                dump
+            }
+            DumpStart::Mysql(executed) => com_binlog_dump_gtid(config.server_id, executed),
+        };
         conn.seq = 0;
         conn.write_packet(&dump).await?;
 
         Ok(BinlogStream {
             conn,
+            flavor,
             idle_timeout: config.heartbeat * 3 + Duration::from_secs(2),
             server_version: hs
                 .server_version

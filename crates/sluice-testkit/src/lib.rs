@@ -1,4 +1,5 @@
-//! Throwaway MariaDB servers for sluice's integration tests.
+//! Throwaway MariaDB servers for sluice's integration tests, and a stand-in MySQL 8 source
+//! that speaks the replication protocol ([`mysql_protocol`]).
 //!
 //! Each [`MariaDb`] is a private `mariadbd` process with its own temp
 //! directory, a free TCP port on 127.0.0.1 and a row-based binary log, ready
@@ -53,12 +54,14 @@
 //!   the kernel kills its servers, but their temp directories remain.
 
 mod binaries;
+pub mod mysql_protocol;
 mod postgres;
 mod process;
 mod server;
 mod template;
 
 pub use self::postgres::PostgresServer;
+pub use mysql_protocol::{MysqlProtocolServer, MysqlProtocolServerOptions};
 pub use server::{MariaDb, MariaDbOptions};
 
 use std::ffi::OsString;

@@ -106,18 +106,6 @@ pub fn format_eta(d: Duration) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn etas_read_naturally() {
-        assert_eq!(format_eta(Duration::from_secs(12)), "12s");
-        assert_eq!(format_eta(Duration::from_secs(185)), "3m05s");
-        assert_eq!(format_eta(Duration::from_secs(3720)), "1h02m");
-    }
-}
-
 /// `sluice verify`'s progress: on a terminal a bar of tables compared with the current
 /// table's rows and speed, otherwise a log line every [`VERIFY_LOG_EVERY`]. Stops when
 /// dropped.
@@ -210,4 +198,16 @@ fn log_verify(progress: &sluice_engine::verify::full::VerifyProgress, stop: &Ato
         rows = progress.rows.load(Ordering::Relaxed),
         "verify progress: finished"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etas_read_naturally() {
+        assert_eq!(format_eta(Duration::from_secs(12)), "12s");
+        assert_eq!(format_eta(Duration::from_secs(185)), "3m05s");
+        assert_eq!(format_eta(Duration::from_secs(3720)), "1h02m");
+    }
 }

@@ -4,7 +4,7 @@
 //! `sluice run` runs them first.
 
 use mysql_async::prelude::Queryable;
-use sluice_binlog::{Gtid, GtidPosition};
+use sluice_binlog::{Gtid, GtidPosition, MysqlGtidSet, SourceFlavor};
 
 use crate::config::Config;
 use crate::ops::grants::{grantee, quote_database, Grants};
@@ -67,6 +67,28 @@ pub enum PreflightError {
         server: u32,
         source_last: String,
     },
+    #[error(
+        "the MySQL source no longer has the binlogs sluice needs: it purged {needed}, which the checkpoint \
+         {checkpoint} lacks (gtid_purged is {purged}). sluice will not skip them. Rebuild the target (delete it and \
+         start fresh), or raise the source's binlog_expire_logs_seconds before it happens again"
+    )]
+    MysqlPurged {
+        checkpoint: String,
+        purged: String,
+        needed: String,
+    },
+    #[error(
+        "the MySQL source's history has diverged from sluice's checkpoint: the checkpoint holds {missing}, which \
+         this server never executed (its gtid_executed is {executed}). The target holds transactions this server \
+         never had (a restored backup, another server, or a replica promoted before it received them). Point sluice \
+         at a server whose gtid_executed contains the checkpoint {checkpoint}, or rebuild the target (delete it, or \
+         drop its tables and _sluice_* bookkeeping, and start again for a full copy)"
+    )]
+    MysqlDiverged {
+        checkpoint: String,
+        executed: String,
+        missing: String,
+    },
 }
 
 /// A privilege the source user needs and lacks.
@@ -118,11 +140,8 @@ pub async fn check_source(
         .await
         .map_err(query_err("server version"))?
         .unwrap_or_default();
-    if !version.contains("MariaDB") {
-        return Err(PreflightError::Setting(format!(
-            "the source is MySQL {version}; sluice streams from MariaDB servers for now (MySQL binlog files can be read \
-             with `sluice binlog dump FILE`)"
-        )));
+    if SourceFlavor::from_server_version(&version) == SourceFlavor::Mysql {
+        return refuse_mysql_source(conn, config, checkpoint, &version).await;
     }
     let (log_bin, format, image): (i64, String, String) = conn
         .query_first("SELECT @@global.log_bin, @@global.binlog_format, @@global.binlog_row_image")
@@ -162,7 +181,7 @@ pub async fn check_source(
         ));
     }
 
-    check_grants(conn, config, &mut warnings).await?;
+    check_grants(conn, config, SourceFlavor::MariaDb, &mut warnings).await?;
 
     let binlog_pos: String = conn
         .query_first("SELECT @@global.gtid_binlog_pos")
@@ -191,6 +210,7 @@ pub async fn check_source(
 async fn check_grants(
     conn: &mut mysql_async::Conn,
     config: &Config,
+    flavor: SourceFlavor,
     warnings: &mut Vec<String>,
 ) -> Result<(), PreflightError> {
     let lines: Vec<String> = conn.query("SHOW GRANTS").await.map_err(query_err("SHOW GRANTS"))?;
@@ -200,7 +220,7 @@ async fn check_grants(
         .map_err(query_err("CURRENT_USER()"))?;
     let grantee = grantee(current.as_deref().unwrap_or(&config.source.user));
     let grants = Grants::parse(&lines);
-    let (missing, heartbeat) = missing_grants(&grants, config);
+    let (missing, heartbeat) = missing_grants(&grants, config, flavor);
     if !heartbeat.is_empty() {
         warnings.push(format!(
             "the heartbeat needs more privileges (lag falls back to event timestamps, 1 s resolution, without them); \
@@ -220,7 +240,7 @@ async fn check_grants(
 
 /// What the user lacks to replicate and read the selected tables, and what it lacks for the
 /// heartbeat.
-fn missing_grants(grants: &Grants, config: &Config) -> (Vec<MissingGrant>, Vec<MissingGrant>) {
+fn missing_grants(grants: &Grants, config: &Config, flavor: SourceFlavor) -> (Vec<MissingGrant>, Vec<MissingGrant>) {
     let global = |privileges: &str| MissingGrant {
         privileges: privileges.into(),
         on: "*.*".into(),
@@ -229,9 +249,13 @@ fn missing_grants(grants: &Grants, config: &Config) -> (Vec<MissingGrant>, Vec<M
     if !grants.global("REPLICATION SLAVE") {
         missing.push(global("REPLICATION SLAVE"));
     }
-    // MariaDB 10.5+ needs BINLOG MONITOR for SHOW BINARY LOGS; older ones REPLICATION CLIENT.
+    // MariaDB 10.5+ needs BINLOG MONITOR for SHOW BINARY LOGS; older ones and MySQL
+    // REPLICATION CLIENT.
     if !(grants.global("BINLOG MONITOR") || grants.global("REPLICATION CLIENT") || grants.global("SUPER")) {
-        missing.push(global("BINLOG MONITOR"));
+        missing.push(global(match flavor {
+            SourceFlavor::MariaDb => "BINLOG MONITOR",
+            SourceFlavor::Mysql => "REPLICATION CLIENT",
+        }));
     }
     for selector in config.selectors() {
         let Some((schema, table)) = selector.pattern.split_once('.') else {
@@ -420,6 +444,285 @@ fn diverged_from(checkpoint: &GtidPosition, state: &[Gtid]) -> Option<(Gtid, Opt
             other => Some((cp, other)),
         }
     })
+}
+
+// ----------------------------------------------------------------------------------------
+// MySQL 8.0 / 8.4 / 9.x sources. Kept apart from the MariaDB checks above: MySQL names its
+// settings and grants differently and keeps GTIDs as sets (`uuid[:tag]:intervals`), so the
+// checkpoint checks compare sets instead of per-domain sequence numbers.
+
+/// What a MySQL source reports about the settings sluice depends on, read in one query.
+#[derive(Debug, Clone)]
+pub struct MysqlSourceSettings {
+    pub log_bin: bool,
+    pub gtid_mode: String,
+    pub enforce_gtid_consistency: String,
+    pub binlog_format: String,
+    pub binlog_row_image: String,
+    pub binlog_row_metadata: String,
+    pub gtid_executed: MysqlGtidSet,
+    pub gtid_purged: MysqlGtidSet,
+}
+
+/// The one query [`check_mysql_source`] reads the settings with (public for the protocol test server).
+pub const MYSQL_SETTINGS_QUERY: &str =
+    "SELECT @@global.log_bin, @@global.gtid_mode, @@global.enforce_gtid_consistency, \
+     @@global.binlog_format, @@global.binlog_row_image, @@global.binlog_row_metadata, @@global.gtid_executed, \
+     @@global.gtid_purged";
+
+/// Reads [`MysqlSourceSettings`] and refuses, naming every wrong setting at once with the
+/// statement that fixes it, unless the source can be streamed from faithfully; then checks
+/// the grants (MySQL's names) and, given the checkpoint's GTID set, that the source still has
+/// every transaction after it and never lost one before it.
+pub async fn check_mysql_source(
+    conn: &mut mysql_async::Conn,
+    config: &Config,
+    checkpoint: Option<&MysqlGtidSet>,
+) -> Result<MysqlSourceSettings, PreflightError> {
+    type Row = (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let row: Row = conn
+        .query_first(MYSQL_SETTINGS_QUERY)
+        .await
+        .map_err(query_err("MySQL replication settings"))?
+        .ok_or_else(|| PreflightError::Query {
+            what: "MySQL replication settings",
+            message: "no row".into(),
+        })?;
+    let set = |what: &'static str, text: Option<String>| -> Result<MysqlGtidSet, PreflightError> {
+        // MySQL prints long sets over several lines.
+        let text = text.unwrap_or_default().replace(['\n', ' '], "");
+        text.parse().map_err(|e| PreflightError::Query {
+            what,
+            message: format!("unparseable GTID set {text:?}: {e}"),
+        })
+    };
+    let text = |t: Option<String>| t.unwrap_or_else(|| "unavailable".into());
+    let settings = MysqlSourceSettings {
+        log_bin: matches!(row.0.as_deref(), Some("1" | "ON")),
+        gtid_mode: text(row.1),
+        enforce_gtid_consistency: text(row.2),
+        binlog_format: text(row.3),
+        binlog_row_image: text(row.4),
+        binlog_row_metadata: text(row.5),
+        gtid_executed: set("gtid_executed", row.6)?,
+        gtid_purged: set("gtid_purged", row.7)?,
+    };
+    let problems = mysql_setting_problems(&settings);
+    if !problems.is_empty() {
+        return Err(PreflightError::Setting(format!(
+            "the MySQL source is not set up for sluice:\n{}",
+            problems
+                .iter()
+                .map(|p| format!("  - {p}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )));
+    }
+    let mut warnings = Vec::new();
+    check_grants(conn, config, SourceFlavor::Mysql, &mut warnings).await?;
+    if let Some(checkpoint) = checkpoint {
+        mysql_checkpoint_available(checkpoint, &settings.gtid_executed, &settings.gtid_purged)?;
+    }
+    Ok(settings)
+}
+
+/// Every setting of a MySQL source that keeps sluice from streaming it faithfully, each with
+/// what to run. All of them fail closed: MySQL has had each since 8.0, so there is no reason
+/// to stream without (unlike MariaDB's optional `binlog_row_metadata`).
+pub fn mysql_setting_problems(s: &MysqlSourceSettings) -> Vec<String> {
+    let is = |value: &str, wanted: &str| value.eq_ignore_ascii_case(wanted);
+    let mut problems = Vec::new();
+    if !s.log_bin {
+        problems.push(
+            "log_bin is OFF: binary logging is off. Start mysqld without --skip-log-bin / --disable-log-bin (on by \
+             default since 8.0)"
+                .to_string(),
+        );
+    }
+    if !is(&s.enforce_gtid_consistency, "ON") {
+        problems.push(format!(
+            "enforce_gtid_consistency is {}; sluice needs ON. Run SET PERSIST enforce_gtid_consistency = ON (first \
+             WARN, to find offending statements in the error log)",
+            s.enforce_gtid_consistency
+        ));
+    }
+    if !is(&s.gtid_mode, "ON") {
+        problems.push(format!(
+            "gtid_mode is {}; sluice resumes from GTIDs and needs ON. With enforce_gtid_consistency = ON, step it up \
+             one value at a time: SET PERSIST gtid_mode = OFF_PERMISSIVE; then ON_PERMISSIVE; wait until \
+             Ongoing_anonymous_transaction_count is 0; then SET PERSIST gtid_mode = ON (MySQL manual, \
+             \"Enabling GTID Transactions Online\")",
+            s.gtid_mode
+        ));
+    }
+    if !is(&s.binlog_format, "ROW") {
+        problems.push(format!(
+            "binlog_format is {}; sluice needs ROW. Run SET PERSIST binlog_format = 'ROW'",
+            s.binlog_format
+        ));
+    }
+    if !is(&s.binlog_row_image, "FULL") {
+        problems.push(format!(
+            "binlog_row_image is {}; sluice needs FULL row images to apply and verify by key. Run SET PERSIST \
+             binlog_row_image = 'FULL'",
+            s.binlog_row_image
+        ));
+    }
+    if !is(&s.binlog_row_metadata, "FULL") {
+        problems.push(format!(
+            "binlog_row_metadata is {}; sluice needs FULL, so that the binlog itself names columns and keys at every \
+             position. Run SET PERSIST binlog_row_metadata = 'FULL'",
+            s.binlog_row_metadata
+        ));
+    }
+    problems
+}
+
+/// With GTID sets the checks are exact: the source must hold every transaction of the
+/// checkpoint (else its history is not the one the target was built from), and every
+/// transaction it purged must be in the checkpoint (else sluice would skip it).
+pub fn mysql_checkpoint_available(
+    checkpoint: &MysqlGtidSet,
+    executed: &MysqlGtidSet,
+    purged: &MysqlGtidSet,
+) -> Result<(), PreflightError> {
+    let missing = checkpoint.subtract(executed);
+    if !missing.is_empty() {
+        return Err(PreflightError::MysqlDiverged {
+            checkpoint: checkpoint.to_string(),
+            executed: executed.to_string(),
+            missing: missing.to_string(),
+        });
+    }
+    let needed = purged.subtract(checkpoint);
+    if !needed.is_empty() {
+        return Err(PreflightError::MysqlPurged {
+            checkpoint: checkpoint.to_string(),
+            purged: purged.to_string(),
+            needed: needed.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// A MySQL source gets MySQL's checks, so `check` names every setting to fix; then it is
+/// refused, because the engine's checkpoint, catalog and backfill still speak MariaDB only
+/// (the replication connection and the protocol already handle MySQL, see
+/// docs/mysql-sources.md).
+async fn refuse_mysql_source(
+    conn: &mut mysql_async::Conn,
+    config: &Config,
+    checkpoint: Option<&Checkpoint>,
+    version: &str,
+) -> Result<SourceInfo, PreflightError> {
+    if let Some(cp) = checkpoint.filter(|cp| !cp.position.is_empty()) {
+        return Err(PreflightError::Setting(format!(
+            "the source is MySQL {version} but the target's checkpoint is a MariaDB GTID position ({}); a target \
+             cannot move between MariaDB and MySQL sources. Point sluice at the MariaDB server, or rebuild the target",
+            cp.position
+        )));
+    }
+    check_mysql_source(conn, config, None).await?;
+    Err(PreflightError::Setting(format!(
+        "the source is MySQL {version}: its settings and grants pass sluice's checks, but `sluice run` does not stream \
+         from MySQL yet (the replication connection does; the engine's checkpoint, catalog and backfill are MariaDB's \
+         so far, see docs/mysql-sources.md). MySQL binlog files can be read with `sluice binlog dump FILE`"
+    )))
+}
+
+#[cfg(test)]
+mod mysql_tests {
+    use super::*;
+
+    fn set(text: &str) -> MysqlGtidSet {
+        text.parse().unwrap()
+    }
+
+    const A: &str = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+    const B: &str = "11111111-2222-3333-4444-555555555555";
+
+    fn good() -> MysqlSourceSettings {
+        MysqlSourceSettings {
+            log_bin: true,
+            gtid_mode: "ON".into(),
+            enforce_gtid_consistency: "ON".into(),
+            binlog_format: "ROW".into(),
+            binlog_row_image: "FULL".into(),
+            binlog_row_metadata: "FULL".into(),
+            gtid_executed: set(&format!("{A}:1-100")),
+            gtid_purged: MysqlGtidSet::new(),
+        }
+    }
+
+    #[test]
+    fn a_well_set_source_has_no_problems_and_every_bad_setting_is_named() {
+        assert!(mysql_setting_problems(&good()).is_empty());
+        let bad = MysqlSourceSettings {
+            log_bin: false,
+            gtid_mode: "OFF".into(),
+            enforce_gtid_consistency: "WARN".into(),
+            binlog_format: "MIXED".into(),
+            binlog_row_image: "MINIMAL".into(),
+            binlog_row_metadata: "MINIMAL".into(),
+            ..good()
+        };
+        let problems = mysql_setting_problems(&bad).join("\n");
+        for expected in [
+            "log_bin is OFF",
+            "gtid_mode is OFF",
+            "SET PERSIST gtid_mode = OFF_PERMISSIVE",
+            "enforce_gtid_consistency is WARN",
+            "binlog_format is MIXED",
+            "binlog_row_image is MINIMAL",
+            "binlog_row_metadata is MINIMAL",
+            "SET PERSIST binlog_row_metadata = 'FULL'",
+        ] {
+            assert!(problems.contains(expected), "{expected:?} in {problems}");
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_inside_the_sources_history_with_nothing_needed_purged_passes() {
+        let executed = set(&format!("{A}:1-100,{B}:tag:1-5"));
+        assert!(mysql_checkpoint_available(
+            &set(&format!("{A}:1-40,{B}:tag:1-5")),
+            &executed,
+            &set(&format!("{A}:1-40"))
+        )
+        .is_ok());
+        assert!(mysql_checkpoint_available(&MysqlGtidSet::new(), &executed, &MysqlGtidSet::new()).is_ok());
+    }
+
+    #[test]
+    fn purged_transactions_the_checkpoint_lacks_are_refused() {
+        let executed = set(&format!("{A}:1-100"));
+        let err = mysql_checkpoint_available(&set(&format!("{A}:1-40")), &executed, &set(&format!("{A}:1-50")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("it purged {A}:41-50")), "{err}");
+        assert!(err.contains("binlog_expire_logs_seconds"), "{err}");
+    }
+
+    #[test]
+    fn a_checkpoint_with_transactions_the_source_never_had_has_diverged() {
+        // The target holds A:1-40 and B:1-3; the source (a promoted replica) never got B:3,
+        // though tagged and untagged GTIDs of B are counted apart.
+        let executed = set(&format!("{A}:1-100,{B}:1-2,{B}:tag:3"));
+        let err = mysql_checkpoint_available(&set(&format!("{A}:1-40,{B}:1-3")), &executed, &MysqlGtidSet::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("the checkpoint holds {B}:3")), "{err}");
+        assert!(err.contains("diverged"), "{err}");
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,198 @@
+//! `sluice check`'s MySQL source checks against sluice-testkit's MySQL protocol test server
+//! (no MySQL server can be installed here): the server answers the `SELECT @@…`, `SHOW GRANTS`
+//! and `CURRENT_USER()` queries as a MySQL 8 source would, and preflight fails closed on a
+//! wrong setting, naming it and the fix.
+
+use std::path::PathBuf;
+
+use sluice_engine::config::Config;
+use sluice_engine::ops::preflight::MYSQL_SETTINGS_QUERY;
+use sluice_testkit::mysql_protocol::ResultSet;
+use sluice_testkit::{MysqlProtocolServer, MysqlProtocolServerOptions};
+
+const GOOD: [&str; 8] = [
+    "1",
+    "ON",
+    "ON",
+    "ROW",
+    "FULL",
+    "FULL",
+    "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-100",
+    "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-20",
+];
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../sluice-binlog/tests/fixtures/mysql-binlogs/mysql_type_bit.000001")
+}
+
+fn grants(lines: &[&str]) -> ResultSet {
+    ResultSet {
+        columns: vec!["Grants for repl@%".into()],
+        rows: lines.iter().map(|l| vec![Some(l.to_string())]).collect(),
+    }
+}
+
+/// What a MySQL 8.0.40 source whose settings are `settings` (in MYSQL_SETTINGS_QUERY's order)
+/// answers, its user holding what sluice needs.
+fn source_queries(settings: [&str; 8]) -> Vec<(String, ResultSet)> {
+    let names = [
+        "log_bin",
+        "gtid_mode",
+        "enforce_gtid_consistency",
+        "binlog_format",
+        "binlog_row_image",
+        "binlog_row_metadata",
+        "gtid_executed",
+        "gtid_purged",
+    ];
+    let pairs: Vec<(&str, &str)> = names.into_iter().zip(settings).collect();
+    vec![
+        ("SELECT @@version".into(), ResultSet::row(&[("@@version", "8.0.40")])),
+        (MYSQL_SETTINGS_QUERY.into(), ResultSet::row(&pairs)),
+        (
+            "SHOW GRANTS".into(),
+            grants(&[
+                "GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO `repl`@`%`",
+                "GRANT SELECT ON `shop`.* TO `repl`@`%`",
+            ]),
+        ),
+        (
+            "SELECT CURRENT_USER()".into(),
+            ResultSet::row(&[("CURRENT_USER()", "repl@%")]),
+        ),
+    ]
+}
+
+fn serve(queries: Vec<(String, ResultSet)>) -> MysqlProtocolServer {
+    let mut o = MysqlProtocolServerOptions::new(fixture());
+    o.queries = queries;
+    MysqlProtocolServer::start(o)
+}
+
+fn config(server: &MysqlProtocolServer, dir: &std::path::Path) -> Config {
+    let password = dir.join("password");
+    std::fs::write(&password, "repl-pw").unwrap();
+    Config::parse(&format!(
+        r#"
+[source]
+host = "127.0.0.1"
+port = {port}
+user = "repl"
+password_file = "{password}"
+server_id = 4242
+
+[target]
+kind = "sqlite"
+path = "{target}"
+
+[lag]
+heartbeat = false
+
+[[tables]]
+match = "shop.orders"
+"#,
+        port = server.port,
+        password = password.display(),
+        target = dir.join("edge.sqlite").display(),
+    ))
+    .unwrap()
+}
+
+async fn check(settings: [&str; 8]) -> (String, Vec<String>) {
+    let server = serve(source_queries(settings));
+    let dir = tempfile::tempdir().unwrap();
+    let err = sluice_engine::pipeline::check(&config(&server, dir.path()))
+        .await
+        .expect_err("a MySQL source is refused by `check` until the engine streams from it");
+    (err.to_string(), server.received().queries)
+}
+
+#[tokio::test]
+async fn a_well_set_mysql_source_passes_the_mysql_checks() {
+    let (err, queries) = check(GOOD).await;
+    assert!(err.contains("pass sluice's checks"), "{err}");
+    assert!(err.contains("does not stream from MySQL yet"), "{err}");
+    assert!(queries.iter().any(|q| q == MYSQL_SETTINGS_QUERY), "{queries:?}");
+    assert!(queries.iter().any(|q| q == "SHOW GRANTS"), "{queries:?}");
+}
+
+#[tokio::test]
+async fn gtid_mode_off_is_refused_naming_the_setting_and_the_fix() {
+    let mut settings = GOOD;
+    settings[1] = "OFF";
+    let (err, _) = check(settings).await;
+    assert!(err.contains("gtid_mode is OFF"), "{err}");
+    assert!(err.contains("SET PERSIST gtid_mode = OFF_PERMISSIVE"), "{err}");
+    assert!(!err.contains("pass sluice's checks"), "{err}");
+}
+
+#[tokio::test]
+async fn minimal_row_metadata_is_refused_naming_the_setting_and_the_fix() {
+    let mut settings = GOOD;
+    settings[5] = "MINIMAL";
+    settings[2] = "OFF";
+    let (err, _) = check(settings).await;
+    assert!(err.contains("binlog_row_metadata is MINIMAL"), "{err}");
+    assert!(err.contains("SET PERSIST binlog_row_metadata = 'FULL'"), "{err}");
+    // Every wrong setting at once.
+    assert!(err.contains("enforce_gtid_consistency is OFF"), "{err}");
+}
+
+#[tokio::test]
+async fn a_missing_replication_client_grant_is_named_in_mysqls_terms() {
+    let mut queries = source_queries(GOOD);
+    for (q, rs) in &mut queries {
+        if q == "SHOW GRANTS" {
+            *rs = grants(&[
+                "GRANT REPLICATION SLAVE ON *.* TO `repl`@`%`",
+                "GRANT SELECT ON `shop`.* TO `repl`@`%`",
+            ]);
+        }
+    }
+    let server = serve(queries);
+    let dir = tempfile::tempdir().unwrap();
+    let err = sluice_engine::pipeline::check(&config(&server, dir.path()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("GRANT REPLICATION CLIENT ON *.* TO"), "{err}");
+    assert!(!err.contains("BINLOG MONITOR"), "{err}");
+}
+
+/// The checkpoint checks with a checkpoint GTID set, against the GOOD source's
+/// `gtid_executed` (…:1-100) and `gtid_purged` (…:1-20), read over the protocol.
+#[tokio::test]
+async fn a_checkpoint_set_is_checked_against_gtid_purged_and_gtid_executed() {
+    use sluice_binlog::MysqlGtidSet;
+    use sluice_engine::ops::preflight::check_mysql_source;
+    let server = serve(source_queries(GOOD));
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&server, dir.path());
+    let opts = sluice_engine::source_rows::source_opts(&config).unwrap();
+    let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+    let uuid = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+    let set = |text: String| -> MysqlGtidSet { text.parse().unwrap() };
+
+    let settings = check_mysql_source(&mut conn, &config, Some(&set(format!("{uuid}:1-60"))))
+        .await
+        .unwrap();
+    assert_eq!(settings.gtid_executed.to_string(), format!("{uuid}:1-100"));
+
+    let purged = check_mysql_source(&mut conn, &config, Some(&set(format!("{uuid}:1-10"))))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(purged.contains(&format!("it purged {uuid}:11-20")), "{purged}");
+
+    let diverged = check_mysql_source(&mut conn, &config, Some(&set(format!("{uuid}:1-120"))))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(diverged.contains("diverged"), "{diverged}");
+    assert!(
+        diverged.contains(&format!("the checkpoint holds {uuid}:101-120")),
+        "{diverged}"
+    );
+    conn.disconnect().await.unwrap();
+}
