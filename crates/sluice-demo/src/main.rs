@@ -28,6 +28,7 @@ use mysql_async::{Conn, Opts, OptsBuilder};
 use sluice_binlog::GtidPosition;
 use sluice_engine::apply::Progress;
 use sluice_engine::config::Config;
+use sluice_engine::ops::status::LiveStatus;
 use sluice_engine::pipeline::{self, RunError, RunOptions};
 use sluice_testkit::MariaDb;
 use tokio::sync::oneshot;
@@ -66,6 +67,10 @@ struct Args {
     /// Concurrent source connections writing the load.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
     connections: u64,
+    /// After the verdict, keep the source, sluice and its status page running (until Ctrl-C)
+    /// to explore them with `sluice status`, `sluice verify` and a browser.
+    #[arg(long)]
+    keep: bool,
 }
 
 fn main() -> ExitCode {
@@ -391,31 +396,26 @@ async fn run(args: Args) -> anyhow::Result<Verdict> {
     );
 
     // 2. The config.
-    fs::write(&config_path, shop::config_toml(db.port()))?;
-    let config = Config::load(&config_path).context("loading the demo's config")?;
+    let status_port = free_port()?;
+    fs::write(&config_path, shop::config_toml(db.port(), status_port))?;
+    let config = Arc::new(Config::load(&config_path).context("loading the demo's config")?);
     println!("[2/6] Config: {}", config_path.display());
-    for line in shop::config_toml(db.port())
+    for line in shop::config_toml(db.port(), status_port)
         .lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
     {
         println!("      {line}");
     }
 
-    // 3. sluice, in-process.
+    // 3. sluice, in-process, with its status page.
     let progress = Arc::new(Progress::default());
-    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-    let (connected_tx, connected_rx) = oneshot::channel();
-    let options = RunOptions {
-        progress: progress.clone(),
-        connected: Some(connected_tx),
-    };
-    let mut sluice = tokio::spawn(async move {
-        // Stops when told to, or when the demo is dropped (Ctrl-C) and the sender with it.
-        let shutdown = async {
-            let _ = shutdown_rx.await;
-        };
-        pipeline::run(&config, options, shutdown).await
-    });
+    let live = LiveStatus::new(config.clone(), progress.clone());
+    let status_addr = config
+        .metrics
+        .listen_addr()?
+        .context("the demo config sets [metrics] listen")?;
+    let _status_page = sluice_engine::ops::metrics::serve(status_addr, live).await?;
+    let (shutdown_tx, connected_rx, mut sluice) = start_sluice(config.clone(), progress.clone());
     tokio::select! {
         connected = connected_rx => {
             if connected.is_err() {
@@ -430,6 +430,7 @@ async fn run(args: Args) -> anyhow::Result<Verdict> {
         applied_position(&progress),
         log_path.display()
     );
+    println!("      status page: http://{status_addr}/ (Prometheus metrics on /metrics)");
 
     // 4. Seed, then the load.
     let shared = Arc::new(Shared::new());
@@ -675,7 +676,13 @@ async fn run(args: Args) -> anyhow::Result<Verdict> {
     );
 
     println!();
-    println!("Explore the replica (the source server is gone; the SQLite file stays):");
+    println!(
+        "Explore the replica ({}):",
+        match args.keep {
+            true => "the source and sluice keep running, see below",
+            false => "the source server is gone; the SQLite file stays; --keep keeps them",
+        }
+    );
     println!(
         "  sqlite3 {} 'select status, count(*) from orders group by status'",
         target_path.display()
@@ -690,26 +697,83 @@ async fn run(args: Args) -> anyhow::Result<Verdict> {
         log_path.display()
     );
 
+    if args.keep {
+        // The verdict first, then sluice again from its checkpoint, until Ctrl-C.
+        println!();
+        println!("{}", verdict_line(&problems, &reports, &target_path));
+        let (_shutdown, connected, _sluice) = start_sluice(config.clone(), progress.clone());
+        let _ = tokio::time::timeout(CONNECT_TIMEOUT, connected).await;
+        println!();
+        println!(
+            "--keep: the source (127.0.0.1:{}), sluice and its status page keep running until Ctrl-C:",
+            db.port()
+        );
+        println!("  open http://{status_addr}/ in a browser");
+        println!("  sluice status -c {}", config_path.display());
+        println!("  sluice verify -c {}", config_path.display());
+        println!(
+            "  mariadb -h127.0.0.1 -P{} -uroot shop   # write something, watch it arrive",
+            db.port()
+        );
+        let _ = tokio::signal::ctrl_c().await;
+        tokio::task::spawn_blocking(move || drop(db)).await?;
+        return Ok(Verdict {
+            ok: problems.is_empty(),
+            line: "stopped (--keep)".into(),
+        });
+    }
+
     // The source goes away before the verdict, so that the verdict is the last line.
     tokio::task::spawn_blocking(move || drop(db)).await?;
 
-    let total_rows: usize = reports.iter().map(|r| r.source_rows).sum();
-    Ok(if problems.is_empty() {
-        Verdict {
-            ok: true,
-            line: format!(
-                "OK: {} tables equal ({} rows), target: {}",
-                reports.len(),
-                thousands(total_rows as u64),
-                target_path.display()
-            ),
-        }
-    } else {
-        Verdict {
-            ok: false,
-            line: format!("MISMATCH: {}", problems.join("; ")),
-        }
+    Ok(Verdict {
+        ok: problems.is_empty(),
+        line: verdict_line(&problems, &reports, &target_path),
     })
+}
+
+/// The demo's last line: `OK: …` or `MISMATCH: …`.
+fn verdict_line(problems: &[String], reports: &[verify::TableReport], target_path: &Path) -> String {
+    let total_rows: usize = reports.iter().map(|r| r.source_rows).sum();
+    match problems.is_empty() {
+        true => format!(
+            "OK: {} tables equal ({} rows), target: {}",
+            reports.len(),
+            thousands(total_rows as u64),
+            target_path.display()
+        ),
+        false => format!("MISMATCH: {}", problems.join("; ")),
+    }
+}
+
+type SluiceTask = JoinHandle<Result<(), RunError>>;
+
+/// Runs sluice in-process: its stop sender (dropping it stops sluice too), a receiver that
+/// fires once the stream is connected, and the task.
+fn start_sluice(
+    config: Arc<Config>,
+    progress: Arc<Progress>,
+) -> (oneshot::Sender<()>, oneshot::Receiver<()>, SluiceTask) {
+    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let (connected_tx, connected_rx) = oneshot::channel();
+    let options = RunOptions {
+        progress,
+        connected: Some(connected_tx),
+    };
+    let task = tokio::spawn(async move {
+        // Stops when told to, or when the demo is dropped (Ctrl-C) and the sender with it.
+        let shutdown = async {
+            let _ = shutdown_rx.await;
+        };
+        pipeline::run(&config, options, shutdown).await
+    });
+    (shutdown_tx, connected_rx, task)
+}
+
+/// A TCP port free on 127.0.0.1 now (for the status page).
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port for the status page")?;
+    Ok(listener.local_addr()?.port())
 }
 
 fn print_reports(reports: &[verify::TableReport]) {

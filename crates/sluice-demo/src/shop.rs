@@ -47,10 +47,16 @@ CREATE TABLE shop.sessions (
 
 pub const SCHEMA: &str = "shop";
 
-/// A source table the config replicates, and the columns it leaves out.
+/// A source table the config replicates, the columns it leaves out, and the same row
+/// filter and transforms as the config's, written as the source's own SQL so that the
+/// comparison computes them independently of sluice.
 pub struct TableSpec {
     pub name: &'static str,
     pub excluded: &'static [&'static str],
+    /// The config's `where`, as a MariaDB condition.
+    pub source_where: Option<&'static str>,
+    /// `truncate:N` transforms: (column, N), done by the source as `LEFT(column, N)`.
+    pub truncated: &'static [(&'static str, usize)],
 }
 
 /// What the config below selects, in the same order.
@@ -58,18 +64,26 @@ pub const REPLICATED: &[TableSpec] = &[
     TableSpec {
         name: "shops",
         excluded: &[],
+        source_where: None,
+        truncated: &[],
     },
     TableSpec {
         name: "customers",
         excluded: &["email", "phone"],
+        source_where: None,
+        truncated: &[("name", 1)],
     },
     TableSpec {
         name: "orders",
         excluded: &[],
+        source_where: Some("status <> 'cancelled'"),
+        truncated: &[],
     },
     TableSpec {
         name: "order_lines",
         excluded: &[],
+        source_where: None,
+        truncated: &[],
     },
 ];
 
@@ -81,15 +95,20 @@ pub const EMAIL_DOMAIN: &str = "@example.com";
 pub const PHONE_PREFIX: &str = "+1-555-";
 
 pub const REPL_USER: &str = "sluice_repl";
-/// The grants sluice needs (see README): replication, and catalog reads.
-pub const REPL_GRANTS: &[&str] = &["REPLICATION SLAVE, BINLOG MONITOR", "SELECT ON *.*"];
+/// The grants sluice needs (see README): replication, catalog and copy reads, and the lag
+/// heartbeat's table (so lag is measured from heartbeats, in microseconds).
+pub const REPL_GRANTS: &[&str] = &[
+    "REPLICATION SLAVE, BINLOG MONITOR",
+    "SELECT ON *.*",
+    "SELECT, INSERT, UPDATE, CREATE ON `sluice`.*",
+];
 
 pub const CONFIG_FILE: &str = "sluice.toml";
 pub const PASSWORD_FILE: &str = "source-password";
 pub const TARGET_FILE: &str = "edge.sqlite";
 
 /// The sluice config the demo runs with; relative paths are relative to the config file.
-pub fn config_toml(port: u16) -> String {
+pub fn config_toml(port: u16, status_port: u16) -> String {
     format!(
         r#"# Written by sluice-demo. Replicates a slice of the demo shop into SQLite.
 
@@ -110,14 +129,20 @@ match = "shop.shops"
 [[tables]]
 match = "shop.customers"
 exclude_columns = ["email", "phone"]   # personal data stays at the source
+[tables.transforms]
+name = "truncate:1"                    # the edge keeps an initial, not the name
 
 [[tables]]
 match = "shop.orders"
+where = "status <> 'cancelled'"        # cancelled orders leave the edge (a delete there)
 
 [[tables]]
 match = "shop.order_lines"
 
 # shop.sessions is not selected: its writes are filtered out.
+
+[metrics]
+listen = "127.0.0.1:{status_port}"     # the status page on http://127.0.0.1:{status_port}/, Prometheus on /metrics
 "#
     )
 }

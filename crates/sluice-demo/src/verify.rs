@@ -207,12 +207,22 @@ pub async fn compare_table(
         .collect::<anyhow::Result<_>>()?;
 
     // Source: MariaDB's text protocol, in key order.
-    let select_list = names.iter().map(|n| quote_mysql(n)).collect::<Vec<_>>().join(", ");
+    let select_list = names
+        .iter()
+        .map(
+            |n| match spec.truncated.iter().find(|(c, _)| c.eq_ignore_ascii_case(n)) {
+                Some((_, chars)) => format!("LEFT({}, {chars})", quote_mysql(n)),
+                None => quote_mysql(n),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join(", ");
     let order_by = key_names.iter().map(|n| quote_mysql(n)).collect::<Vec<_>>().join(", ");
     let sql = format!(
-        "SELECT {select_list} FROM {}.{} ORDER BY {order_by}",
+        "SELECT {select_list} FROM {}.{} {} ORDER BY {order_by}",
         quote_mysql(SCHEMA),
-        quote_mysql(spec.name)
+        quote_mysql(spec.name),
+        spec.source_where.map_or(String::new(), |w| format!("WHERE {w}"))
     );
     let rows: Vec<Row> = source.query(sql).await?;
     let source_rows: Vec<CanonRow> = rows
