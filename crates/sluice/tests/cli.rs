@@ -163,3 +163,50 @@ fn binlog_dump_from_a_server_applies_the_configs_rules_unless_raw() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `-c` falls back to `SLUICE_CONFIG`, and `SLUICE_LOG=trace` gives trace lines (each applied
+/// source transaction); a source that is not there is named with its address and the
+/// operating system's reason, once.
+#[test]
+fn sluice_config_env_trace_logs_and_plain_connection_errors() {
+    let env = Env::new(SETUP, TABLES);
+    let out = env
+        .sluice()
+        .env("SLUICE_CONFIG", &env.config)
+        .arg("check")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("config: ok"));
+
+    let mut sluice = env.start_with_log_level("trace");
+    env.db.exec("INSERT INTO shop.items VALUES (9, 'nine', 9.00)");
+    env.wait_caught_up(&mut sluice);
+    assert!(sluice.stop().success());
+    let log = env.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("TRACE") && l.contains("applying a source transaction")),
+        "{log}"
+    );
+
+    // Nothing listens on the port any more.
+    let port = env.db.port();
+    let mut db = env.db;
+    db.stop();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(env.dir.path())
+        .args(["check", "-c", env.config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "cannot connect to the source 127.0.0.1:{port} as sluice_repl: Connection refused"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Input/output error"), "{stderr}");
+    assert_eq!(stderr.matches("error:").count(), 1, "{stderr}");
+}

@@ -286,3 +286,44 @@ fn names_postgres_would_cut_are_refused_before_anything_is_written() {
         .get(0);
     assert_eq!(tables, 0, "no edge table may be created");
 }
+
+/// A row the target cannot store stops replication with an error naming the table, the
+/// column and the source transaction, never the value.
+#[test]
+fn a_row_the_target_refuses_is_named_by_table_column_and_gtid_without_its_value() {
+    let env = Env::new(
+        "CREATE DATABASE shop; CREATE TABLE shop.notes (id INT PRIMARY KEY, body TEXT);",
+        "[[tables]]\nmatch = \"shop.notes\"\n",
+    );
+    let pg = PostgresServer::start();
+    pg.exec("CREATE DATABASE edge");
+    env.write_config_with_target(
+        "[[tables]]\nmatch = \"shop.notes\"\n",
+        "",
+        &format!(
+            "[target]\nkind = \"postgres\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"postgres\"\ndatabase = \"edge\"\n",
+            pg.port()
+        ),
+    );
+    let mut sluice = env.start_server_target(|| common::postgres_positions(&pg, "public"));
+    env.db
+        .exec("INSERT INTO shop.notes VALUES (1, CONCAT('top-secret', CHAR(0), 'value'))");
+    let gtid = env.source_position();
+    let status = sluice.wait_exit(std::time::Duration::from_secs(60));
+    assert!(!status.success());
+    let log = env.log();
+    let error = log
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        error.contains("table notes") && error.contains("column body") && error.contains("NUL character"),
+        "{error}"
+    );
+    assert!(
+        error.contains(&format!("source transaction {gtid}")),
+        "want {gtid}: {error}"
+    );
+    assert!(!log.contains("top-secret"), "{log}");
+    assert_eq!(log.matches("error:").count(), 1, "the error is printed once: {log}");
+}

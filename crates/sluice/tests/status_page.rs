@@ -74,11 +74,36 @@ async fn browser(driver_port: u16, profile: &std::path::Path) -> Client {
 
 /// The `data-state` of table `table`'s state cell, when the page shows the table.
 async fn table_state(client: &Client, table: &str) -> Option<String> {
-    let cell = client
-        .find(Locator::Css(&format!("#tables tr[data-table='{table}'] td.state")))
+    attribute(
+        client,
+        &format!("#tables tr[data-table='{table}'] td.state"),
+        "data-state",
+    )
+    .await
+}
+
+/// Reads in one script turn, so the page's own refresh (which rebuilds the rows) can never
+/// leave the test holding a stale element.
+async fn attribute(client: &Client, css: &str, name: &str) -> Option<String> {
+    let value = client
+        .execute(
+            "const e = document.querySelector(arguments[0]); return e ? e.getAttribute(arguments[1]) : null",
+            vec![serde_json::json!(css), serde_json::json!(name)],
+        )
         .await
         .ok()?;
-    cell.attr("data-state").await.ok().flatten()
+    value.as_str().map(str::to_owned)
+}
+
+async fn text(client: &Client, css: &str) -> Option<String> {
+    let value = client
+        .execute(
+            "const e = document.querySelector(arguments[0]); return e ? e.textContent.trim() : null",
+            vec![serde_json::json!(css)],
+        )
+        .await
+        .ok()?;
+    value.as_str().map(str::to_owned)
 }
 
 async fn page_errors(client: &Client) -> Vec<serde_json::Value> {
@@ -160,19 +185,13 @@ fn the_status_page_shows_a_copy_finish_and_the_lag() {
             .await
             .expect("load the page");
 
-        let copying = wait_for(&env, &mut sluice, 60, "the copy in progress", || async {
+        // The state and the progress cell from one look at the page.
+        let progress = wait_for(&env, &mut sluice, 60, "the copy in progress", || async {
             let state = table_state(&client, "big").await?;
-            (state == "copying").then_some(state)
+            let progress = text(&client, "#tables tr[data-table='big'] td:nth-child(5)").await?;
+            (state == "copying").then_some(progress)
         })
         .await;
-        assert_eq!(copying, "copying");
-        let progress = client
-            .find(Locator::Css("#tables tr[data-table='big'] td:nth-child(5)"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
         assert!(
             progress.contains(" of ~") && progress.ends_with("source rows"),
             "{progress}"
@@ -190,22 +209,8 @@ fn the_status_page_shows_a_copy_finish_and_the_lag() {
         .await;
         assert!(points >= 2);
 
-        let liveness = client
-            .find(Locator::Id("liveness"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert_eq!(liveness, "running");
-        let source = client
-            .find(Locator::Id("source-state"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert_eq!(source, "yes");
+        assert_eq!(text(&client, "#liveness").await.as_deref(), Some("running"));
+        assert_eq!(text(&client, "#source-state").await.as_deref(), Some("yes"));
         let updates = client
             .execute("return Number(document.body.dataset.updates || 0)", vec![])
             .await
