@@ -8,6 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{free_port, http_get, Env};
+use sluice_testkit::{MariaDb, PostgresServer};
 
 const SETUP: &str = "
 CREATE DATABASE shop;
@@ -41,6 +42,31 @@ fn load(env: &Env, from: usize, to: usize) {
     }
 }
 
+/// Load before, during and after an outage of the target `server` (`down`, then `up`):
+/// sluice must still be running while the target is down, when `while_down` runs.
+fn load_through_an_outage<T>(
+    env: &Env,
+    sluice: &mut common::Sluice,
+    server: &mut T,
+    down: fn(&mut T),
+    up: fn(&mut T),
+    while_down: impl FnOnce(),
+) {
+    load(env, 0, 100);
+    down(server);
+    // Changes keep coming while the target is down.
+    load(env, 100, 200);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        sluice.try_exit().is_none(),
+        "sluice ended with its target down:\n{}",
+        env.log()
+    );
+    while_down();
+    up(server);
+    load(env, 200, 300);
+}
+
 #[test]
 fn a_mariadb_target_killed_and_restarted_under_load_ends_equal() {
     let env = Env::new(SETUP, TABLES);
@@ -51,23 +77,20 @@ fn a_mariadb_target_killed_and_restarted_under_load_ends_equal() {
     let port = target.port();
     let positions = move || common::mariadb_positions(port);
     let mut sluice = env.start_server_target(positions);
-    load(&env, 0, 100);
-    target.kill();
-    // Changes keep coming while the target is down.
-    load(&env, 100, 200);
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(
-        sluice.try_exit().is_none(),
-        "sluice ended with its target down:\n{}",
-        env.log()
+    load_through_an_outage(
+        &env,
+        &mut sluice,
+        &mut target,
+        MariaDb::kill,
+        MariaDb::start_again,
+        || {
+            let down = live_status_until(metrics, "target_unreachable_since", |s| {
+                s["target_unreachable_since_unix"].is_u64()
+            });
+            assert_eq!(down["liveness"], "running", "{down:#}");
+            assert!(down["source_error"].is_null(), "{down:#}");
+        },
     );
-    let down = live_status_until(metrics, "target_unreachable_since", |s| {
-        s["target_unreachable_since_unix"].is_u64()
-    });
-    assert_eq!(down["liveness"], "running", "{down:#}");
-    assert!(down["source_error"].is_null(), "{down:#}");
-    target.start_again();
-    load(&env, 200, 300);
     env.wait_caught_up_with(&mut sluice, positions);
     // (The live status is reused for up to a second, so the change may take that long.)
     let back = live_status_until(metrics, "the target back", |s| {
@@ -85,7 +108,7 @@ fn a_mariadb_target_killed_and_restarted_under_load_ends_equal() {
 #[test]
 fn a_postgres_target_restarted_under_load_ends_equal() {
     let env = Env::new(SETUP, TABLES);
-    let mut pg = sluice_testkit::PostgresServer::start();
+    let mut pg = PostgresServer::start();
     pg.exec("CREATE DATABASE edge");
     let toml = format!(
         "[target]\nkind = \"postgres\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"postgres\"\ndatabase = \"edge\"\n",
@@ -93,17 +116,14 @@ fn a_postgres_target_restarted_under_load_ends_equal() {
     );
     env.write_config_with_target(TABLES, "", &toml);
     let mut sluice = env.start_server_target(|| common::postgres_positions(&pg, "public"));
-    load(&env, 0, 100);
-    pg.shut_down();
-    load(&env, 100, 200);
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(
-        sluice.try_exit().is_none(),
-        "sluice ended with its target down:\n{}",
-        env.log()
+    load_through_an_outage(
+        &env,
+        &mut sluice,
+        &mut pg,
+        PostgresServer::shut_down,
+        PostgresServer::start_again,
+        || {},
     );
-    pg.start_again();
-    load(&env, 200, 300);
     env.wait_caught_up_with(&mut sluice, || common::postgres_positions(&pg, "public"));
     assert!(sluice.stop().success(), "{}", env.log());
     assert!(env.log().contains("target unreachable"), "{}", env.log());
