@@ -491,6 +491,11 @@ pub struct TableSelector {
     pub row_filter: Option<std::sync::Arc<crate::select::rowfilter::Expr>>,
     /// Per-column transforms, by column name.
     pub transforms: Vec<(String, crate::select::transform::TransformSpec)>,
+    /// The row filter and transforms as one text (`where` with its whitespace normalised,
+    /// transforms sorted by column), recorded with each target table: a table whose rules
+    /// changed holds rows written under the old ones and is copied afresh
+    /// (`crate::schema_manager`).
+    pub rules: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -815,6 +820,22 @@ impl Config {
             }
             transforms.push((column.clone(), parsed));
         }
+        let rules = {
+            let mut specs: Vec<String> = transforms
+                .iter()
+                .map(|(column, spec)| format!("{}={spec}", column.to_lowercase()))
+                .collect();
+            specs.sort();
+            let filter = rule
+                .row_filter
+                .as_deref()
+                .map(|w| w.split_whitespace().collect::<Vec<_>>().join(" "));
+            format!(
+                "where: {}; transforms: {}",
+                filter.unwrap_or_default(),
+                specs.join(", ")
+            )
+        };
         Ok(TableSelector {
             pattern: rule.pattern.clone(),
             schema: glob(schema)?,
@@ -825,6 +846,7 @@ impl Config {
             key: format!("tables[{i}]"),
             row_filter,
             transforms,
+            rules,
         })
     }
 
@@ -835,23 +857,8 @@ impl Config {
     pub fn check_local_resources(&self) -> Result<(), ConfigError> {
         self.source_password()?;
         self.target_password()?;
-        let key = self.hmac_key()?;
-        if key.is_none() {
-            if let Some(rule) = self.selectors().into_iter().find(|s| {
-                s.transforms
-                    .iter()
-                    .any(|(_, t)| matches!(t, crate::select::transform::TransformSpec::Hmac))
-            }) {
-                return Err(invalid(
-                    "transforms.hmac_key_file",
-                    format!(
-                        "the rule {:?} uses an hmac transform, which needs a key: set [transforms] hmac_key_file or \
-                         hmac_key_env",
-                        rule.pattern
-                    ),
-                ));
-            }
-        }
+        // (A rule with an hmac transform and no key is refused by `validate`.)
+        self.hmac_key()?;
         let mut files = vec![
             ("source.tls_ca_file", &self.source.tls_ca_file),
             ("source.tls_cert_file", &self.source.tls_cert_file),

@@ -130,6 +130,7 @@ fn table() -> Arc<TargetTable> {
             })
             .collect(),
         key: vec![0],
+        rules: String::new(),
     })
 }
 
@@ -210,6 +211,9 @@ impl Target for Faulty {
     }
     fn recorded_tables(&mut self) -> TargetResult<Vec<String>> {
         self.inner.recorded_tables()
+    }
+    fn recorded_rules(&mut self) -> TargetResult<std::collections::HashMap<String, Option<String>>> {
+        self.inner.recorded_rules()
     }
     fn drop_table(&mut self, name: &str) -> TargetResult<()> {
         self.inner.drop_table(name)

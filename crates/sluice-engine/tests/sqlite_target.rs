@@ -60,6 +60,7 @@ fn table(name: &str, columns: Vec<ColumnDef>, key: &[usize]) -> Arc<TargetTable>
             })
             .collect(),
         key: key.to_vec(),
+        rules: String::new(),
     })
 }
 

@@ -475,6 +475,7 @@ fn table(name: &str, columns: Vec<ColumnDef>, key: &[usize]) -> Arc<TargetTable>
             })
             .collect(),
         key: key.to_vec(),
+        rules: String::new(),
     })
 }
 
@@ -1363,6 +1364,29 @@ fn empty_table_commits_with_the_checkpoint(f: &Fixture) {
     assert!(target.empty_table(&t).is_err(), "outside a transaction");
 }
 
+/// Each table records the rules (row filter and transforms) it was created under; a table
+/// created again after a drop records its new ones.
+fn a_table_records_its_rules(f: &Fixture) {
+    let with_rules = |rules: &str| {
+        let mut t = (*users()).clone();
+        t.rules = rules.to_owned();
+        Arc::new(t)
+    };
+    let mut target = f.open_prepared(&[with_rules("where: id > 1; transforms: name=mask:2"), pairs()]);
+    let rules = target.recorded_rules().unwrap();
+    assert_eq!(
+        rules["users"].as_deref(),
+        Some("where: id > 1; transforms: name=mask:2")
+    );
+    assert_eq!(rules["pairs"].as_deref(), Some(""));
+    target.drop_table("users").unwrap();
+    target.prepare(&[with_rules("where: ; transforms: ")]).unwrap();
+    assert_eq!(
+        target.recorded_rules().unwrap()["users"].as_deref(),
+        Some("where: ; transforms: ")
+    );
+}
+
 /// `recorded_tables` lists the tables sluice created that still exist; `drop_table` drops one
 /// and forgets its records (a stale backfill record included), so that `prepare` creates it
 /// afresh and empty. Dropping a table that is gone only forgets its records.
@@ -2159,6 +2183,7 @@ macro_rules! compliance {
 }
 
 compliance!(
+    a_table_records_its_rules,
     a_dropped_table_is_forgotten_and_created_afresh,
     empty_table_commits_with_the_checkpoint,
     a_missing_column_is_added_and_filled_alone,

@@ -247,3 +247,47 @@ fn a_reload_that_would_change_the_hmac_key_is_refused() {
         vec![vec![hmac_hex(old_key.as_bytes(), b"cy@example.com")]]
     );
 }
+
+/// A changed row filter or transform applies to the rows already at the edge too: the table
+/// is created afresh and copied again (rows copied under the old rules would otherwise stay:
+/// a row the new filter leaves out, a value masked the old way).
+#[test]
+fn a_changed_row_filter_or_transform_recopies_the_table() {
+    let env = env();
+    env.db.exec(
+        "INSERT INTO shop.orders VALUES (1,'eu','new',10,'a'),(2,'asia','new',20,'b'),(3,'us','paid',30,'c');
+         INSERT INTO shop.customers VALUES ('ann@example.com', 'Ann', '+1-555-0100', NULL, NULL, 1);",
+    );
+    let mut sluice = env.start();
+    env.wait_caught_up(&mut sluice);
+    assert!(sluice.stop().success());
+    let ids = |env: &Env| env.target_rows("SELECT id FROM orders ORDER BY id");
+    let one = |v: &[&str]| v.iter().map(|s| vec![(*s).to_owned()]).collect::<Vec<_>>();
+    let wait_for = |env: &Env, sluice: &mut common::Sluice, want: &dyn Fn(&Env) -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !want(env) {
+            assert!(sluice.try_exit().is_none(), "sluice exited; log:\n{}", env.log());
+            assert!(std::time::Instant::now() < deadline, "not reached; log:\n{}", env.log());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    assert_eq!(ids(&env), one(&["1", "3"]));
+
+    let changed = tables_toml()
+        .replace(FILTER, "region = 'asia'")
+        .replace("phone = \"mask:4\"", "phone = \"mask:2\"");
+    env.write_config(&changed, "");
+    let mut sluice = env.start();
+    wait_for(&env, &mut sluice, &|env: &Env| {
+        env.target.exists() && ids(env) == one(&["2"])
+    });
+    wait_for(&env, &mut sluice, &|env: &Env| {
+        env.target_rows("SELECT phone FROM customers") == one(&["*********00"])
+    });
+    env.db
+        .exec("INSERT INTO shop.orders VALUES (4,'asia','new',40,'d'),(5,'eu','new',50,'e')");
+    env.wait_caught_up(&mut sluice);
+    assert!(sluice.stop().success());
+    assert_eq!(ids(&env), one(&["2", "4"]));
+    assert!(env.log().contains("row filter or transforms changed"), "{}", env.log());
+}

@@ -8,6 +8,9 @@
 //!   table is kept, but nothing updates it any more); when it is selected again it is dropped
 //!   and created afresh, and a new copy runs, so nothing changed meanwhile stays behind. A
 //!   target table someone dropped gets a new copy the same way, whatever its old record said;
+//! * a table whose row filter or transforms changed (`TargetTable::rules`, recorded in
+//!   `_sluice_tables`) is dropped and copied afresh the same way: no row stays as the old rules
+//!   wrote it;
 //! * columns added to a table's replicated columns: the target adds them (empty) when it
 //!   prepares the table, and [`plan_column_copies`] records the copy that fills them in
 //!   existing rows.
@@ -59,8 +62,25 @@ pub(crate) fn reconcile_tables(target: &mut dyn Target, plans: &[Arc<TablePlan>]
         target.record_backfill(&record)?;
         target.commit_without_checkpoint()?;
     }
+    let rules = target.recorded_rules()?;
     for plan in plans {
         let name = &plan.target.name;
+        // Rows written under another row filter or other transforms would stay as they were
+        // (a row the new filter leaves out, a value hashed or masked the old way): the table
+        // is copied afresh, as when it comes back to the config.
+        if let Some(Some(old)) = rules.get(name) {
+            if *old != plan.target.rules && existing.contains(name) {
+                tracing::warn!(
+                    table = %name,
+                    source = %plan.target.source_name,
+                    was = %old,
+                    now = %plan.target.rules,
+                    "the table's row filter or transforms changed: the target table is created afresh and copied again"
+                );
+                target.drop_table(name)?;
+                continue;
+            }
+        }
         let Some(record) = records.get(name) else { continue };
         let gone = !existing.contains(name);
         if record.stale || gone {

@@ -344,6 +344,7 @@ fn plan_table(def: &TableDef, selector: &TableSelector, hmac_key: Option<&[u8]>)
             })
             .collect(),
         key,
+        rules: selector.rules.clone(),
     };
     Ok(TablePlan {
         source: Arc::new(def.clone()),

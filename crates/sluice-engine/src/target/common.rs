@@ -332,6 +332,13 @@ fn rows_copied_from_db(table: &str, rows_copied: i64) -> TargetResult<u64> {
         .map_err(|_| TargetError::Other(format!("{BACKFILL_TABLE} holds an invalid row count for table {table}")))
 }
 
+/// The `rules` a `_sluice_tables.definition` recorded (`None` in definitions written before
+/// sluice recorded them, or unreadable ones).
+pub(super) fn rules_of_definition(definition: &str) -> Option<String> {
+    let doc: serde_json::Value = serde_json::from_str(definition).ok()?;
+    doc.get("rules")?.as_str().map(str::to_owned)
+}
+
 /// The JSON description stored in `_sluice_tables.definition` (for schema-change detection):
 /// one format for every target, so only the column types differ. `extra` fields (dialect
 /// details such as SQLite's `without_rowid`) follow the common ones.
@@ -360,6 +367,7 @@ pub(super) fn definition_json<T: AsRef<str>>(
         "source_name": table.source_name,
         "columns": columns,
         "key": key,
+        "rules": table.rules,
     });
     if let Some(fields) = doc.as_object_mut() {
         for (name, value) in extra {

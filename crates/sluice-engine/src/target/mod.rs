@@ -44,6 +44,9 @@ pub struct TargetTable {
     /// Indexes into `columns` of the key columns (the source primary key), in key order.
     /// Never empty: tables without a usable key are refused before they reach a target.
     pub key: Vec<usize>,
+    /// The rule's row filter and transforms in one text (`TableSelector::rules`), recorded
+    /// with the table; empty when none apply.
+    pub rules: String,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -353,6 +356,10 @@ pub trait Target: Send {
     /// The names of the tables sluice created in this target (recorded in `_sluice_tables`)
     /// that still exist; a recorded table someone dropped since is left out.
     fn recorded_tables(&mut self) -> TargetResult<Vec<String>>;
+
+    /// The row filter and transforms each recorded table was created under (`TargetTable::rules`),
+    /// by table name; `None` for a table recorded before sluice kept them.
+    fn recorded_rules(&mut self) -> TargetResult<std::collections::HashMap<String, Option<String>>>;
 
     /// Drops target table `name` when it exists and forgets it (its `_sluice_tables` and
     /// `_sluice_backfill` records), so that the next `prepare` creates it afresh. Called with

@@ -1404,6 +1404,20 @@ impl<C: Client> Target for ServerTarget<C> {
         C::run(|| self.recorded_tables_impl())
     }
 
+    fn recorded_rules(&mut self) -> TargetResult<std::collections::HashMap<String, Option<String>>> {
+        C::run(|| {
+            let rows = self
+                .read_bookkeeping("list tables", TABLES_TABLE, &["name", "definition"], "", |row| {
+                    Some((text::<C>(row, 0)?, text::<C>(row, 1)?))
+                })?
+                .unwrap_or_default();
+            Ok(rows
+                .into_iter()
+                .map(|(name, definition)| (name, super::common::rules_of_definition(&definition)))
+                .collect())
+        })
+    }
+
     fn drop_table(&mut self, name: &str) -> TargetResult<()> {
         C::run(|| self.drop_table_impl(name))
     }

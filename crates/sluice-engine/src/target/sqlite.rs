@@ -1011,6 +1011,22 @@ impl Target for SqliteTarget {
             .map_err(db_err("list tables", "_sluice_tables"))
     }
 
+    fn recorded_rules(&mut self) -> TargetResult<std::collections::HashMap<String, Option<String>>> {
+        if !self.bookkeeping_table_exists("list tables", "_sluice_tables")? {
+            return Ok(Default::default());
+        }
+        self.conn
+            .prepare_cached(r#"SELECT "name", "definition" FROM "_sluice_tables""#)
+            .and_then(|mut st| {
+                st.query_map([], |r| {
+                    let definition: String = r.get(1)?;
+                    Ok((r.get::<_, String>(0)?, super::common::rules_of_definition(&definition)))
+                })?
+                .collect()
+            })
+            .map_err(db_err("list tables", "_sluice_tables"))
+    }
+
     fn empty_table(&mut self, table: &Arc<TargetTable>) -> TargetResult<()> {
         self.state.require_open("empty_table")?;
         let result = self
