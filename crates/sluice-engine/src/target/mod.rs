@@ -203,7 +203,9 @@ impl TargetError {
         }
     }
 
-    /// Adds the source transaction(s) (GTIDs, never values) a refused row change came from.
+    /// Adds the source transaction(s) (GTIDs, never values) a refused row change came from:
+    /// to a database's refusal, and to a value the target cannot hold (`Other`), but not to
+    /// the applier's "apply stopped", which only echoes another thread's failure.
     pub fn in_source_transactions(self, gtids: &str) -> Self {
         match self {
             TargetError::Database {
@@ -215,6 +217,9 @@ impl TargetError {
                 table,
                 message: format!("{message} (source transaction {gtids})"),
             },
+            TargetError::Other(message) if message != "apply stopped" => {
+                TargetError::Other(format!("{message} (source transaction {gtids})"))
+            }
             other => other,
         }
     }

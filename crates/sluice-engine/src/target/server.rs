@@ -429,18 +429,13 @@ impl TablePlan {
         let column = &self.table.columns[i].source;
         C::to_param(value, column).map_err(|refusal| {
             let prefix = format!(
-                "column {} ({:?} stored as {})",
-                self.table.columns[i].name, column.kind, self.types[i],
+                "table {}: column {} ({:?} stored as {})",
+                self.table.name, self.table.columns[i].name, column.kind, self.types[i],
             );
-            // A database-level refusal of one row: the writer adds the source transaction.
-            TargetError::Database {
-                operation: "write",
-                table: self.table.name.clone(),
-                message: match refusal {
-                    Refusal::WrongKind => format!("{prefix} cannot hold a {} value", value.kind()),
-                    Refusal::Unrepresentable(what) => format!("{prefix} cannot store {what}"),
-                },
-            }
+            TargetError::Other(match refusal {
+                Refusal::WrongKind => format!("{prefix} cannot hold a {} value", value.kind()),
+                Refusal::Unrepresentable(what) => format!("{prefix} cannot store {what}"),
+            })
         })
     }
 
