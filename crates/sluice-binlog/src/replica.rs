@@ -828,15 +828,7 @@ mod tests {
             );
             out.stdout
         };
-        openssl(&[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            key.to_str().unwrap(),
-        ]);
+        sluice_testkit::mysql_protocol::make_rsa_key(&key);
         let pem = openssl(&["pkey", "-in", key.to_str().unwrap(), "-pubout"]);
 
         let mut auth = Authenticator::new("caching_sha2_password", NONCE, "s3cret-pw", false);

@@ -15,37 +15,46 @@ use sluice_engine::backfill::{CopyBoard, CopyState};
 /// How often the bars are redrawn from the board.
 const REFRESH: Duration = Duration::from_millis(250);
 
-/// The drawing thread; stops (leaving the bars as they are) when dropped.
-pub struct BackfillBars {
+/// A thread drawing progress until dropped (then it stops and is joined).
+pub struct DrawThread {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl BackfillBars {
-    /// Starts drawing when stderr is a terminal.
-    pub fn start(board: Arc<CopyBoard>) -> Option<BackfillBars> {
-        if !std::io::stderr().is_terminal() {
-            return None;
-        }
+impl DrawThread {
+    fn spawn(name: &str, draw: impl FnOnce(&AtomicBool) + Send + 'static) -> Option<DrawThread> {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
-            .name("sluice-progress".into())
-            .spawn(move || draw(&board, &stopping))
+            .name(name.into())
+            .spawn(move || draw(&stopping))
             .ok()?;
-        Some(BackfillBars {
+        Some(DrawThread {
             stop,
             thread: Some(thread),
         })
     }
 }
 
-impl Drop for BackfillBars {
+impl Drop for DrawThread {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// The backfill's bars; stop (leaving the bars as they are) when dropped.
+pub struct BackfillBars;
+
+impl BackfillBars {
+    /// Starts drawing when stderr is a terminal.
+    pub fn start(board: Arc<CopyBoard>) -> Option<DrawThread> {
+        if !std::io::stderr().is_terminal() {
+            return None;
+        }
+        DrawThread::spawn("sluice-progress", move |stop| draw(&board, stop))
     }
 }
 
@@ -107,40 +116,17 @@ pub fn format_eta(d: Duration) -> String {
 }
 
 /// `sluice verify`'s progress: on a terminal a bar of tables compared with the current
-/// table's rows and speed, otherwise a log line every [`VERIFY_LOG_EVERY`]. Stops when
-/// dropped.
-pub struct VerifyDisplay {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+/// table's rows and speed, otherwise a log line per table and every [`VERIFY_LOG_EVERY`].
+pub struct VerifyDisplay;
 
 /// How often the progress line is logged off a terminal.
 pub const VERIFY_LOG_EVERY: Duration = Duration::from_secs(5);
 
 impl VerifyDisplay {
-    pub fn start(progress: Arc<sluice_engine::verify::full::VerifyProgress>) -> Option<VerifyDisplay> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        let terminal = std::io::stderr().is_terminal();
-        let thread = std::thread::Builder::new()
-            .name("sluice-verify-progress".into())
-            .spawn(move || match terminal {
-                true => draw_verify(&progress, &stopping),
-                false => log_verify(&progress, &stopping),
-            })
-            .ok()?;
-        Some(VerifyDisplay {
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for VerifyDisplay {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+    pub fn start(progress: Arc<sluice_engine::verify::full::VerifyProgress>) -> Option<DrawThread> {
+        match std::io::stderr().is_terminal() {
+            true => DrawThread::spawn("sluice-verify-progress", move |stop| draw_verify(&progress, stop)),
+            false => DrawThread::spawn("sluice-verify-progress", move |stop| log_verify(&progress, stop)),
         }
     }
 }
