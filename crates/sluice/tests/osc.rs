@@ -117,18 +117,38 @@ fn let_it_write(next: &AtomicU32, transactions: u32) {
 /// copy record of one), and `items` and `orders` equal to the source over the replicated
 /// columns; the log says how many swaps were followed.
 fn assert_followed(env: &Env, sluice: &mut Sluice, swaps: usize) {
+    assert_followed_over(env, sluice, swaps, "id, name, qty");
+}
+
+fn assert_followed_over(env: &Env, sluice: &mut Sluice, swaps: usize, item_columns: &str) {
     // Writes after the swap, to the new table (its new column included).
     env.db.exec(
         "UPDATE shop.items SET extra = id, qty = qty + 5 WHERE id % 10 = 3; DELETE FROM shop.items WHERE id % 10 = 4;",
     );
+    env.wait_caught_up(sluice);
+    if item_columns.contains("extra") {
+        // The run started again past the swap adds the column (after recording its copy).
+        wait_for(env, sluice, "the new column at the edge", || {
+            !env.target_rows("SELECT 1 FROM pragma_table_info('items') WHERE name = 'extra'")
+                .is_empty()
+        });
+        let log = env.log();
+        assert!(
+            log.contains("which adds column(s) extra the rule replicates"),
+            "log:\n{log}"
+        );
+    }
+    wait_for(env, sluice, "the copies", || {
+        copied(env, "items") && copied(env, "orders")
+    });
     env.wait_caught_up(sluice);
     assert!(sluice.try_exit().is_none(), "sluice stopped; log:\n{}", env.log());
     assert_eq!(edge_tables(env), ["items", "orders"]);
     assert_eq!(backfill_records(env), ["items", "orders"]);
     same_rows(
         "items",
-        env.target_rows("SELECT id, name, qty FROM items"),
-        env.db.query_rows("SELECT id, name, qty FROM shop.items"),
+        env.target_rows(&format!("SELECT {item_columns} FROM items")),
+        env.db.query_rows(&format!("SELECT {item_columns} FROM shop.items")),
     );
     same_rows(
         "orders",
@@ -147,6 +167,10 @@ fn assert_followed(env: &Env, sluice: &mut Sluice, swaps: usize) {
 /// The real pt-online-schema-change adding a column to `items` while the application writes,
 /// sluice streaming into SQLite with a glob that also matches `_items_new` and `_items_old`.
 fn pt_osc_add_column_is_followed(tables_toml: &str) {
+    pt_osc_alter_is_followed(tables_toml, "ADD COLUMN extra INT", "id, name, qty");
+}
+
+fn pt_osc_alter_is_followed(tables_toml: &str, alter: &str, item_columns: &str) {
     let env = Env::new(SETUP, tables_toml);
     let mut sluice = start_copied(&env);
     let stop = AtomicBool::new(false);
@@ -158,7 +182,7 @@ fn pt_osc_add_column_is_followed(tables_toml: &str) {
         let out = Command::new("pt-online-schema-change")
             .args([
                 "--alter",
-                "ADD COLUMN extra INT",
+                alter,
                 "--execute",
                 "--no-check-replication-filters",
                 "--recursion-method=none",
@@ -185,7 +209,7 @@ fn pt_osc_add_column_is_followed(tables_toml: &str) {
         ),
         "1"
     );
-    assert_followed(&env, &mut sluice, 1);
+    assert_followed_over(&env, &mut sluice, 1, item_columns);
 }
 
 #[test]
@@ -196,6 +220,19 @@ fn pt_online_schema_change_with_the_new_column_excluded_is_followed() {
 #[test]
 fn pt_online_schema_change_with_an_explicit_column_list_is_followed() {
     pt_osc_add_column_is_followed(EXPLICIT_COLUMNS);
+}
+
+/// A rule replicating every column: the column pt-online-schema-change adds (with a DEFAULT,
+/// so existing rows get a value no row event carries) is replicated too. sluice follows the
+/// swap by running again from just past it: the edge table gains the column and a
+/// column-only copy fills it, while the stream goes on.
+#[test]
+fn pt_online_schema_change_adding_a_replicated_column_is_followed_with_a_column_copy() {
+    pt_osc_alter_is_followed(
+        "[[tables]]\nmatch = \"shop.*\"\n\n[backfill]\nchunk_rows = 500\n",
+        "ADD COLUMN extra INT DEFAULT 7",
+        "id, name, qty, extra",
+    );
 }
 
 /// gh-ost's statements before the cut-over: changelog, ghost table, the ALTER, the chunked

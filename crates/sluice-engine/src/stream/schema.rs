@@ -48,6 +48,17 @@ pub enum SchemaError {
     #[error(transparent)]
     OnlineSchemaChangeSwap(Box<OscSwap>),
     #[error(
+        "source DDL at GTID {gtid} is {tool}'s swap of replicated table {table}, which adds column(s) {columns} \
+         the rule replicates; sluice follows it by running again from just past the swap: the target table gains \
+         the column(s) and a column-only copy fills them in existing rows"
+    )]
+    SwapAddsColumns {
+        tool: &'static str,
+        table: String,
+        gtid: String,
+        columns: String,
+    },
+    #[error(
         "statement-based change to replicated table {table} at GTID {gtid}: sluice needs row events. \
          Set binlog_format=ROW on the source (globally and for every session that writes it)"
     )]
@@ -108,6 +119,17 @@ struct HalfSwap {
     shadow: TableName,
 }
 
+/// For a followed swap that added `columns` to the replicated columns: the error that makes
+/// the pipeline run again from just past the swap, or nothing when none were added.
+fn run_again(tool: &'static str, table: &TableName, gtid: &Gtid, columns: &[String]) -> Option<SchemaError> {
+    (!columns.is_empty()).then(|| SchemaError::SwapAddsColumns {
+        tool,
+        table: table.to_string(),
+        gtid: gtid.to_string(),
+        columns: columns.join(", "),
+    })
+}
+
 fn excerpt(sql: &str) -> String {
     let one_line: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
     if one_line.chars().count() > STATEMENT_EXCERPT {
@@ -161,6 +183,9 @@ pub struct SchemaTracker {
     half_swaps: HashMap<(String, String), HalfSwap>,
     /// Swaps followed (for tests and diagnostics).
     swaps_followed: u64,
+    /// Whether a column a swap adds to the replicated columns can be filled in existing rows
+    /// (the column-only copy of a run started again; needs `[backfill] enabled`).
+    fills_new_columns: bool,
 }
 
 fn key_of(t: &TableName) -> (String, String) {
@@ -187,7 +212,15 @@ impl SchemaTracker {
             shadows: HashMap::new(),
             half_swaps: HashMap::new(),
             swaps_followed: 0,
+            fills_new_columns: false,
         }
+    }
+
+    /// Lets a swap that adds replicated columns be followed by running again (see
+    /// [`SchemaError::SwapAddsColumns`]); without it such a swap stops.
+    pub fn fills_new_columns(mut self, yes: bool) -> Self {
+        self.fills_new_columns = yes;
+        self
     }
 
     /// The plan for a row event's table id; `None` means skip the event.
@@ -343,7 +376,10 @@ impl SchemaTracker {
     /// the rule replicates (a column it adds and the rule does not replicate changes nothing
     /// at the edge). The next TABLE_MAP of the table is still checked against the target
     /// table's columns and key as usual, so a change the ALTERs did not show stops there.
-    fn swap_verdict(&self, table: &TableName, shadow: &TableName) -> Result<(), String> {
+    ///
+    /// `Ok` holds the columns the tool added that the rule replicates: the target table must
+    /// gain them and have them filled (a run started again past the swap does both).
+    fn swap_verdict(&self, table: &TableName, shadow: &TableName) -> Result<Vec<String>, String> {
         let Some(selector) = self.filter.select(&table.schema, &table.table) else {
             return Err(format!("{table} is no longer selected"));
         };
@@ -354,13 +390,17 @@ impl SchemaTracker {
             ));
         };
         let cols = &selector.columns;
+        let mut added = Vec::new();
         for action in &history.actions {
             match action {
                 AlterAction::AddColumn(c) if cols.includes(c) => {
-                    return Err(format!(
-                        "the tool adds column {c}, which the rule replicates (the target would need the column and its \
-                         values for existing rows)"
-                    ))
+                    if !self.fills_new_columns {
+                        return Err(format!(
+                            "the tool adds column {c}, which the rule replicates, and with [backfill] enabled = false \
+                             sluice cannot fill it in existing rows"
+                        ));
+                    }
+                    added.push(c.clone());
                 }
                 AlterAction::DropColumn(c) if cols.includes(c) => {
                     return Err(format!("the tool drops replicated column {c}"))
@@ -373,7 +413,7 @@ impl SchemaTracker {
                 _ => {}
             }
         }
-        Ok(())
+        Ok(added)
     }
 
     /// Follows a swap: `table` now has the shadow's rows, which equal the edge's for every
@@ -462,12 +502,12 @@ impl SchemaTracker {
         to: &TableName,
         gtid: &Gtid,
         sql: &str,
-    ) -> Option<Result<(), SchemaError>> {
+    ) -> Option<Result<Option<SchemaError>, SchemaError>> {
         let half = self.half_swaps.remove(&key_of(to))?;
         if from == &half.old {
             // Renamed back: the same table as before.
             tracing::info!(table = %to, "online schema change swap undone: the table is back under its name");
-            return Some(Ok(()));
+            return Some(Ok(None));
         }
         let tool = osc_table(&half.shadow.table).map_or("an online schema change tool", |t| t.tool.name());
         let verdict = if from == &half.shadow {
@@ -479,9 +519,9 @@ impl SchemaTracker {
             ))
         };
         Some(match verdict {
-            Ok(()) => {
+            Ok(added) => {
                 self.follow_swap(to, from, gtid, tool);
-                Ok(())
+                Ok(run_again(tool, to, gtid, &added))
             }
             Err(why) => Err(SchemaError::OnlineSchemaChangeSwap(Box::new(OscSwap {
                 tool,
@@ -545,8 +585,8 @@ impl SchemaTracker {
             Statement::Alter { table, actions } => {
                 if let [AlterAction::RenameTable(to)] = actions.as_slice() {
                     match self.complete_half_swap(table, to, &gtid, sql) {
-                        Some(Ok(())) => return Ok(Vec::new()),
-                        Some(Err(e)) => return Err(e),
+                        Some(Ok(None)) => return Ok(Vec::new()),
+                        Some(Ok(Some(e)) | Err(e)) => return Err(e),
                         None => {}
                     }
                     if self.plans.contains_key(&key_of(table)) {
@@ -591,21 +631,28 @@ impl SchemaTracker {
             }
             Statement::Rename { pairs } => {
                 let mut handled = vec![false; pairs.len()];
+                // A followed swap that needs a run started again: reported once every pair is
+                // checked, so that nothing else in the statement goes unexamined.
+                let mut again = None;
                 for (i, j, tool) in self.osc_swaps(pairs) {
                     let (table, old) = &pairs[i];
                     let shadow = &pairs[j].0;
-                    if let Err(why) = self.swap_verdict(table, shadow) {
-                        return Err(SchemaError::OnlineSchemaChangeSwap(Box::new(OscSwap {
-                            tool: tool.name(),
-                            table: table.to_string(),
-                            shadow: shadow.to_string(),
-                            old: old.to_string(),
-                            gtid: gtid.to_string(),
-                            statement: excerpt(sql),
-                            why,
-                        })));
-                    }
+                    let added = match self.swap_verdict(table, shadow) {
+                        Ok(added) => added,
+                        Err(why) => {
+                            return Err(SchemaError::OnlineSchemaChangeSwap(Box::new(OscSwap {
+                                tool: tool.name(),
+                                table: table.to_string(),
+                                shadow: shadow.to_string(),
+                                old: old.to_string(),
+                                gtid: gtid.to_string(),
+                                statement: excerpt(sql),
+                                why,
+                            })));
+                        }
+                    };
                     self.follow_swap(table, shadow, &gtid, tool.name());
+                    again = again.or(run_again(tool.name(), table, &gtid, &added));
                     handled[i] = true;
                     handled[j] = true;
                 }
@@ -614,7 +661,10 @@ impl SchemaTracker {
                         continue;
                     }
                     match self.complete_half_swap(from, to, &gtid, sql) {
-                        Some(Ok(())) => continue,
+                        Some(Ok(later)) => {
+                            again = again.or(later);
+                            continue;
+                        }
                         Some(Err(e)) => return Err(e),
                         None => {}
                     }
@@ -638,6 +688,9 @@ impl SchemaTracker {
                     {
                         return Err(stop(to, format!("it replaces the table with {from}")));
                     }
+                }
+                if let Some(again) = again {
+                    return Err(again);
                 }
             }
             Statement::Drop { tables } => {
@@ -1054,5 +1107,43 @@ mod tests {
             .on_statement("alter table `other` rename `items`", "shop", gtid(3))
             .unwrap_err();
         assert!(matches!(err, SchemaError::OnlineSchemaChangeSwap(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn swaps_adding_replicated_columns_run_again_when_the_column_can_be_filled() {
+        for (create, alter, cut_over) in [
+            (
+                "CREATE TABLE `_items_new` (id INT NOT NULL, name INT)",
+                "ALTER TABLE `_items_new` ADD COLUMN extra INT DEFAULT 7",
+                &["RENAME TABLE items TO _items_old, _items_new TO items"][..],
+            ),
+            (
+                "create table `_items_gho` like `items`",
+                "alter table `_items_gho` add column extra int",
+                &[
+                    "alter table `items` rename `_items_del`",
+                    "alter table `_items_gho` rename `items`",
+                ][..],
+            ),
+        ] {
+            let mut t = start("[[tables]]\nmatch = \"shop.*\"").await.fills_new_columns(true);
+            t.on_statement(create, "shop", gtid(1)).unwrap();
+            t.on_statement(alter, "shop", gtid(2)).unwrap();
+            let (last, first) = cut_over.split_last().unwrap();
+            for sql in first {
+                assert!(t.on_statement(sql, "shop", gtid(3)).unwrap().is_empty());
+            }
+            let err = t.on_statement(last, "shop", gtid(4)).unwrap_err();
+            let SchemaError::SwapAddsColumns {
+                table, columns, gtid, ..
+            } = &err
+            else {
+                panic!("{err}")
+            };
+            assert_eq!(
+                (table.as_str(), columns.as_str(), gtid.as_str()),
+                ("shop.items", "extra", "0-1-4")
+            );
+        }
     }
 }
