@@ -17,7 +17,7 @@ const SETUP: &str = "
 CREATE DATABASE shop;
 CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(40) NOT NULL, qty INT);
 CREATE TABLE shop.orders (id INT PRIMARY KEY, item INT NOT NULL, note VARCHAR(40));
-INSERT INTO shop.items SELECT seq, CONCAT('item-', seq), seq % 50 FROM shop.seq_1_to_3000;
+INSERT INTO shop.items SELECT seq, CONCAT('item-', seq), seq % 50 FROM shop.seq_1_to_20000;
 INSERT INTO shop.orders SELECT seq, seq % 2000 + 1, NULL FROM shop.seq_1_to_300;
 ";
 
@@ -82,24 +82,40 @@ fn start_copied(env: &Env) -> Sluice {
 }
 
 /// The application: small transactions on `items` (update, insert, delete; never a key
-/// change, which LHM's triggers do not carry) and `orders`, until `stop`. `items` may be
-/// briefly missing (a two-statement swap): such a transaction is retried.
+/// change, which LHM's triggers do not carry) and `orders`, until `stop`.
 fn application(env: &Env, stop: &AtomicBool, next: &AtomicU32) {
     while !stop.load(Ordering::SeqCst) {
         let i = next.fetch_add(1, Ordering::SeqCst);
         let sql = format!(
             "BEGIN;
-             UPDATE shop.items SET qty = qty + 1, name = 'app-{i}' WHERE id % 97 = {m};
+             UPDATE shop.items SET qty = qty + 1, name = 'app-{i}' WHERE id BETWEEN {m} AND {m} + 4;
              INSERT INTO shop.items (id, name, qty) VALUES ({id}, 'new-{i}', {i});
              DELETE FROM shop.items WHERE id = {del};
              INSERT INTO shop.orders VALUES ({id}, {id}, 'app');
              COMMIT;",
-            m = i % 97,
+            m = 1 + (i * 37) % 20000,
             id = 100_000 + i,
-            del = 1 + (i * 13) % 3000,
+            del = 1 + (i * 13) % 20000,
         );
-        env.db.exec(&sql);
+        // As an application would: a transaction that fails (a deadlock with the tool's copy
+        // or triggers, the table briefly missing in a two-statement swap) is rolled back and
+        // tried again.
+        let mut tries = 0;
+        while std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| env.db.exec(&sql))).is_err() {
+            tries += 1;
+            assert!(tries < 50, "the application's transaction {i} keeps failing");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Sets the flag when dropped.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
     }
 }
 
@@ -175,9 +191,12 @@ fn pt_osc_alter_is_followed(tables_toml: &str, alter: &str, item_columns: &str) 
     let mut sluice = start_copied(&env);
     let stop = AtomicBool::new(false);
     let next = AtomicU32::new(0);
-    std::thread::scope(|s| {
+    let (out, during) = std::thread::scope(|s| {
         s.spawn(|| application(&env, &stop, &next));
+        // Stops the application however this closure ends (a panic too), so the scope ends.
+        let _stop = StopOnDrop(&stop);
         let_it_write(&next, 5);
+        let before = next.load(Ordering::SeqCst);
         let dsn = format!("S={},u=root,D=shop,t=items", env.db.socket_path().display());
         let out = Command::new("pt-online-schema-change")
             .args([
@@ -186,23 +205,30 @@ fn pt_osc_alter_is_followed(tables_toml: &str, alter: &str, item_columns: &str) 
                 "--execute",
                 "--no-check-replication-filters",
                 "--recursion-method=none",
-                "--chunk-size=300",
-                "--no-check-unique-key-change",
+                "--chunk-size=1000",
                 &dsn,
             ])
             .output()
             .expect("run pt-online-schema-change (Debian package percona-toolkit)");
-        let_it_write(&next, 5);
-        stop.store(true, Ordering::SeqCst);
-        assert!(
-            out.status.success(),
-            "pt-online-schema-change failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(stdout.contains("Swapped original and new tables OK"), "{stdout}");
+        let during = next.load(Ordering::SeqCst) - before;
+        if out.status.success() {
+            let_it_write(&next, 5);
+        }
+        (out, during)
     });
+    assert!(
+        out.status.success(),
+        "pt-online-schema-change failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Swapped original and new tables OK"), "{stdout}");
+    // The application wrote while the tool copied (its triggers carried those writes).
+    assert!(
+        during >= 5,
+        "only {during} application transactions during the tool's run"
+    );
     assert_eq!(
         env.db.query_value(
             "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'shop' AND table_name = 'items' AND column_name = 'extra'"
@@ -253,6 +279,7 @@ fn gh_ost_copy(env: &Env, next: &AtomicU32) {
     );
     std::thread::scope(|s| {
         s.spawn(|| application(env, stop, next));
+        let _stop = StopOnDrop(stop);
         for chunk in 0..8 {
             env.db.exec(&format!(
                 "insert /* gh-ost `shop`.`items` */ ignore into `shop`.`_items_gho` (`id`, `name`, `qty`)
@@ -260,8 +287,8 @@ fn gh_ost_copy(env: &Env, next: &AtomicU32) {
                     where `id` > {lo} and `id` <= {hi} lock in share mode);
                  insert /* gh-ost */ into `shop`.`_items_ghc` (id, hint, value) values (1, 'heartbeat', NOW())
                    on duplicate key update last_update=NOW(), value=VALUES(value);",
-                lo = chunk * 400,
-                hi = (chunk + 1) * 400,
+                lo = chunk * 2500,
+                hi = if chunk == 7 { i32::MAX } else { (chunk + 1) * 2500 },
             ));
             let_it_write(next, 2);
         }
@@ -325,15 +352,16 @@ fn lhm_copy(env: &Env, next: &AtomicU32) {
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| application(env, &stop, next));
+        let _stop = StopOnDrop(&stop);
         for chunk in 0..8 {
             env.db.exec(&format!(
                 "USE shop;
                  insert ignore into `lhmn_items` (`id`, `name`, `qty`) /* large hadron migration */
                    select `items`.`id`, `items`.`name`, `items`.`qty` from `items`
                    where `items`.`id` between {lo} and {hi}",
-                lo = chunk * 400 + 1,
+                lo = chunk * 2500 + 1,
                 // The last chunk runs to the end of the table (the application's rows too).
-                hi = if chunk == 7 { i32::MAX } else { (chunk + 1) * 400 },
+                hi = if chunk == 7 { i32::MAX } else { (chunk + 1) * 2500 },
             ));
             let_it_write(next, 2);
         }
@@ -356,6 +384,7 @@ fn lhm_switches_are_followed() {
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| application(&env, &stop, &next));
+        let _stop = StopOnDrop(&stop);
         let_it_write(&next, 3);
         env.db
             .exec("USE shop; RENAME TABLE `items` TO `lhma_2026_12_05_07_30_00_000_items`, `lhmn_items` TO `items`;");
