@@ -1097,6 +1097,17 @@ mod tests {
                 .unwrap_err();
             assert!(err.to_string().contains(why), "{err}");
         }
+        // Row events for the table's name while the swap is half done stop.
+        let mut t = start("[[tables]]\nmatch = \"shop.*\"").await;
+        t.on_statement("create table `_items_gho` like `items`", "shop", gtid(1))
+            .unwrap();
+        t.on_statement("alter table `items` rename `_items_del`", "shop", gtid(2))
+            .unwrap();
+        let err = match t.on_table_map(&items_map(14, "items", &[]), Some(gtid(3))).await {
+            Err(e) => e,
+            Ok(_) => panic!("row events while the swap is half done must stop"),
+        };
+        assert!(err.to_string().contains("swap is half done"), "{err}");
         // A second half that renames something else onto the table stops.
         let mut t = start("[[tables]]\nmatch = \"shop.*\"").await;
         t.on_statement("create table `_items_gho` like `items`", "shop", gtid(1))
