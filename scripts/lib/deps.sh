@@ -27,6 +27,8 @@ _sluice_missing_packages() {
   # The status page's browser test drives Debian's Chromium through chromedriver.
   _sluice_have_program chromium || printf 'chromium '
   _sluice_have_program chromedriver || printf 'chromium-driver '
+  # The online schema change tests run the real pt-online-schema-change.
+  _sluice_have_program pt-online-schema-change || printf 'percona-toolkit '
 }
 
 # mariadbd lives in sbin, which a non-root user's PATH often lacks.

@@ -55,6 +55,18 @@ pub enum ErrorKind {
 }
 
 impl RunError {
+    /// Whether this run ended only to be started again at once, with the same config, from
+    /// the target's checkpoint: an online schema change swap that added replicated columns
+    /// (the new run's start adds them at the target and copies their values).
+    pub fn runs_again(&self) -> bool {
+        matches!(
+            self,
+            RunError::Source(SourceError::Schema(
+                crate::stream::schema::SchemaError::SwapAddsColumns { .. }
+            ))
+        )
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
             RunError::Config(_)
@@ -499,7 +511,8 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
     let mut heartbeat = crate::ops::lag::AbortOnDrop(heartbeat);
     let reader = SourceReader {
         replica: replica_config(config, &password),
-        schema: SchemaTracker::new(table_filter(config)?, pool.clone(), plans),
+        schema: SchemaTracker::new(table_filter(config)?, pool.clone(), plans)
+            .fills_new_columns(config.backfill.enabled),
         tx,
         connected: options.connected,
         backfill: has_jobs.then_some(backfill_rx),

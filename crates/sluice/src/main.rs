@@ -309,6 +309,18 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
                     unreachable_since = None;
                 }
                 if let Err(e) = &result {
+                    if e.runs_again() && !stopping.load(Ordering::SeqCst) {
+                        tracing::info!("{e}");
+                        if let Some(next) = next_config.lock().expect("not poisoned").take() {
+                            config = Arc::new(next);
+                            live.set_config(config.clone());
+                        }
+                        continue;
+                    }
+                    if e.runs_again() {
+                        tracing::info!("{e}; stopped as asked: the next start goes on from past the swap");
+                        break Ok(());
+                    }
                     if e.kind() == sluice_engine::pipeline::ErrorKind::Transient && stopping.load(Ordering::SeqCst) {
                         // Asked to stop while the target is away: what is not committed there
                         // is read again from the target's checkpoint at the next start.

@@ -99,6 +99,29 @@ pub fn osc_table(table: &str) -> Option<OscTable> {
     None
 }
 
+/// The longest table name MariaDB and MySQL accept; the tools cut the base name to fit.
+const MAX_NAME: usize = 64;
+
+/// `prefix` + `base` + `suffix`, with `base` cut so the whole fits in [`MAX_NAME`] characters
+/// (gh-ost's `getSafeTableName`, LHM's name building).
+fn safe_name(prefix: &str, base: &str, suffix: &str) -> String {
+    let room = MAX_NAME.saturating_sub(prefix.chars().count() + suffix.chars().count());
+    format!("{prefix}{}{suffix}", base.chars().take(room).collect::<String>())
+}
+
+/// Whether `shadow` is the shadow table a tool builds for `table` (`_t_new` and its variants
+/// with more leading underscores, `_t_gho`, `lhmn_t`), and which tool's.
+pub fn shadow_of(shadow: &str, table: &str) -> Option<OscTool> {
+    if shadow == safe_name("_", table, "_gho") {
+        return Some(OscTool::GhOst);
+    }
+    if shadow == safe_name("lhmn_", table, "") {
+        return Some(OscTool::Lhm);
+    }
+    let underscores = shadow.strip_suffix("_new")?.strip_suffix(table)?;
+    (!underscores.is_empty() && underscores.bytes().all(|b| b == b'_')).then_some(OscTool::PtOsc)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +186,21 @@ mod tests {
         assert_eq!(tool("lhma_2026_12_04_20_24_1x_123_items"), None);
         assert_eq!(tool("lhm_items"), None);
         assert_eq!(tool("lhmnitems"), None);
+    }
+
+    #[test]
+    fn shadow_tables_are_matched_to_their_table() {
+        assert_eq!(shadow_of("_items_new", "items"), Some(OscTool::PtOsc));
+        assert_eq!(shadow_of("___items_new", "items"), Some(OscTool::PtOsc));
+        assert_eq!(shadow_of("_items_gho", "items"), Some(OscTool::GhOst));
+        assert_eq!(shadow_of("lhmn_items", "items"), Some(OscTool::Lhm));
+        assert_eq!(shadow_of("_order_items_new", "items"), None);
+        assert_eq!(shadow_of("_items_new", "item"), None);
+        assert_eq!(shadow_of("_items_old", "items"), None);
+        assert_eq!(shadow_of("lhmn_items", "orders"), None);
+        let long = "y".repeat(62);
+        assert_eq!(shadow_of(&format!("_{}_gho", &long[..59]), &long), Some(OscTool::GhOst));
+        assert_eq!(shadow_of(&format!("lhmn_{}", &long[..59]), &long), Some(OscTool::Lhm));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use sluice_binlog::{Gtid, TableMap};
 
 use crate::apply::EdgeChange;
-use crate::select::osc::{osc_table, OscRole};
+use crate::select::osc::{osc_table, shadow_of, OscRole, OscTool};
 use crate::select::rules::{replicated_columns_unchanged, PlanError, TableFilter, TablePlan};
 use crate::stream::catalog::{self, CatalogError};
 use crate::stream::ddl::{AlterAction, Statement, TableName};
@@ -48,6 +48,17 @@ pub enum SchemaError {
     #[error(transparent)]
     OnlineSchemaChangeSwap(Box<OscSwap>),
     #[error(
+        "source DDL at GTID {gtid} is {tool}'s swap of replicated table {table}, which adds column(s) {columns} \
+         the rule replicates; sluice follows it by running again from just past the swap: the target table gains \
+         the column(s) and a column-only copy fills them in existing rows"
+    )]
+    SwapAddsColumns {
+        tool: &'static str,
+        table: String,
+        gtid: String,
+        columns: String,
+    },
+    #[error(
         "statement-based change to replicated table {table} at GTID {gtid}: sluice needs row events. \
          Set binlog_format=ROW on the source (globally and for every session that writes it)"
     )]
@@ -66,13 +77,13 @@ pub enum SchemaError {
     },
 }
 
-/// An online schema change tool's swap of a replicated table, which sluice does not follow.
+/// An online schema change tool's swap of a replicated table, which sluice cannot follow.
 #[derive(Debug, thiserror::Error)]
 #[error(
     "source DDL at GTID {gtid} is {tool}'s swap of replicated table {table} (its shadow table {shadow}, \
      the table with the tool's ALTER applied, takes the place of {table}, which becomes {old}). Statement: {statement}. \
-     sluice does not follow the swap (it never replicates the tool's tables, so it has no copy of {shadow}) and \
-     stopped before applying it; the target is consistent up to the previous transaction. \
+     sluice follows such a swap only when the tool's changes leave the replicated columns as they are, \
+     but {why}; it stopped before applying the swap; the target is consistent up to the previous transaction. \
      To resume (docs/schema-changes.md, \"Online schema change tools\"): 1. leave {table} out of the config \
      (remove its [[tables]] rule, or narrow the glob that selects it so it no longer matches {table}) and reload \
      (kill -HUP <pid>) or restart: sluice goes past the swap without the table and marks its target table stale; \
@@ -87,6 +98,36 @@ pub struct OscSwap {
     pub old: String,
     pub gtid: String,
     pub statement: String,
+    /// Why the swap cannot be followed.
+    pub why: String,
+}
+
+/// What sluice knows of a tool's shadow table: the column changes made to it since its
+/// CREATE (which copies the real table's definition: `CREATE TABLE … LIKE t`, or `t`'s own
+/// definition under the new name).
+#[derive(Debug, Default)]
+struct ShadowHistory {
+    actions: Vec<AlterAction>,
+}
+
+/// The first half of a swap done in two statements (gh-ost's `--cut-over=two-step`, LHM's
+/// LockedSwitcher): the replicated table was renamed to the tool's old-table name; the
+/// shadow is expected to take its name next.
+#[derive(Debug)]
+struct HalfSwap {
+    old: TableName,
+    shadow: TableName,
+}
+
+/// For a followed swap that added `columns` to the replicated columns: the error that makes
+/// the pipeline run again from just past the swap, or nothing when none were added.
+fn run_again(tool: &'static str, table: &TableName, gtid: &Gtid, columns: &[String]) -> Option<SchemaError> {
+    (!columns.is_empty()).then(|| SchemaError::SwapAddsColumns {
+        tool,
+        table: table.to_string(),
+        gtid: gtid.to_string(),
+        columns: columns.join(", "),
+    })
 }
 
 fn excerpt(sql: &str) -> String {
@@ -136,6 +177,19 @@ pub struct SchemaTracker {
     fast_path_hits: u64,
     plans: HashMap<(String, String), Arc<TablePlan>>,
     last_ddl: HashMap<(String, String), String>,
+    /// Tools' shadow tables created since sluice started, with the changes made to them.
+    shadows: HashMap<(String, String), ShadowHistory>,
+    /// Replicated tables renamed away by the first half of a two-statement swap.
+    half_swaps: HashMap<(String, String), HalfSwap>,
+    /// Swaps followed (for tests and diagnostics).
+    swaps_followed: u64,
+    /// Whether a column a swap adds to the replicated columns can be filled in existing rows
+    /// (the column-only copy of a run started again; needs `[backfill] enabled`).
+    fills_new_columns: bool,
+}
+
+fn key_of(t: &TableName) -> (String, String) {
+    (t.schema.clone(), t.table.clone())
 }
 
 impl SchemaTracker {
@@ -155,7 +209,18 @@ impl SchemaTracker {
             fast_path_hits: 0,
             plans,
             last_ddl: HashMap::new(),
+            shadows: HashMap::new(),
+            half_swaps: HashMap::new(),
+            swaps_followed: 0,
+            fills_new_columns: false,
         }
+    }
+
+    /// Lets a swap that adds replicated columns be followed by running again (see
+    /// [`SchemaError::SwapAddsColumns`]); without it such a swap stops.
+    pub fn fills_new_columns(mut self, yes: bool) -> Self {
+        self.fills_new_columns = yes;
+        self
     }
 
     /// The plan for a row event's table id; `None` means skip the event.
@@ -177,6 +242,11 @@ impl SchemaTracker {
     /// answered from the previous decision.
     pub fn fast_path_hits(&self) -> u64 {
         self.fast_path_hits
+    }
+
+    /// How many online schema change swaps were followed.
+    pub fn swaps_followed(&self) -> u64 {
+        self.swaps_followed
     }
 
     pub async fn on_table_map(&mut self, map: &Arc<TableMap>, gtid: Option<Gtid>) -> Result<MappedTable, SchemaError> {
@@ -206,6 +276,18 @@ impl SchemaTracker {
             return Ok(MappedTable::Skipped);
         }
         let key = (map.schema.clone(), map.table.clone());
+        if let Some(half) = self.half_swaps.get(&key) {
+            return Err(SchemaError::ReplicatedColumnsChanged {
+                table: format!("{}.{}", map.schema, map.table),
+                gtid: gtid.map(|g| g.to_string()).unwrap_or_else(|| "?".into()),
+                statement: self.last_ddl.get(&key).cloned().unwrap_or_default(),
+                reason: format!(
+                    "a table of that name has row events while an online schema change tool's swap is half done \
+                     (the table was renamed to {}; {} was expected to take its name)",
+                    half.old, half.shadow
+                ),
+            });
+        }
         if let Some(Some(plan)) = self.by_table_id.get(&map.table_id) {
             // Same table id and same shape: nothing to check again.
             if plan.source.schema == map.schema
@@ -288,26 +370,175 @@ impl SchemaTracker {
         Some(plan)
     }
 
-    /// An online schema change tool's swap of a replicated table (`RENAME TABLE t TO _t_old,
-    /// _t_new TO t` and its gh-ost and LHM forms): a replicated `t` renamed to a name of the
-    /// tool's old table and a shadow table renamed to `t`, in one statement.
-    fn osc_swap(&self, pairs: &[(TableName, TableName)], gtid: &Gtid, sql: &str) -> Option<SchemaError> {
-        pairs.iter().find_map(|(from, old)| {
-            if !self.plans.contains_key(&(from.schema.clone(), from.table.clone())) {
-                return None;
+    /// Whether the replicated table `table` may take `shadow`'s rows and definition: `Err`
+    /// says why not. The shadow was created as a copy of `table` and changed only by the
+    /// recorded ALTERs; the swap keeps the edge rows right when none of them touches a column
+    /// the rule replicates (a column it adds and the rule does not replicate changes nothing
+    /// at the edge). The next TABLE_MAP of the table is still checked against the target
+    /// table's columns and key as usual, so a change the ALTERs did not show stops there.
+    ///
+    /// `Ok` holds the columns the tool added that the rule replicates: the target table must
+    /// gain them and have them filled (a run started again past the swap does both).
+    fn swap_verdict(&self, table: &TableName, shadow: &TableName) -> Result<Vec<String>, String> {
+        let Some(selector) = self.filter.select(&table.schema, &table.table) else {
+            return Err(format!("{table} is no longer selected"));
+        };
+        let Some(history) = self.shadows.get(&key_of(shadow)) else {
+            return Err(format!(
+                "sluice did not see {shadow} created (it started, or restarted, after the tool began), \
+                 so it does not know what the tool changed"
+            ));
+        };
+        let cols = &selector.columns;
+        let mut added = Vec::new();
+        for action in &history.actions {
+            match action {
+                AlterAction::AddColumn(c) if cols.includes(c) => {
+                    if !self.fills_new_columns {
+                        return Err(format!(
+                            "the tool adds column {c}, which the rule replicates, and with [backfill] enabled = false \
+                             sluice cannot fill it in existing rows"
+                        ));
+                    }
+                    added.push(c.clone());
+                }
+                AlterAction::DropColumn(c) if cols.includes(c) => {
+                    return Err(format!("the tool drops replicated column {c}"))
+                }
+                AlterAction::ChangeColumn { old, new } | AlterAction::RenameColumn { old, new }
+                    if cols.includes(old) || cols.includes(new) =>
+                {
+                    return Err(format!("the tool changes replicated column {old}"))
+                }
+                _ => {}
             }
-            osc_table(&old.table).filter(|t| t.role == OscRole::Old)?;
-            let (shadow, _) = pairs.iter().find(|(_, to)| to == from)?;
-            let tool = osc_table(&shadow.table).filter(|t| t.role == OscRole::Shadow)?.tool;
-            Some(SchemaError::OnlineSchemaChangeSwap(Box::new(OscSwap {
-                tool: tool.name(),
-                table: from.to_string(),
-                shadow: shadow.to_string(),
-                old: old.to_string(),
+        }
+        Ok(added)
+    }
+
+    /// Follows a swap: `table` now has the shadow's rows, which equal the edge's for every
+    /// replicated column. Table ids mapped to the old table are forgotten, so the next TABLE_MAP
+    /// of `table` is planned afresh (and checked) against the same target table.
+    fn follow_swap(&mut self, table: &TableName, shadow: &TableName, gtid: &Gtid, tool: &str) {
+        self.shadows.remove(&key_of(shadow));
+        if let Some(plan) = self.plans.get(&key_of(table)).cloned() {
+            self.by_table_id
+                .retain(|_, p| p.as_ref().is_none_or(|p| !Arc::ptr_eq(p, &plan)));
+        }
+        self.plans_generation += 1;
+        self.swaps_followed += 1;
+        tracing::info!(
+            table = %table,
+            shadow = %shadow,
+            tool,
+            gtid = %gtid,
+            "online schema change swap followed: the replicated columns are unchanged, the edge table goes on"
+        );
+    }
+
+    /// An online schema change tool's swap of a replicated table in one statement (`RENAME
+    /// TABLE t TO _t_old, _t_new TO t` and its gh-ost and LHM forms): for each, the index of
+    /// the pair renaming `t` away, of the pair renaming the shadow onto it, and the tool.
+    fn osc_swaps(&self, pairs: &[(TableName, TableName)]) -> Vec<(usize, usize, OscTool)> {
+        pairs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (from, old))| {
+                if !self.plans.contains_key(&key_of(from)) {
+                    return None;
+                }
+                osc_table(&old.table).filter(|t| t.role == OscRole::Old)?;
+                let j = pairs.iter().position(|(_, to)| to == from)?;
+                let tool = osc_table(&pairs[j].0.table).filter(|t| t.role == OscRole::Shadow)?.tool;
+                Some((i, j, tool))
+            })
+            .collect()
+    }
+
+    /// The first half of a two-statement swap: replicated `table` renamed to `old`, a name of
+    /// the tool's old table, while a shadow of the same tool for `table` is known. Follows it
+    /// (nothing reaches the edge; `table` does not exist until the second half) when the shadow
+    /// can take its place, else says why not.
+    fn half_swap(&mut self, table: &TableName, old: &TableName) -> Option<Result<(), String>> {
+        let old_tool = osc_table(&old.table).filter(|t| t.role == OscRole::Old)?.tool;
+        let shadow = self
+            .shadows
+            .keys()
+            .filter(|(schema, name)| schema == &table.schema && shadow_of(name, &table.table) == Some(old_tool))
+            .map(|(schema, name)| TableName {
+                schema: schema.clone(),
+                table: name.clone(),
+            })
+            .next();
+        let Some(shadow) = shadow else {
+            return Some(Err(format!(
+                "sluice knows no shadow table of {} for {table} (it did not see one created since it started)",
+                old_tool.name()
+            )));
+        };
+        if let Err(why) = self.swap_verdict(table, &shadow) {
+            return Some(Err(why));
+        }
+        if let Some(plan) = self.plans.get(&key_of(table)).cloned() {
+            self.by_table_id
+                .retain(|_, p| p.as_ref().is_none_or(|p| !Arc::ptr_eq(p, &plan)));
+        }
+        self.plans_generation += 1;
+        self.half_swaps.insert(
+            key_of(table),
+            HalfSwap {
+                old: old.clone(),
+                shadow,
+            },
+        );
+        Some(Ok(()))
+    }
+
+    /// The second half of a two-statement swap (`from` renamed onto `to`), or its undoing (the
+    /// old table renamed back): `None` when `to` has no half-done swap.
+    fn complete_half_swap(
+        &mut self,
+        from: &TableName,
+        to: &TableName,
+        gtid: &Gtid,
+        sql: &str,
+    ) -> Option<Result<Option<SchemaError>, SchemaError>> {
+        let half = self.half_swaps.remove(&key_of(to))?;
+        if from == &half.old {
+            // Renamed back: the same table as before.
+            tracing::info!(table = %to, "online schema change swap undone: the table is back under its name");
+            return Some(Ok(None));
+        }
+        let tool = osc_table(&half.shadow.table).map_or("an online schema change tool", |t| t.tool.name());
+        let verdict = if from == &half.shadow {
+            self.swap_verdict(to, from)
+        } else {
+            Err(format!(
+                "{from}, not the shadow table {}, takes the table's name",
+                half.shadow
+            ))
+        };
+        Some(match verdict {
+            Ok(added) => {
+                self.follow_swap(to, from, gtid, tool);
+                Ok(run_again(tool, to, gtid, &added))
+            }
+            Err(why) => Err(SchemaError::OnlineSchemaChangeSwap(Box::new(OscSwap {
+                tool,
+                table: to.to_string(),
+                shadow: from.to_string(),
+                old: half.old.to_string(),
                 gtid: gtid.to_string(),
                 statement: excerpt(sql),
-            })))
+                why,
+            }))),
         })
+    }
+
+    /// A tool's shadow table that no rule selects (an exact rule makes it an ordinary table).
+    fn is_tool_shadow(&self, table: &TableName) -> bool {
+        osc_table(&table.table).is_some_and(|t| t.role == OscRole::Shadow)
+            && !self.filter.is_selected(&table.schema, &table.table)
     }
 
     /// Checks a QUERY event's statement. Errors when it changes a replicated table in a way
@@ -326,8 +557,51 @@ impl SchemaTracker {
             statement: excerpt(sql),
             reason,
         };
+        // The tools' shadow tables (never selected by a glob): what is done to them is recorded,
+        // to judge the swap by.
+        match &statement {
+            Statement::Create { table } if self.is_tool_shadow(table) => {
+                self.shadows.insert(key_of(table), ShadowHistory::default());
+            }
+            Statement::Alter { table, actions } if self.is_tool_shadow(table) => {
+                if let Some(history) = self.shadows.get_mut(&key_of(table)) {
+                    // Its rename (onto the real table, in a two-statement swap) is judged as a swap.
+                    history.actions.extend(
+                        actions
+                            .iter()
+                            .filter(|a| !matches!(a, AlterAction::RenameTable(_)))
+                            .cloned(),
+                    );
+                }
+            }
+            Statement::Drop { tables } => {
+                for t in tables {
+                    self.shadows.remove(&key_of(t));
+                }
+            }
+            _ => {}
+        }
         match &statement {
             Statement::Alter { table, actions } => {
+                if let [AlterAction::RenameTable(to)] = actions.as_slice() {
+                    match self.complete_half_swap(table, to, &gtid, sql) {
+                        Some(Ok(None)) => return Ok(Vec::new()),
+                        Some(Ok(Some(e)) | Err(e)) => return Err(e),
+                        None => {}
+                    }
+                    if self.plans.contains_key(&key_of(table)) {
+                        match self.half_swap(table, to) {
+                            Some(Ok(())) => return Ok(Vec::new()),
+                            Some(Err(why)) => {
+                                return Err(stop(
+                                    table,
+                                    format!("it renames the table to {to}{}; {why}", osc_note(to)),
+                                ))
+                            }
+                            None => {}
+                        }
+                    }
+                }
                 let Some(selector) = self.filter.select(&table.schema, &table.table) else {
                     return Ok(Vec::new());
                 };
@@ -356,10 +630,56 @@ impl SchemaTracker {
                 }
             }
             Statement::Rename { pairs } => {
-                if let Some(swap) = self.osc_swap(pairs, &gtid, sql) {
-                    return Err(swap);
+                let mut handled = vec![false; pairs.len()];
+                // A followed swap that needs a run started again: reported once every pair is
+                // checked, so that nothing else in the statement goes unexamined.
+                let mut again = None;
+                for (i, j, tool) in self.osc_swaps(pairs) {
+                    let (table, old) = &pairs[i];
+                    let shadow = &pairs[j].0;
+                    let added = match self.swap_verdict(table, shadow) {
+                        Ok(added) => added,
+                        Err(why) => {
+                            return Err(SchemaError::OnlineSchemaChangeSwap(Box::new(OscSwap {
+                                tool: tool.name(),
+                                table: table.to_string(),
+                                shadow: shadow.to_string(),
+                                old: old.to_string(),
+                                gtid: gtid.to_string(),
+                                statement: excerpt(sql),
+                                why,
+                            })));
+                        }
+                    };
+                    self.follow_swap(table, shadow, &gtid, tool.name());
+                    again = again.or(run_again(tool.name(), table, &gtid, &added));
+                    handled[i] = true;
+                    handled[j] = true;
                 }
-                for (from, to) in pairs {
+                for (k, (from, to)) in pairs.iter().enumerate() {
+                    if handled[k] {
+                        continue;
+                    }
+                    match self.complete_half_swap(from, to, &gtid, sql) {
+                        Some(Ok(later)) => {
+                            again = again.or(later);
+                            continue;
+                        }
+                        Some(Err(e)) => return Err(e),
+                        None => {}
+                    }
+                    if self.plans.contains_key(&key_of(from)) && pairs.len() == 1 {
+                        match self.half_swap(from, to) {
+                            Some(Ok(())) => continue,
+                            Some(Err(why)) => {
+                                return Err(stop(
+                                    from,
+                                    format!("it renames the table to {to}{}; {why}", osc_note(to)),
+                                ))
+                            }
+                            None => {}
+                        }
+                    }
                     if self.plans.contains_key(&(from.schema.clone(), from.table.clone())) {
                         return Err(stop(from, format!("it renames the table to {to}{}", osc_note(to))));
                     }
@@ -368,6 +688,9 @@ impl SchemaTracker {
                     {
                         return Err(stop(to, format!("it replaces the table with {from}")));
                     }
+                }
+                if let Some(again) = again {
+                    return Err(again);
                 }
             }
             Statement::Drop { tables } => {
@@ -595,5 +918,243 @@ mod tests {
             .on_statement("RENAME TABLE items TO items_2026, items_next TO items", "shop", gtid)
             .unwrap_err();
         assert!(matches!(err, SchemaError::ReplicatedColumnsChanged { .. }), "{err}");
+    }
+
+    fn gtid(sequence: u64) -> Gtid {
+        Gtid {
+            domain: 0,
+            server: 1,
+            sequence,
+        }
+    }
+
+    /// `items` with columns `id` and `name`, under table id `id`.
+    fn items_map(table_id: u64, table: &str, extra: &[&str]) -> Arc<TableMap> {
+        let mut m = (*map(table_id, table)).clone();
+        for name in std::iter::once("name").chain(extra.iter().copied()) {
+            m.columns.push(MappedColumn {
+                binlog_type: column_type::LONG,
+                meta: [0, 0],
+                nullable: true,
+            });
+            m.names.as_mut().unwrap().push(name.into());
+            m.unsigned.as_mut().unwrap().push(Some(false));
+        }
+        Arc::new(m)
+    }
+
+    async fn start(rules: &str) -> SchemaTracker {
+        let mut t = tracker(rules);
+        assert!(matches!(
+            t.on_table_map(&items_map(7, "items", &[]), None).await.unwrap(),
+            MappedTable::New(_)
+        ));
+        t
+    }
+
+    #[tokio::test]
+    async fn swaps_that_leave_the_replicated_columns_alone_are_followed() {
+        // The shadow gains a column the rule does not replicate: every tool's atomic swap is
+        // followed, and the new table's TABLE_MAP plans against the same target table.
+        for (rules, alter) in [
+            (
+                "[[tables]]\nmatch = \"shop.*\"\nexclude_columns = [\"extra\"]",
+                "ADD COLUMN extra INT",
+            ),
+            (
+                "[[tables]]\nmatch = \"shop.items\"\ncolumns = [\"id\", \"name\"]",
+                "ADD COLUMN extra INT",
+            ),
+            ("[[tables]]\nmatch = \"shop.*\"", "ADD INDEX by_name (name)"),
+        ] {
+            for (create, swap, shadow) in [
+                (
+                    "CREATE TABLE `shop`.`_items_new` (id INT NOT NULL, name INT, PRIMARY KEY (id))",
+                    "RENAME TABLE `shop`.`items` TO `shop`.`_items_old`, `shop`.`_items_new` TO `shop`.`items`",
+                    "_items_new",
+                ),
+                (
+                    "create /* gh-ost */ table `shop`.`_items_gho` like `shop`.`items`",
+                    "rename /* gh-ost */ table `shop`.`items` to `shop`.`_items_del`, `shop`.`_items_gho` to `shop`.`items`",
+                    "_items_gho",
+                ),
+                (
+                    "CREATE TABLE `lhmn_items` (id INT NOT NULL, name INT, PRIMARY KEY (id))",
+                    "RENAME TABLE `items` TO `lhma_2026_12_05_07_00_00_000_items`, `lhmn_items` TO `items`",
+                    "lhmn_items",
+                ),
+            ] {
+                let mut t = start(rules).await;
+                assert!(t.on_statement(create, "shop", gtid(1)).unwrap().is_empty());
+                let alter_sql = format!("ALTER TABLE `shop`.`{shadow}` {alter}");
+                assert!(t.on_statement(&alter_sql, "shop", gtid(2)).unwrap().is_empty());
+                assert!(t.on_statement(swap, "shop", gtid(3)).unwrap().is_empty(), "{swap}");
+                assert_eq!(t.swaps_followed(), 1);
+                // The old table id is forgotten; the new table's map is known, not new.
+                assert!(t.plan_for(7).is_none());
+                let extra: &[&str] = if alter.contains("extra") { &["extra"] } else { &[] };
+                assert!(matches!(
+                    t.on_table_map(&items_map(12, "items", extra), Some(gtid(4))).await.unwrap(),
+                    MappedTable::Known(_)
+                ));
+                // The old table's events and its DROP never reach the edge.
+                assert!(matches!(
+                    t.on_table_map(&items_map(7, "_items_old", &[]), None).await.unwrap(),
+                    MappedTable::Skipped
+                ));
+                assert!(t
+                    .on_statement("DROP TABLE IF EXISTS `shop`.`_items_old`", "shop", gtid(5))
+                    .unwrap()
+                    .is_empty());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn two_statement_swaps_are_followed_and_can_be_undone() {
+        for (create, first, second, shadow_table) in [
+            (
+                "create /* gh-ost */ table `shop`.`_items_gho` like `shop`.`items`",
+                "alter /* gh-ost */ table `shop`.`items` rename `shop`.`_items_del`",
+                "alter /* gh-ost */ table `shop`.`_items_gho` rename `shop`.`items`",
+                "_items_gho",
+            ),
+            (
+                "CREATE TABLE `lhmn_items` (id INT NOT NULL, name INT, PRIMARY KEY (id))",
+                "alter table `items` rename `lhma_2026_12_05_07_00_00_000_items`",
+                "alter table `lhmn_items` rename `items`",
+                "lhmn_items",
+            ),
+        ] {
+            let mut t = start("[[tables]]\nmatch = \"shop.*\"\nexclude_columns = [\"extra\"]").await;
+            t.on_statement(create, "shop", gtid(1)).unwrap();
+            t.on_statement(
+                &format!("ALTER TABLE `{shadow_table}` ADD COLUMN extra INT"),
+                "shop",
+                gtid(2),
+            )
+            .unwrap();
+            assert!(t.on_statement(first, "shop", gtid(3)).unwrap().is_empty(), "{first}");
+            assert!(t.on_statement(second, "shop", gtid(4)).unwrap().is_empty(), "{second}");
+            assert_eq!(t.swaps_followed(), 1);
+            assert!(matches!(
+                t.on_table_map(&items_map(12, "items", &["extra"]), Some(gtid(5)))
+                    .await
+                    .unwrap(),
+                MappedTable::Known(_)
+            ));
+        }
+        // Renamed away and back (a cut-over given up): the table is simply back.
+        let mut t = start("[[tables]]\nmatch = \"shop.*\"").await;
+        t.on_statement("create table `_items_gho` like `items`", "shop", gtid(1))
+            .unwrap();
+        t.on_statement("alter table `items` rename `_items_del`", "shop", gtid(2))
+            .unwrap();
+        t.on_statement("alter table `_items_del` rename `items`", "shop", gtid(3))
+            .unwrap();
+        assert_eq!(t.swaps_followed(), 0);
+        assert!(matches!(
+            t.on_table_map(&items_map(13, "items", &[]), None).await.unwrap(),
+            MappedTable::Known(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn swaps_that_change_replicated_columns_still_stop() {
+        for (alter, why) in [
+            ("ADD COLUMN extra INT", "adds column extra, which the rule replicates"),
+            ("DROP COLUMN name", "drops replicated column name"),
+            ("MODIFY COLUMN name BIGINT", "changes replicated column name"),
+            ("CHANGE name title INT", "changes replicated column name"),
+            ("RENAME COLUMN name TO title", "changes replicated column name"),
+        ] {
+            let mut t = start("[[tables]]\nmatch = \"shop.*\"").await;
+            t.on_statement("CREATE TABLE `_items_new` (id INT NOT NULL, name INT)", "shop", gtid(1))
+                .unwrap();
+            t.on_statement(&format!("ALTER TABLE `_items_new` {alter}"), "shop", gtid(2))
+                .unwrap();
+            let err = t
+                .on_statement("RENAME TABLE items TO _items_old, _items_new TO items", "shop", gtid(3))
+                .unwrap_err();
+            let message = err.to_string();
+            assert!(matches!(err, SchemaError::OnlineSchemaChangeSwap(_)), "{message}");
+            for needle in [
+                why,
+                "0-1-3",
+                "pt-online-schema-change",
+                "leave shop.items out of the config",
+            ] {
+                assert!(message.contains(needle), "missing {needle:?}: {message}");
+            }
+            // Two-step: stops at the first half, naming why.
+            let mut t = start("[[tables]]\nmatch = \"shop.*\"").await;
+            t.on_statement("create table `_items_gho` like `items`", "shop", gtid(1))
+                .unwrap();
+            t.on_statement(&format!("ALTER TABLE `_items_gho` {alter}"), "shop", gtid(2))
+                .unwrap();
+            let err = t
+                .on_statement("alter table `items` rename `_items_del`", "shop", gtid(3))
+                .unwrap_err();
+            assert!(err.to_string().contains(why), "{err}");
+        }
+        // Row events for the table's name while the swap is half done stop.
+        let mut t = start("[[tables]]\nmatch = \"shop.*\"").await;
+        t.on_statement("create table `_items_gho` like `items`", "shop", gtid(1))
+            .unwrap();
+        t.on_statement("alter table `items` rename `_items_del`", "shop", gtid(2))
+            .unwrap();
+        let err = match t.on_table_map(&items_map(14, "items", &[]), Some(gtid(3))).await {
+            Err(e) => e,
+            Ok(_) => panic!("row events while the swap is half done must stop"),
+        };
+        assert!(err.to_string().contains("swap is half done"), "{err}");
+        // A second half that renames something else onto the table stops.
+        let mut t = start("[[tables]]\nmatch = \"shop.*\"").await;
+        t.on_statement("create table `_items_gho` like `items`", "shop", gtid(1))
+            .unwrap();
+        t.on_statement("alter table `items` rename `_items_del`", "shop", gtid(2))
+            .unwrap();
+        let err = t
+            .on_statement("alter table `other` rename `items`", "shop", gtid(3))
+            .unwrap_err();
+        assert!(matches!(err, SchemaError::OnlineSchemaChangeSwap(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn swaps_adding_replicated_columns_run_again_when_the_column_can_be_filled() {
+        for (create, alter, cut_over) in [
+            (
+                "CREATE TABLE `_items_new` (id INT NOT NULL, name INT)",
+                "ALTER TABLE `_items_new` ADD COLUMN extra INT DEFAULT 7",
+                &["RENAME TABLE items TO _items_old, _items_new TO items"][..],
+            ),
+            (
+                "create table `_items_gho` like `items`",
+                "alter table `_items_gho` add column extra int",
+                &[
+                    "alter table `items` rename `_items_del`",
+                    "alter table `_items_gho` rename `items`",
+                ][..],
+            ),
+        ] {
+            let mut t = start("[[tables]]\nmatch = \"shop.*\"").await.fills_new_columns(true);
+            t.on_statement(create, "shop", gtid(1)).unwrap();
+            t.on_statement(alter, "shop", gtid(2)).unwrap();
+            let (last, first) = cut_over.split_last().unwrap();
+            for sql in first {
+                assert!(t.on_statement(sql, "shop", gtid(3)).unwrap().is_empty());
+            }
+            let err = t.on_statement(last, "shop", gtid(4)).unwrap_err();
+            let SchemaError::SwapAddsColumns {
+                table, columns, gtid, ..
+            } = &err
+            else {
+                panic!("{err}")
+            };
+            assert_eq!(
+                (table.as_str(), columns.as_str(), gtid.as_str()),
+                ("shop.items", "extra", "0-1-4")
+            );
+        }
     }
 }
