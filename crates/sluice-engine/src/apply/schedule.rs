@@ -142,6 +142,12 @@ impl Scheduled {
     pub fn ready(&self, tracker: &DependencyTracker) -> bool {
         tracker.low_water >= self.depends_on && tracker.chunk_low_water >= self.depends_on_chunk
     }
+
+    /// Like [`Self::ready`], counting `indexes` (an open group on the same connection, which
+    /// the transaction would be applied after) as committed.
+    pub fn ready_if_committed(&self, tracker: &DependencyTracker, indexes: &[TxnIndex]) -> bool {
+        tracker.low_water_if_committed(indexes) >= self.depends_on && tracker.chunk_low_water >= self.depends_on_chunk
+    }
 }
 
 /// A scheduled backfill chunk: what it waits for.
