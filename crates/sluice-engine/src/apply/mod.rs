@@ -16,6 +16,15 @@
 //!   had nothing queued for a moment (`GROUP_LINGER`, 2 ms: waiting longer would only add
 //!   lag) or must wait for a dependency (holding an open group while waiting could deadlock
 //!   with the writer it waits for).
+//! * **Commit order** (`[apply] commit_order`). In `"source"` order (the default) target
+//!   commits become visible in source order: the coordinator sends runs of consecutive
+//!   transactions (up to `batch_max_rows` rows) to one writer, a group holds transactions
+//!   contiguous in source order, and a writer commits it only once every transaction before
+//!   it has committed. It waits holding its open target transaction, but only for earlier
+//!   transactions, which never wait for it: the earliest uncommitted transaction can always
+//!   proceed, so there is no cycle. On SQLite (one write lock for all) a writer opens a group
+//!   only in its turn. In `"key"` order transactions go round-robin and commit as soon as
+//!   their group is done: only transactions touching the same rows keep source order.
 //! * **Large transactions** (more rows than one message) cannot be buffered to compute their
 //!   write set; they are barriers streamed into one writer's open transaction, so memory stays
 //!   bounded whatever the transaction size.
