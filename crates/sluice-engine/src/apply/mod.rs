@@ -589,10 +589,10 @@ impl Writer<'_> {
                     // commits once every transaction before its first one has, and those never
                     // wait for it. A dependency inside the open group is met by applying after
                     // it on the same connection.
+                    let first = group.txns.first().map_or(0, |(i, _)| *i);
                     let last = group.txns.last().map_or(0, |(i, _)| *i);
                     let contiguous = last == 0 || (last + 1..sched.index).all(|i| lw.tracker.is_committed(i));
-                    let indexes: Vec<TxnIndex> = group.txns.iter().map(|(i, _)| *i).collect();
-                    let satisfied = sched.ready_if_committed(&lw.tracker, &indexes);
+                    let satisfied = sched.ready_after_group(&lw.tracker, first, last);
                     (satisfied, contiguous)
                 }
                 _ => (sched.ready(&lw.tracker), true),
@@ -707,22 +707,22 @@ impl Writer<'_> {
     /// instead: the group is rolled back.
     fn await_turn(&mut self) -> Result<bool, TargetError> {
         let Some(group) = &self.group else { return Ok(true) };
-        let Some(&(last, _)) = group.txns.last() else {
+        let Some(&(first, _)) = group.txns.first() else {
             return Ok(true);
         };
-        let indexes: Vec<TxnIndex> = group.txns.iter().map(|(i, _)| *i).collect();
+        // The group is contiguous (transactions between its members are committed): its turn
+        // comes when every transaction before its first one is committed.
+        let turn = |lw: &LowWater| lw.tracker.low_water() + 1 >= first;
         let guard = self.shared.state.lock().expect("lock");
         let guard = self
             .shared
             .changed
-            .wait_while(guard, |lw| {
-                !lw.stop && !lw.aborting && lw.tracker.low_water_if_committed(&indexes) < last
-            })
+            .wait_while(guard, |lw| !lw.stop && !lw.aborting && !turn(lw))
             .expect("lock");
         if guard.stop {
             return Err(TargetError::Other("apply stopped".into()));
         }
-        if guard.tracker.low_water_if_committed(&indexes) < last {
+        if !turn(&guard) {
             drop(guard);
             self.discard()?;
             return Ok(false);

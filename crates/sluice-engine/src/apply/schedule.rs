@@ -143,10 +143,13 @@ impl Scheduled {
         tracker.low_water >= self.depends_on && tracker.chunk_low_water >= self.depends_on_chunk
     }
 
-    /// Like [`Self::ready`], counting `indexes` (an open group on the same connection, which
-    /// the transaction would be applied after) as committed.
-    pub fn ready_if_committed(&self, tracker: &DependencyTracker, indexes: &[TxnIndex]) -> bool {
-        tracker.low_water_if_committed(indexes) >= self.depends_on && tracker.chunk_low_water >= self.depends_on_chunk
+    /// Like [`Self::ready`], for a transaction applied after an open group on the same
+    /// connection that holds transactions `first..=last`, contiguous in source order (those
+    /// between its members committed): a dependency inside the group is met once everything
+    /// before the group is committed.
+    pub fn ready_after_group(&self, tracker: &DependencyTracker, first: TxnIndex, last: TxnIndex) -> bool {
+        let in_group = first > 0 && (first..=last).contains(&self.depends_on) && tracker.low_water + 1 >= first;
+        (tracker.low_water >= self.depends_on || in_group) && tracker.chunk_low_water >= self.depends_on_chunk
     }
 }
 
