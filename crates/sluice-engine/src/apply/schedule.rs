@@ -351,6 +351,24 @@ mod tests {
     }
 
     #[test]
+    fn a_dependency_inside_the_open_group_is_met_once_everything_before_the_group_is() {
+        let mut t = DependencyTracker::new();
+        let a = t.schedule(&ws(&[1]));
+        let b = t.schedule(&ws(&[2]));
+        let c = t.schedule(&ws(&[2, 3]));
+        assert_eq!(c.depends_on, b.index);
+        // A group holding b (2..=2) on the same connection: c may follow b only once a is in.
+        assert!(!c.ready_after_group(&t, b.index, b.index));
+        t.committed(a.index);
+        assert!(c.ready_after_group(&t, b.index, b.index));
+        assert!(!c.ready(&t), "outside the group b is still pending");
+        // No group, or a group without the dependency: plain readiness.
+        assert!(!c.ready_after_group(&t, 0, 0));
+        let d = t.schedule(&ws(&[3]));
+        assert!(!d.ready_after_group(&t, b.index, b.index));
+    }
+
+    #[test]
     fn low_water_advances_over_contiguous_commits_only() {
         let mut t = DependencyTracker::new();
         for _ in 0..4 {
