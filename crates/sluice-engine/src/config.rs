@@ -437,6 +437,10 @@ pub struct ApplyConfig {
     /// Parallel writer connections. Default: 1 for SQLite (one writer at a time is all SQLite
     /// allows; more connections would only queue on its lock).
     pub writers: Option<usize>,
+    /// Which order target commits keep: the source's commit order (default), or only the
+    /// order of transactions touching the same rows.
+    #[serde(default)]
+    pub commit_order: CommitOrder,
 }
 
 impl Default for ApplyConfig {
@@ -445,8 +449,22 @@ impl Default for ApplyConfig {
             batch_max_rows: DEFAULT_BATCH_MAX_ROWS,
             batch_max_delay_ms: DEFAULT_BATCH_MAX_DELAY_MS,
             writers: None,
+            commit_order: CommitOrder::default(),
         }
     }
+}
+
+/// The order in which parallel writers make source transactions visible at the target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommitOrder {
+    /// Target commits become visible in source commit order: a reader at the target sees only
+    /// states the source had (MySQL's `replica_preserve_commit_order`).
+    #[default]
+    Source,
+    /// Only transactions touching the same target rows keep source order; independent ones
+    /// may become visible in any order (faster on server targets with several writers).
+    Key,
 }
 
 fn default_port() -> u16 {

@@ -399,6 +399,7 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
     let policy = BatchPolicy {
         max_rows: config.apply.batch_max_rows,
         max_delay: Duration::from_millis(config.apply.batch_max_delay_ms),
+        commit_order: config.apply.commit_order,
     };
     let progress = options.progress.clone();
     let final_progress = options.progress.clone();

@@ -7,7 +7,7 @@
 //! 2. the keys each section's table documents are exactly the keys the deserializer accepts
 //!    (asked from the deserializer itself, through the "unknown field …, expected …" message
 //!    of `deny_unknown_fields`), and the enumerated values (`kind`, `tls_mode`,
-//!    `on_mismatch`) are all named;
+//!    `on_mismatch`, `commit_order`) are all named;
 //! 3. the defaults the tables give are the code's defaults.
 
 use std::collections::BTreeSet;
@@ -308,6 +308,11 @@ fn every_enumerated_value_is_documented() {
             "on_mismatch",
             variants("verify", "on_mismatch", MIN_TARGET),
         ),
+        (
+            "`[apply]`",
+            "commit_order",
+            variants("apply", "commit_order", MIN_TARGET),
+        ),
     ];
     for (heading, key, values) in checks {
         assert!(!values.is_empty());
@@ -370,6 +375,7 @@ fn documented_defaults_are_the_code_defaults() {
             "writers",
             vec![s.writers().to_string(), postgres.writers().to_string()],
         ),
+        ("`[apply]`", "commit_order", vec![lower(&s.apply.commit_order)]),
         ("`[backfill]`", "enabled", vec![s.backfill.enabled.to_string()]),
         ("`[backfill]`", "chunk_rows", vec![s.backfill.chunk_rows.to_string()]),
         (

@@ -5,7 +5,8 @@
 //! chunks mixed into the stream go to writers of their own and must never overwrite a newer
 //! row nor be overwritten by an older one. SQLite,
 //! and the server targets (MariaDB, PostgreSQL: throwaway servers from sluice-testkit), whose
-//! writers send row changes as multi-row statements.
+//! writers send row changes as multi-row statements. Both commit orders (`[apply]
+//! commit_order`, "source" and "key") are exercised.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use sluice_binlog::{Charset, ColumnDef, ColumnKind, Gtid, Value};
-use sluice_engine::apply::{run_applier, ApplyMsg, BatchPolicy, Connections, Progress};
+use sluice_engine::apply::{run_applier, ApplyMsg, BatchPolicy, CommitOrder, Connections, Progress};
 use sluice_engine::config::MismatchPolicy;
 use sluice_engine::target::mariadb::MariaDbTarget;
 use sluice_engine::target::postgres::PostgresTarget;
@@ -164,6 +165,9 @@ impl Target for Faulty {
     }
     fn begin(&mut self) -> TargetResult<()> {
         self.inner.begin()
+    }
+    fn single_writer(&self) -> bool {
+        self.inner.single_writer()
     }
     fn apply(&mut self, op: &RowOp) -> TargetResult<()> {
         let n = self.applies.fetch_add(1, Ordering::SeqCst);
@@ -461,11 +465,17 @@ fn check_case(
     fault_at: usize,
     large_every: usize,
     chunk_every: usize,
+    source_order: bool,
 ) -> Result<(), TestCaseError> {
     let history = history(seed_ops, txn_sizes);
     let policy = BatchPolicy {
         max_rows,
         max_delay: Duration::from_millis(2),
+        commit_order: if source_order {
+            CommitOrder::Source
+        } else {
+            CommitOrder::Key
+        },
     };
     let fault = match fault_kind {
         0 => None,
@@ -515,10 +525,11 @@ proptest! {
         fault_at in 0usize..40,
         large_every in 0usize..6,
         chunk_every in 0usize..5,
+        source_order in any::<bool>(),
     ) {
         let dir = tempfile::tempdir().unwrap();
         let place = Place::Sqlite(dir.path().join("t.sqlite"));
-        check_case(&place, &seed_ops, &txn_sizes, writers, max_rows, fault_kind, fault_at, large_every, chunk_every)?;
+        check_case(&place, &seed_ops, &txn_sizes, writers, max_rows, fault_kind, fault_at, large_every, chunk_every, source_order)?;
     }
 }
 
@@ -537,9 +548,10 @@ proptest! {
         fault_at in 0usize..40,
         large_every in 0usize..6,
         chunk_every in 0usize..5,
+        source_order in any::<bool>(),
     ) {
         let place = Place::mariadb();
-        check_case(&place, &seed_ops, &txn_sizes, writers, max_rows, fault_kind, fault_at, large_every, chunk_every)?;
+        check_case(&place, &seed_ops, &txn_sizes, writers, max_rows, fault_kind, fault_at, large_every, chunk_every, source_order)?;
     }
 
     #[test]
@@ -552,8 +564,9 @@ proptest! {
         fault_at in 0usize..40,
         large_every in 0usize..6,
         chunk_every in 0usize..5,
+        source_order in any::<bool>(),
     ) {
         let place = Place::postgres();
-        check_case(&place, &seed_ops, &txn_sizes, writers, max_rows, fault_kind, fault_at, large_every, chunk_every)?;
+        check_case(&place, &seed_ops, &txn_sizes, writers, max_rows, fault_kind, fault_at, large_every, chunk_every, source_order)?;
     }
 }

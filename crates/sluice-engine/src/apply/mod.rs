@@ -16,6 +16,15 @@
 //!   had nothing queued for a moment (`GROUP_LINGER`, 2 ms: waiting longer would only add
 //!   lag) or must wait for a dependency (holding an open group while waiting could deadlock
 //!   with the writer it waits for).
+//! * **Commit order** (`[apply] commit_order`). In `"source"` order (the default) target
+//!   commits become visible in source order: the coordinator sends runs of consecutive
+//!   transactions (up to `batch_max_rows` rows) to one writer, a group holds transactions
+//!   contiguous in source order, and a writer commits it only once every transaction before
+//!   it has committed. It waits holding its open target transaction, but only for earlier
+//!   transactions, which never wait for it: the earliest uncommitted transaction can always
+//!   proceed, so there is no cycle. On SQLite (one write lock for all) a writer opens a group
+//!   only in its turn. In `"key"` order transactions go round-robin and commit as soon as
+//!   their group is done: only transactions touching the same rows keep source order.
 //! * **Large transactions** (more rows than one message) cannot be buffered to compute their
 //!   write set; they are barriers streamed into one writer's open transaction, so memory stays
 //!   bounded whatever the transaction size.
@@ -38,6 +47,8 @@ use std::time::{Duration, Instant};
 
 use sluice_binlog::{Gtid, GtidPosition};
 use tokio::sync::{mpsc, oneshot};
+
+pub use crate::config::CommitOrder;
 
 use crate::apply::schedule::{ChunkId, DependencyTracker, Scheduled, ScheduledChunk, TxnIndex, WriteSet};
 use crate::target::{BackfillProgress, Checkpoint, RowOp, Target, TargetError, TargetTable};
@@ -130,6 +141,8 @@ pub struct Connections {
 pub struct BatchPolicy {
     pub max_rows: usize,
     pub max_delay: Duration,
+    /// Whether target commits keep the source's commit order (see [`CommitOrder`]).
+    pub commit_order: CommitOrder,
 }
 
 /// Live counters, shared with progress displays and status.
@@ -212,6 +225,9 @@ struct LowWater {
     commit_unix: u32,
     /// Set when a writer failed or the applier is aborting: waiting writers give up.
     stop: bool,
+    /// The coordinator is rolling back uncommitted work (the source connection was lost):
+    /// a writer waiting for a dependency or for its turn to commit drops its work instead.
+    aborting: bool,
     /// The highest low-water mark any writer has recorded in the target so far.
     persisted: GtidPosition,
     /// Incremental verification (`crate::verify::incremental`) is on.
@@ -391,6 +407,8 @@ struct Writer<'a> {
     committed_above: Vec<Gtid>,
     /// The incremental verifier, when on: shared counters, and its queue.
     verifier: Option<(&'a VerifierLink, std_mpsc::SyncSender<CommittedGroup>)>,
+    /// The coordinator is aborting: the work queued before its `Abort` is dropped unapplied.
+    discarding: bool,
 }
 
 impl Writer<'_> {
@@ -433,17 +451,25 @@ impl Writer<'_> {
 
     /// Does one piece of work.
     fn handle(&mut self, work: Work) -> Result<(), TargetError> {
+        if self.discarding && !matches!(work, Work::Abort(_) | Work::Prepare(..)) {
+            // Queued before the coordinator's `Abort`: rolled back with everything uncommitted.
+            return Ok(());
+        }
         {
             match work {
                 Work::Txn { sched, gtid, ops } => {
-                    self.start_txn(sched)?;
+                    if !self.start_txn(sched)? {
+                        return Ok(());
+                    }
                     tracing::trace!(writer = self.id, %gtid, rows = ops.len(), "applying a source transaction");
                     self.apply_ops(ops)
                         .map_err(|e| e.in_source_transactions(&gtid.to_string()))?;
                     self.end_txn(sched.index, Some(gtid))?;
                 }
                 Work::Ddl { sched, gtid, changes } => {
-                    self.start_txn(sched)?;
+                    if !self.start_txn(sched)? {
+                        return Ok(());
+                    }
                     for change in &changes {
                         let (EdgeChange::Truncate(table) | EdgeChange::Drop(table)) = change;
                         if self.verifier.is_some() {
@@ -464,7 +490,9 @@ impl Writer<'_> {
                     self.end_txn(sched.index, Some(gtid))?;
                 }
                 Work::LargeStart { sched, gtid, ops } => {
-                    self.start_txn(sched)?;
+                    if !self.start_txn(sched)? {
+                        return Ok(());
+                    }
                     self.group.as_mut().expect("open").mid_large = true;
                     self.large = Some((sched.index, gtid));
                     self.apply_ops(ops)
@@ -491,6 +519,7 @@ impl Writer<'_> {
                         self.target.rollback()?;
                     }
                     self.large = None;
+                    self.discarding = false;
                     let _ = ack.send(());
                 }
             }
@@ -542,32 +571,82 @@ impl Writer<'_> {
         Ok(())
     }
 
-    fn start_txn(&mut self, sched: Scheduled) -> Result<(), TargetError> {
+    /// Waits until `sched` may be applied and opens a group for it if none is open. Returns
+    /// false when the coordinator is aborting: the transaction is dropped unapplied (and so is
+    /// everything queued before the `Abort`).
+    fn start_txn(&mut self, sched: Scheduled) -> Result<bool, TargetError> {
         let stopped = || TargetError::Other("apply stopped".into());
-        let satisfied = {
+        let source_order = self.policy.commit_order == CommitOrder::Source;
+        let (satisfied, extends_group) = {
             let lw = self.shared.state.lock().expect("lock");
             if lw.stop {
                 return Err(stopped());
             }
-            sched.ready(&lw.tracker)
+            match (&self.group, source_order) {
+                (Some(group), true) => {
+                    // In source order a group holds transactions contiguous in source order
+                    // (gaps only where the transactions between are committed already): it
+                    // commits once every transaction before its first one has, and those never
+                    // wait for it. A dependency inside the open group is met by applying after
+                    // it on the same connection.
+                    let first = group.txns.first().map_or(0, |(i, _)| *i);
+                    let last = group.txns.last().map_or(0, |(i, _)| *i);
+                    let contiguous = last == 0 || (last + 1..sched.index).all(|i| lw.tracker.is_committed(i));
+                    let satisfied = sched.ready_after_group(&lw.tracker, first, last);
+                    (satisfied, contiguous)
+                }
+                _ => (sched.ready(&lw.tracker), true),
+            }
         };
-        if !satisfied {
-            // Never wait while holding an open group: the transaction we wait for may need
-            // this group's commit to advance the low-water mark.
-            if self.group.is_some() {
+        if !extends_group && self.group.is_some() {
+            self.commit_group()?;
+            if self.discarding {
+                return Ok(false);
+            }
+        }
+        if !satisfied || (source_order && !extends_group) {
+            // Never wait for a dependency while holding an open group: the transaction we
+            // wait for may need this group's commit to advance the low-water mark.
+            if self.group.is_some() && !sched.ready(&self.shared.state.lock().expect("lock").tracker) {
                 self.commit_group()?;
+                if self.discarding {
+                    return Ok(false);
+                }
             }
             let guard = self.shared.state.lock().expect("lock");
             let guard = self
                 .shared
                 .changed
-                .wait_while(guard, |lw| !lw.stop && !sched.ready(&lw.tracker))
+                .wait_while(guard, |lw| !lw.stop && !lw.aborting && !sched.ready(&lw.tracker))
                 .expect("lock");
             if guard.stop {
                 return Err(stopped());
             }
+            if guard.aborting && !sched.ready(&guard.tracker) {
+                drop(guard);
+                self.discard()?;
+                return Ok(false);
+            }
         }
         if self.group.is_none() {
+            if source_order && self.target.single_writer() {
+                // One write lock for all writers: take it only in this transaction's turn.
+                let turn = |lw: &LowWater| lw.tracker.low_water() + 1 >= sched.index;
+                let guard = self.shared.state.lock().expect("lock");
+                let guard = self
+                    .shared
+                    .changed
+                    .wait_while(guard, |lw| !lw.stop && !lw.aborting && !turn(lw))
+                    .expect("lock");
+                if guard.stop {
+                    return Err(stopped());
+                }
+                if !turn(&guard) {
+                    drop(guard);
+                    self.discard()?;
+                    return Ok(false);
+                }
+            }
             self.target.begin()?;
             self.group = Some(Group {
                 started: Instant::now(),
@@ -576,6 +655,17 @@ impl Writer<'_> {
                 mid_large: false,
                 written: Written::default(),
             });
+        }
+        Ok(true)
+    }
+
+    /// The coordinator is aborting: roll back the open group and drop the work queued before
+    /// its `Abort` (none of it is committed, so the source sends it again).
+    fn discard(&mut self) -> Result<(), TargetError> {
+        self.discarding = true;
+        self.large = None;
+        if self.group.take().is_some() {
+            self.target.rollback()?;
         }
         Ok(())
     }
@@ -609,7 +699,41 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// In source commit order, waits until every transaction before the open group's last one
+    /// is committed or in the group, so that its commit makes visible a state the source had.
+    /// The group holds transactions contiguous in source order (see `start_txn`): it waits
+    /// only for transactions before its first one, which are in other writers' groups or
+    /// queues and never wait for this one. Returns false when the coordinator is aborting
+    /// instead: the group is rolled back.
+    fn await_turn(&mut self) -> Result<bool, TargetError> {
+        let Some(group) = &self.group else { return Ok(true) };
+        let Some(&(first, _)) = group.txns.first() else {
+            return Ok(true);
+        };
+        // The group is contiguous (transactions between its members are committed): its turn
+        // comes when every transaction before its first one is committed.
+        let turn = |lw: &LowWater| lw.tracker.low_water() + 1 >= first;
+        let guard = self.shared.state.lock().expect("lock");
+        let guard = self
+            .shared
+            .changed
+            .wait_while(guard, |lw| !lw.stop && !lw.aborting && !turn(lw))
+            .expect("lock");
+        if guard.stop {
+            return Err(TargetError::Other("apply stopped".into()));
+        }
+        if !turn(&guard) {
+            drop(guard);
+            self.discard()?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
     fn commit_group(&mut self) -> Result<(), TargetError> {
+        if self.policy.commit_order == CommitOrder::Source && !self.await_turn()? {
+            return Ok(());
+        }
         let Some(group) = self.group.take() else { return Ok(()) };
         // Record the low-water mark as it will be once this group commits, and the GTIDs
         // beyond it: with one writer that is simply "everything up to the last transaction".
@@ -730,6 +854,7 @@ pub fn run_applier(
             position: start.position.clone(),
             commit_unix: start.source_commit_unix,
             stop: false,
+            aborting: false,
             persisted: start.position.clone(),
             verifying: verifier.is_some(),
             unverified: BTreeSet::new(),
@@ -798,6 +923,7 @@ pub fn run_applier(
                     // until the mark passes them.
                     committed_above: if id == 0 { applied_before } else { Vec::new() },
                     verifier: link.zip(queue),
+                    discarding: false,
                 };
                 let result = writer.run(rx);
                 if result.is_err() {
@@ -830,6 +956,7 @@ pub fn run_applier(
             last_chunk: Default::default(),
             shared: &shared,
             next_writer: 0,
+            run_rows: 0,
             large_writer: None,
             last_flush: Instant::now(),
             unflushed: false,
@@ -875,6 +1002,8 @@ struct Coordinator<'a> {
     last_chunk: std::collections::HashMap<String, ChunkId>,
     shared: &'a Shared,
     next_writer: usize,
+    /// In source commit order: row changes sent to `next_writer` in its current run.
+    run_rows: usize,
     large_writer: Option<usize>,
     last_flush: Instant,
     /// The low-water mark moved over transactions no writer committed.
@@ -926,7 +1055,7 @@ impl Coordinator<'_> {
                         self.unflushed = true;
                         self.flush_if_needed(false)?;
                     } else {
-                        let w = self.pick_writer();
+                        let w = self.pick_writer(ops.len());
                         self.send(w, Work::Txn { sched, gtid, ops })?;
                     }
                 }
@@ -937,12 +1066,12 @@ impl Coordinator<'_> {
                 } => {
                     // A barrier: after every earlier transaction and chunk, before every later one.
                     let sched = self.schedule(&WriteSet::barrier(), gtid, commit_unix);
-                    let w = self.pick_writer();
+                    let w = self.pick_writer(1);
                     self.send(w, Work::Ddl { sched, gtid, changes })?;
                 }
                 ApplyMsg::LargeStart { gtid, commit_unix, ops } => {
                     let sched = self.schedule(&WriteSet::barrier(), gtid, commit_unix);
-                    let w = self.pick_writer();
+                    let w = self.pick_writer(self.policy.max_rows);
                     self.large_writer = Some(w);
                     self.send(w, Work::LargeStart { sched, gtid, ops })?;
                 }
@@ -1024,10 +1153,22 @@ impl Coordinator<'_> {
             .map_err(|_| TargetError::Other("apply stopped".into()))
     }
 
-    fn pick_writer(&mut self) -> usize {
-        let w = self.next_writer;
-        self.next_writer = (self.next_writer + 1) % self.queues.len();
-        w
+    /// The writer for the next transaction, of `rows` row changes. By key, round-robin. In
+    /// source order, runs of consecutive transactions (up to `batch_max_rows` row changes) go
+    /// to one writer, so that its group is contiguous in source order and commits whole,
+    /// while the next run is applied on the next writer.
+    fn pick_writer(&mut self, rows: usize) -> usize {
+        if self.policy.commit_order == CommitOrder::Key {
+            let w = self.next_writer;
+            self.next_writer = (self.next_writer + 1) % self.queues.len();
+            return w;
+        }
+        if self.run_rows > 0 && self.run_rows + rows > self.policy.max_rows {
+            self.next_writer = (self.next_writer + 1) % self.queues.len();
+            self.run_rows = 0;
+        }
+        self.run_rows += rows.max(1);
+        self.next_writer
     }
 
     /// Persists a low-water mark that moved without any writer committing.
@@ -1106,12 +1247,19 @@ impl Coordinator<'_> {
                     .into(),
             ));
         }
-        for w in 0..self.queues.len() {
+        // Writers waiting for a transaction that is about to be rolled back (their dependency,
+        // or in source order their turn to commit) drop their work instead of waiting forever.
+        self.shared.state.lock().expect("lock").aborting = true;
+        self.shared.changed.notify_all();
+        let aborted = (0..self.queues.len()).try_for_each(|w| {
             let (ack, done) = std_mpsc::channel();
             self.send(w, Work::Abort(ack))?;
-            done.recv().map_err(|_| TargetError::Other("apply stopped".into()))?;
-        }
+            done.recv().map_err(|_| TargetError::Other("apply stopped".into()))
+        });
+        self.shared.state.lock().expect("lock").aborting = false;
+        aborted?;
         self.large_writer = None;
+        self.run_rows = 0;
         let lw = self.shared.state.lock().expect("lock");
         // The verifier checks what was committed before the indexes start over.
         let mut lw = self

@@ -142,6 +142,15 @@ impl Scheduled {
     pub fn ready(&self, tracker: &DependencyTracker) -> bool {
         tracker.low_water >= self.depends_on && tracker.chunk_low_water >= self.depends_on_chunk
     }
+
+    /// Like [`Self::ready`], for a transaction applied after an open group on the same
+    /// connection that holds transactions `first..=last`, contiguous in source order (those
+    /// between its members committed): a dependency inside the group is met once everything
+    /// before the group is committed.
+    pub fn ready_after_group(&self, tracker: &DependencyTracker, first: TxnIndex, last: TxnIndex) -> bool {
+        let in_group = first > 0 && (first..=last).contains(&self.depends_on) && tracker.low_water + 1 >= first;
+        (tracker.low_water >= self.depends_on || in_group) && tracker.chunk_low_water >= self.depends_on_chunk
+    }
 }
 
 /// A scheduled backfill chunk: what it waits for.
@@ -339,6 +348,24 @@ mod tests {
         t.chunk_committed(next.id);
         assert!(barrier.ready(&t));
         assert!(t.chunks_idle());
+    }
+
+    #[test]
+    fn a_dependency_inside_the_open_group_is_met_once_everything_before_the_group_is() {
+        let mut t = DependencyTracker::new();
+        let a = t.schedule(&ws(&[1]));
+        let b = t.schedule(&ws(&[2]));
+        let c = t.schedule(&ws(&[2, 3]));
+        assert_eq!(c.depends_on, b.index);
+        // A group holding b (2..=2) on the same connection: c may follow b only once a is in.
+        assert!(!c.ready_after_group(&t, b.index, b.index));
+        t.committed(a.index);
+        assert!(c.ready_after_group(&t, b.index, b.index));
+        assert!(!c.ready(&t), "outside the group b is still pending");
+        // No group, or a group without the dependency: plain readiness.
+        assert!(!c.ready_after_group(&t, 0, 0));
+        let d = t.schedule(&ws(&[3]));
+        assert!(!d.ready_after_group(&t, b.index, b.index));
     }
 
     #[test]

@@ -319,6 +319,14 @@ pub trait Target: Send {
     /// write lock for all connections (SQLite), the stream's writers waiting for it go first.
     fn set_background(&mut self) {}
 
+    /// Whether every connection's transaction takes one write lock for the whole target
+    /// (SQLite), so that an open transaction blocks every other writer. With source commit
+    /// order such a writer opens a group only in its turn (everything before it committed):
+    /// holding the lock while waiting for an earlier transaction would block that transaction.
+    fn single_writer(&self) -> bool {
+        false
+    }
+
     /// Applies `ops` in order inside the open transaction, exactly as one `apply` each would
     /// (the same result, the same errors). A target may do it with fewer statements: SQLite
     /// writes a run of inserts into one table (a backfill chunk, say) as multi-row upserts.

@@ -880,6 +880,10 @@ impl TxProtocol for SqliteTarget {
 }
 
 impl Target for SqliteTarget {
+    fn single_writer(&self) -> bool {
+        true
+    }
+
     fn prepare(&mut self, tables: &[Arc<TargetTable>]) -> TargetResult<()> {
         if self.state == TxState::Open {
             // Inside an open transaction the new tables commit or roll back with its rows
