@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{same_rows, Env, Sluice};
+use common::{same_rows, wait_for, Env, Sluice};
 
 const SETUP: &str = "
 CREATE DATABASE shop;
@@ -27,21 +27,6 @@ const GLOB_EXCLUDING_EXTRA: &str =
 /// `items` with an explicit column list (the tool's new column is not in it), and the rest.
 const EXPLICIT_COLUMNS: &str = "[[tables]]\nmatch = \"shop.items\"\ncolumns = [\"id\", \"name\", \"qty\"]\n\n\
      [[tables]]\nmatch = \"shop.*\"\n\n[backfill]\nchunk_rows = 500\n";
-
-fn wait_for(env: &Env, sluice: &mut Sluice, what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !done() {
-        if let Some(status) = sluice.try_exit() {
-            panic!("sluice exited ({status}) waiting for {what}; log:\n{}", env.log());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; log:\n{}",
-            env.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn copied(env: &Env, table: &str) -> bool {
     env.target.exists()

@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{same_rows, Env, Sluice};
+use common::{same_rows, wait_for, Env};
 
 const SETUP: &str = "
 CREATE DATABASE shop;
@@ -28,21 +28,6 @@ INSERT INTO shop.orders VALUES (5001, 1, 9.99, 'inserted while out'), (5002, 2, 
 UPDATE shop.orders SET id = id + 10000 WHERE id % 13 = 1;
 UPDATE shop.tags SET hits = hits + 1 WHERE name = 'tag-5';
 ";
-
-fn wait_for(env: &Env, sluice: &mut Sluice, what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !done() {
-        if let Some(status) = sluice.try_exit() {
-            panic!("sluice exited ({status}) waiting for {what}; log:\n{}", env.log());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; log:\n{}",
-            env.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// The backfill record of `table`: (done, detail), or `None`.
 fn record(env: &Env, table: &str) -> Option<(String, String)> {

@@ -629,23 +629,9 @@ impl Writer<'_> {
             }
         }
         if self.group.is_none() {
-            if source_order && self.target.single_writer() {
-                // One write lock for all writers: take it only in this transaction's turn.
-                let turn = |lw: &LowWater| lw.tracker.low_water() + 1 >= sched.index;
-                let guard = self.shared.state.lock().expect("lock");
-                let guard = self
-                    .shared
-                    .changed
-                    .wait_while(guard, |lw| !lw.stop && !lw.aborting && !turn(lw))
-                    .expect("lock");
-                if guard.stop {
-                    return Err(stopped());
-                }
-                if !turn(&guard) {
-                    drop(guard);
-                    self.discard()?;
-                    return Ok(false);
-                }
+            // One write lock for all writers: take it only in this transaction's turn.
+            if source_order && self.target.single_writer() && !self.wait_for_turn(sched.index)? {
+                return Ok(false);
             }
             self.target.begin()?;
             self.group = Some(Group {
@@ -712,7 +698,13 @@ impl Writer<'_> {
         };
         // The group is contiguous (transactions between its members are committed): its turn
         // comes when every transaction before its first one is committed.
-        let turn = |lw: &LowWater| lw.tracker.low_water() + 1 >= first;
+        self.wait_for_turn(first)
+    }
+
+    /// Waits until every source transaction before `index` has committed. False when the
+    /// coordinator is aborting instead (the open group and the queued work are discarded).
+    fn wait_for_turn(&mut self, index: TxnIndex) -> Result<bool, TargetError> {
+        let turn = |lw: &LowWater| lw.tracker.low_water() + 1 >= index;
         let guard = self.shared.state.lock().expect("lock");
         let guard = self
             .shared

@@ -394,3 +394,19 @@ pub fn postgres_positions(pg: &sluice_testkit::PostgresServer, schema: &str) -> 
         .map(|rows| rows.iter().map(|r| r.get::<_, String>(0)).collect())
         .unwrap_or_default()
 }
+
+/// Waits (up to 90 s) until `done`, failing with sluice's log if sluice exits first.
+pub fn wait_for(env: &Env, sluice: &mut Sluice, what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !done() {
+        if let Some(status) = sluice.try_exit() {
+            panic!("sluice exited ({status}) waiting for {what}; log:\n{}", env.log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; log:\n{}",
+            env.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
