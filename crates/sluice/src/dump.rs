@@ -52,6 +52,18 @@ pub enum RowView {
 const STATEMENT_OMITTED: &str = "a statement's text can hold row values; --raw shows it";
 
 impl RowView {
+    /// The definition rows of a TABLE_MAP are decoded with: the TABLE_MAP gives the row
+    /// layout; for a table the config selects, names, key and signedness come from the
+    /// catalog (the plan's definition), as the engine's schema tracker does. Done once per
+    /// TABLE_MAP, not per rows event.
+    fn decoding_def(&self, map_def: TableDef) -> TableDef {
+        let RowView::Config(plans) = self else { return map_def };
+        plans
+            .get(&map_def.qualified_name())
+            .and_then(|plan| sluice_engine::stream::catalog::complete_from_catalog(&map_def, &plan.source))
+            .unwrap_or(map_def)
+    }
+
     /// Whether a QUERY event's text is shown: always when raw; otherwise only transaction
     /// control and DDL, which carry no row values (DML in statement format would).
     fn shows_statement(&self, sql: &str) -> bool {
@@ -127,7 +139,7 @@ fn event_json(
                 }).collect::<Vec<_>>(),
                 "primary_key": def.primary_key,
             });
-            tables.insert(map.table_id, def);
+            tables.insert(map.table_id, view.decoding_def(def));
             body
         }
         EventBody::Rows(rows) => {
@@ -180,28 +192,18 @@ fn rows_json(rows: &sluice_binlog::RowsEvent<'_>, map_def: &TableDef, view: &Row
             }
         },
     };
-    // The TABLE_MAP gives the row layout; names, key and signedness come from the catalog
-    // (the plan's definition), as the engine's schema tracker does. A column count that
-    // differs means the table changed since: no values then, rather than values under the
-    // wrong names.
-    let completed;
-    let def = match plan {
-        Some(plan) => match sluice_engine::stream::catalog::complete_from_catalog(map_def, &plan.source) {
-            Some(def) => {
-                completed = def;
-                &completed
-            }
-            None => {
-                body["error"] = json!(format!(
-                    "the table has {} columns in this event but {} now; its rows are not shown",
-                    map_def.columns.len(),
-                    plan.source.columns.len()
-                ));
-                return;
-            }
-        },
-        None => map_def,
-    };
+    // `map_def` was completed from the catalog at its TABLE_MAP (`RowView::decoding_def`);
+    // a column count that differs means the table changed since: no values then, rather
+    // than values under the wrong names.
+    if let Some(plan) = plan.filter(|p| p.source.columns.len() != map_def.columns.len()) {
+        body["error"] = json!(format!(
+            "the table has {} columns in this event but {} now; its rows are not shown",
+            map_def.columns.len(),
+            plan.source.columns.len()
+        ));
+        return;
+    }
+    let def = map_def;
     let iter = match rows.rows(def) {
         Ok(iter) => iter,
         Err(e) => {

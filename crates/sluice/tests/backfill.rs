@@ -29,18 +29,9 @@ fn backfill_done(env: &Env, tables: usize) -> bool {
 }
 
 fn wait_backfilled(env: &Env, sluice: &mut common::Sluice, tables: usize) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !(env.target.exists() && backfill_done(env, tables)) {
-        if let Some(status) = sluice.try_exit() {
-            panic!("sluice exited ({status}); log:\n{}", env.log());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "backfill did not finish; log:\n{}",
-            env.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_for(env, sluice, "the backfill", || {
+        env.target.exists() && backfill_done(env, tables)
+    });
     env.wait_caught_up(sluice);
 }
 

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::Env;
+use common::{wait_for, Env};
 use sha2::{Digest, Sha256};
 
 const HMAC_KEY: &str = "0123456789abcdef-test-key";
@@ -263,14 +263,6 @@ fn a_changed_row_filter_or_transform_recopies_the_table() {
     assert!(sluice.stop().success());
     let ids = |env: &Env| env.target_rows("SELECT id FROM orders ORDER BY id");
     let one = |v: &[&str]| v.iter().map(|s| vec![(*s).to_owned()]).collect::<Vec<_>>();
-    let wait_for = |env: &Env, sluice: &mut common::Sluice, want: &dyn Fn(&Env) -> bool| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while !want(env) {
-            assert!(sluice.try_exit().is_none(), "sluice exited; log:\n{}", env.log());
-            assert!(std::time::Instant::now() < deadline, "not reached; log:\n{}", env.log());
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    };
     assert_eq!(ids(&env), one(&["1", "3"]));
 
     let changed = tables_toml()
@@ -278,10 +270,10 @@ fn a_changed_row_filter_or_transform_recopies_the_table() {
         .replace("phone = \"mask:4\"", "phone = \"mask:2\"");
     env.write_config(&changed, "");
     let mut sluice = env.start();
-    wait_for(&env, &mut sluice, &|env: &Env| {
-        env.target.exists() && ids(env) == one(&["2"])
+    wait_for(&env, &mut sluice, "the orders of the new filter", || {
+        env.target.exists() && ids(&env) == one(&["2"])
     });
-    wait_for(&env, &mut sluice, &|env: &Env| {
+    wait_for(&env, &mut sluice, "phones masked the new way", || {
         env.target_rows("SELECT phone FROM customers") == one(&["*********00"])
     });
     env.db

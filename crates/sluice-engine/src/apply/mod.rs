@@ -344,7 +344,7 @@ fn run_backfill_writer(
     shared: &Shared,
     progress: &Progress,
 ) -> Result<(), TargetError> {
-    let stopped = || TargetError::Other("apply stopped".into());
+    let stopped = || TargetError::Stopped;
     for work in rx {
         {
             let guard = shared.state.lock().expect("lock");
@@ -575,7 +575,7 @@ impl Writer<'_> {
     /// false when the coordinator is aborting: the transaction is dropped unapplied (and so is
     /// everything queued before the `Abort`).
     fn start_txn(&mut self, sched: Scheduled) -> Result<bool, TargetError> {
-        let stopped = || TargetError::Other("apply stopped".into());
+        let stopped = || TargetError::Stopped;
         let source_order = self.policy.commit_order == CommitOrder::Source;
         let (satisfied, extends_group) = {
             let lw = self.shared.state.lock().expect("lock");
@@ -712,7 +712,7 @@ impl Writer<'_> {
             .wait_while(guard, |lw| !lw.stop && !lw.aborting && !turn(lw))
             .expect("lock");
         if guard.stop {
-            return Err(TargetError::Other("apply stopped".into()));
+            return Err(TargetError::Stopped);
         }
         if !turn(&guard) {
             drop(guard);
@@ -963,10 +963,10 @@ pub fn run_applier(
         // Dropping the queues (inside `run`) lets the writers drain and stop; once they have,
         // the verifier's queue closes too.
         drop(verify_queue);
-        // "apply stopped" only echoes another thread's failure: the cause is reported (its
+        // `Stopped` only echoes another thread's failure: the cause is reported (its
         // kind decides whether sluice runs again, e.g. after a target restart), whichever
         // thread noticed first.
-        let is_echo = |e: &TargetError| matches!(e, TargetError::Other(m) if m == "apply stopped");
+        let is_echo = |e: &TargetError| matches!(e, TargetError::Stopped);
         let mut first_error = coordinated.err();
         for h in handles.into_iter().chain(verifier_handle) {
             if let Err(e) = h
@@ -1005,9 +1005,7 @@ struct Coordinator<'a> {
 
 impl Coordinator<'_> {
     fn send(&self, writer: usize, work: Work) -> Result<(), TargetError> {
-        self.queues[writer]
-            .send(work)
-            .map_err(|_| TargetError::Other("apply stopped".into()))
+        self.queues[writer].send(work).map_err(|_| TargetError::Stopped)
     }
 
     fn stopped(&self) -> bool {
@@ -1029,7 +1027,7 @@ impl Coordinator<'_> {
                 Err(mpsc::error::TryRecvError::Disconnected) => return self.final_flush(),
             };
             if self.stopped() {
-                return Err(TargetError::Other("apply stopped".into()));
+                return Err(TargetError::Stopped);
             }
             match msg {
                 ApplyMsg::PrepareTable(table) => self.prepare(table)?,
@@ -1142,7 +1140,7 @@ impl Coordinator<'_> {
                 fill,
                 _in_flight: in_flight,
             })
-            .map_err(|_| TargetError::Other("apply stopped".into()))
+            .map_err(|_| TargetError::Stopped)
     }
 
     /// The writer for the next transaction, of `rows` row changes. By key, round-robin. In
@@ -1204,7 +1202,7 @@ impl Coordinator<'_> {
             })
             .expect("lock");
         if guard.stop {
-            return Err(TargetError::Other("apply stopped".into()));
+            return Err(TargetError::Stopped);
         }
         Ok(())
     }
@@ -1223,7 +1221,7 @@ impl Coordinator<'_> {
         for w in writers {
             let (ack, done) = std_mpsc::channel();
             self.send(w, Work::Prepare(table.clone(), ack))?;
-            done.recv().map_err(|_| TargetError::Other("apply stopped".into()))??;
+            done.recv().map_err(|_| TargetError::Stopped)??;
         }
         Ok(())
     }
@@ -1246,7 +1244,7 @@ impl Coordinator<'_> {
         let aborted = (0..self.queues.len()).try_for_each(|w| {
             let (ack, done) = std_mpsc::channel();
             self.send(w, Work::Abort(ack))?;
-            done.recv().map_err(|_| TargetError::Other("apply stopped".into()))
+            done.recv().map_err(|_| TargetError::Stopped)
         });
         self.shared.state.lock().expect("lock").aborting = false;
         aborted?;

@@ -187,6 +187,10 @@ pub enum TargetError {
     },
     #[error("target: {0}")]
     Other(String),
+    /// The applier stopped because another of its threads failed (or it was told to stop):
+    /// an echo of that failure, never its cause.
+    #[error("target: apply stopped")]
+    Stopped,
 }
 
 impl TargetError {
@@ -204,8 +208,7 @@ impl TargetError {
     }
 
     /// Adds the source transaction(s) (GTIDs, never values) a refused row change came from:
-    /// to a database's refusal, and to a value the target cannot hold (`Other`), but not to
-    /// the applier's "apply stopped", which only echoes another thread's failure.
+    /// to a database's refusal and to a value the target cannot hold (`Other`).
     pub fn in_source_transactions(self, gtids: &str) -> Self {
         match self {
             TargetError::Database {
@@ -217,9 +220,7 @@ impl TargetError {
                 table,
                 message: format!("{message} (source transaction {gtids})"),
             },
-            TargetError::Other(message) if message != "apply stopped" => {
-                TargetError::Other(format!("{message} (source transaction {gtids})"))
-            }
+            TargetError::Other(message) => TargetError::Other(format!("{message} (source transaction {gtids})")),
             other => other,
         }
     }
