@@ -29,6 +29,8 @@ _sluice_missing_packages() {
   _sluice_have_program chromedriver || printf 'chromium-driver '
   # The online schema change tests run the real pt-online-schema-change.
   _sluice_have_program pt-online-schema-change || printf 'percona-toolkit '
+  # The fan-out tests start their own nats-server (JetStream) as the log.
+  _sluice_have_program nats-server || printf 'nats-server '
 }
 
 # mariadbd lives in sbin, which a non-root user's PATH often lacks.

@@ -34,7 +34,7 @@ use std::ops::RangeInclusive;
 use std::str::FromStr;
 
 /// One MariaDB global transaction id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Gtid {
     pub domain: u32,
     pub server: u32,

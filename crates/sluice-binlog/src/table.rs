@@ -6,7 +6,7 @@
 //! `binlog_row_metadata=MINIMAL`), the caller completes it from `information_schema`.
 
 /// The column types sluice knows how to decode and store.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ColumnKind {
     TinyInt,
@@ -44,7 +44,7 @@ impl ColumnKind {
 }
 
 /// Character sets sluice decodes text from. Everything else is kept as bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Charset {
     Utf8,
@@ -110,7 +110,7 @@ pub(crate) fn cp1252_char(b: u8) -> char {
 }
 
 /// One column of a source table.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ColumnDef {
     pub name: String,
     pub kind: ColumnKind,

@@ -6,8 +6,9 @@
 
 use std::fmt;
 
-/// One column value of a row image.
-#[derive(Clone, Debug, PartialEq)]
+/// One column value of a row image. Serializable for logs that carry rows between
+/// processes (sluice's fan-out log).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Value {
     Null,
     /// Any signed integer type (TINYINT … BIGINT).

@@ -247,12 +247,34 @@ fn default_chunk_rows() -> usize {
     DEFAULT_BACKFILL_CHUNK_ROWS
 }
 
+/// Where `sluice run` reads source transactions from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// A MariaDB/MySQL server's binlog, as a replica.
+    #[default]
+    Mariadb,
+    /// A NATS JetStream stream that `sluice publish` fills (see docs/fan-out.md).
+    Nats,
+}
+
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
+    /// `"mariadb"` (default) or `"nats"`: a fan-out log written by `sluice publish`.
+    #[serde(default)]
+    pub kind: SourceKind,
+    /// With `kind = "nats"`: the NATS server URL(s), comma-separated, e.g. `"nats://10.0.0.5:4222"`.
+    pub url: Option<String>,
+    /// With `kind = "nats"`: the JetStream stream the publisher writes.
+    pub stream: Option<String>,
+    /// With `kind = "nats"`: a NATS credentials file (JWT and NKey seed), when the server asks for one.
+    pub credentials_file: Option<PathBuf>,
+    #[serde(default)]
     pub host: String,
     #[serde(default = "default_port")]
     pub port: u16,
+    #[serde(default)]
     pub user: String,
     /// Name of the environment variable holding the password.
     pub password_env: Option<String>,
@@ -353,6 +375,50 @@ pub enum TargetConfig {
     Mariadb(ServerTarget),
     /// A PostgreSQL server.
     Postgres(ServerTarget),
+    /// A NATS JetStream stream: the fan-out log that `sluice publish` writes and consumers
+    /// (`[source] kind = "nats"`) read.
+    Nats(NatsLogConfig),
+}
+
+/// A fan-out log on NATS JetStream (see `crate::log`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NatsLogConfig {
+    /// The NATS server URL(s), comma-separated, e.g. `"nats://10.0.0.5:4222"`.
+    pub url: String,
+    /// The JetStream stream (created by the publisher when missing, file storage).
+    pub stream: String,
+    /// A NATS credentials file (JWT and NKey seed), when the server asks for one.
+    pub credentials_file: Option<PathBuf>,
+}
+
+impl NatsLogConfig {
+    /// The subject the stream's entries are published on.
+    pub fn subject(&self) -> String {
+        format!("sluice.{}", self.stream)
+    }
+
+    fn validate(&self, section: &str) -> Result<(), ConfigError> {
+        if self.url.trim().is_empty() {
+            return Err(invalid(
+                format!("{section}.url"),
+                "must not be empty (e.g. \"nats://127.0.0.1:4222\")",
+            ));
+        }
+        // JetStream stream names may not hold these (they are subject tokens).
+        if self.stream.is_empty()
+            || self
+                .stream
+                .chars()
+                .any(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
+        {
+            return Err(invalid(
+                format!("{section}.stream"),
+                "must be a JetStream stream name: not empty, no whitespace, '.', '*', '>', '/' or '\\'",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Connection settings of a server target. The password, like the source's, comes from an
@@ -607,7 +673,17 @@ impl Config {
             }
             _ => {}
         }
+        if let TargetConfig::Nats(NatsLogConfig {
+            credentials_file: Some(p),
+            ..
+        }) = &mut self.target
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
         for p in [
+            &mut self.source.credentials_file,
             &mut self.source.password_file,
             &mut self.transforms.hmac_key_file,
             &mut self.source.tls_ca_file,
@@ -626,6 +702,15 @@ impl Config {
 
     /// Checks everything that can be checked without a network.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.source.kind == SourceKind::Nats {
+            return self.validate_log_consumer();
+        }
+        if self.source.url.is_some() || self.source.stream.is_some() || self.source.credentials_file.is_some() {
+            return Err(invalid(
+                "source.url",
+                "url, stream and credentials_file belong to a NATS source: set [source] kind = \"nats\", or remove them",
+            ));
+        }
         if self.source.host.trim().is_empty() {
             return Err(invalid("source.host", "must not be empty"));
         }
@@ -730,9 +815,71 @@ impl Config {
                 }
                 validate_tls("target", t.tls_mode, &t.tls_cert_file, &t.tls_key_file, &t.tls_ca_file)?;
             }
+            TargetConfig::Nats(log) => log.validate("target")?,
             TargetConfig::Sqlite { .. } => {}
         }
         Ok(())
+    }
+
+    /// The NATS log a consumer reads (`[source] kind = "nats"`), or `None` for a MariaDB source.
+    pub fn log_source(&self) -> Option<NatsLogConfig> {
+        (self.source.kind == SourceKind::Nats).then(|| NatsLogConfig {
+            url: self.source.url.clone().unwrap_or_default(),
+            stream: self.source.stream.clone().unwrap_or_default(),
+            credentials_file: self.source.credentials_file.clone(),
+        })
+    }
+
+    /// A consumer of the fan-out log: the publisher selected, filtered and transformed the
+    /// rows, so table rules, backfill and source settings have no place here.
+    fn validate_log_consumer(&self) -> Result<(), ConfigError> {
+        let log = self.log_source().expect("a NATS source");
+        if self.source.url.is_none() {
+            return Err(invalid(
+                "source.url",
+                "a NATS source needs url (e.g. \"nats://127.0.0.1:4222\")",
+            ));
+        }
+        if self.source.stream.is_none() {
+            return Err(invalid(
+                "source.stream",
+                "a NATS source needs the stream that `sluice publish` writes",
+            ));
+        }
+        log.validate("source")?;
+        if !self.source.host.is_empty() || !self.source.user.is_empty() {
+            return Err(invalid(
+                "source.host",
+                "a NATS source reads no database: host and user belong in the publisher's config",
+            ));
+        }
+        if !self.tables.is_empty() {
+            return Err(invalid(
+                "tables",
+                "a NATS source applies what the publisher selected: move the [[tables]] rules to the publisher's config",
+            ));
+        }
+        if matches!(self.target, TargetConfig::Nats(_)) {
+            return Err(invalid("target.kind", "a NATS source cannot write to a NATS target"));
+        }
+        if self.verify.max_rows_per_transaction == 0 {
+            return Err(invalid(
+                "verify.max_rows_per_transaction",
+                "must be at least 1 (set [verify] incremental = false to turn read-back off)",
+            ));
+        }
+        if self.apply.batch_max_rows == 0 {
+            return Err(invalid("apply.batch_max_rows", "must be at least 1"));
+        }
+        if self.apply.writers.is_some_and(|w| w == 0 || w > MAX_WRITERS) {
+            return Err(invalid("apply.writers", format!("must be between 1 and {MAX_WRITERS}")));
+        }
+        match &self.target {
+            TargetConfig::Sqlite { path } if path.as_os_str().is_empty() => {
+                Err(invalid("target.path", "must not be empty"))
+            }
+            _ => Ok(()),
+        }
     }
 
     pub fn start_position(&self) -> Result<StartPosition, ConfigError> {
@@ -975,6 +1122,7 @@ impl Config {
                 t.database,
                 t.schema.as_deref().unwrap_or("public")
             ),
+            TargetConfig::Nats(log) => format!("nats stream {} at {}", log.stream, log.url),
         }
     }
 

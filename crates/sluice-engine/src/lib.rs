@@ -13,6 +13,7 @@
 pub mod apply;
 pub mod backfill;
 pub mod config;
+pub mod log;
 pub mod ops;
 pub mod pipeline;
 pub mod schema_manager;

@@ -11,6 +11,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::apply::{run_applier, BatchPolicy, Progress};
 use crate::backfill::BackfillJob;
 use crate::config::{Config, ConfigError, StartPosition, TargetConfig};
+use crate::log::nats::NatsLog;
+use crate::log::{LogError, TransactionLog};
 use crate::ops::preflight::{self, PreflightError, SourceInfo};
 use crate::select::rules::{PlanError, TableFilter, TablePlan};
 use crate::stream::catalog::{self, CatalogError};
@@ -40,6 +42,8 @@ pub enum RunError {
     Target(#[from] TargetError),
     #[error(transparent)]
     Source(#[from] SourceError),
+    #[error(transparent)]
+    Log(#[from] LogError),
 }
 
 /// How the process should treat an error: the one retry policy of the engine.
@@ -77,6 +81,13 @@ impl RunError {
                 | SourceError::AccessDenied(_)
                 | SourceError::PositionUnavailable { .. }
                 | SourceError::Diverged { .. },
+            )
+            | RunError::Log(
+                LogError::Connect { .. }
+                | LogError::NoStream { .. }
+                | LogError::UnknownVersion { .. }
+                | LogError::RowTooLarge { .. }
+                | LogError::Truncated { .. },
             ) => ErrorKind::NeedsOperator,
             RunError::Target(TargetError::Unreachable { .. }) => ErrorKind::Transient,
             _ => ErrorKind::Fatal,
@@ -155,7 +166,19 @@ pub fn open_target(config: &Config) -> Result<Box<dyn Target>, RunError> {
             )
             .map_err(named)?,
         ),
+        TargetConfig::Nats(_) => return Err(published_not_run()),
     })
+}
+
+/// A NATS target is the fan-out log, which `sluice publish` writes.
+fn published_not_run() -> RunError {
+    ConfigError::Invalid {
+        key: "target.kind".into(),
+        message: "a NATS target is the fan-out log: run `sluice publish` with this config (`sluice run`, `status` \
+                  and `verify` work on the edges, whose [source] kind is \"nats\")"
+            .into(),
+    }
+    .into()
 }
 
 fn mariadb_opts(
@@ -203,6 +226,7 @@ pub fn fence_target(config: &Config) -> Result<WriterFence, RunError> {
             )
             .map_err(named)?
         }
+        TargetConfig::Nats(_) => return Err(published_not_run()),
     })
 }
 
@@ -233,6 +257,7 @@ pub fn fence_holder(config: &Config, timeout: Duration) -> Result<Option<String>
                 t.schema.as_deref().unwrap_or("public"),
             )?
         }
+        TargetConfig::Nats(_) => return Err(published_not_run()),
     })
 }
 
@@ -349,6 +374,9 @@ pub struct RunOptions {
 /// Runs replication until `shutdown` completes (clean stop: complete source transactions
 /// are committed, an incomplete one is rolled back) or a fatal error.
 pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    if let Some(log) = config.log_source() {
+        return run_from_log(config, &log, options, shutdown).await;
+    }
     let password = config.source_password()?;
     // Before anything is written, and held until this function returns.
     let _fence = fence_target(config)?;
@@ -396,37 +424,7 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
     *options.progress.applied_position.lock().expect("progress lock") = checkpoint.position.clone();
 
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-    let policy = BatchPolicy {
-        max_rows: config.apply.batch_max_rows,
-        max_delay: Duration::from_millis(config.apply.batch_max_delay_ms),
-        commit_order: config.apply.commit_order,
-    };
-    let progress = options.progress.clone();
     let final_progress = options.progress.clone();
-    let start_cp = checkpoint.clone();
-    // The applier reports its end, so that a failed target write stops the pipeline even while
-    // the source is idle (the reader would otherwise only notice on its next send).
-    let (applier_done_tx, applier_done) = oneshot::channel::<()>();
-    let applier_failed = Arc::new(tokio::sync::Notify::new());
-    let writer_failed = applier_failed.clone();
-    let mut targets: Vec<Box<dyn Target>> = vec![target];
-    for _ in 1..config.writers() {
-        targets.push(open_target(config)?);
-    }
-    let verifier = if config.verify.incremental {
-        let policy = crate::verify::incremental::IncrementalPolicy {
-            on_mismatch: config.verify.on_mismatch,
-            max_rows_per_group: config.verify.max_rows_per_transaction.max(1),
-        };
-        Some((open_target(config)?, policy))
-    } else {
-        None
-    };
-    tracing::info!(
-        writers = targets.len(),
-        incremental_verification = verifier.is_some(),
-        "applier ready"
-    );
     // Tables whose existing rows are not (fully) copied yet.
     let copied: std::collections::HashMap<String, crate::target::BackfillProgress> =
         first_progress.into_iter().map(|p| (p.table.clone(), p)).collect();
@@ -456,25 +454,15 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
     } else {
         Vec::new()
     };
-    let mut backfill_targets: Vec<Box<dyn Target>> = Vec::new();
-    if !jobs.is_empty() {
-        for _ in 0..config.backfill_writers() {
-            backfill_targets.push(open_target(config)?);
-        }
-    }
-    let applier = std::thread::Builder::new()
-        .name("sluice-apply".into())
-        .spawn(move || {
-            let connections = crate::apply::Connections {
-                writers: targets,
-                backfill_writers: backfill_targets,
-                verifier,
-            };
-            let result = run_applier(connections, rx, policy, start_cp, &progress, &writer_failed);
-            let _ = applier_done_tx.send(());
-            result
-        })
-        .expect("spawn applier thread");
+    let backfill_writers = if jobs.is_empty() { 0 } else { config.backfill_writers() };
+    let mut applier = Applier::start(
+        config,
+        target,
+        backfill_writers,
+        rx,
+        checkpoint.clone(),
+        &options.progress,
+    )?;
 
     // Two messages per table copied at once: a chunk waiting for the stream and the next
     // window's opening.
@@ -525,45 +513,285 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
     let start = checkpoint.clone();
     // Boxed rather than pinned on the stack, so that it can be dropped below.
     let mut source = Box::pin(async move { tokio::try_join!(reader.run(start), backfill).map(|_| ()) });
-    tokio::pin!(applier_done);
-    let applier_gone = async {
+    let source_result = {
+        let applier_gone = applier.gone();
+        tokio::pin!(applier_gone);
         tokio::select! {
-            _ = &mut applier_done => {}
-            () = applier_failed.notified() => {}
-        }
-    };
-    tokio::pin!(applier_gone);
-    let source_result = tokio::select! {
-        r = &mut source => r,
-        () = shutdown => {
-            // A clean stop applies everything already written to the source when the stop
-            // came, sluice's own last heartbeat included; without this, the heartbeat written
-            // just before the stop would leave the checkpoint behind the source for good.
-            stop_heartbeat.send_replace(true);
-            tokio::select! {
-                r = &mut source => r,
-                () = &mut applier_gone => Ok(()),
-                () = drain_to_source_position(&pool, &mut heartbeat, &options.progress) => Ok(()),
+            r = &mut source => r,
+            () = shutdown => {
+                // A clean stop applies everything already written to the source when the stop
+                // came, sluice's own last heartbeat included; without this, the heartbeat written
+                // just before the stop would leave the checkpoint behind the source for good.
+                stop_heartbeat.send_replace(true);
+                tokio::select! {
+                    r = &mut source => r,
+                    () = &mut applier_gone => Ok(()),
+                    () = drain_to_source_position(&pool, &mut heartbeat, &options.progress) => Ok(()),
+                }
             }
+            () = &mut applier_gone => Ok(()),
         }
-        () = &mut applier_gone => Ok(()),
     };
     drop(source);
     // The reader (and its sender) is dropped above; the applier drains and stops.
-    let apply_result = tokio::task::spawn_blocking(move || applier.join())
-        .await
-        .expect("join applier");
+    let apply_result = applier.join().await;
     pool.disconnect().await.ok();
-    let apply_result = apply_result.unwrap_or_else(|_| Err(TargetError::Other("the applier thread panicked".into())));
-    tracing::info!(
-        source_txns = final_progress.source_txns_applied.load(std::sync::atomic::Ordering::Relaxed),
-        rows = final_progress.rows_applied.load(std::sync::atomic::Ordering::Relaxed),
-        position = %final_progress.applied_position.lock().map(|p| p.to_string()).unwrap_or_default(),
-        "stopped"
-    );
+    log_stopped(&final_progress);
     match (source_result, apply_result) {
         (_, Err(e)) => Err(e.into()),
         (Err(e), Ok(())) => Err(e.into()),
         (Ok(()), Ok(())) => Ok(()),
     }
+}
+
+fn log_stopped(progress: &Progress) {
+    tracing::info!(
+        source_txns = progress.source_txns_applied.load(std::sync::atomic::Ordering::Relaxed),
+        rows = progress.rows_applied.load(std::sync::atomic::Ordering::Relaxed),
+        position = %progress.applied_position.lock().map(|p| p.to_string()).unwrap_or_default(),
+        "stopped"
+    );
+}
+
+/// The applier's thread and the signals of its end.
+struct Applier {
+    thread: std::thread::JoinHandle<Result<(), TargetError>>,
+    /// Fires when the thread ends.
+    done: oneshot::Receiver<()>,
+    /// Notified when a writer fails, so that a failed target write stops the pipeline even
+    /// while the source is idle (the reader would otherwise only notice on its next send).
+    failed: Arc<tokio::sync::Notify>,
+}
+
+impl Applier {
+    /// Opens the writers' (and the verifier's) target connections beside `target` and starts
+    /// applying what `rx` brings from `start`.
+    fn start(
+        config: &Config,
+        target: Box<dyn Target>,
+        backfill_writers: usize,
+        rx: mpsc::Receiver<crate::apply::ApplyMsg>,
+        start: Checkpoint,
+        progress: &Arc<Progress>,
+    ) -> Result<Applier, RunError> {
+        let policy = BatchPolicy {
+            max_rows: config.apply.batch_max_rows,
+            max_delay: Duration::from_millis(config.apply.batch_max_delay_ms),
+            commit_order: config.apply.commit_order,
+        };
+        let mut targets: Vec<Box<dyn Target>> = vec![target];
+        for _ in 1..config.writers() {
+            targets.push(open_target(config)?);
+        }
+        let verifier = if config.verify.incremental {
+            let policy = crate::verify::incremental::IncrementalPolicy {
+                on_mismatch: config.verify.on_mismatch,
+                max_rows_per_group: config.verify.max_rows_per_transaction.max(1),
+            };
+            Some((open_target(config)?, policy))
+        } else {
+            None
+        };
+        tracing::info!(
+            writers = targets.len(),
+            incremental_verification = verifier.is_some(),
+            "applier ready"
+        );
+        let mut backfill_targets: Vec<Box<dyn Target>> = Vec::new();
+        for _ in 0..backfill_writers {
+            backfill_targets.push(open_target(config)?);
+        }
+        let (done_tx, done) = oneshot::channel::<()>();
+        let failed = Arc::new(tokio::sync::Notify::new());
+        let writer_failed = failed.clone();
+        let progress = progress.clone();
+        let thread = std::thread::Builder::new()
+            .name("sluice-apply".into())
+            .spawn(move || {
+                let connections = crate::apply::Connections {
+                    writers: targets,
+                    backfill_writers: backfill_targets,
+                    verifier,
+                };
+                let result = run_applier(connections, rx, policy, start, &progress, &writer_failed);
+                let _ = done_tx.send(());
+                result
+            })
+            .expect("spawn applier thread");
+        Ok(Applier { thread, done, failed })
+    }
+
+    /// Completes once the applier has ended or a writer failed.
+    async fn gone(&mut self) {
+        tokio::select! {
+            _ = &mut self.done => {}
+            () = self.failed.notified() => {}
+        }
+    }
+
+    /// Waits for the thread (its sender must be dropped first: it drains and stops).
+    async fn join(self) -> Result<(), TargetError> {
+        let thread = self.thread;
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .expect("join applier")
+            .unwrap_or_else(|_| Err(TargetError::Other("the applier thread panicked".into())))
+    }
+}
+
+/// `sluice run` of an edge behind the fan-out log (`[source] kind = "nats"`): the log's entries
+/// from the target's checkpoint on, into the same applier (atomic source transactions,
+/// parallel writers, the checkpoint with the rows, incremental verification of what the log
+/// says). Tables are created at the edge as the log first names them.
+async fn run_from_log(
+    config: &Config,
+    log_config: &crate::config::NatsLogConfig,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let _fence = fence_target(config)?;
+    let mut target = open_target(config)?;
+    let checkpoint = target.load_checkpoint()?;
+    let log = NatsLog::connect(log_config, false).await?;
+    target.prepare(&[])?;
+    let checkpoint = match checkpoint {
+        Some(cp) => cp,
+        None => {
+            // A fresh edge starts at the log's beginning.
+            let cp = Checkpoint::default();
+            target.begin()?;
+            target.commit(&cp)?;
+            cp
+        }
+    };
+    tracing::info!(position = %checkpoint.position, stream = %log_config.stream, "starting replication from the log");
+    *options.progress.applied_position.lock().expect("progress lock") = checkpoint.position.clone();
+    options
+        .progress
+        .lag
+        .set_window(Duration::from_secs(config.lag.window_s));
+    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let mut applier = Applier::start(config, target, 0, rx, checkpoint.clone(), &options.progress)?;
+    let mut source = Box::pin(crate::log::consume::consume(log, checkpoint, tx, options.connected));
+    let source_result = {
+        let applier_gone = applier.gone();
+        tokio::pin!(applier_gone);
+        tokio::select! {
+            r = &mut source => r,
+            // A clean stop: the applier commits the whole transactions it has, and the next
+            // start reads on from its checkpoint.
+            () = shutdown => Ok(()),
+            () = &mut applier_gone => Ok(()),
+        }
+    };
+    drop(source);
+    let apply_result = applier.join().await;
+    log_stopped(&options.progress);
+    match (source_result, apply_result) {
+        (_, Err(e)) => Err(e.into()),
+        (Err(e), Ok(())) => Err(e.into()),
+        (Ok(()), Ok(())) => Ok(()),
+    }
+}
+
+/// `sluice check` of an edge behind the fan-out log: the stream exists and can be read. Returns
+/// its number of entries and its last offset.
+pub async fn check_log(log_config: &crate::config::NatsLogConfig) -> Result<(u64, u64), RunError> {
+    Ok(NatsLog::connect(log_config, false).await?.entries().await?)
+}
+
+/// `sluice publish`: reads the binlog as `run` does (same filters, transforms, schema at
+/// position, heartbeats) and appends each source transaction to the fan-out log named by
+/// `[target] kind = "nats"`, resuming after the last transaction the log holds.
+pub async fn publish(config: &Config, options: RunOptions, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let TargetConfig::Nats(log_config) = &config.target else {
+        return Err(ConfigError::Invalid {
+            key: "target.kind".into(),
+            message: "`sluice publish` appends to a fan-out log: set [target] kind = \"nats\" with url and stream \
+                      (docs/fan-out.md)"
+                .into(),
+        }
+        .into());
+    };
+    if config.backfill.enabled {
+        return Err(ConfigError::Invalid {
+            key: "backfill.enabled".into(),
+            message: "`sluice publish` does not copy existing rows into the log: set [backfill] enabled = false, and \
+                      fill edges as docs/fan-out.md describes (\"Existing rows\")"
+                .into(),
+        }
+        .into());
+    }
+    let password = config.source_password()?;
+    let pool = source_pool(config)?;
+    let log = NatsLog::connect(log_config, true).await?;
+    let resume = log.resume_point().await?;
+    let mut conn = source_conn(&pool, config).await?;
+    let resume_checkpoint = resume.as_ref().map(|r| Checkpoint {
+        position: r.position.clone(),
+        ..Checkpoint::default()
+    });
+    let info = preflight::check_source(&mut conn, config, resume_checkpoint.as_ref()).await?;
+    for w in &info.warnings {
+        tracing::warn!("{w}");
+    }
+    let plans = initial_plans(&mut conn, config).await?;
+    drop(conn);
+    let (position, parts_held) = match resume {
+        Some(r) => (r.position, r.partial),
+        None => (
+            match config.start_position()? {
+                StartPosition::Current => info.binlog_position.clone(),
+                StartPosition::Earliest => GtidPosition::new(),
+                StartPosition::At(p) => p,
+            },
+            None,
+        ),
+    };
+    tracing::info!(%position, stream = %log_config.stream, "publishing");
+    *options.progress.applied_position.lock().expect("progress lock") = position.clone();
+    options
+        .progress
+        .lag
+        .set_window(Duration::from_secs(config.lag.window_s));
+    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let (stop_heartbeat, heartbeat_stop) = tokio::sync::watch::channel(false);
+    let heartbeat =
+        tokio::spawn(crate::ops::lag::HeartbeatWriter::new(config).run(options.progress.lag.clone(), heartbeat_stop));
+    let mut heartbeat = crate::ops::lag::AbortOnDrop(heartbeat);
+    let reader = SourceReader {
+        replica: replica_config(config, &password),
+        schema: SchemaTracker::new(table_filter(config)?, pool.clone(), plans),
+        tx,
+        connected: options.connected,
+        backfill: None,
+        windows: Default::default(),
+        next_window: 0,
+        heartbeat: crate::ops::lag::HeartbeatTable::new(config),
+        progress: options.progress.clone(),
+    };
+    let publisher = crate::log::publish::Publisher::new(log, position.clone(), parts_held, options.progress.clone());
+    let mut source = Box::pin(reader.run(Checkpoint {
+        position,
+        ..Checkpoint::default()
+    }));
+    let mut sink = Box::pin(publisher.run(rx));
+    let result: Result<(), RunError> = tokio::select! {
+        r = &mut source => r.map_err(Into::into),
+        r = &mut sink => r.map_err(Into::into),
+        () = shutdown => {
+            // As `run`: append what the source holds when the stop came, then stop.
+            stop_heartbeat.send_replace(true);
+            tokio::select! {
+                r = &mut source => r.map_err(Into::into),
+                r = &mut sink => r.map_err(Into::into),
+                () = drain_to_source_position(&pool, &mut heartbeat, &options.progress) => Ok(()),
+            }
+        }
+    };
+    drop(source);
+    drop(sink);
+    pool.disconnect().await.ok();
+    log_stopped(&options.progress);
+    result
 }

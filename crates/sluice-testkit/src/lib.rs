@@ -1,5 +1,6 @@
-//! Throwaway MariaDB servers for sluice's integration tests, and a stand-in MySQL 8 source
-//! that speaks the replication protocol ([`mysql_protocol`]).
+//! Throwaway MariaDB servers for sluice's integration tests, a stand-in MySQL 8 source
+//! that speaks the replication protocol ([`mysql_protocol`]), throwaway PostgreSQL servers
+//! and throwaway `nats-server`s with JetStream ([`NatsServer`]).
 //!
 //! Each [`MariaDb`] is a private `mariadbd` process with its own temp
 //! directory, a free TCP port on 127.0.0.1 and a row-based binary log, ready
@@ -55,11 +56,13 @@
 
 mod binaries;
 pub mod mysql_protocol;
+mod nats;
 mod postgres;
 mod process;
 mod server;
 mod template;
 
+pub use self::nats::NatsServer;
 pub use self::postgres::PostgresServer;
 pub use mysql_protocol::{MysqlProtocolServer, MysqlProtocolServerOptions};
 pub use server::{MariaDb, MariaDbOptions};

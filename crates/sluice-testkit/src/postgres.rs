@@ -32,9 +32,7 @@
 //!   `postgres.log`) after the test; its path is printed.
 
 use std::ffi::{CString, OsString};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
-use std::net::TcpListener;
+use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -45,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::process::{spawn_tied_to_process, stop_child};
+use crate::process::{free_port, log_since, log_tail, spawn_tied_to_process, stop_child};
 
 /// How long a starting server may take to accept a connection.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -253,7 +251,7 @@ impl PostgresServer {
         let attempts = if fresh_port { FRESH_PORT_ATTEMPTS } else { 1 };
         for attempt in 1..=attempts {
             if fresh_port {
-                self.port = free_port();
+                self.port = free_port(DEFAULT_PG_PORT);
             }
             let log_offset = fs::metadata(&self.log).map_or(0, |meta| meta.len());
             let mut command = self.command(&setup.postgres, setup);
@@ -338,7 +336,7 @@ impl PostgresServer {
             self.port,
             self.base.display(),
             self.log.display(),
-            log_tail(&self.log, log_offset)
+            log_tail(&self.log, log_offset, LOG_TAIL_LINES)
         );
     }
 
@@ -493,34 +491,4 @@ fn is_executable_file(path: &Path) -> bool {
     path.metadata()
         .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
-}
-
-/// A port that was free a moment ago; the caller retries on a clash.
-fn free_port() -> u16 {
-    loop {
-        let listener = TcpListener::bind(("127.0.0.1", 0))
-            .unwrap_or_else(|err| panic!("sluice-testkit: cannot bind 127.0.0.1:0: {err}"));
-        let port = listener.local_addr().expect("a bound listener has an address").port();
-        if port != DEFAULT_PG_PORT {
-            return port;
-        }
-    }
-}
-
-fn log_since(path: &Path, offset: u64) -> io::Result<String> {
-    let mut file = File::open(path)?;
-    file.seek(SeekFrom::Start(offset))?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
-}
-
-fn log_tail(path: &Path, offset: u64) -> String {
-    match log_since(path, offset) {
-        Ok(text) => {
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
-        }
-        Err(err) => format!("(cannot read: {err})"),
-    }
 }

@@ -93,3 +93,37 @@ pub(crate) fn stop_child(child: &mut Child, signal: libc::c_int, grace: Duration
     child.kill()?;
     child.wait()
 }
+
+/// A port on 127.0.0.1 that was free a moment ago (never `avoid`, the server kind's
+/// well-known port); the caller retries on a clash.
+pub(crate) fn free_port(avoid: u16) -> u16 {
+    loop {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .unwrap_or_else(|err| panic!("sluice-testkit: cannot bind 127.0.0.1:0: {err}"));
+        let port = listener.local_addr().expect("a bound listener has an address").port();
+        if port != avoid {
+            return port;
+        }
+    }
+}
+
+/// What was appended to the log at `path` after byte `offset`.
+pub(crate) fn log_since(path: &std::path::Path, offset: u64) -> io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The last `lines` lines of the log at `path` written since byte `offset`.
+pub(crate) fn log_tail(path: &std::path::Path, offset: u64, lines: usize) -> String {
+    match log_since(path, offset) {
+        Ok(text) => {
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(err) => format!("(cannot read: {err})"),
+    }
+}

@@ -3,8 +3,7 @@
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::net::TcpListener;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -15,7 +14,7 @@ use tempfile::TempDir;
 
 use crate::binaries::binaries;
 use crate::flag;
-use crate::process::{spawn_tied_to_process, stop_child};
+use crate::process::{free_port, log_since, log_tail, spawn_tied_to_process, stop_child};
 use crate::template::{self, running_as_root, INSTALL_SERVER_ARGS};
 
 /// How long a starting server may take to accept a connection.
@@ -390,7 +389,7 @@ impl MariaDb {
         };
         for attempt in 1..=attempts {
             if fresh_port {
-                self.port = free_port();
+                self.port = free_port(DEFAULT_MYSQL_PORT);
                 self.server_id = self.options.server_id.unwrap_or(u32::from(self.port));
             }
             self.remove_stale_runtime_files();
@@ -419,7 +418,7 @@ impl MariaDb {
             self.port,
             self.paths.base.display(),
             self.paths.error_log.display(),
-            log_tail(&self.paths.error_log, log_offset)
+            log_tail(&self.paths.error_log, log_offset, ERROR_LOG_TAIL_LINES)
         );
     }
 
@@ -633,18 +632,6 @@ fn probe_root_over_tcp(port: u16) -> Result<String, mysql_async::Error> {
     })
 }
 
-/// A port that was free a moment ago; the caller retries on a clash.
-fn free_port() -> u16 {
-    loop {
-        let listener = TcpListener::bind(("127.0.0.1", 0))
-            .unwrap_or_else(|err| panic!("sluice-testkit: cannot bind 127.0.0.1:0: {err}"));
-        let port = listener.local_addr().expect("a bound listener has an address").port();
-        if port != DEFAULT_MYSQL_PORT {
-            return port;
-        }
-    }
-}
-
 /// The system temp dir, unless its path is so long that the server's unix
 /// socket path would exceed the 107-byte `sun_path` limit.
 fn temp_root() -> PathBuf {
@@ -658,26 +645,6 @@ fn temp_root() -> PathBuf {
 
 fn append_to(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
-}
-
-/// What was appended to the log at `path` after byte `offset`.
-fn log_since(path: &Path, offset: u64) -> io::Result<String> {
-    let mut file = File::open(path)?;
-    file.seek(SeekFrom::Start(offset))?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
-}
-
-/// The last lines of the log at `path` written since byte `offset`.
-fn log_tail(path: &Path, offset: u64) -> String {
-    match log_since(path, offset) {
-        Ok(text) => {
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(ERROR_LOG_TAIL_LINES)..].join("\n")
-        }
-        Err(err) => format!("(cannot read: {err})"),
-    }
 }
 
 /// Quotes `value` as a SQL string literal.

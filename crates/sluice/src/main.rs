@@ -53,6 +53,14 @@ enum Command {
         #[arg(short, long, env = "SLUICE_CONFIG")]
         config: PathBuf,
     },
+    /// Read the binlog as `run` does (same filters and transforms) and append each source
+    /// transaction to the fan-out log the config's `[target] kind = "nats"` names, until
+    /// stopped; edges read it with `[source] kind = "nats"` (docs/fan-out.md).
+    Publish {
+        /// The config file (TOML; see docs/config.md and docs/fan-out.md).
+        #[arg(short, long, env = "SLUICE_CONFIG")]
+        config: PathBuf,
+    },
     /// Validate the config (no network), then the source's settings, grants and binlog retention.
     Check {
         /// The config file (TOML; see docs/config.md).
@@ -197,6 +205,15 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
         Command::Check { config } => {
             let config = Config::load(&config)?;
             config.check_local_resources()?;
+            if let Some(log) = config.log_source() {
+                println!("config: ok (an edge of the fan-out log)");
+                let (entries, last) = pipeline::check_log(&log).await?;
+                println!(
+                    "source: ok (NATS stream {}: {entries} entries, last offset {last})",
+                    log.stream
+                );
+                return Ok(());
+            }
             println!("config: ok ({} table rule(s))", config.tables.len());
             let (info, plans) = pipeline::check(&config).await?;
             println!(
@@ -363,6 +380,25 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
             drop(bars);
             drop(metrics);
             // `main` prints the error once, as the last line.
+            Ok(result?)
+        }
+        Command::Publish { config: path } => {
+            let config = Config::load(&path)?;
+            config.check_local_resources()?;
+            let progress = Arc::new(Progress::default());
+            let reporter = tokio::spawn(report_progress(progress.clone()));
+            let result = loop {
+                let options = RunOptions {
+                    progress: progress.clone(),
+                    connected: None,
+                };
+                match pipeline::publish(&config, options, shutdown_signal()).await {
+                    // A schema change the reader follows by starting again (as `run` does).
+                    Err(e) if e.runs_again() => tracing::info!("{e}"),
+                    other => break other,
+                }
+            };
+            reporter.abort();
             Ok(result?)
         }
         Command::Status { config, json } => {

@@ -32,7 +32,8 @@ use std::sync::Arc;
 use sluice_binlog::{ColumnDef, Gtid, GtidPosition, Value};
 
 /// A table as it exists at the target: the replicated columns of one source table.
-#[derive(Clone, Debug, PartialEq)]
+/// Serializable: the fan-out log carries table definitions to consumers (`crate::log`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TargetTable {
     /// Source `schema.table`, for messages and status.
     pub source_name: String,
@@ -49,7 +50,7 @@ pub struct TargetTable {
     pub rules: String,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TargetColumn {
     pub name: String,
     pub source: ColumnDef,
@@ -72,6 +73,15 @@ pub enum RowOp {
         table: Arc<TargetTable>,
         row: Vec<Value>,
     },
+}
+
+impl RowOp {
+    /// The table the change writes.
+    pub fn table(&self) -> &Arc<TargetTable> {
+        match self {
+            RowOp::Insert { table, .. } | RowOp::Update { table, .. } | RowOp::Delete { table, .. } => table,
+        }
+    }
 }
 
 /// Where replication stands, stored in the target with the rows it covers.

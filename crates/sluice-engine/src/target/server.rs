@@ -616,9 +616,7 @@ impl<C: Client> ServerTarget<C> {
     /// Buffers one row change (see `super::batch`), flushing when the buffer is full. Values
     /// are bound now, so a value the column can't hold fails here.
     fn apply_op(&mut self, op: &RowOp) -> TargetResult<()> {
-        let table = match op {
-            RowOp::Insert { table, .. } | RowOp::Update { table, .. } | RowOp::Delete { table, .. } => table,
-        };
+        let table = op.table();
         self.plan(table)?;
         let plan = &self.plans[&table.name];
         let name = table.name.as_str();

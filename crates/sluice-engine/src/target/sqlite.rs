@@ -673,9 +673,7 @@ impl SqliteTarget {
     }
 
     fn apply_op(&mut self, op: &RowOp) -> TargetResult<()> {
-        let table = match op {
-            RowOp::Insert { table, .. } | RowOp::Update { table, .. } | RowOp::Delete { table, .. } => table,
-        };
+        let table = op.table();
         self.plan(table)?;
         let plan = &self.plans[&table.name];
         let conn = &self.conn;

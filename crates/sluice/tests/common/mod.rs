@@ -157,6 +157,33 @@ impl Env {
         }
     }
 
+    /// Starts `sluice ARGS` in the background, logging to `log_name` in the test dir, without
+    /// waiting for anything.
+    pub fn spawn(&self, args: &[&str], log_name: &str) -> Sluice {
+        let log_path = self.dir.path().join(log_name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
+        let child = self
+            .sluice()
+            .args(args)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn sluice");
+        Sluice {
+            child: Some(child),
+            log: log_path,
+        }
+    }
+
+    /// The log file `name` in the test dir (see [`Env::spawn`]).
+    pub fn log_of(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("sluice.log")).unwrap_or_default()
     }

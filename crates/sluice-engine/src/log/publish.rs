@@ -1,0 +1,300 @@
+//! `sluice publish`'s end of the log: the source reader's messages, which `sluice run` would
+//! hand to its applier, appended to the log as entries instead.
+//!
+//! The log is the publisher's checkpoint: it resumes from the newest entry's transaction
+//! ([`TransactionLog::resume_point`]), so a publisher killed at any moment appends every
+//! transaction exactly once. An append is retried (same id) until the log confirms it; the
+//! log drops the copy of one it already holds.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_binlog::{Gtid, GtidPosition};
+use tokio::sync::mpsc;
+
+use super::{to_wire, Body, Entry, LogError, TransactionLog};
+use crate::apply::{ApplyMsg, Progress};
+use crate::target::{Checkpoint, RowOp};
+
+const RETRY_START: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// A transaction being appended in parts.
+struct OpenTxn {
+    gtid: Gtid,
+    commit_unix: u32,
+    next_part: u32,
+    position_before: GtidPosition,
+}
+
+pub struct Publisher<L> {
+    log: L,
+    /// The source position after the last whole transaction handled (appended, or empty and
+    /// left out).
+    position: GtidPosition,
+    /// A transaction whose first parts the log holds already (a restart or a reconnect cut it
+    /// short): its parts below the number are not appended again.
+    parts_held: Option<(Gtid, u32)>,
+    open: Option<OpenTxn>,
+    /// An empty transaction (it wrote only unselected tables, or sluice's heartbeat), left
+    /// out of the log unless a heartbeat follows it: consumers take their lag from those.
+    held_empty: Option<(Gtid, u32, GtidPosition)>,
+    progress: Arc<Progress>,
+}
+
+impl<L: TransactionLog> Publisher<L> {
+    pub fn new(log: L, position: GtidPosition, parts_held: Option<(Gtid, u32)>, progress: Arc<Progress>) -> Self {
+        Publisher {
+            log,
+            position,
+            parts_held,
+            open: None,
+            held_empty: None,
+            progress,
+        }
+    }
+
+    /// Appends the reader's messages until its channel closes.
+    pub async fn run(mut self, mut messages: mpsc::Receiver<ApplyMsg>) -> Result<(), LogError> {
+        while let Some(msg) = messages.recv().await {
+            self.handle(msg).await?;
+        }
+        Ok(())
+    }
+
+    async fn handle(&mut self, msg: ApplyMsg) -> Result<(), LogError> {
+        let held = self.held_empty.take();
+        match msg {
+            ApplyMsg::Heartbeat { sent_us } => {
+                if let Some((gtid, commit_unix, before)) = held {
+                    let entry = Entry {
+                        gtid,
+                        commit_unix,
+                        body: Body::Txn {
+                            tables: Vec::new(),
+                            ops: Vec::new(),
+                            heartbeat_us: Some(sent_us),
+                        },
+                    };
+                    self.append(&entry, &before).await?;
+                }
+            }
+            // Definitions travel with the rows of every entry (see `to_wire`).
+            ApplyMsg::PrepareTable(_) => {}
+            ApplyMsg::Txn { gtid, commit_unix, ops } => {
+                let before = self.position.clone();
+                if ops.is_empty() {
+                    self.held_empty = Some((gtid, commit_unix, before));
+                } else {
+                    let (tables, wire) = to_wire(&ops);
+                    let entry = Entry {
+                        gtid,
+                        commit_unix,
+                        body: Body::Txn {
+                            tables,
+                            ops: wire,
+                            heartbeat_us: None,
+                        },
+                    };
+                    let encoded = entry.encode();
+                    if encoded.len() <= self.log.max_entry_bytes() {
+                        self.append_encoded(&entry, encoded, &before).await?;
+                    } else {
+                        // Too large for one message: in parts, applied as one transaction.
+                        self.open = Some(OpenTxn {
+                            gtid,
+                            commit_unix,
+                            next_part: 0,
+                            position_before: before,
+                        });
+                        self.append_parts(&ops).await?;
+                        self.end_parts().await?;
+                    }
+                }
+                self.finished(gtid);
+            }
+            ApplyMsg::Ddl {
+                gtid,
+                commit_unix,
+                changes,
+            } => {
+                let entry = Entry {
+                    gtid,
+                    commit_unix,
+                    body: Body::Ddl {
+                        changes: changes.iter().map(Into::into).collect(),
+                    },
+                };
+                let before = self.position.clone();
+                self.append(&entry, &before).await?;
+                self.finished(gtid);
+            }
+            ApplyMsg::LargeStart { gtid, commit_unix, ops } => {
+                self.open = Some(OpenTxn {
+                    gtid,
+                    commit_unix,
+                    next_part: 0,
+                    position_before: self.position.clone(),
+                });
+                self.append_parts(&ops).await?;
+            }
+            ApplyMsg::LargeRows(ops) => self.append_parts(&ops).await?,
+            ApplyMsg::LargeEnd => {
+                let gtid = self.open.as_ref().map(|o| o.gtid);
+                self.end_parts().await?;
+                if let Some(gtid) = gtid {
+                    self.finished(gtid);
+                }
+            }
+            ApplyMsg::Chunk { .. } => {
+                return Err(LogError::Backend {
+                    operation: "publish",
+                    message: "a backfill chunk reached the publisher, which copies no existing rows".into(),
+                })
+            }
+            ApplyMsg::Abort(reply) => {
+                // The source connection dropped: the reader resumes after the last whole
+                // transaction; the parts of one cut short are in the log already.
+                if let Some(open) = self.open.take() {
+                    self.parts_held = Some((open.gtid, open.next_part));
+                }
+                let _ = reply.send(Checkpoint {
+                    position: self.position.clone(),
+                    ..Checkpoint::default()
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn finished(&mut self, gtid: Gtid) {
+        self.position.advance(gtid);
+        self.progress.source_txns_applied.fetch_add(1, Ordering::Relaxed);
+        *self.progress.applied_position.lock().expect("progress lock") = self.position.clone();
+    }
+
+    /// Appends `ops` as the open transaction's next parts, each as large as a message allows.
+    async fn append_parts(&mut self, ops: &[RowOp]) -> Result<(), LogError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let open = self.open.as_ref().expect("a transaction in parts is open");
+        let part_entry = |ops: &[RowOp]| {
+            let (tables, wire) = to_wire(ops);
+            Entry {
+                gtid: open.gtid,
+                commit_unix: open.commit_unix,
+                body: Body::Part {
+                    part: open.next_part,
+                    last: false,
+                    tables,
+                    ops: wire,
+                },
+            }
+        };
+        // Halve a piece until it fits (deterministic: a restart cuts the same parts).
+        let max = self.log.max_entry_bytes();
+        let mut pending = vec![ops];
+        let mut encoded_parts = Vec::new();
+        while let Some(piece) = pending.pop() {
+            let encoded = part_entry(piece).encode();
+            if encoded.len() <= max {
+                encoded_parts.push(piece);
+            } else if piece.len() == 1 {
+                return Err(LogError::RowTooLarge {
+                    table: piece[0].table().source_name.clone(),
+                    gtid: open.gtid,
+                    max_bytes: max,
+                });
+            } else {
+                let (first, second) = piece.split_at(piece.len() / 2);
+                pending.push(second);
+                pending.push(first);
+            }
+        }
+        let (gtid, commit_unix) = (open.gtid, open.commit_unix);
+        for piece in encoded_parts {
+            let (tables, wire) = to_wire(piece);
+            let entry = Entry {
+                gtid,
+                commit_unix,
+                body: Body::Part {
+                    part: self.open.as_ref().expect("open").next_part,
+                    last: false,
+                    tables,
+                    ops: wire,
+                },
+            };
+            self.append_part(entry).await?;
+        }
+        Ok(())
+    }
+
+    /// Appends the open transaction's last part (no rows: it marks the end).
+    async fn end_parts(&mut self) -> Result<(), LogError> {
+        let Some(open) = self.open.as_ref() else { return Ok(()) };
+        let entry = Entry {
+            gtid: open.gtid,
+            commit_unix: open.commit_unix,
+            body: Body::Part {
+                part: open.next_part,
+                last: true,
+                tables: Vec::new(),
+                ops: Vec::new(),
+            },
+        };
+        self.append_part(entry).await?;
+        self.open = None;
+        Ok(())
+    }
+
+    async fn append_part(&mut self, entry: Entry) -> Result<(), LogError> {
+        let open = self.open.as_mut().expect("open");
+        let Body::Part { part, .. } = entry.body else {
+            unreachable!("parts only")
+        };
+        open.next_part += 1;
+        let before = open.position_before.clone();
+        if self
+            .parts_held
+            .is_some_and(|(gtid, held)| gtid == entry.gtid && part < held)
+        {
+            return Ok(());
+        }
+        self.parts_held = None;
+        self.append(&entry, &before).await
+    }
+
+    async fn append(&self, entry: &Entry, before: &GtidPosition) -> Result<(), LogError> {
+        self.append_encoded(entry, entry.encode(), before).await
+    }
+
+    /// Appends until the log confirms it: the same id again after a failure, which the log
+    /// drops if the first attempt reached it.
+    async fn append_encoded(&self, entry: &Entry, encoded: Vec<u8>, before: &GtidPosition) -> Result<(), LogError> {
+        let mut retry_in = RETRY_START;
+        loop {
+            match self.log.append(entry, encoded.clone(), before).await {
+                Ok(()) => {
+                    let rows = match &entry.body {
+                        Body::Txn { ops, .. } | Body::Part { ops, .. } => ops.len() as u64,
+                        Body::Ddl { .. } => 0,
+                    };
+                    self.progress.rows_applied.fetch_add(rows, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(LogError::Backend { operation, message }) => {
+                    tracing::warn!(
+                        entry = %entry.id(),
+                        retry_in_ms = retry_in.as_millis() as u64,
+                        "cannot {operation} to the log ({message}); trying again"
+                    );
+                    tokio::time::sleep(retry_in).await;
+                    retry_in = (retry_in * 2).min(RETRY_MAX);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
