@@ -405,6 +405,13 @@ impl NatsLogConfig {
                 "must not be empty (e.g. \"nats://127.0.0.1:4222\")",
             ));
         }
+        // A user or token in the URL would be printed wherever the URL is (errors, status).
+        if self.url.contains('@') {
+            return Err(invalid(
+                format!("{section}.url"),
+                "must not hold credentials (user:password@ or token@): put them in a credentials_file",
+            ));
+        }
         // JetStream stream names may not hold these (they are subject tokens).
         if self.stream.is_empty()
             || self
@@ -1202,6 +1209,41 @@ path = "edge.db"
         assert!(!sel[0].columns.includes("EMAIL"));
         assert!(sel[1].columns.includes("id") && !sel[1].columns.includes("name"));
         assert_eq!(cfg.source.port, DEFAULT_SOURCE_PORT);
+    }
+
+    #[test]
+    fn a_nats_source_takes_only_the_log_and_the_target() {
+        let edge = |source: &str, rest: &str| {
+            Config::parse(&format!(
+                "[source]\n{source}\n[target]\nkind = \"sqlite\"\npath = \"e.db\"\n{rest}"
+            ))
+        };
+        let nats = "kind = \"nats\"\nurl = \"nats://n1:4222\"\nstream = \"shop\"";
+        assert_eq!(edge(nats, "").unwrap().log_source().unwrap().subject(), "sluice.shop");
+        let refused = |source: &str, rest: &str, key: &str| {
+            let err = edge(source, rest).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        };
+        refused(nats, "[[tables]]\nmatch = \"shop.*\"", "`tables`");
+        refused(&format!("{nats}\nhost = \"db1\""), "", "source.host");
+        refused("kind = \"nats\"\nstream = \"shop\"", "", "source.url");
+        refused("kind = \"nats\"\nurl = \"nats://n1:4222\"", "", "source.stream");
+        refused(
+            "kind = \"nats\"\nurl = \"nats://n1:4222\"\nstream = \"a.b\"",
+            "",
+            "source.stream",
+        );
+        refused(
+            "kind = \"nats\"\nurl = \"nats://u:pw@n1:4222\"\nstream = \"s\"",
+            "",
+            "source.url",
+        );
+        // Log keys on a database source are a mistake, not ignored.
+        refused(
+            "host = \"db1\"\nuser = \"r\"\nstream = \"shop\"",
+            "[[tables]]\nmatch = \"a.b\"",
+            "source.url",
+        );
     }
 
     #[test]

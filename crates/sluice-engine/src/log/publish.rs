@@ -8,7 +8,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sluice_binlog::{Gtid, GtidPosition};
 use tokio::sync::mpsc;
@@ -18,6 +18,10 @@ use crate::apply::{ApplyMsg, Progress};
 use crate::target::{Checkpoint, RowOp};
 
 const RETRY_START: Duration = Duration::from_millis(200);
+/// An empty transaction (no selected rows) is appended when nothing follows it this soon…
+const EMPTY_IDLE: Duration = Duration::from_millis(50);
+/// …or when nothing has moved the log's position for this long.
+const EMPTY_EVERY: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// A transaction being appended in parts.
@@ -37,8 +41,10 @@ pub struct Publisher<L> {
     /// short): its parts below the number are not appended again.
     parts_held: Option<(Gtid, u32)>,
     open: Option<OpenTxn>,
-    /// An empty transaction (it wrote only unselected tables, or sluice's heartbeat), left
-    /// out of the log unless a heartbeat follows it: consumers take their lag from those.
+    /// The last empty transaction (it wrote only unselected tables, or sluice's heartbeat),
+    /// held back: appended with the heartbeat that follows it (the edges' lag samples), or
+    /// when the source goes quiet or the log's position has not moved for a while; otherwise
+    /// left out (the next entry's transaction covers it).
     held_empty: Option<(Gtid, u32, GtidPosition)>,
     progress: Arc<Progress>,
 }
@@ -57,10 +63,52 @@ impl<L: TransactionLog> Publisher<L> {
 
     /// Appends the reader's messages until its channel closes.
     pub async fn run(mut self, mut messages: mpsc::Receiver<ApplyMsg>) -> Result<(), LogError> {
-        while let Some(msg) = messages.recv().await {
+        let mut position_published = Instant::now();
+        loop {
+            let msg = if self.held_empty.is_none() {
+                messages.recv().await
+            } else {
+                match tokio::time::timeout(EMPTY_IDLE, messages.recv()).await {
+                    Ok(msg) => msg,
+                    Err(_) => {
+                        self.append_held_empty().await?;
+                        position_published = Instant::now();
+                        continue;
+                    }
+                }
+            };
+            let Some(msg) = msg else { return Ok(()) };
+            if position_published.elapsed() >= EMPTY_EVERY && !matches!(msg, ApplyMsg::Heartbeat { .. }) {
+                // A source busy with transactions no rule selects: its position reaches the
+                // edges now and then all the same.
+                self.append_held_empty().await?;
+                position_published = Instant::now();
+            }
+            if matches!(msg, ApplyMsg::Txn { ref ops, .. } if !ops.is_empty())
+                || matches!(msg, ApplyMsg::Ddl { .. } | ApplyMsg::LargeEnd)
+            {
+                position_published = Instant::now();
+            }
             self.handle(msg).await?;
         }
-        Ok(())
+    }
+
+    /// Appends the empty transaction held back, if any, so that the edges' checkpoints reach
+    /// the source's position (`sluice verify` and clean stops wait for that).
+    async fn append_held_empty(&mut self) -> Result<(), LogError> {
+        let Some((gtid, commit_unix, before)) = self.held_empty.take() else {
+            return Ok(());
+        };
+        let entry = Entry {
+            gtid,
+            commit_unix,
+            body: Body::Txn {
+                tables: Vec::new(),
+                ops: Vec::new(),
+                heartbeat_us: None,
+            },
+        };
+        self.append(&entry, &before).await
     }
 
     async fn handle(&mut self, msg: ApplyMsg) -> Result<(), LogError> {

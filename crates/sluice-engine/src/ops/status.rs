@@ -392,6 +392,13 @@ fn recent_lag_over_goal(lag: Option<&LagReport>) -> bool {
 /// The source's binlog position and this sluice's newest heartbeat (Unix µs), within
 /// [`STATUS_TIMEOUT`]; the error says why not.
 async fn read_source(config: &Config) -> Result<(String, Option<u64>), String> {
+    if let Some(log) = config.log_source() {
+        return Err(format!(
+            "this edge reads the fan-out log (NATS stream {}), not a database: the source's position is the \
+             publisher's (`sluice status` with the publisher's source settings shows it)",
+            log.stream
+        ));
+    }
     let pool = source_pool(config).map_err(|e| e.to_string())?;
     let read = async {
         let mut conn = pool.get_conn().await?;

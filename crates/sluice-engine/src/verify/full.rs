@@ -771,6 +771,16 @@ pub async fn verify(config: &Config, options: &VerifyOptions) -> Result<Vec<Tabl
         ),
         None => None,
     };
+    if config.log_source().is_some() {
+        return Err(RunError::from(crate::config::ConfigError::Invalid {
+            key: "source.kind".into(),
+            message: "`sluice verify` compares an edge with the source database, and this config's source is the \
+                      fan-out log: run it with the publisher's config whose [target] is this edge's \
+                      (docs/fan-out.md, \"Verifying an edge\")"
+                .into(),
+        })
+        .into());
+    }
     let pool = source_pool(config).map_err(RunError::from)?;
     let plans = crate::pipeline::current_plans(&pool, config).await?;
     let plans: Vec<Arc<TablePlan>> = plans
