@@ -203,6 +203,26 @@ pub struct ResumePoint {
     pub partial: Option<(Gtid, u32)>,
 }
 
+impl ResumePoint {
+    /// Where to resume when `last` is the log's newest entry, appended with `position_before`.
+    pub fn after(last: &Entry, position_before: GtidPosition) -> ResumePoint {
+        match last.body {
+            Body::Part { part, last: false, .. } => ResumePoint {
+                position: position_before,
+                partial: Some((last.gtid, part + 1)),
+            },
+            _ => {
+                let mut position = position_before;
+                position.advance(last.gtid);
+                ResumePoint {
+                    position,
+                    partial: None,
+                }
+            }
+        }
+    }
+}
+
 /// A replicated, ordered log of entries. Offsets are the log's own (JetStream stream
 /// sequences, Kafka partition offsets): increasing in append order.
 pub trait TransactionLog: Send + Sync {
@@ -238,11 +258,12 @@ pub trait LogCursor: Send {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use sluice_binlog::{Charset, ColumnDef, ColumnKind};
 
-    fn table() -> Arc<TargetTable> {
+    /// A table `t (id INT, v TEXT)` keyed by `id`.
+    pub(crate) fn table() -> TargetTable {
         let column = |name: &str, kind| crate::target::TargetColumn {
             name: name.into(),
             source: ColumnDef {
@@ -260,18 +281,18 @@ mod tests {
                 length: 0,
             },
         };
-        Arc::new(TargetTable {
+        TargetTable {
             source_name: "shop.t".into(),
             name: "t".into(),
             columns: vec![column("id", ColumnKind::Int), column("v", ColumnKind::Text)],
             key: vec![0],
             rules: String::new(),
-        })
+        }
     }
 
     #[test]
     fn entries_round_trip_and_name_their_transaction() {
-        let t = table();
+        let t = Arc::new(table());
         let ops = vec![
             RowOp::Insert {
                 table: t.clone(),

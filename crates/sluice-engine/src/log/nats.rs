@@ -13,7 +13,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt;
 use sluice_binlog::GtidPosition;
 
-use super::{gtid_of_id, Body, Entry, LogCursor, LogError, ResumePoint, TransactionLog};
+use super::{gtid_of_id, Entry, LogCursor, LogError, ResumePoint, TransactionLog};
 use crate::config::NatsLogConfig;
 
 /// The source position before the entry's transaction (`0-1-41,1-2-7`).
@@ -167,20 +167,7 @@ impl TransactionLog for NatsLog {
                 message: format!("no valid {POSITION_HEADER} header"),
             })?;
         let entry = Entry::decode(&id, &message.payload)?;
-        Ok(Some(match entry.body {
-            Body::Part { part, last: false, .. } => ResumePoint {
-                position: position_before,
-                partial: Some((entry.gtid, part + 1)),
-            },
-            _ => {
-                let mut position = position_before;
-                position.advance(entry.gtid);
-                ResumePoint {
-                    position,
-                    partial: None,
-                }
-            }
-        }))
+        Ok(Some(ResumePoint::after(&entry, position_before)))
     }
 
     async fn first_not_covered(&self, low_water: &GtidPosition) -> Result<u64, LogError> {

@@ -346,3 +346,129 @@ impl<L: TransactionLog> Publisher<L> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use sluice_binlog::Value;
+
+    use super::*;
+    use crate::log::{LogCursor, ResumePoint};
+    use crate::target::TargetTable;
+
+    /// A log in memory with no de-duplication at all: what it holds twice, the publisher
+    /// appended twice. Messages hold about one row each.
+    #[derive(Default)]
+    struct MemoryLog {
+        entries: Mutex<Vec<(Entry, GtidPosition)>>,
+    }
+
+    struct NoCursor;
+
+    impl LogCursor for NoCursor {
+        async fn next(&mut self) -> Result<(u64, Entry), LogError> {
+            unreachable!("the publisher does not read")
+        }
+    }
+
+    impl TransactionLog for &MemoryLog {
+        fn max_entry_bytes(&self) -> usize {
+            250
+        }
+
+        async fn append(&self, entry: &Entry, _: Vec<u8>, before: &GtidPosition) -> Result<(), LogError> {
+            self.entries.lock().unwrap().push((entry.clone(), before.clone()));
+            Ok(())
+        }
+
+        async fn resume_point(&self) -> Result<Option<ResumePoint>, LogError> {
+            let entries = self.entries.lock().unwrap();
+            Ok(entries
+                .last()
+                .map(|(last, before)| ResumePoint::after(last, before.clone())))
+        }
+
+        async fn first_not_covered(&self, _: &GtidPosition) -> Result<u64, LogError> {
+            unreachable!("the publisher does not read")
+        }
+
+        async fn read_from(&self, _: u64) -> Result<impl LogCursor, LogError> {
+            Ok(NoCursor)
+        }
+    }
+
+    fn rows(table: &Arc<TargetTable>, keys: std::ops::Range<i64>) -> Vec<RowOp> {
+        keys.map(|k| RowOp::Insert {
+            table: table.clone(),
+            row: vec![Value::Int(k), Value::Text("x".repeat(60))],
+        })
+        .collect()
+    }
+
+    async fn publish(log: &MemoryLog, messages: Vec<ApplyMsg>) {
+        let resume = log.resume_point().await.unwrap();
+        let (position, partial) = resume.map(|r| (r.position, r.partial)).unwrap_or_default();
+        let publisher = Publisher::new(log, position, partial, Arc::default());
+        let (tx, rx) = mpsc::channel(messages.len() + 1);
+        for m in messages {
+            tx.send(m).await.unwrap();
+        }
+        drop(tx);
+        publisher.run(rx).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_transaction_cut_short_is_completed_without_its_parts_twice() {
+        let table = Arc::new(crate::log::tests::table());
+        let gtid = |s: u64| Gtid {
+            domain: 0,
+            server: 1,
+            sequence: s,
+        };
+        let small = |s| ApplyMsg::Txn {
+            gtid: gtid(s),
+            commit_unix: 0,
+            ops: rows(&table, 0..1),
+        };
+        let large = || {
+            vec![
+                ApplyMsg::LargeStart {
+                    gtid: gtid(2),
+                    commit_unix: 0,
+                    ops: rows(&table, 0..2),
+                },
+                ApplyMsg::LargeRows(rows(&table, 2..3)),
+            ]
+        };
+        let log = MemoryLog::default();
+        // The publisher dies after the large transaction's first three parts.
+        let mut first = vec![small(1)];
+        first.extend(large());
+        publish(&log, first).await;
+        assert_eq!(
+            (&log).resume_point().await.unwrap().unwrap().partial,
+            Some((gtid(2), 3))
+        );
+        // Started again, the reader sends the whole transaction again from its start.
+        let mut again = large();
+        again.extend([ApplyMsg::LargeRows(rows(&table, 3..4)), ApplyMsg::LargeEnd, small(3)]);
+        publish(&log, again).await;
+        let ids: Vec<String> = log.entries.lock().unwrap().iter().map(|(e, _)| e.id()).collect();
+        assert_eq!(
+            ids,
+            ["0-1-1", "0-1-2/0", "0-1-2/1", "0-1-2/2", "0-1-2/3", "0-1-2/4", "0-1-3"]
+        );
+        let (last_part, before) = log.entries.lock().unwrap()[5].clone();
+        assert!(matches!(last_part.body, Body::Part { last: true, .. }));
+        assert_eq!(
+            before.to_string(),
+            "0-1-1",
+            "a part's position is the one before its transaction"
+        );
+        assert_eq!(
+            (&log).resume_point().await.unwrap().unwrap().position.to_string(),
+            "0-1-3"
+        );
+    }
+}
