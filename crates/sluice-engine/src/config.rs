@@ -763,18 +763,7 @@ impl Config {
         for (i, _) in self.tables.iter().enumerate() {
             self.selector(i)?;
         }
-        if self.verify.max_rows_per_transaction == 0 {
-            return Err(invalid(
-                "verify.max_rows_per_transaction",
-                "must be at least 1 (set [verify] incremental = false to turn read-back off)",
-            ));
-        }
-        if self.apply.batch_max_rows == 0 {
-            return Err(invalid("apply.batch_max_rows", "must be at least 1"));
-        }
-        if self.apply.writers.is_some_and(|w| w == 0 || w > MAX_WRITERS) {
-            return Err(invalid("apply.writers", format!("must be between 1 and {MAX_WRITERS}")));
-        }
+        self.validate_applier()?;
         if !(1..=1_000_000).contains(&self.backfill.chunk_rows) {
             return Err(invalid("backfill.chunk_rows", "must be between 1 and 1000000"));
         }
@@ -828,6 +817,23 @@ impl Config {
         Ok(())
     }
 
+    /// The applier's and the incremental verifier's settings, whatever the source.
+    fn validate_applier(&self) -> Result<(), ConfigError> {
+        if self.verify.max_rows_per_transaction == 0 {
+            return Err(invalid(
+                "verify.max_rows_per_transaction",
+                "must be at least 1 (set [verify] incremental = false to turn read-back off)",
+            ));
+        }
+        if self.apply.batch_max_rows == 0 {
+            return Err(invalid("apply.batch_max_rows", "must be at least 1"));
+        }
+        if self.apply.writers.is_some_and(|w| w == 0 || w > MAX_WRITERS) {
+            return Err(invalid("apply.writers", format!("must be between 1 and {MAX_WRITERS}")));
+        }
+        Ok(())
+    }
+
     /// The NATS log a consumer reads (`[source] kind = "nats"`), or `None` for a MariaDB source.
     pub fn log_source(&self) -> Option<NatsLogConfig> {
         (self.source.kind == SourceKind::Nats).then(|| NatsLogConfig {
@@ -869,18 +875,7 @@ impl Config {
         if matches!(self.target, TargetConfig::Nats(_)) {
             return Err(invalid("target.kind", "a NATS source cannot write to a NATS target"));
         }
-        if self.verify.max_rows_per_transaction == 0 {
-            return Err(invalid(
-                "verify.max_rows_per_transaction",
-                "must be at least 1 (set [verify] incremental = false to turn read-back off)",
-            ));
-        }
-        if self.apply.batch_max_rows == 0 {
-            return Err(invalid("apply.batch_max_rows", "must be at least 1"));
-        }
-        if self.apply.writers.is_some_and(|w| w == 0 || w > MAX_WRITERS) {
-            return Err(invalid("apply.writers", format!("must be between 1 and {MAX_WRITERS}")));
-        }
+        self.validate_applier()?;
         match &self.target {
             TargetConfig::Sqlite { path } if path.as_os_str().is_empty() => {
                 Err(invalid("target.path", "must not be empty"))

@@ -161,12 +161,7 @@ fn source_transactions(env: &Env) -> BTreeSet<String> {
 fn log_entries(nats: &NatsServer) -> (Vec<String>, BTreeSet<String>) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let config = NatsLogConfig {
-            url: nats.url(),
-            stream: STREAM.into(),
-            credentials_file: None,
-        };
-        let log = NatsLog::connect(&config, false).await.unwrap();
+        let log = connect_log(nats).await.unwrap();
         let (count, _) = log.entries().await.unwrap();
         let mut cursor = log.read_from(1).await.unwrap();
         let mut ids = Vec::new();
@@ -324,16 +319,21 @@ fn kill_9_of_publisher_and_edge_and_a_nats_restart_under_load_lose_and_repeat_no
 fn log_count(nats: &NatsServer) -> u64 {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let config = NatsLogConfig {
-            url: nats.url(),
-            stream: STREAM.into(),
-            credentials_file: None,
-        };
-        match tokio::time::timeout(Duration::from_secs(5), NatsLog::connect(&config, false)).await {
+        match tokio::time::timeout(Duration::from_secs(5), connect_log(nats)).await {
             Ok(Ok(log)) => log.entries().await.map(|(n, _)| n).unwrap_or(0),
             _ => 0,
         }
     })
+}
+
+/// The test's stream, opened as an edge opens it.
+async fn connect_log(nats: &NatsServer) -> Result<NatsLog, sluice_engine::log::LogError> {
+    let config = NatsLogConfig {
+        url: nats.url(),
+        stream: STREAM.into(),
+        credentials_file: None,
+    };
+    NatsLog::connect(&config, false).await
 }
 
 #[test]

@@ -90,25 +90,7 @@ impl Env {
     }
 
     fn spawn_and_wait(&self, level: &str, has_checkpoint: impl Fn() -> bool) -> Sluice {
-        let log_path = self.dir.path().join("sluice.log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .unwrap();
-        let child = self
-            .sluice()
-            .env("SLUICE_LOG", level)
-            .args(["run", "-c"])
-            .arg(&self.config)
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn sluice run");
-        let mut sluice = Sluice {
-            child: Some(child),
-            log: log_path,
-        };
+        let mut sluice = self.spawn_with_log_level(level, &["run", "-c", self.config.to_str().unwrap()], "sluice.log");
         // Writes made before the start position is recorded are not replicated when sluice
         // starts from the source's current position, so wait for it.
         let streams_before = self.log().matches("streaming binlog").count();
@@ -160,6 +142,10 @@ impl Env {
     /// Starts `sluice ARGS` in the background, logging to `log_name` in the test dir, without
     /// waiting for anything.
     pub fn spawn(&self, args: &[&str], log_name: &str) -> Sluice {
+        self.spawn_with_log_level("info,sluice_engine=debug", args, log_name)
+    }
+
+    fn spawn_with_log_level(&self, level: &str, args: &[&str], log_name: &str) -> Sluice {
         let log_path = self.dir.path().join(log_name);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -168,6 +154,7 @@ impl Env {
             .unwrap();
         let child = self
             .sluice()
+            .env("SLUICE_LOG", level)
             .args(args)
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
