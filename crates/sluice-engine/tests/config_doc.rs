@@ -298,7 +298,7 @@ fn every_enumerated_value_is_documented() {
         let text = config_with("", "", &format!("[target]\nkind = \"{unknown}\"\n"));
         expected_names(&Config::parse(&text).unwrap_err().to_string(), unknown)
     };
-    assert_eq!(kinds.len(), 3, "{kinds:?}");
+    assert_eq!(kinds.len(), 4, "{kinds:?}");
     let checks = [
         ("`[target]`", "kind", kinds),
         ("`[source]`", "tls_mode", variants("source", "tls_mode", MIN_TARGET)),
