@@ -99,16 +99,7 @@ impl<L: TransactionLog> Publisher<L> {
         let Some((gtid, commit_unix, before)) = self.held_empty.take() else {
             return Ok(());
         };
-        let entry = Entry {
-            gtid,
-            commit_unix,
-            body: Body::Txn {
-                tables: Vec::new(),
-                ops: Vec::new(),
-                heartbeat_us: None,
-            },
-        };
-        self.append(&entry, &before).await
+        self.append(&empty_txn(gtid, commit_unix, None), &before).await
     }
 
     async fn handle(&mut self, msg: ApplyMsg) -> Result<(), LogError> {
@@ -116,16 +107,8 @@ impl<L: TransactionLog> Publisher<L> {
         match msg {
             ApplyMsg::Heartbeat { sent_us } => {
                 if let Some((gtid, commit_unix, before)) = held {
-                    let entry = Entry {
-                        gtid,
-                        commit_unix,
-                        body: Body::Txn {
-                            tables: Vec::new(),
-                            ops: Vec::new(),
-                            heartbeat_us: Some(sent_us),
-                        },
-                    };
-                    self.append(&entry, &before).await?;
+                    self.append(&empty_txn(gtid, commit_unix, Some(sent_us)), &before)
+                        .await?;
                 }
             }
             // Definitions travel with the rows of every entry (see `to_wire`).
@@ -344,6 +327,19 @@ impl<L: TransactionLog> Publisher<L> {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+/// A source transaction with nothing to apply (held back, or carrying sluice's heartbeat).
+fn empty_txn(gtid: Gtid, commit_unix: u32, heartbeat_us: Option<u64>) -> Entry {
+    Entry {
+        gtid,
+        commit_unix,
+        body: Body::Txn {
+            tables: Vec::new(),
+            ops: Vec::new(),
+            heartbeat_us,
+        },
     }
 }
 
