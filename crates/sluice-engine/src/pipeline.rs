@@ -16,7 +16,7 @@ use crate::log::{LogError, TransactionLog};
 use crate::ops::preflight::{self, PreflightError, SourceInfo};
 use crate::select::rules::{PlanError, TableFilter, TablePlan};
 use crate::stream::catalog::{self, CatalogError};
-use crate::stream::reader::{replica_config, SourceError, SourceReader};
+use crate::stream::reader::{SourceError, SourceReader};
 use crate::stream::schema::SchemaTracker;
 use crate::target::fence::WriterFence;
 use crate::target::mariadb::MariaDbTarget;
@@ -498,18 +498,15 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
     let heartbeat =
         tokio::spawn(crate::ops::lag::HeartbeatWriter::new(config).run(options.progress.lag.clone(), heartbeat_stop));
     let mut heartbeat = crate::ops::lag::AbortOnDrop(heartbeat);
-    let reader = SourceReader {
-        replica: replica_config(config, &password),
-        schema: SchemaTracker::new(table_filter(config)?, pool.clone(), plans)
-            .fills_new_columns(config.backfill.enabled),
+    let mut reader = SourceReader::new(
+        config,
+        &password,
+        SchemaTracker::new(table_filter(config)?, pool.clone(), plans).fills_new_columns(config.backfill.enabled),
         tx,
-        connected: options.connected,
-        backfill: has_jobs.then_some(backfill_rx),
-        windows: Default::default(),
-        next_window: 0,
-        heartbeat: crate::ops::lag::HeartbeatTable::new(config),
-        progress: options.progress.clone(),
-    };
+        options.connected,
+        options.progress.clone(),
+    );
+    reader.backfill = has_jobs.then_some(backfill_rx);
     let start = checkpoint.clone();
     // Boxed rather than pinned on the stack, so that it can be dropped below.
     let mut source = Box::pin(async move { tokio::try_join!(reader.run(start), backfill).map(|_| ()) });
@@ -759,17 +756,14 @@ pub async fn publish(config: &Config, options: RunOptions, shutdown: impl Future
     let heartbeat =
         tokio::spawn(crate::ops::lag::HeartbeatWriter::new(config).run(options.progress.lag.clone(), heartbeat_stop));
     let mut heartbeat = crate::ops::lag::AbortOnDrop(heartbeat);
-    let reader = SourceReader {
-        replica: replica_config(config, &password),
-        schema: SchemaTracker::new(table_filter(config)?, pool.clone(), plans),
+    let reader = SourceReader::new(
+        config,
+        &password,
+        SchemaTracker::new(table_filter(config)?, pool.clone(), plans),
         tx,
-        connected: options.connected,
-        backfill: None,
-        windows: Default::default(),
-        next_window: 0,
-        heartbeat: crate::ops::lag::HeartbeatTable::new(config),
-        progress: options.progress.clone(),
-    };
+        options.connected,
+        options.progress.clone(),
+    );
     let publisher = crate::log::publish::Publisher::new(log, position.clone(), parts_held, options.progress.clone());
     let mut source = Box::pin(reader.run(Checkpoint {
         position,

@@ -3,14 +3,17 @@
 //!
 //! For each chunk of a table, in primary-key order (keyset pagination):
 //!
-//! 1. read the source's GTID position (`low`),
-//! 2. `SELECT` the next rows after the last copied key (one statement, so one consistent
-//!    snapshot taken somewhere between the two reads),
-//! 3. read the position again (`high`).
+//! 1. open a watermark window at the source reader: from then on the reader notes every key of
+//!    the table the stream changes, and it replies with where in the binlog the stream stood,
+//! 2. `SELECT` the next rows after the last copied key in a consistent snapshot that holds
+//!    every transaction up to that binlog position (see [`snapshot`]: MariaDB sends a
+//!    transaction to the reader before the engine makes it visible, so an ordinary read could
+//!    miss a transaction the window did not see),
+//! 3. read the source's GTID position (`high`).
 //!
 //! The chunk goes to the source reader, which holds it while the stream catches up: every
-//! row of the chunk that a transaction in the window (in `high`, not in `low`) changes is
-//! dropped, because the stream carries a version at least as new. Once the stream has passed
+//! row of the chunk that a transaction in the window (seen after it opened, up to `high`)
+//! changes is dropped, because the stream carries a version at least as new. Once the stream has passed
 //! `high`, the remaining rows are placed into the stream right there, as upserts, with the
 //! copy progress recorded in the same target transaction. The scheduler then orders them
 //! against stream transactions on the same keys like any other transaction, so per-key order
@@ -33,6 +36,9 @@ use crate::select::rules::TablePlan;
 use crate::source_rows::{convert_values, source_key, KeysetQuery, READ_SESSION};
 use crate::target::BackfillProgress;
 
+pub mod snapshot;
+use snapshot::BinlogCoord;
+
 /// Attempts at a chunk's source reads before the table's copy is marked failed (a lost
 /// connection or a server restart is worth retrying; the reads hold no state).
 const READ_ATTEMPTS: u32 = 4;
@@ -54,17 +60,26 @@ pub enum BackfillError {
 #[derive(Debug)]
 pub enum BackfillMsg {
     /// Open the watermark window for the next chunk of a table: from now on the reader notes
-    /// which of the table's keys the stream changes. Replied to with the window's id once it
-    /// is open; the chunk's `SELECT` starts after that, so the window's start is before its
-    /// snapshot.
+    /// which of the table's keys the stream changes. Replied to once it is open, between two
+    /// whole source transactions; the chunk's snapshot is taken after that and holds every
+    /// transaction the stream passed before.
     Open {
         table: String,
-        reply: tokio::sync::oneshot::Sender<u64>,
+        reply: tokio::sync::oneshot::Sender<WindowStart>,
     },
     /// The chunk read inside the window it names.
     Chunk(Chunk),
     /// A table's copy failed: record why, after the chunks of it already handed over.
     Failed(Chunk),
+}
+
+/// An open window, as the reader reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowStart {
+    pub id: u64,
+    /// The end of the last source transaction the stream passed before the window opened
+    /// (`None`: none on this connection yet, so any snapshot holds all it passed).
+    pub stream_at: Option<BinlogCoord>,
 }
 
 /// A chunk of source rows and the source position read right after its `SELECT` (the end of
@@ -507,16 +522,18 @@ impl TableCopier {
             let mut attempt = 1;
             let (raw, high) = loop {
                 let read = async {
+                    snapshot::begin(&mut conn, window.stream_at).await?;
                     let raw = query.chunk(&mut conn, last_key.as_deref()).await?;
                     let high: String = conn
                         .query_first("SELECT @@global.gtid_binlog_pos")
                         .await?
                         .unwrap_or_default();
-                    Ok::<_, mysql_async::Error>((raw, high))
+                    conn.query_drop("COMMIT").await?;
+                    Ok::<_, snapshot::SnapshotError>((raw, high))
                 };
                 match read.await {
                     Ok(read) => break read,
-                    Err(e) if attempt < READ_ATTEMPTS => {
+                    Err(snapshot::SnapshotError::Sql(e)) if attempt < READ_ATTEMPTS => {
                         // The window stays open: a retry's snapshot is still inside it.
                         tracing::warn!(table = %table, attempt, error = %e, "backfill read failed; retrying");
                         tokio::time::sleep(Duration::from_millis(250) * 2u32.pow(attempt)).await;
@@ -532,7 +549,10 @@ impl TableCopier {
                     }
                     Err(e) => {
                         self.hand_over(&mut converting, tx).await?;
-                        return Err(self.query_err(e));
+                        return Err(BackfillError::Query {
+                            table: table.clone(),
+                            message: e.to_string(),
+                        });
                     }
                 }
             };
@@ -551,7 +571,7 @@ impl TableCopier {
             let progress = self.progress(done, None);
             let (plan, fill) = (self.plan.clone(), self.fill.clone());
             let next =
-                tokio::task::spawn_blocking(move || convert_chunk(plan, raw, window, high, fill, progress, permit));
+                tokio::task::spawn_blocking(move || convert_chunk(plan, raw, window.id, high, fill, progress, permit));
             if !self.hand_over(&mut converting, tx).await? {
                 return Ok(());
             }

@@ -15,7 +15,8 @@ use std::collections::HashSet;
 
 use crate::apply::schedule::{key_hash, KeyHash};
 use crate::apply::{ApplyMsg, ROWS_PER_MESSAGE};
-use crate::backfill::{BackfillMsg, Chunk};
+use crate::backfill::snapshot::BinlogCoord;
+use crate::backfill::{BackfillMsg, Chunk, WindowStart};
 use crate::stream::schema::{MappedTable, SchemaError, SchemaTracker};
 use crate::target::{Checkpoint, RowOp};
 
@@ -101,6 +102,40 @@ pub struct SourceReader {
     pub heartbeat: Option<crate::ops::lag::HeartbeatTable>,
     /// Per-table counts of row changes received and filtered out (for `/metrics`).
     pub progress: std::sync::Arc<crate::apply::Progress>,
+    /// Where the stream stands in the source's binlog files (for the backfill's snapshots).
+    binlog: BinlogPlace,
+}
+
+/// The reader's place in the source's binlog files, as backfill snapshots need it.
+#[derive(Default)]
+struct BinlogPlace {
+    /// The sequence number of the file being streamed (from the ROTATE events).
+    file_seq: Option<u64>,
+    /// The end offset of the last event read.
+    event_end: u64,
+    /// The end of the last whole transaction passed on this connection.
+    last_txn_end: Option<BinlogCoord>,
+    /// Windows opened while a transaction was half read: answered at its end, so that the
+    /// chunk's snapshot must hold all of it (its first rows went by untouched).
+    waiting: Vec<(u64, oneshot::Sender<WindowStart>)>,
+}
+
+impl BinlogPlace {
+    /// A source transaction ended at the last event read: answer the windows waiting for it.
+    fn transaction_ended(&mut self) {
+        if let Some(file_seq) = self.file_seq {
+            self.last_txn_end = Some(BinlogCoord {
+                file_seq,
+                offset: self.event_end,
+            });
+        }
+        for (id, reply) in self.waiting.drain(..) {
+            let _ = reply.send(WindowStart {
+                id,
+                stream_at: self.last_txn_end,
+            });
+        }
+    }
 }
 
 /// The reader's side of a backfill chunk: the keys the stream changed since the window
@@ -134,6 +169,29 @@ struct OpenTxn {
 }
 
 impl SourceReader {
+    /// A reader for `config`'s source; `schema` follows the tables it selects.
+    pub fn new(
+        config: &crate::config::Config,
+        password: &crate::config::Secret,
+        schema: SchemaTracker,
+        tx: mpsc::Sender<ApplyMsg>,
+        connected: Option<oneshot::Sender<()>>,
+        progress: std::sync::Arc<crate::apply::Progress>,
+    ) -> Self {
+        SourceReader {
+            replica: replica_config(config, password),
+            schema,
+            tx,
+            connected,
+            backfill: None,
+            windows: Default::default(),
+            next_window: 0,
+            heartbeat: crate::ops::lag::HeartbeatTable::new(config),
+            progress,
+            binlog: BinlogPlace::default(),
+        }
+    }
+
     /// Streams from the checkpoint's low-water mark (skipping transactions it says are
     /// applied) until the applier goes away or a fatal error.
     pub async fn run(mut self, mut position: Checkpoint) -> Result<(), SourceError> {
@@ -206,6 +264,9 @@ impl SourceReader {
             let _ = tx.send(());
         }
         self.schema.reset_table_ids();
+        // Positions are learnt again from this connection's events (a window is never open
+        // across connections: a lost connection during a backfill ends the run).
+        self.binlog = BinlogPlace::default();
         if let Some(hb) = self.heartbeat.as_mut() {
             hb.reset();
         }
@@ -240,7 +301,7 @@ impl SourceReader {
                 msg = async { self.backfill.as_mut().expect("open").recv().await }, if backfill_open => {
                     match msg {
                         Some(msg) => {
-                            if let Err(end) = self.on_backfill(msg, position).await {
+                            if let Err(end) = self.on_backfill(msg, position, txn.is_some()).await {
                                 return end;
                             }
                         }
@@ -251,7 +312,13 @@ impl SourceReader {
         }
     }
 
-    async fn on_backfill(&mut self, msg: BackfillMsg, position: &Checkpoint) -> Result<(), StreamEnd> {
+    /// `in_transaction`: a source transaction is half read.
+    async fn on_backfill(
+        &mut self,
+        msg: BackfillMsg,
+        position: &Checkpoint,
+        in_transaction: bool,
+    ) -> Result<(), StreamEnd> {
         match msg {
             BackfillMsg::Open { table, reply } => {
                 self.next_window += 1;
@@ -262,7 +329,14 @@ impl SourceReader {
                     emptied: false,
                     chunk: None,
                 });
-                let _ = reply.send(self.next_window);
+                if in_transaction {
+                    self.binlog.waiting.push((self.next_window, reply));
+                } else {
+                    let _ = reply.send(WindowStart {
+                        id: self.next_window,
+                        stream_at: self.binlog.last_txn_end,
+                    });
+                }
             }
             BackfillMsg::Chunk(chunk) => {
                 if let Some(w) = self.windows.iter_mut().find(|w| w.id == chunk.window) {
@@ -326,7 +400,24 @@ impl SourceReader {
             log_pos: sluice_binlog::EventHeader::parse(raw).map(|h| h.log_pos).unwrap_or(0),
             source,
         })?;
+        if event.header.log_pos != 0 {
+            // Zero in the events the server makes up for the stream (a ROTATE naming the file).
+            self.binlog.event_end = u64::from(event.header.log_pos);
+        }
         match event.body {
+            EventBody::Rotate { next_file, .. } => {
+                let Some(seq) = BinlogCoord::file_seq(&next_file) else {
+                    return Err(SourceError::Decode {
+                        gtid: gtid_text(),
+                        log_pos: event.header.log_pos,
+                        source: DecodeError::Unsupported(format!(
+                            "binlog file name {next_file:?} has no numeric extension (backfill snapshots need it)"
+                        )),
+                    }
+                    .into());
+                };
+                self.binlog.file_seq = Some(seq);
+            }
             EventBody::Gtid(g) => {
                 *txn = Some(OpenTxn {
                     gtid: g.gtid,
@@ -488,6 +579,7 @@ impl SourceReader {
     }
 
     async fn finish(&mut self, txn: &mut Option<OpenTxn>, position: &mut Checkpoint) -> Result<(), StreamEnd> {
+        self.binlog.transaction_ended();
         let Some(t) = txn.take() else { return Ok(()) };
         if t.duplicate {
             return Ok(());
