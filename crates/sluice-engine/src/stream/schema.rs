@@ -19,6 +19,7 @@ use std::sync::Arc;
 use sluice_binlog::{Gtid, TableMap};
 
 use crate::apply::EdgeChange;
+use crate::config::TableSelector;
 use crate::select::osc::{osc_table, shadow_of, OscRole, OscTool};
 use crate::select::rules::{replicated_columns_unchanged, PlanError, TableFilter, TablePlan};
 use crate::stream::catalog::{self, CatalogError};
@@ -54,6 +55,16 @@ pub enum SchemaError {
     )]
     SwapAddsColumns {
         tool: &'static str,
+        table: String,
+        gtid: String,
+        columns: String,
+    },
+    #[error(
+        "source DDL at GTID {gtid} adds column(s) {columns} to replicated table {table}, which the rule replicates \
+         (new_columns = \"replicate\", or release_columns); sluice follows it by running again from just past the \
+         ALTER: the target table gains the column(s) and a column-only copy fills them in existing rows"
+    )]
+    AddsColumns {
         table: String,
         gtid: String,
         columns: String,
@@ -186,6 +197,9 @@ pub struct SchemaTracker {
     /// Whether a column a swap adds to the replicated columns can be filled in existing rows
     /// (the column-only copy of a run started again; needs `[backfill] enabled`).
     fills_new_columns: bool,
+    /// Whether columns the edge table lacks are held back as the rules say (`sluice run`); a
+    /// fan-out publisher, which has no edge table to hold them from, plans every column.
+    holds_new_columns: bool,
 }
 
 fn key_of(t: &TableName) -> (String, String) {
@@ -213,7 +227,26 @@ impl SchemaTracker {
             half_swaps: HashMap::new(),
             swaps_followed: 0,
             fills_new_columns: false,
+            holds_new_columns: false,
         }
+    }
+
+    /// Holds back columns the edge table lacks, as each rule's `new_columns` says (see
+    /// [`TableFilter::plan_known`]); without it every selected column is planned.
+    pub fn holds_new_columns(mut self, yes: bool) -> Self {
+        self.holds_new_columns = yes;
+        self
+    }
+
+    /// Whether `column` of the replicated `table`, which the rule selects, is new to its edge
+    /// table and held back: it changes nothing at the edge.
+    fn held(&self, selector: &TableSelector, table: &TableName, column: &str) -> bool {
+        self.holds_new_columns
+            && selector.holds(column)
+            && self
+                .plans
+                .get(&key_of(table))
+                .is_some_and(|p| !p.target.columns.iter().any(|c| c.name.eq_ignore_ascii_case(column)))
     }
 
     /// Lets a swap that adds replicated columns be followed by running again (see
@@ -328,7 +361,16 @@ impl SchemaTracker {
                 catalog: cat.columns.len(),
             })?;
         }
-        let new_plan = Arc::new(self.filter.plan(&def).expect("selected")?);
+        // Columns the edge table lacks stay held as they were at the start (or since the table
+        // was first planned): only a start with a config that releases them adds them.
+        let known: Option<Vec<String>> = match self.holds_new_columns {
+            true => self
+                .plans
+                .get(&key)
+                .map(|p| p.target.columns.iter().map(|c| c.name.clone()).collect()),
+            false => None,
+        };
+        let new_plan = Arc::new(self.filter.plan_known(&def, known.as_deref()).expect("selected")?);
         let mapped = match self.plans.get(&key) {
             Some(old) if replicated_columns_unchanged(old, &new_plan) => {
                 self.plans.insert(key, new_plan.clone());
@@ -393,7 +435,7 @@ impl SchemaTracker {
         let mut added = Vec::new();
         for action in &history.actions {
             match action {
-                AlterAction::AddColumn(c) if cols.includes(c) => {
+                AlterAction::AddColumn(c) if cols.includes(c) && !self.held(selector, table, c) => {
                     if !self.fills_new_columns {
                         return Err(format!(
                             "the tool adds column {c}, which the rule replicates, and with [backfill] enabled = false \
@@ -608,18 +650,33 @@ impl SchemaTracker {
                 self.last_ddl
                     .insert((table.schema.clone(), table.table.clone()), excerpt(sql));
                 let known = self.plans.contains_key(&(table.schema.clone(), table.table.clone()));
+                let selector = selector.clone();
+                // A held column is not at the edge: dropping or changing it changes nothing there.
+                let replicated = |c: &str| known && selector.columns.includes(c) && !self.held(&selector, table, c);
+                let mut held = Vec::new();
+                let mut added = Vec::new();
                 for action in actions {
                     match action {
+                        AlterAction::AddColumn(c) if known && self.held(&selector, table, c) => held.push(c.clone()),
                         AlterAction::AddColumn(c) if known && selector.columns.includes(c) => {
-                            return Err(stop(table, format!("it adds column {c}, which the config replicates")))
+                            if !self.fills_new_columns {
+                                return Err(stop(
+                                    table,
+                                    format!(
+                                        "it adds column {c}, which the config replicates, and with [backfill] \
+                                         enabled = false sluice cannot fill it in existing rows"
+                                    ),
+                                ));
+                            }
+                            added.push(c.clone());
                         }
-                        AlterAction::DropColumn(c) if known && selector.columns.includes(c) => {
+                        AlterAction::DropColumn(c) if replicated(c) => {
                             return Err(stop(table, format!("it drops replicated column {c}")))
                         }
-                        AlterAction::ChangeColumn { old, .. } if known && selector.columns.includes(old) => {
+                        AlterAction::ChangeColumn { old, .. } if replicated(old) => {
                             return Err(stop(table, format!("it changes replicated column {old}")))
                         }
-                        AlterAction::RenameColumn { old, .. } if known && selector.columns.includes(old) => {
+                        AlterAction::RenameColumn { old, .. } if replicated(old) => {
                             return Err(stop(table, format!("it renames replicated column {old}")))
                         }
                         AlterAction::RenameTable(to) if known => {
@@ -627,6 +684,29 @@ impl SchemaTracker {
                         }
                         _ => {}
                     }
+                }
+                if !added.is_empty() {
+                    // Followed like a swap that adds columns: the run starts again past the
+                    // ALTER, whose start adds the columns at the edge and copies them.
+                    return Err(SchemaError::AddsColumns {
+                        table: table.to_string(),
+                        gtid: gtid.to_string(),
+                        columns: added.join(", "),
+                    });
+                }
+                if !held.is_empty() {
+                    let plan = &self.plans[&key_of(table)];
+                    tracing::warn!(
+                        table = %table,
+                        gtid = %gtid,
+                        columns = %held.join(", "),
+                        "column(s) added at the source are held: not replicated until the rule releases them \
+                         (release_columns, or new_columns = \"replicate\")"
+                    );
+                    return Ok(vec![EdgeChange::Hold {
+                        table: plan.target.clone(),
+                        columns: held,
+                    }]);
                 }
             }
             Statement::Rename { pairs } => {
