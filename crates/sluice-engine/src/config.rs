@@ -1264,6 +1264,42 @@ path = "edge.db"
     }
 
     #[test]
+    fn new_columns_are_held_unless_named_or_replicated() {
+        let cfg = with_tables(
+            "[[tables]]\nmatch = \"shop.a\"\n[[tables]]\nmatch = \"shop.b\"\nrelease_columns = [\"Discount\"]\n\
+             [[tables]]\nmatch = \"shop.c\"\nnew_columns = \"replicate\"\n[[tables]]\nmatch = \"shop.d\"\ncolumns = [\"id\", \"x\"]",
+        )
+        .unwrap();
+        let sel = cfg.selectors();
+        assert_eq!(sel[0].new_columns, NewColumns::Hold);
+        assert!(sel[0].holds("discount"));
+        assert!(!sel[1].holds("discount") && sel[1].holds("other"));
+        assert!(!sel[2].holds("discount"));
+        // An explicit list replicates what it names and nothing else.
+        assert!(!sel[3].holds("x"));
+
+        let refused = |rule: &str, why: &str| {
+            let err = with_tables(&format!("[[tables]]\nmatch = \"shop.a\"\n{rule}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("tables[0].release_columns") && err.contains(why), "{err}");
+        };
+        refused(
+            "columns = [\"id\"]\nrelease_columns = [\"x\"]",
+            "name the column in `columns`",
+        );
+        refused(
+            "new_columns = \"replicate\"\nrelease_columns = [\"x\"]",
+            "nothing to release",
+        );
+        refused("exclude_columns = [\"x\"]\nrelease_columns = [\"X\"]", "excluded");
+        let err = with_tables("[[tables]]\nmatch = \"shop.a\"\nnew_columns = \"follow\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("new_columns") || err.contains("hold"), "{err}");
+    }
+
+    #[test]
     fn a_nats_source_takes_only_the_log_and_the_target() {
         let edge = |source: &str, rest: &str| {
             Config::parse(&format!(

@@ -1237,4 +1237,66 @@ mod tests {
             );
         }
     }
+
+    /// `sluice run`'s tracker (new columns held as the rules say): an `ADD COLUMN` the rule
+    /// holds is followed with the column's `held` readiness and left out of the next TABLE_MAP's
+    /// plan; one it replicates runs again (or stops, when it cannot be filled); a held column's
+    /// later changes are followed.
+    #[tokio::test]
+    async fn added_columns_are_held_or_followed_as_the_rule_says() {
+        let mut t = start("[[tables]]\nmatch = \"shop.*\"")
+            .await
+            .fills_new_columns(true)
+            .holds_new_columns(true);
+        t.on_table_map(&items_map(1, "items", &[]), Some(gtid(1)))
+            .await
+            .unwrap();
+        let changes = t
+            .on_statement("ALTER TABLE items ADD COLUMN extra INT", "shop", gtid(2))
+            .unwrap();
+        let [EdgeChange::Hold { table, columns }] = changes.as_slice() else {
+            panic!("{changes:?}")
+        };
+        assert_eq!(
+            (table.name.as_str(), columns.as_slice()),
+            ("items", &["extra".to_owned()][..])
+        );
+        let MappedTable::Known(plan) = t
+            .on_table_map(&items_map(2, "items", &["extra"]), Some(gtid(3)))
+            .await
+            .unwrap()
+        else {
+            panic!("a held column keeps the table as it was")
+        };
+        let names: Vec<&str> = plan.target.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            (names, plan.held.as_slice()),
+            (vec!["id", "name"], &["extra".to_owned()][..])
+        );
+        for sql in [
+            "ALTER TABLE items MODIFY extra BIGINT",
+            "ALTER TABLE items RENAME COLUMN extra TO more",
+            "ALTER TABLE items DROP COLUMN extra",
+        ] {
+            assert!(t.on_statement(sql, "shop", gtid(4)).is_ok(), "{sql}");
+        }
+
+        for (rules, fills) in [
+            ("[[tables]]\nmatch = \"shop.*\"\nnew_columns = \"replicate\"", true),
+            ("[[tables]]\nmatch = \"shop.*\"\nrelease_columns = [\"extra\"]", true),
+            ("[[tables]]\nmatch = \"shop.*\"\nnew_columns = \"replicate\"", false),
+        ] {
+            let mut t = start(rules).await.fills_new_columns(fills).holds_new_columns(true);
+            t.on_table_map(&items_map(1, "items", &[]), Some(gtid(1)))
+                .await
+                .unwrap();
+            let err = t
+                .on_statement("ALTER TABLE items ADD COLUMN extra INT", "shop", gtid(2))
+                .unwrap_err();
+            match fills {
+                true => assert!(matches!(err, SchemaError::AddsColumns { .. }), "{err}"),
+                false => assert!(err.to_string().contains("enabled = false"), "{err}"),
+            }
+        }
+    }
 }
