@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{same_rows, status_json, wait_for, Env};
+use common::{mariadb_positions, mariadb_target, same_rows, status_json, wait_for, Env};
 use sluice_testkit::PostgresServer;
 
 const SETUP: &str = "
@@ -109,6 +109,14 @@ fn a_column_added_while_streaming_is_held_until_released() {
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("held:      discount"), "{text}");
     assert!(env.log().contains("are held"), "{}", env.log());
+    // Verification compares the columns the edge has: the held one is no difference.
+    let verify = env.run_cmd(&["verify", "-c", env.config.to_str().unwrap(), "--catch-up-timeout", "60"]);
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
 
     env.write_config(RELEASED, "");
     sluice.reload();
@@ -256,4 +264,58 @@ fn held_and_released_columns_on_a_postgres_target() {
         "SELECT id, customer, coalesce(total, 'NULL'), coalesce(note, 'NULL'), coalesce(discount, 'NULL') FROM shop.orders",
     );
     same_rows("orders on postgres", rows, source);
+}
+
+/// The readiness table and a held column on a MariaDB edge, released by a restart.
+#[test]
+fn held_and_released_columns_on_a_mariadb_target() {
+    let env = Env::new(SETUP, HOLD);
+    let (target, target_toml) = mariadb_target(&env);
+    env.write_config_with_target(HOLD, "", &target_toml);
+    let state = |column: &str| -> Option<String> {
+        let rows = target.query_rows(&format!(
+            "SELECT state FROM edge._sluice_readiness WHERE table_name = 'orders' AND column_name = '{column}'"
+        ));
+        rows.into_iter().next().map(|mut r| r.remove(0))
+    };
+    let readiness_exists = || {
+        target.query_value(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'edge' AND table_name = '_sluice_readiness'",
+        ) == "1"
+    };
+    let positions = || mariadb_positions(target.port());
+    let mut sluice = env.start_server_target(positions);
+    wait_for(&env, &mut sluice, "orders ready", || {
+        readiness_exists() && state("").as_deref() == Some("ready")
+    });
+
+    env.db.exec(ADD_DISCOUNT);
+    env.db.exec(WRITES_AFTER);
+    env.wait_caught_up_with(&mut sluice, positions);
+    assert_eq!(state("discount").as_deref(), Some("held"));
+    assert_eq!(
+        target.query_value(
+            "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'edge' AND table_name = 'orders' AND column_name = 'discount'",
+        ),
+        "0"
+    );
+    same_rows(
+        "orders on mariadb, held",
+        target.query_rows(&format!("SELECT {BASE_COLUMNS} FROM edge.orders")),
+        env.db.query_rows(&format!("SELECT {BASE_COLUMNS} FROM shop.orders")),
+    );
+    assert!(sluice.stop().success(), "{}", env.log());
+
+    env.write_config_with_target(RELEASED, "", &target_toml);
+    let mut sluice = env.start_server_target(positions);
+    wait_for(&env, &mut sluice, "discount ready", || {
+        state("discount").as_deref() == Some("ready")
+    });
+    env.wait_caught_up_with(&mut sluice, positions);
+    assert!(sluice.stop().success(), "{}", env.log());
+    same_rows(
+        "orders on mariadb, released",
+        target.query_rows(&format!("SELECT {ALL_COLUMNS} FROM edge.orders")),
+        env.db.query_rows(&format!("SELECT {ALL_COLUMNS} FROM shop.orders")),
+    );
 }
