@@ -2261,6 +2261,9 @@ fn readiness_commits_with_its_transaction(f: &Fixture) {
         states(&mut *target),
         vec![row("orders", "", "ready"), row("users", "", "stale")]
     );
+    // A dropped table is forgotten, its readiness too (no row: not ready).
+    target.drop_table("users").unwrap();
+    assert_eq!(states(&mut *target), vec![row("orders", "", "ready")]);
 }
 
 macro_rules! compliance {

@@ -102,6 +102,7 @@ fn a_table_back_in_the_config_after_a_reload_is_copied_afresh() {
         .find(|t| t["target"] == "orders")
         .unwrap_or_else(|| panic!("{status}"));
     assert_eq!(orders["backfill"], "stale", "{status}");
+    assert_eq!(orders["readiness"], "stale", "{status}");
 
     env.write_config(BOTH, "");
     sluice.reload();
@@ -215,6 +216,10 @@ fn truncate_and_drop_table_are_followed() {
     env.wait_caught_up(&mut sluice);
     assert!(env.target_rows("SELECT * FROM tags").is_empty());
     assert!(stale(&env, "tags"));
+    assert_eq!(
+        env.target_rows("SELECT state FROM _sluice_readiness WHERE table_name = 'tags' AND column_name = ''"),
+        vec![vec!["stale".to_owned()]]
+    );
     env.db.exec(
         "CREATE TABLE shop.tags (name VARCHAR(30) PRIMARY KEY, hits BIGINT UNSIGNED, label VARCHAR(10));
          INSERT INTO shop.tags VALUES ('again', 1, 'x'), ('more', 2, NULL);",

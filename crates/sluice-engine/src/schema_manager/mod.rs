@@ -68,6 +68,8 @@ pub(crate) fn reconcile_tables(target: &mut dyn Target, plans: &[Arc<TablePlan>]
         };
         target.begin()?;
         target.record_backfill(&record)?;
+        // Edge applications see it no longer updated, in the same transaction.
+        target.record_readiness(name, &[Readiness::table(ReadinessState::Stale)], false)?;
         target.commit_without_checkpoint()?;
     }
     let rules = target.recorded_rules()?;

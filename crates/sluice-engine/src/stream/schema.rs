@@ -663,8 +663,9 @@ impl SchemaTracker {
                                 return Err(stop(
                                     table,
                                     format!(
-                                        "it adds column {c}, which the config replicates, and with [backfill] \
-                                         enabled = false sluice cannot fill it in existing rows"
+                                        "it adds column {c}, which the config replicates, and this run cannot \
+                                         fill it in existing rows ([backfill] enabled = false, or a fan-out \
+                                         publisher, whose edges have no copy)"
                                     ),
                                 ));
                             }
@@ -1295,7 +1296,7 @@ mod tests {
                 .unwrap_err();
             match fills {
                 true => assert!(matches!(err, SchemaError::AddsColumns { .. }), "{err}"),
-                false => assert!(err.to_string().contains("enabled = false"), "{err}"),
+                false => assert!(err.to_string().contains("cannot fill it"), "{err}"),
             }
         }
     }

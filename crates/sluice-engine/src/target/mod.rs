@@ -470,8 +470,8 @@ pub trait Target: Send {
     /// by table name; `None` for a table recorded before sluice kept them.
     fn recorded_rules(&mut self) -> TargetResult<std::collections::HashMap<String, Option<String>>>;
 
-    /// Drops target table `name` when it exists and forgets it (its `_sluice_tables` and
-    /// `_sluice_backfill` records), so that the next `prepare` creates it afresh. Called with
+    /// Drops target table `name` when it exists and forgets it (its `_sluice_tables`,
+    /// `_sluice_backfill` and `_sluice_readiness` records), so that the next `prepare` creates it afresh. Called with
     /// no transaction open, after `prepare` created the bookkeeping tables. Where DDL is
     /// transactional (SQLite, PostgreSQL) all of it happens at once; elsewhere the table goes
     /// first and its records after, so a crash in between leaves records that a second call

@@ -1105,7 +1105,7 @@ impl<C: Client> ServerTarget<C> {
     /// record after it, so a crash in between leaves records that a second call removes.
     fn drop_table_impl(&mut self, name: &str) -> TargetResult<()> {
         self.begin_impl()?;
-        let statements: [(String, Vec<C::Param>); 3] = [
+        let statements: [(String, Vec<C::Param>); 4] = [
             (
                 format!("DROP TABLE IF EXISTS {}", self.client.qualified(name)),
                 Vec::new(),
@@ -1124,6 +1124,15 @@ impl<C: Client> ServerTarget<C> {
                     "DELETE FROM {} WHERE {} = {}",
                     self.client.qualified(BACKFILL_TABLE),
                     C::quote("name"),
+                    C::placeholder(1)
+                ),
+                vec![C::plain_param(Plain::Text(name))],
+            ),
+            (
+                format!(
+                    "DELETE FROM {} WHERE {} = {}",
+                    self.client.qualified(READINESS_TABLE),
+                    C::quote("table_name"),
                     C::placeholder(1)
                 ),
                 vec![C::plain_param(Plain::Text(name))],

@@ -1070,6 +1070,7 @@ impl Target for SqliteTarget {
                 self.conn
                     .execute(r#"DELETE FROM "_sluice_backfill" WHERE "name" = ?1"#, [name])
             })
+            .and_then(|_| self.conn.execute(DELETE_READINESS, [name]))
             .map_err(db_err("drop table", name))
             .and_then(|_| self.commit_now());
         if result.is_err() {
