@@ -200,6 +200,8 @@ pub struct SchemaTracker {
     /// Whether columns the edge table lacks are held back as the rules say (`sluice run`); a
     /// fan-out publisher, which has no edge table to hold them from, plans every column.
     holds_new_columns: bool,
+    /// Columns held by the swaps the statement being checked follows (see `on_statement`).
+    swap_holds: Vec<EdgeChange>,
 }
 
 fn key_of(t: &TableName) -> (String, String) {
@@ -228,6 +230,7 @@ impl SchemaTracker {
             swaps_followed: 0,
             fills_new_columns: false,
             holds_new_columns: false,
+            swap_holds: Vec::new(),
         }
     }
 
@@ -462,7 +465,26 @@ impl SchemaTracker {
     /// replicated column. Table ids mapped to the old table are forgotten, so the next TABLE_MAP
     /// of `table` is planned afresh (and checked) against the same target table.
     fn follow_swap(&mut self, table: &TableName, shadow: &TableName, gtid: &Gtid, tool: &str) {
-        self.shadows.remove(&key_of(shadow));
+        let history = self.shadows.remove(&key_of(shadow));
+        let held: Vec<String> = match (self.filter.select(&table.schema, &table.table), &history) {
+            (Some(selector), Some(history)) => history
+                .actions
+                .iter()
+                .filter_map(|a| match a {
+                    AlterAction::AddColumn(c) if selector.columns.includes(c) && self.held(selector, table, c) => {
+                        Some(c.clone())
+                    }
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        if let (false, Some(plan)) = (held.is_empty(), self.plans.get(&key_of(table))) {
+            self.swap_holds.push(EdgeChange::Hold {
+                table: plan.target.clone(),
+                columns: held,
+            });
+        }
         if let Some(plan) = self.plans.get(&key_of(table)).cloned() {
             self.by_table_id
                 .retain(|_, p| p.as_ref().is_none_or(|p| !Arc::ptr_eq(p, &plan)));
@@ -587,6 +609,19 @@ impl SchemaTracker {
     /// sluice cannot follow; otherwise returns what it does to target tables (applied at its
     /// GTID, with its checkpoint).
     pub fn on_statement(
+        &mut self,
+        sql: &str,
+        default_schema: &str,
+        gtid: Gtid,
+    ) -> Result<Vec<EdgeChange>, SchemaError> {
+        self.swap_holds.clear();
+        let mut changes = self.statement_changes(sql, default_schema, gtid)?;
+        // Columns a followed swap brought in and the rule holds: their readiness says so.
+        changes.append(&mut self.swap_holds);
+        Ok(changes)
+    }
+
+    fn statement_changes(
         &mut self,
         sql: &str,
         default_schema: &str,
@@ -1299,5 +1334,39 @@ mod tests {
                 false => assert!(err.to_string().contains("cannot fill it"), "{err}"),
             }
         }
+    }
+
+    /// A tool's swap that adds a column the rule holds is followed, and the column's `held`
+    /// readiness comes with the swap's GTID.
+    #[tokio::test]
+    async fn a_swap_adding_a_held_column_is_followed_with_its_readiness() {
+        let mut t = start("[[tables]]\nmatch = \"shop.*\"")
+            .await
+            .fills_new_columns(true)
+            .holds_new_columns(true);
+        t.on_statement("CREATE TABLE `_items_new` (id INT NOT NULL, name INT)", "shop", gtid(1))
+            .unwrap();
+        t.on_statement(
+            "ALTER TABLE `_items_new` ADD COLUMN extra INT DEFAULT 7",
+            "shop",
+            gtid(2),
+        )
+        .unwrap();
+        let changes = t
+            .on_statement("RENAME TABLE items TO _items_old, _items_new TO items", "shop", gtid(3))
+            .unwrap();
+        let [EdgeChange::Hold { table, columns }] = changes.as_slice() else {
+            panic!("{changes:?}")
+        };
+        assert_eq!(
+            (table.name.as_str(), columns.as_slice()),
+            ("items", &["extra".to_owned()][..])
+        );
+        assert_eq!(t.swaps_followed(), 1);
+        // The next statement carries nothing of it.
+        assert!(t
+            .on_statement("ALTER TABLE other ADD COLUMN x INT", "shop", gtid(4))
+            .unwrap()
+            .is_empty());
     }
 }
