@@ -194,14 +194,6 @@ pub enum ReadinessState {
 }
 
 impl ReadinessState {
-    pub const ALL: [ReadinessState; 5] = [
-        ReadinessState::Copying,
-        ReadinessState::BackfillingColumn,
-        ReadinessState::Ready,
-        ReadinessState::Held,
-        ReadinessState::Stale,
-    ];
-
     /// The text stored in `_sluice_readiness.state`.
     pub fn as_str(self) -> &'static str {
         match self {
