@@ -488,6 +488,27 @@ pub struct TableRule {
     /// before anything leaves the process.
     #[serde(default)]
     pub transforms: std::collections::BTreeMap<String, String>,
+    /// What happens to a column the source table has and the target table lacks (added at
+    /// the source while streaming, or before a start): held back (the default) or replicated.
+    #[serde(default)]
+    pub new_columns: NewColumns,
+    /// Held columns to replicate from now on (added at the edge and filled by a column-only
+    /// copy), under a rule whose `new_columns` is `"hold"`.
+    #[serde(default)]
+    pub release_columns: Vec<String>,
+}
+
+/// What a rule does with a column the target table does not have yet (see
+/// docs/schema-changes.md, *New columns*).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NewColumns {
+    /// Not replicated until the config releases it (`release_columns`): a column added at the
+    /// source may hold data the edge must not see, and only a person can say it may.
+    #[default]
+    Hold,
+    /// Replicated like the rule's other columns: added at the edge and filled.
+    Replicate,
 }
 
 /// Where the HMAC key for `hmac` transforms comes from.
@@ -587,6 +608,10 @@ pub struct TableSelector {
     /// changed holds rows written under the old ones and is copied afresh
     /// (`crate::schema_manager`).
     pub rules: String,
+    /// `new_columns`: whether columns the target table lacks are held back.
+    pub new_columns: NewColumns,
+    /// `release_columns`: held columns named to be replicated.
+    pub release_columns: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -607,6 +632,16 @@ impl ColumnSelection {
 }
 
 impl TableSelector {
+    /// Whether `column`, which the rule selects, is held back when the target table does not
+    /// have it yet: under `new_columns = "hold"`, unless an explicit `columns` list or
+    /// `release_columns` names it (a `columns` list only ever replicates what it names, so a
+    /// column it names was asked for).
+    pub fn holds(&self, column: &str) -> bool {
+        self.new_columns == NewColumns::Hold
+            && !matches!(self.columns, ColumnSelection::Include(_))
+            && !self.release_columns.iter().any(|c| c.eq_ignore_ascii_case(column))
+    }
+
     pub fn matches(&self, schema: &str, table: &str) -> bool {
         self.schema.is_match(schema) && self.table.is_match(table)
     }
@@ -946,6 +981,26 @@ impl Config {
             (None, Some(cols)) => ColumnSelection::Exclude(cols.clone()),
             (None, None) => ColumnSelection::All,
         };
+        if !rule.release_columns.is_empty() {
+            let why = match (&columns, rule.new_columns) {
+                (ColumnSelection::Include(_), _) => Some(
+                    "a rule with an explicit `columns` list replicates exactly what it names: name the column in \
+                     `columns` instead"
+                        .to_owned(),
+                ),
+                (_, NewColumns::Replicate) => Some(
+                    "new_columns = \"replicate\" holds nothing back, so there is nothing to release: remove \
+                     release_columns or set new_columns = \"hold\""
+                        .to_owned(),
+                ),
+                (_, NewColumns::Hold) => rule.release_columns.iter().find(|c| !columns.includes(c)).map(|c| {
+                    format!("column {c} is excluded by exclude_columns, so releasing it would not replicate it")
+                }),
+            };
+            if let Some(why) = why {
+                return Err(invalid(key("release_columns"), why));
+            }
+        }
         if rule.target.is_some() && !is_exact {
             return Err(invalid(
                 key("target"),
@@ -1014,6 +1069,8 @@ impl Config {
             row_filter,
             transforms,
             rules,
+            new_columns: rule.new_columns,
+            release_columns: rule.release_columns.clone(),
         })
     }
 
@@ -1204,6 +1261,42 @@ path = "edge.db"
         assert!(!sel[0].columns.includes("EMAIL"));
         assert!(sel[1].columns.includes("id") && !sel[1].columns.includes("name"));
         assert_eq!(cfg.source.port, DEFAULT_SOURCE_PORT);
+    }
+
+    #[test]
+    fn new_columns_are_held_unless_named_or_replicated() {
+        let cfg = with_tables(
+            "[[tables]]\nmatch = \"shop.a\"\n[[tables]]\nmatch = \"shop.b\"\nrelease_columns = [\"Discount\"]\n\
+             [[tables]]\nmatch = \"shop.c\"\nnew_columns = \"replicate\"\n[[tables]]\nmatch = \"shop.d\"\ncolumns = [\"id\", \"x\"]",
+        )
+        .unwrap();
+        let sel = cfg.selectors();
+        assert_eq!(sel[0].new_columns, NewColumns::Hold);
+        assert!(sel[0].holds("discount"));
+        assert!(!sel[1].holds("discount") && sel[1].holds("other"));
+        assert!(!sel[2].holds("discount"));
+        // An explicit list replicates what it names and nothing else.
+        assert!(!sel[3].holds("x"));
+
+        let refused = |rule: &str, why: &str| {
+            let err = with_tables(&format!("[[tables]]\nmatch = \"shop.a\"\n{rule}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("tables[0].release_columns") && err.contains(why), "{err}");
+        };
+        refused(
+            "columns = [\"id\"]\nrelease_columns = [\"x\"]",
+            "name the column in `columns`",
+        );
+        refused(
+            "new_columns = \"replicate\"\nrelease_columns = [\"x\"]",
+            "nothing to release",
+        );
+        refused("exclude_columns = [\"x\"]\nrelease_columns = [\"X\"]", "excluded");
+        let err = with_tables("[[tables]]\nmatch = \"shop.a\"\nnew_columns = \"follow\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("new_columns") || err.contains("hold"), "{err}");
     }
 
     #[test]

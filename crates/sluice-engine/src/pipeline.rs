@@ -67,6 +67,7 @@ impl RunError {
             self,
             RunError::Source(SourceError::Schema(
                 crate::stream::schema::SchemaError::SwapAddsColumns { .. }
+                    | crate::stream::schema::SchemaError::AddsColumns { .. }
             ))
         )
     }
@@ -315,6 +316,36 @@ async fn initial_plans(conn: &mut mysql_async::Conn, config: &Config) -> Result<
     Ok(plans)
 }
 
+/// `plans` (every column the rules select) planned again, against the target's columns, for
+/// each table whose target table lacks some of them: the columns a rule holds back
+/// (`new_columns = "hold"`, not released) are left out and listed in `TablePlan::held`.
+pub fn hold_new_columns(
+    config: &Config,
+    target: &mut dyn Target,
+    plans: Vec<Arc<TablePlan>>,
+) -> Result<Vec<Arc<TablePlan>>, RunError> {
+    let known = crate::schema_manager::known_columns(target, &plans)?;
+    if known.is_empty() {
+        return Ok(plans);
+    }
+    let filter = table_filter(config)?;
+    let mut refused = Vec::new();
+    let mut out = Vec::with_capacity(plans.len());
+    for plan in plans {
+        match known.get(&plan.target.name) {
+            None => out.push(plan),
+            Some(columns) => match filter.plan_known(&plan.source, Some(columns)).expect("selected") {
+                Ok(held) => out.push(Arc::new(held)),
+                Err(e) => refused.push(e),
+            },
+        }
+    }
+    match PlanError::all(refused) {
+        Some(e) => Err(e.into()),
+        None => Ok(out),
+    }
+}
+
 /// How long a clean stop waits to apply what the source holds (see [`drain_to_source_position`]).
 pub const STOP_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -391,13 +422,15 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
     }
     let plans = initial_plans(&mut conn, config).await?;
     drop(conn);
-    let tables: Vec<_> = plans.iter().map(|p| p.target.clone()).collect();
     // Bookkeeping first: columns newly replicated are recorded as to be copied before the
     // target gains them, so a crash in between cannot leave them empty and forgotten.
     target.prepare(&[])?;
     crate::schema_manager::reconcile_tables(target.as_mut(), &plans)?;
+    let plans = hold_new_columns(config, target.as_mut(), plans)?;
+    let tables: Vec<_> = plans.iter().map(|p| p.target.clone()).collect();
     crate::schema_manager::plan_column_copies(target.as_mut(), &plans)?;
     target.prepare(&tables)?;
+    crate::schema_manager::record_start_readiness(target.as_mut(), &plans, config.backfill.enabled)?;
     let first_progress = target.load_backfill()?;
     tracing::info!(tables = tables.len(), "target tables ready");
 
@@ -501,7 +534,9 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
     let mut reader = SourceReader::new(
         config,
         &password,
-        SchemaTracker::new(table_filter(config)?, pool.clone(), plans).fills_new_columns(config.backfill.enabled),
+        SchemaTracker::new(table_filter(config)?, pool.clone(), plans)
+            .fills_new_columns(config.backfill.enabled)
+            .holds_new_columns(true),
         tx,
         options.connected,
         options.progress.clone(),

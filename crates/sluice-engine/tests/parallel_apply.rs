@@ -213,6 +213,20 @@ impl Target for Faulty {
     fn load_backfill(&mut self) -> TargetResult<Vec<BackfillProgress>> {
         self.inner.load_backfill()
     }
+    fn record_readiness(
+        &mut self,
+        table: &str,
+        rows: &[sluice_engine::target::Readiness],
+        replace: bool,
+    ) -> TargetResult<()> {
+        self.inner.record_readiness(table, rows, replace)
+    }
+    fn readiness_copied(&mut self, table: &str) -> TargetResult<()> {
+        self.inner.readiness_copied(table)
+    }
+    fn load_readiness(&mut self) -> TargetResult<Vec<sluice_engine::target::ReadinessRow>> {
+        self.inner.load_readiness()
+    }
     fn recorded_tables(&mut self) -> TargetResult<Vec<String>> {
         self.inner.recorded_tables()
     }

@@ -2168,6 +2168,104 @@ fn backfill_keys_round_trip_exactly(f: &Fixture) {
 // ---------------------------------------------------------------------------------------------
 // One test per check and target
 
+/// `_sluice_readiness` (docs/readiness.md): rows commit or roll back with the transaction
+/// they are written in, `replace` drops the table's other rows, and a finished copy makes the
+/// copying states ready and leaves `held` as it is.
+fn readiness_commits_with_its_transaction(f: &Fixture) {
+    use sluice_engine::target::{Readiness, ReadinessState};
+    let t = users();
+    let mut target = f.open_prepared(&[Arc::clone(&t)]);
+    let states = |target: &mut dyn Target| -> Vec<(String, String, String)> {
+        target
+            .load_readiness()
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.table, r.column, r.state))
+            .collect()
+    };
+    let row = |table: &str, column: &str, state: &str| (table.to_owned(), column.to_owned(), state.to_owned());
+    assert_eq!(states(&mut *target), vec![]);
+    assert!(target
+        .record_readiness("users", &[Readiness::table(ReadinessState::Ready)], false)
+        .is_err());
+
+    target.begin().unwrap();
+    target
+        .record_readiness(
+            "users",
+            &[
+                Readiness::table(ReadinessState::Copying),
+                Readiness::column("id", ReadinessState::Copying),
+                Readiness::column("name", ReadinessState::BackfillingColumn),
+                Readiness::column("secret", ReadinessState::Held),
+            ],
+            true,
+        )
+        .unwrap();
+    target.rollback().unwrap();
+    assert_eq!(states(&mut *target), vec![]);
+
+    target.begin().unwrap();
+    target
+        .record_readiness(
+            "users",
+            &[
+                Readiness::table(ReadinessState::Copying),
+                Readiness::column("id", ReadinessState::Copying),
+                Readiness::column("name", ReadinessState::BackfillingColumn),
+                Readiness::column("secret", ReadinessState::Held),
+            ],
+            true,
+        )
+        .unwrap();
+    target
+        .record_readiness("orders", &[Readiness::table(ReadinessState::Ready)], false)
+        .unwrap();
+    target.commit_without_checkpoint().unwrap();
+    let expected = vec![
+        row("orders", "", "ready"),
+        row("users", "", "copying"),
+        row("users", "id", "copying"),
+        row("users", "name", "backfilling_column"),
+        row("users", "secret", "held"),
+    ];
+    assert_eq!(states(&mut *target), expected);
+
+    // The copy's last chunk: ready, in its transaction (rolled back first: nothing changes).
+    target.begin().unwrap();
+    target.readiness_copied("users").unwrap();
+    target.rollback().unwrap();
+    assert_eq!(states(&mut *f.open()), expected);
+    target.begin().unwrap();
+    target.apply(&insert(&t, user(1, "a", 1.0))).unwrap();
+    target.readiness_copied("users").unwrap();
+    target.commit_without_checkpoint().unwrap();
+    assert_eq!(
+        states(&mut *f.open()),
+        vec![
+            row("orders", "", "ready"),
+            row("users", "", "ready"),
+            row("users", "id", "ready"),
+            row("users", "name", "ready"),
+            row("users", "secret", "held"),
+        ]
+    );
+
+    // Replacing drops the table's rows the new set does not name, and no other table's.
+    target.begin().unwrap();
+    target
+        .record_readiness("users", &[Readiness::table(ReadinessState::Stale)], true)
+        .unwrap();
+    target.commit_without_checkpoint().unwrap();
+    assert_eq!(
+        states(&mut *target),
+        vec![row("orders", "", "ready"), row("users", "", "stale")]
+    );
+    // A dropped table is forgotten, its readiness too (no row: not ready).
+    target.drop_table("users").unwrap();
+    assert_eq!(states(&mut *target), vec![row("orders", "", "ready")]);
+}
+
 macro_rules! compliance {
     ($($check:ident),* $(,)?) => {
         mod sqlite {
@@ -2183,6 +2281,7 @@ macro_rules! compliance {
 }
 
 compliance!(
+    readiness_commits_with_its_transaction,
     a_table_records_its_rules,
     a_dropped_table_is_forgotten_and_created_afresh,
     empty_table_commits_with_the_checkpoint,

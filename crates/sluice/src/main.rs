@@ -579,6 +579,31 @@ fn status_text(report: &StatusReport) -> String {
             if t.source.is_empty() { "?" } else { &t.source },
             t.rows.map_or("?".to_owned(), |r| r.to_string()),
         );
+        if let Some(state) = &t.readiness {
+            // Only the columns whose state differs from the table's: the rest follow it.
+            let odd: Vec<String> = t
+                .columns
+                .iter()
+                .filter(|c| &c.state != state)
+                .map(|c| format!("{} {}", c.name, c.state))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  readiness: {state}{}",
+                if odd.is_empty() {
+                    String::new()
+                } else {
+                    format!("; columns: {}", odd.join(", "))
+                }
+            );
+        }
+        if !t.held_columns.is_empty() {
+            let _ = writeln!(
+                out,
+                "  held:      {} (not replicated: name them in the rule's release_columns to replicate them)",
+                t.held_columns.join(", ")
+            );
+        }
     }
     out
 }

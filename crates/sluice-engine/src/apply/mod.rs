@@ -51,7 +51,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use crate::config::CommitOrder;
 
 use crate::apply::schedule::{ChunkId, DependencyTracker, Scheduled, ScheduledChunk, TxnIndex, WriteSet};
-use crate::target::{BackfillProgress, Checkpoint, RowOp, Target, TargetError, TargetTable};
+use crate::target::{BackfillProgress, Checkpoint, Readiness, ReadinessState, RowOp, Target, TargetError, TargetTable};
 use crate::verify::incremental::{
     run_verifier, CommittedGroup, IncrementalPolicy, VerifierLink, Written, VERIFIER_QUEUE,
 };
@@ -323,6 +323,12 @@ pub enum EdgeChange {
     /// `DROP TABLE` of a replicated table: the target table is emptied and marked stale, so
     /// that a table created again under the name is created afresh (`crate::schema_manager`).
     Drop(Arc<TargetTable>),
+    /// `ADD COLUMN` of columns the rule holds back: nothing changes at the edge but the
+    /// columns' readiness (`held`), recorded with the DDL's checkpoint.
+    Hold {
+        table: Arc<TargetTable>,
+        columns: Vec<String>,
+    },
 }
 
 /// A backfill chunk for a backfill writer.
@@ -369,6 +375,10 @@ fn run_backfill_writer(
             None => target.apply_all(&work.ops)?,
         }
         target.record_backfill(&work.progress)?;
+        if work.progress.done {
+            // Ready once the last chunk commits, in its transaction.
+            target.readiness_copied(&work.progress.table)?;
+        }
         target.commit_without_checkpoint()?;
         shared
             .state
@@ -471,9 +481,10 @@ impl Writer<'_> {
                         return Ok(());
                     }
                     for change in &changes {
-                        let (EdgeChange::Truncate(table) | EdgeChange::Drop(table)) = change;
-                        if self.verifier.is_some() {
-                            self.group.as_mut().expect("open").written.emptied(&table.name);
+                        if let EdgeChange::Truncate(table) | EdgeChange::Drop(table) = change {
+                            if self.verifier.is_some() {
+                                self.group.as_mut().expect("open").written.emptied(&table.name);
+                            }
                         }
                         match change {
                             EdgeChange::Truncate(table) => self.target.empty_table(table)?,
@@ -484,6 +495,18 @@ impl Writer<'_> {
                                     stale: true,
                                     ..Default::default()
                                 })?;
+                                self.target.record_readiness(
+                                    &table.name,
+                                    &[Readiness::table(ReadinessState::Stale)],
+                                    false,
+                                )?;
+                            }
+                            EdgeChange::Hold { table, columns } => {
+                                let rows: Vec<Readiness> = columns
+                                    .iter()
+                                    .map(|c| Readiness::column(c, ReadinessState::Held))
+                                    .collect();
+                                self.target.record_readiness(&table.name, &rows, false)?;
                             }
                         }
                     }

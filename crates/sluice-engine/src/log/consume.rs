@@ -93,6 +93,10 @@ impl EntryReader {
                     .map(|change| match change {
                         WireChange::Truncate(t) => EdgeChange::Truncate(self.table(t, &mut out)),
                         WireChange::Drop(t) => EdgeChange::Drop(self.table(t, &mut out)),
+                        WireChange::Hold { table, columns } => EdgeChange::Hold {
+                            table: self.table(table, &mut out),
+                            columns,
+                        },
                     })
                     .collect();
                 out.push(ApplyMsg::Ddl {

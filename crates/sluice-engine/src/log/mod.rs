@@ -112,6 +112,12 @@ pub enum WireOp {
 pub enum WireChange {
     Truncate(TargetTable),
     Drop(TargetTable),
+    /// Columns held back (`EdgeChange::Hold`). Appended last: entries written before it
+    /// decode as they did.
+    Hold {
+        table: TargetTable,
+        columns: Vec<String>,
+    },
 }
 
 impl Entry {
@@ -189,6 +195,10 @@ impl From<&EdgeChange> for WireChange {
         match change {
             EdgeChange::Truncate(t) => WireChange::Truncate((**t).clone()),
             EdgeChange::Drop(t) => WireChange::Drop((**t).clone()),
+            EdgeChange::Hold { table, columns } => WireChange::Hold {
+                table: (**table).clone(),
+                columns: columns.clone(),
+            },
         }
     }
 }

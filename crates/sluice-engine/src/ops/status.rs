@@ -117,6 +117,21 @@ pub struct TableStatus {
     /// Why the copy failed (the live status over HTTP says only that it did: the reason may
     /// quote row data).
     pub backfill_error: Option<String>,
+    /// The table's state in the edge's `_sluice_readiness` (`copying`, `ready`, `stale`; see
+    /// docs/readiness.md); `None` when the target records none for it.
+    pub readiness: Option<String>,
+    /// Each column's state in `_sluice_readiness` (`copying`, `backfilling_column`, `ready`,
+    /// `held`), by column name.
+    pub columns: Vec<ColumnStatus>,
+    /// Columns the source table has that the rule holds back (`new_columns = "hold"`): not at
+    /// the edge until released.
+    pub held_columns: Vec<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct ColumnStatus {
+    pub name: String,
+    pub state: String,
 }
 
 impl TableStatus {
@@ -132,6 +147,26 @@ impl TableStatus {
             backfill_eta_s: None,
             backfill_columns: Vec::new(),
             backfill_error: None,
+            readiness: None,
+            columns: Vec::new(),
+            held_columns: Vec::new(),
+        }
+    }
+
+    /// Takes this table's rows of `_sluice_readiness`.
+    fn set_readiness(&mut self, rows: &[crate::target::ReadinessRow]) {
+        for r in rows.iter().filter(|r| r.table == self.target) {
+            if r.column.is_empty() {
+                self.readiness = Some(r.state.clone());
+                continue;
+            }
+            if r.state == crate::target::ReadinessState::Held.as_str() {
+                self.held_columns.push(r.column.clone());
+            }
+            self.columns.push(ColumnStatus {
+                name: r.column.clone(),
+                state: r.state.clone(),
+            });
         }
     }
 
@@ -469,8 +504,18 @@ fn read_target(config: &Config, probe_writer: bool) -> Result<TargetSnapshot, Ru
             .map(|p| TableStatus::new(p.table.clone(), String::new(), None))
             .collect();
     }
+    let readiness = target.load_readiness()?;
+    for r in &readiness {
+        // Tables without a copy record (backfill off) still have their readiness.
+        if !snapshot.tables.iter().any(|t| t.target == r.table) {
+            snapshot
+                .tables
+                .push(TableStatus::new(r.table.clone(), String::new(), None));
+        }
+    }
     for t in &mut snapshot.tables {
         t.set_backfill(progress.iter().find(|p| p.table == t.target));
+        t.set_readiness(&readiness);
     }
     snapshot.lag = target.load_lag()?;
     Ok(snapshot)

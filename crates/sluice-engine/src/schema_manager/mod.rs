@@ -13,7 +13,15 @@
 //!   wrote it;
 //! * columns added to a table's replicated columns: the target adds them (empty) when it
 //!   prepares the table, and [`plan_column_copies`] records the copy that fills them in
-//!   existing rows.
+//!   existing rows;
+//! * new columns held back (`new_columns = "hold"`, the default): a column the source table
+//!   has and its target table lacks is left out of the plan until the config releases it
+//!   ([`known_columns`] gives the target's columns to plan against), and then added and
+//!   copied like any column added to the rule;
+//! * readiness (`_sluice_readiness`, docs/readiness.md): per table and column, `copying`,
+//!   `backfilling_column`, `ready`, `held` or `stale`, recorded at start
+//!   ([`record_start_readiness`]) and with each change after it (the last chunk of a copy, a
+//!   held `ADD COLUMN`, a `DROP TABLE`) in that change's target transaction.
 //!
 //! Managed schema changes (per-table and per-column states persisted in the target, edge DDL,
 //! re-backfills and verification before a column is ready) grow here.
@@ -22,7 +30,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::select::rules::TablePlan;
-use crate::target::{BackfillProgress, Target, TargetResult, TargetTable};
+use crate::target::{BackfillProgress, Readiness, ReadinessState, Target, TargetResult, TargetTable};
 
 /// Called at start, before any table is prepared or any transaction is streamed with this
 /// config (`prepare(&[])` has created the bookkeeping tables):
@@ -60,6 +68,8 @@ pub(crate) fn reconcile_tables(target: &mut dyn Target, plans: &[Arc<TablePlan>]
         };
         target.begin()?;
         target.record_backfill(&record)?;
+        // Edge applications see it no longer updated, in the same transaction.
+        target.record_readiness(name, &[Readiness::table(ReadinessState::Stale)], false)?;
         target.commit_without_checkpoint()?;
     }
     let rules = target.recorded_rules()?;
@@ -153,4 +163,75 @@ pub(crate) fn plan_column_copies(target: &mut dyn Target, plans: &[Arc<TablePlan
         target.commit_without_checkpoint()?;
     }
     Ok(())
+}
+
+/// For each planned table whose target table lacks some of the plan's columns: the columns
+/// the target table has, to plan it against (`TableFilter::plan_known`), so that the columns
+/// it lacks are held back where the rule says so. Tables the target does not have, or has
+/// whole, are not listed.
+pub(crate) fn known_columns(
+    target: &mut dyn Target,
+    plans: &[Arc<TablePlan>],
+) -> TargetResult<HashMap<String, Vec<String>>> {
+    let tables: Vec<_> = plans.iter().map(|p| p.target.clone()).collect();
+    let gaps = target.column_gaps(&tables)?;
+    Ok(gaps
+        .into_iter()
+        .map(|(name, missing)| {
+            let table = tables.iter().find(|t| t.name == name).expect("gap of a planned table");
+            let known = (0..table.columns.len())
+                .filter(|i| !missing.contains(i))
+                .map(|i| table.columns[i].name.clone())
+                .collect();
+            (name, known)
+        })
+        .collect())
+}
+
+/// Records every planned table's readiness as this start leaves it, in one target
+/// transaction, replacing what earlier runs recorded for those tables: the table `copying`
+/// while a copy of whole rows is pending (`ready` otherwise), each replicated column as its
+/// table except the columns a column-only copy fills (`backfilling_column`), and each held
+/// column `held`. Called once the target tables are prepared and the copies recorded; later
+/// changes are recorded in the transactions that make them.
+pub(crate) fn record_start_readiness(
+    target: &mut dyn Target,
+    plans: &[Arc<TablePlan>],
+    backfill_enabled: bool,
+) -> TargetResult<()> {
+    let records: HashMap<String, BackfillProgress> = target
+        .load_backfill()?
+        .into_iter()
+        .map(|r| (r.table.clone(), r))
+        .collect();
+    target.begin()?;
+    for plan in plans {
+        let (table_state, filling) = match records.get(&plan.target.name) {
+            Some(r) if r.done => (ReadinessState::Ready, &[][..]),
+            Some(r) if !r.columns.is_empty() => (ReadinessState::Ready, &r.columns[..]),
+            // With copies off, nothing more is copied: the table holds what streams from its start.
+            _ if !backfill_enabled => (ReadinessState::Ready, &[][..]),
+            _ => (ReadinessState::Copying, &[][..]),
+        };
+        let mut rows = vec![Readiness::table(table_state)];
+        for column in &plan.target.columns {
+            let state = match filling.contains(&column.name) {
+                true => ReadinessState::BackfillingColumn,
+                false => table_state,
+            };
+            rows.push(Readiness::column(&column.name, state));
+        }
+        rows.extend(plan.held.iter().map(|c| Readiness::column(c, ReadinessState::Held)));
+        if !plan.held.is_empty() {
+            tracing::warn!(
+                table = %plan.target.name,
+                source = %plan.target.source_name,
+                held = %plan.held.join(", "),
+                "columns the target table lacks are held: not replicated until the rule releases them \
+                 (release_columns = [...], or new_columns = \"replicate\")"
+            );
+        }
+        target.record_readiness(&plan.target.name, &rows, true)?;
+    }
+    target.commit_without_checkpoint()
 }

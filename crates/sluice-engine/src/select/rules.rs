@@ -96,6 +96,9 @@ pub struct TablePlan {
     pub row_filter: Option<CompiledFilter>,
     /// Per target column, the transform applied to its values.
     pub transforms: Vec<Option<CompiledTransform>>,
+    /// Source columns the rule selects but holds back (`new_columns = "hold"`): the target
+    /// table does not have them and the config has not released them. Never projected.
+    pub held: Vec<String>,
 }
 
 impl TablePlan {
@@ -221,10 +224,23 @@ impl TableFilter {
         self.select(schema, table).is_some()
     }
 
-    /// Builds the plan of a selected table. `None` when the table is not selected.
+    /// Builds the plan of a selected table that the target does not have yet (every column
+    /// the rule selects). `None` when the table is not selected.
     pub fn plan(&self, def: &TableDef) -> Option<Result<TablePlan, PlanError>> {
+        self.plan_known(def, None)
+    }
+
+    /// Builds the plan of a selected table whose target table has the columns `known` (`None`:
+    /// no target table yet): a column the target lacks and the rule holds back
+    /// ([`TableSelector::holds`]) is left out and listed in [`TablePlan::held`].
+    pub fn plan_known(&self, def: &TableDef, known: Option<&[String]>) -> Option<Result<TablePlan, PlanError>> {
         let selector = self.select(&def.schema, &def.name)?;
-        let plan = plan_table(def, selector, self.hmac_key.as_ref().map(|k| k.expose().as_bytes()));
+        let plan = plan_table(
+            def,
+            selector,
+            self.hmac_key.as_ref().map(|k| k.expose().as_bytes()),
+            known,
+        );
         Some(match (plan, self.identifier_limit) {
             (Ok(plan), Some(limit)) => check_identifier_lengths(&plan.target, limit).map(|()| plan),
             (plan, _) => plan,
@@ -250,7 +266,12 @@ fn check_identifier_lengths(target: &TargetTable, limit: IdentifierLimit) -> Res
     }
 }
 
-fn plan_table(def: &TableDef, selector: &TableSelector, hmac_key: Option<&[u8]>) -> Result<TablePlan, PlanError> {
+fn plan_table(
+    def: &TableDef,
+    selector: &TableSelector,
+    hmac_key: Option<&[u8]>,
+    known: Option<&[String]>,
+) -> Result<TablePlan, PlanError> {
     let table = def.qualified_name();
     if def.primary_key.is_empty() {
         return Err(PlanError::NoKey { table });
@@ -272,9 +293,12 @@ fn plan_table(def: &TableDef, selector: &TableSelector, hmac_key: Option<&[u8]>)
             });
         }
     }
-    let source_columns: Vec<usize> = (0..def.columns.len())
+    let is_held =
+        |name: &str| known.is_some_and(|k| !k.iter().any(|c| c.eq_ignore_ascii_case(name))) && selector.holds(name);
+    let (source_columns, held): (Vec<usize>, Vec<usize>) = (0..def.columns.len())
         .filter(|&i| selector.columns.includes(&def.columns[i].name))
-        .collect();
+        .partition(|&i| !is_held(&def.columns[i].name));
+    let held: Vec<String> = held.into_iter().map(|i| def.columns[i].name.clone()).collect();
     if source_columns.is_empty() {
         return Err(PlanError::NoColumns {
             table,
@@ -306,6 +330,10 @@ fn plan_table(def: &TableDef, selector: &TableSelector, hmac_key: Option<&[u8]>)
     };
     let mut transforms: Vec<Option<CompiledTransform>> = vec![None; source_columns.len()];
     for (column, spec) in &selector.transforms {
+        // A transform may be set up for a held column before it is released.
+        if held.iter().any(|h| h.eq_ignore_ascii_case(column)) {
+            continue;
+        }
         let transform_err = |message: String| PlanError::Transform {
             key: selector.key.clone(),
             table: table.clone(),
@@ -352,6 +380,7 @@ fn plan_table(def: &TableDef, selector: &TableSelector, hmac_key: Option<&[u8]>)
         source_columns,
         row_filter,
         transforms,
+        held,
     })
 }
 

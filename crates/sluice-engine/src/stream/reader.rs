@@ -540,9 +540,9 @@ impl SourceReader {
                         if !duplicate {
                             let changes = match self.schema.on_statement(&sql, &schema, gtid) {
                                 Ok(changes) => changes,
-                                Err(e @ SchemaError::SwapAddsColumns { .. }) => {
-                                    // Followed by running again from just past the swap: its
-                                    // GTID is committed (nothing else to apply) before the run ends.
+                                Err(e @ (SchemaError::SwapAddsColumns { .. } | SchemaError::AddsColumns { .. })) => {
+                                    // Followed by running again from just past the swap or ALTER:
+                                    // its GTID is committed (nothing else to apply) before the run ends.
                                     if let Some(t) = txn.take() {
                                         self.send(ApplyMsg::Txn {
                                             gtid: t.gtid,
@@ -558,7 +558,10 @@ impl SourceReader {
                             };
                             for change in &changes {
                                 let (crate::apply::EdgeChange::Truncate(table) | crate::apply::EdgeChange::Drop(table)) =
-                                    change;
+                                    change
+                                else {
+                                    continue;
+                                };
                                 for w in self.windows.iter_mut().filter(|w| w.table == table.source_name) {
                                     w.emptied = true;
                                 }

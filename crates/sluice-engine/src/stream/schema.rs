@@ -19,6 +19,7 @@ use std::sync::Arc;
 use sluice_binlog::{Gtid, TableMap};
 
 use crate::apply::EdgeChange;
+use crate::config::TableSelector;
 use crate::select::osc::{osc_table, shadow_of, OscRole, OscTool};
 use crate::select::rules::{replicated_columns_unchanged, PlanError, TableFilter, TablePlan};
 use crate::stream::catalog::{self, CatalogError};
@@ -54,6 +55,16 @@ pub enum SchemaError {
     )]
     SwapAddsColumns {
         tool: &'static str,
+        table: String,
+        gtid: String,
+        columns: String,
+    },
+    #[error(
+        "source DDL at GTID {gtid} adds column(s) {columns} to replicated table {table}, which the rule replicates \
+         (new_columns = \"replicate\", or release_columns); sluice follows it by running again from just past the \
+         ALTER: the target table gains the column(s) and a column-only copy fills them in existing rows"
+    )]
+    AddsColumns {
         table: String,
         gtid: String,
         columns: String,
@@ -186,6 +197,11 @@ pub struct SchemaTracker {
     /// Whether a column a swap adds to the replicated columns can be filled in existing rows
     /// (the column-only copy of a run started again; needs `[backfill] enabled`).
     fills_new_columns: bool,
+    /// Whether columns the edge table lacks are held back as the rules say (`sluice run`); a
+    /// fan-out publisher, which has no edge table to hold them from, plans every column.
+    holds_new_columns: bool,
+    /// Columns held by the swaps the statement being checked follows (see `on_statement`).
+    swap_holds: Vec<EdgeChange>,
 }
 
 fn key_of(t: &TableName) -> (String, String) {
@@ -213,7 +229,27 @@ impl SchemaTracker {
             half_swaps: HashMap::new(),
             swaps_followed: 0,
             fills_new_columns: false,
+            holds_new_columns: false,
+            swap_holds: Vec::new(),
         }
+    }
+
+    /// Holds back columns the edge table lacks, as each rule's `new_columns` says (see
+    /// [`TableFilter::plan_known`]); without it every selected column is planned.
+    pub fn holds_new_columns(mut self, yes: bool) -> Self {
+        self.holds_new_columns = yes;
+        self
+    }
+
+    /// Whether `column` of the replicated `table`, which the rule selects, is new to its edge
+    /// table and held back: it changes nothing at the edge.
+    fn held(&self, selector: &TableSelector, table: &TableName, column: &str) -> bool {
+        self.holds_new_columns
+            && selector.holds(column)
+            && self
+                .plans
+                .get(&key_of(table))
+                .is_some_and(|p| !p.target.columns.iter().any(|c| c.name.eq_ignore_ascii_case(column)))
     }
 
     /// Lets a swap that adds replicated columns be followed by running again (see
@@ -328,7 +364,16 @@ impl SchemaTracker {
                 catalog: cat.columns.len(),
             })?;
         }
-        let new_plan = Arc::new(self.filter.plan(&def).expect("selected")?);
+        // Columns the edge table lacks stay held as they were at the start (or since the table
+        // was first planned): only a start with a config that releases them adds them.
+        let known: Option<Vec<String>> = match self.holds_new_columns {
+            true => self
+                .plans
+                .get(&key)
+                .map(|p| p.target.columns.iter().map(|c| c.name.clone()).collect()),
+            false => None,
+        };
+        let new_plan = Arc::new(self.filter.plan_known(&def, known.as_deref()).expect("selected")?);
         let mapped = match self.plans.get(&key) {
             Some(old) if replicated_columns_unchanged(old, &new_plan) => {
                 self.plans.insert(key, new_plan.clone());
@@ -393,7 +438,7 @@ impl SchemaTracker {
         let mut added = Vec::new();
         for action in &history.actions {
             match action {
-                AlterAction::AddColumn(c) if cols.includes(c) => {
+                AlterAction::AddColumn(c) if cols.includes(c) && !self.held(selector, table, c) => {
                     if !self.fills_new_columns {
                         return Err(format!(
                             "the tool adds column {c}, which the rule replicates, and with [backfill] enabled = false \
@@ -420,7 +465,26 @@ impl SchemaTracker {
     /// replicated column. Table ids mapped to the old table are forgotten, so the next TABLE_MAP
     /// of `table` is planned afresh (and checked) against the same target table.
     fn follow_swap(&mut self, table: &TableName, shadow: &TableName, gtid: &Gtid, tool: &str) {
-        self.shadows.remove(&key_of(shadow));
+        let history = self.shadows.remove(&key_of(shadow));
+        let held: Vec<String> = match (self.filter.select(&table.schema, &table.table), &history) {
+            (Some(selector), Some(history)) => history
+                .actions
+                .iter()
+                .filter_map(|a| match a {
+                    AlterAction::AddColumn(c) if selector.columns.includes(c) && self.held(selector, table, c) => {
+                        Some(c.clone())
+                    }
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        if let (false, Some(plan)) = (held.is_empty(), self.plans.get(&key_of(table))) {
+            self.swap_holds.push(EdgeChange::Hold {
+                table: plan.target.clone(),
+                columns: held,
+            });
+        }
         if let Some(plan) = self.plans.get(&key_of(table)).cloned() {
             self.by_table_id
                 .retain(|_, p| p.as_ref().is_none_or(|p| !Arc::ptr_eq(p, &plan)));
@@ -550,6 +614,19 @@ impl SchemaTracker {
         default_schema: &str,
         gtid: Gtid,
     ) -> Result<Vec<EdgeChange>, SchemaError> {
+        self.swap_holds.clear();
+        let mut changes = self.statement_changes(sql, default_schema, gtid)?;
+        // Columns a followed swap brought in and the rule holds: their readiness says so.
+        changes.append(&mut self.swap_holds);
+        Ok(changes)
+    }
+
+    fn statement_changes(
+        &mut self,
+        sql: &str,
+        default_schema: &str,
+        gtid: Gtid,
+    ) -> Result<Vec<EdgeChange>, SchemaError> {
         let statement = crate::stream::ddl::classify(sql, default_schema);
         let stop = |table: &TableName, reason: String| SchemaError::ReplicatedColumnsChanged {
             table: table.to_string(),
@@ -608,18 +685,34 @@ impl SchemaTracker {
                 self.last_ddl
                     .insert((table.schema.clone(), table.table.clone()), excerpt(sql));
                 let known = self.plans.contains_key(&(table.schema.clone(), table.table.clone()));
+                let selector = selector.clone();
+                // A held column is not at the edge: dropping or changing it changes nothing there.
+                let replicated = |c: &str| known && selector.columns.includes(c) && !self.held(&selector, table, c);
+                let mut held = Vec::new();
+                let mut added = Vec::new();
                 for action in actions {
                     match action {
+                        AlterAction::AddColumn(c) if known && self.held(&selector, table, c) => held.push(c.clone()),
                         AlterAction::AddColumn(c) if known && selector.columns.includes(c) => {
-                            return Err(stop(table, format!("it adds column {c}, which the config replicates")))
+                            if !self.fills_new_columns {
+                                return Err(stop(
+                                    table,
+                                    format!(
+                                        "it adds column {c}, which the config replicates, and this run cannot \
+                                         fill it in existing rows ([backfill] enabled = false, or a fan-out \
+                                         publisher, whose edges have no copy)"
+                                    ),
+                                ));
+                            }
+                            added.push(c.clone());
                         }
-                        AlterAction::DropColumn(c) if known && selector.columns.includes(c) => {
+                        AlterAction::DropColumn(c) if replicated(c) => {
                             return Err(stop(table, format!("it drops replicated column {c}")))
                         }
-                        AlterAction::ChangeColumn { old, .. } if known && selector.columns.includes(old) => {
+                        AlterAction::ChangeColumn { old, .. } if replicated(old) => {
                             return Err(stop(table, format!("it changes replicated column {old}")))
                         }
-                        AlterAction::RenameColumn { old, .. } if known && selector.columns.includes(old) => {
+                        AlterAction::RenameColumn { old, .. } if replicated(old) => {
                             return Err(stop(table, format!("it renames replicated column {old}")))
                         }
                         AlterAction::RenameTable(to) if known => {
@@ -627,6 +720,29 @@ impl SchemaTracker {
                         }
                         _ => {}
                     }
+                }
+                if !added.is_empty() {
+                    // Followed like a swap that adds columns: the run starts again past the
+                    // ALTER, whose start adds the columns at the edge and copies them.
+                    return Err(SchemaError::AddsColumns {
+                        table: table.to_string(),
+                        gtid: gtid.to_string(),
+                        columns: added.join(", "),
+                    });
+                }
+                if !held.is_empty() {
+                    let plan = &self.plans[&key_of(table)];
+                    tracing::warn!(
+                        table = %table,
+                        gtid = %gtid,
+                        columns = %held.join(", "),
+                        "column(s) added at the source are held: not replicated until the rule releases them \
+                         (release_columns, or new_columns = \"replicate\")"
+                    );
+                    return Ok(vec![EdgeChange::Hold {
+                        table: plan.target.clone(),
+                        columns: held,
+                    }]);
                 }
             }
             Statement::Rename { pairs } => {
@@ -1156,5 +1272,101 @@ mod tests {
                 ("shop.items", "extra", "0-1-4")
             );
         }
+    }
+
+    /// `sluice run`'s tracker (new columns held as the rules say): an `ADD COLUMN` the rule
+    /// holds is followed with the column's `held` readiness and left out of the next TABLE_MAP's
+    /// plan; one it replicates runs again (or stops, when it cannot be filled); a held column's
+    /// later changes are followed.
+    #[tokio::test]
+    async fn added_columns_are_held_or_followed_as_the_rule_says() {
+        let mut t = start("[[tables]]\nmatch = \"shop.*\"")
+            .await
+            .fills_new_columns(true)
+            .holds_new_columns(true);
+        t.on_table_map(&items_map(1, "items", &[]), Some(gtid(1)))
+            .await
+            .unwrap();
+        let changes = t
+            .on_statement("ALTER TABLE items ADD COLUMN extra INT", "shop", gtid(2))
+            .unwrap();
+        let [EdgeChange::Hold { table, columns }] = changes.as_slice() else {
+            panic!("{changes:?}")
+        };
+        assert_eq!(
+            (table.name.as_str(), columns.as_slice()),
+            ("items", &["extra".to_owned()][..])
+        );
+        let MappedTable::Known(plan) = t
+            .on_table_map(&items_map(2, "items", &["extra"]), Some(gtid(3)))
+            .await
+            .unwrap()
+        else {
+            panic!("a held column keeps the table as it was")
+        };
+        let names: Vec<&str> = plan.target.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            (names, plan.held.as_slice()),
+            (vec!["id", "name"], &["extra".to_owned()][..])
+        );
+        for sql in [
+            "ALTER TABLE items MODIFY extra BIGINT",
+            "ALTER TABLE items RENAME COLUMN extra TO more",
+            "ALTER TABLE items DROP COLUMN extra",
+        ] {
+            assert!(t.on_statement(sql, "shop", gtid(4)).is_ok(), "{sql}");
+        }
+
+        for (rules, fills) in [
+            ("[[tables]]\nmatch = \"shop.*\"\nnew_columns = \"replicate\"", true),
+            ("[[tables]]\nmatch = \"shop.*\"\nrelease_columns = [\"extra\"]", true),
+            ("[[tables]]\nmatch = \"shop.*\"\nnew_columns = \"replicate\"", false),
+        ] {
+            let mut t = start(rules).await.fills_new_columns(fills).holds_new_columns(true);
+            t.on_table_map(&items_map(1, "items", &[]), Some(gtid(1)))
+                .await
+                .unwrap();
+            let err = t
+                .on_statement("ALTER TABLE items ADD COLUMN extra INT", "shop", gtid(2))
+                .unwrap_err();
+            match fills {
+                true => assert!(matches!(err, SchemaError::AddsColumns { .. }), "{err}"),
+                false => assert!(err.to_string().contains("cannot fill it"), "{err}"),
+            }
+        }
+    }
+
+    /// A tool's swap that adds a column the rule holds is followed, and the column's `held`
+    /// readiness comes with the swap's GTID.
+    #[tokio::test]
+    async fn a_swap_adding_a_held_column_is_followed_with_its_readiness() {
+        let mut t = start("[[tables]]\nmatch = \"shop.*\"")
+            .await
+            .fills_new_columns(true)
+            .holds_new_columns(true);
+        t.on_statement("CREATE TABLE `_items_new` (id INT NOT NULL, name INT)", "shop", gtid(1))
+            .unwrap();
+        t.on_statement(
+            "ALTER TABLE `_items_new` ADD COLUMN extra INT DEFAULT 7",
+            "shop",
+            gtid(2),
+        )
+        .unwrap();
+        let changes = t
+            .on_statement("RENAME TABLE items TO _items_old, _items_new TO items", "shop", gtid(3))
+            .unwrap();
+        let [EdgeChange::Hold { table, columns }] = changes.as_slice() else {
+            panic!("{changes:?}")
+        };
+        assert_eq!(
+            (table.name.as_str(), columns.as_slice()),
+            ("items", &["extra".to_owned()][..])
+        );
+        assert_eq!(t.swaps_followed(), 1);
+        // The next statement carries nothing of it.
+        assert!(t
+            .on_statement("ALTER TABLE other ADD COLUMN x INT", "shop", gtid(4))
+            .unwrap()
+            .is_empty());
     }
 }

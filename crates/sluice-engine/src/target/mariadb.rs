@@ -170,6 +170,14 @@ const CREATE_LAG: &str = "CREATE TABLE IF NOT EXISTS `_sluice_lag` (
     PRIMARY KEY (`id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
 
+const CREATE_READINESS: &str = "CREATE TABLE IF NOT EXISTS `_sluice_readiness` (
+    `table_name` VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin NOT NULL,
+    `column_name` VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin NOT NULL,
+    `state` VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    `updated_at_unix` BIGINT NOT NULL,
+    PRIMARY KEY (`table_name`, `column_name`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
+
 const CREATE_VERIFIED: &str =
     "CREATE TABLE IF NOT EXISTS `_sluice_verified` (`id` INT NOT NULL PRIMARY KEY, `position` TEXT NOT NULL, \
      `mismatches` BIGINT NOT NULL, `unchecked_txns` BIGINT NOT NULL, `updated_at_unix` BIGINT NOT NULL) ENGINE=InnoDB";
@@ -683,6 +691,7 @@ impl Client for MariaDb {
             Bookkeeping::Backfill => CREATE_BACKFILL,
             Bookkeeping::Lag => CREATE_LAG,
             Bookkeeping::Verified => CREATE_VERIFIED,
+            Bookkeeping::Readiness => CREATE_READINESS,
         }
         .to_owned()
     }

@@ -174,6 +174,83 @@ pub struct BackfillProgress {
     pub stale: bool,
 }
 
+/// What an edge application may rely on, per table and per column, kept by sluice in the
+/// edge's `_sluice_readiness` table (docs/readiness.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadinessState {
+    /// The table's existing rows are being copied: it holds only part of them.
+    Copying,
+    /// The column was added at the edge and a column-only copy is filling it: existing rows
+    /// may still hold NULL there.
+    BackfillingColumn,
+    /// Everything the source holds is here, kept current by the stream.
+    Ready,
+    /// The column exists at the source but is held back by the rule (`new_columns = "hold"`):
+    /// it is not at the edge.
+    Held,
+    /// The table left the config (or was dropped at the source): no longer updated.
+    Stale,
+}
+
+impl ReadinessState {
+    /// The text stored in `_sluice_readiness.state`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadinessState::Copying => "copying",
+            ReadinessState::BackfillingColumn => "backfilling_column",
+            ReadinessState::Ready => "ready",
+            ReadinessState::Held => "held",
+            ReadinessState::Stale => "stale",
+        }
+    }
+}
+
+/// One `_sluice_readiness` row of a table: `column` is empty for the table's own row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Readiness {
+    pub column: String,
+    pub state: ReadinessState,
+}
+
+impl Readiness {
+    pub fn table(state: ReadinessState) -> Self {
+        Readiness {
+            column: String::new(),
+            state,
+        }
+    }
+
+    pub fn column(name: &str, state: ReadinessState) -> Self {
+        Readiness {
+            column: name.to_owned(),
+            state,
+        }
+    }
+}
+
+/// A `_sluice_readiness` row as read back (the state as stored).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ReadinessRow {
+    pub table: String,
+    /// Empty for the table's own row.
+    pub column: String,
+    pub state: String,
+    pub updated_at_unix: i64,
+}
+
+/// The readiness table's name, for messages and for the statements of every target.
+pub const READINESS_TABLE: &str = "_sluice_readiness";
+
+/// `UPDATE` of [`Target::readiness_copied`]: the states a finished copy makes ready.
+const COPY_STATES: [ReadinessState; 2] = [ReadinessState::Copying, ReadinessState::BackfillingColumn];
+
+/// The condition on `state` of [`Target::readiness_copied`], as SQL every target parses.
+pub(crate) fn copy_states_sql(quoted_state: &str) -> String {
+    let list: Vec<String> = COPY_STATES.iter().map(|s| format!("'{}'", s.as_str())).collect();
+    format!("{quoted_state} IN ({})", list.join(", "))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
     /// The target database reported an error. The message never contains row values.
@@ -385,8 +462,8 @@ pub trait Target: Send {
     /// by table name; `None` for a table recorded before sluice kept them.
     fn recorded_rules(&mut self) -> TargetResult<std::collections::HashMap<String, Option<String>>>;
 
-    /// Drops target table `name` when it exists and forgets it (its `_sluice_tables` and
-    /// `_sluice_backfill` records), so that the next `prepare` creates it afresh. Called with
+    /// Drops target table `name` when it exists and forgets it (its `_sluice_tables`,
+    /// `_sluice_backfill` and `_sluice_readiness` records), so that the next `prepare` creates it afresh. Called with
     /// no transaction open, after `prepare` created the bookkeeping tables. Where DDL is
     /// transactional (SQLite, PostgreSQL) all of it happens at once; elsewhere the table goes
     /// first and its records after, so a crash in between leaves records that a second call
@@ -396,6 +473,18 @@ pub trait Target: Send {
     /// Deletes every row of `table` inside the open transaction, so that it commits with the
     /// rows and the checkpoint around it (a source `TRUNCATE` at its GTID).
     fn empty_table(&mut self, table: &Arc<TargetTable>) -> TargetResult<()>;
+
+    /// Records readiness rows of `table` (`_sluice_readiness`) inside the open transaction, so
+    /// that they commit with the change they describe: upserts `rows`, after deleting the
+    /// table's other rows when `replace`.
+    fn record_readiness(&mut self, table: &str, rows: &[Readiness], replace: bool) -> TargetResult<()>;
+
+    /// Inside the open transaction that commits `table`'s last copied chunk: its `copying` and
+    /// `backfilling_column` rows become `ready`.
+    fn readiness_copied(&mut self, table: &str) -> TargetResult<()>;
+
+    /// Every `_sluice_readiness` row, by table then column; empty when there is none.
+    fn load_readiness(&mut self) -> TargetResult<Vec<ReadinessRow>>;
 
     /// Every table's backfill record; empty for a fresh target.
     fn load_backfill(&mut self) -> TargetResult<Vec<BackfillProgress>> {

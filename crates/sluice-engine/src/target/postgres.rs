@@ -668,6 +668,13 @@ impl Client for Postgres {
                 \"window_ms\" bigint NOT NULL,
                 \"updated_at_us\" bigint NOT NULL"
             }
+            Bookkeeping::Readiness => {
+                "\"table_name\" text NOT NULL,
+                \"column_name\" text NOT NULL,
+                \"state\" text NOT NULL,
+                \"updated_at_unix\" bigint NOT NULL,
+                PRIMARY KEY (\"table_name\", \"column_name\")"
+            }
             Bookkeeping::Verified => {
                 "\"id\" integer PRIMARY KEY, \"position\" text NOT NULL, \"mismatches\" bigint NOT NULL, \
                  \"unchecked_txns\" bigint NOT NULL, \"updated_at_unix\" bigint NOT NULL"

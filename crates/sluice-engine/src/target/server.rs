@@ -27,8 +27,9 @@ use super::common::{
     unix_now, verified_from_row, TxProtocol, TxState, BACKFILL_TABLE,
 };
 use super::{
-    number_placeholders, selection_condition, selection_value, BackfillProgress, Checkpoint, RowOp, RowSelection,
-    SqlChecksum, Target, TargetColumn, TargetError, TargetResult, TargetTable, VerifiedRecord,
+    number_placeholders, selection_condition, selection_value, BackfillProgress, Checkpoint, Readiness, ReadinessRow,
+    ReadinessState, RowOp, RowSelection, SqlChecksum, Target, TargetColumn, TargetError, TargetResult, TargetTable,
+    VerifiedRecord, READINESS_TABLE,
 };
 
 const CHECKPOINT_TABLE: &str = "_sluice_checkpoint";
@@ -49,15 +50,18 @@ pub enum Bookkeeping {
     Lag,
     /// `_sluice_verified`: the incremental verifier's record, created by its first write.
     Verified,
+    /// `_sluice_readiness`: what edge applications may rely on, per table and column.
+    Readiness,
 }
 
 impl Bookkeeping {
     /// The tables [`Target::prepare`] creates.
-    const PREPARED: [Bookkeeping; 4] = [
+    const PREPARED: [Bookkeeping; 5] = [
         Bookkeeping::Checkpoint,
         Bookkeeping::Tables,
         Bookkeeping::Backfill,
         Bookkeeping::Lag,
+        Bookkeeping::Readiness,
     ];
 
     pub(super) fn table(self) -> &'static str {
@@ -67,6 +71,7 @@ impl Bookkeeping {
             Bookkeeping::Backfill => BACKFILL_TABLE,
             Bookkeeping::Lag => LAG_TABLE,
             Bookkeeping::Verified => VERIFIED_TABLE,
+            Bookkeeping::Readiness => READINESS_TABLE,
         }
     }
 }
@@ -955,6 +960,63 @@ impl<C: Client> ServerTarget<C> {
         }
     }
 
+    fn write_readiness(&mut self, table: &str, rows: &[Readiness], replace: bool) -> TargetResult<()> {
+        let qualified = self.client.qualified(READINESS_TABLE);
+        if replace {
+            let sql = format!(
+                "DELETE FROM {qualified} WHERE {} = {}",
+                C::quote("table_name"),
+                C::placeholder(1)
+            );
+            if let Err(e) = self.client.exec_once(&sql, vec![C::plain_param(Plain::Text(table))]) {
+                return Err(self.fail("record readiness", table, &e));
+            }
+        }
+        let columns: Vec<String> = READINESS_COLUMNS.iter().map(|c| C::quote(c)).collect();
+        let sql = format!(
+            "INSERT INTO {qualified} ({}) VALUES ({}){}",
+            columns.join(", "),
+            (1..=columns.len()).map(C::placeholder).collect::<Vec<_>>().join(", "),
+            C::upsert_clause(&columns[..2], &columns[2..])
+        );
+        let now = unix_now();
+        for r in rows {
+            let params = vec![
+                C::plain_param(Plain::Text(table)),
+                C::plain_param(Plain::Text(&r.column)),
+                C::plain_param(Plain::Text(r.state.as_str())),
+                C::plain_param(Plain::Int(now)),
+            ];
+            if let Err(e) = self.client.exec_once(&sql, params) {
+                return Err(self.fail("record readiness", table, &e));
+            }
+        }
+        Ok(())
+    }
+
+    fn write_readiness_copied(&mut self, table: &str) -> TargetResult<()> {
+        let sql = format!(
+            "UPDATE {} SET {} = {}, {} = {} WHERE {} = {} AND {}",
+            self.client.qualified(READINESS_TABLE),
+            C::quote("state"),
+            C::placeholder(1),
+            C::quote("updated_at_unix"),
+            C::placeholder(2),
+            C::quote("table_name"),
+            C::placeholder(3),
+            super::copy_states_sql(&C::quote("state"))
+        );
+        let params = vec![
+            C::plain_param(Plain::Text(ReadinessState::Ready.as_str())),
+            C::plain_param(Plain::Int(unix_now())),
+            C::plain_param(Plain::Text(table)),
+        ];
+        match self.client.exec_once(&sql, params) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.fail("record readiness", table, &e)),
+        }
+    }
+
     fn write_lag(&mut self, report: &crate::ops::lag::LagReport) -> TargetResult<()> {
         let mut params = vec![C::plain_param(Plain::Text(report.source))];
         params.extend(super::lag_columns(report).map(|v| C::plain_param(Plain::Int(v))));
@@ -1043,7 +1105,7 @@ impl<C: Client> ServerTarget<C> {
     /// record after it, so a crash in between leaves records that a second call removes.
     fn drop_table_impl(&mut self, name: &str) -> TargetResult<()> {
         self.begin_impl()?;
-        let statements: [(String, Vec<C::Param>); 3] = [
+        let statements: [(String, Vec<C::Param>); 4] = [
             (
                 format!("DROP TABLE IF EXISTS {}", self.client.qualified(name)),
                 Vec::new(),
@@ -1062,6 +1124,15 @@ impl<C: Client> ServerTarget<C> {
                     "DELETE FROM {} WHERE {} = {}",
                     self.client.qualified(BACKFILL_TABLE),
                     C::quote("name"),
+                    C::placeholder(1)
+                ),
+                vec![C::plain_param(Plain::Text(name))],
+            ),
+            (
+                format!(
+                    "DELETE FROM {} WHERE {} = {}",
+                    self.client.qualified(READINESS_TABLE),
+                    C::quote("table_name"),
                     C::placeholder(1)
                 ),
                 vec![C::plain_param(Plain::Text(name))],
@@ -1289,6 +1360,9 @@ impl<C: Client> ServerTarget<C> {
     }
 }
 
+/// `_sluice_readiness`'s columns; the first two are its key.
+const READINESS_COLUMNS: [&str; 4] = ["table_name", "column_name", "state", "updated_at_unix"];
+
 /// `_sluice_lag`'s columns: its `id` (always 1), the source, then `super::lag_columns`.
 const LAG_COLUMNS: [&str; 9] = [
     "id",
@@ -1421,6 +1495,43 @@ impl<C: Client> Target for ServerTarget<C> {
 
     fn load_backfill(&mut self) -> TargetResult<Vec<BackfillProgress>> {
         C::run(|| self.load_backfill_impl())
+    }
+
+    fn record_readiness(&mut self, table: &str, rows: &[Readiness], replace: bool) -> TargetResult<()> {
+        C::run(|| {
+            self.state.require_open("record_readiness")?;
+            let result = self.flush().and_then(|()| self.write_readiness(table, rows, replace));
+            self.abandon_on_error(result)
+        })
+    }
+
+    fn readiness_copied(&mut self, table: &str) -> TargetResult<()> {
+        C::run(|| {
+            self.state.require_open("readiness_copied")?;
+            let result = self.flush().and_then(|()| self.write_readiness_copied(table));
+            self.abandon_on_error(result)
+        })
+    }
+
+    fn load_readiness(&mut self) -> TargetResult<Vec<ReadinessRow>> {
+        C::run(|| {
+            let order = format!(
+                " ORDER BY {}{}, {}{}",
+                C::quote("table_name"),
+                C::BYTE_ORDER,
+                C::quote("column_name"),
+                C::BYTE_ORDER
+            );
+            let rows = self.read_bookkeeping("load readiness", READINESS_TABLE, &READINESS_COLUMNS, &order, |row| {
+                Some(ReadinessRow {
+                    table: text::<C>(row, 0)?,
+                    column: text::<C>(row, 1)?,
+                    state: text::<C>(row, 2)?,
+                    updated_at_unix: int::<C>(row, 3)?,
+                })
+            })?;
+            Ok(rows.unwrap_or_default())
+        })
     }
 
     fn record_lag(&mut self, report: &crate::ops::lag::LagReport) -> TargetResult<()> {

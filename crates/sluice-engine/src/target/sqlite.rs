@@ -63,8 +63,9 @@ use super::common::{
     unix_now, verified_from_row, TxProtocol, TxState, BACKFILL_TABLE,
 };
 use super::{
-    number_placeholders, selection_condition, selection_value, BackfillProgress, Checkpoint, RowOp, RowSelection,
-    Target, TargetError, TargetResult, TargetTable, VerifiedRecord,
+    number_placeholders, selection_condition, selection_value, BackfillProgress, Checkpoint, Readiness, ReadinessRow,
+    ReadinessState, RowOp, RowSelection, Target, TargetError, TargetResult, TargetTable, VerifiedRecord,
+    READINESS_TABLE,
 };
 
 /// How long a write waits for another connection's lock before failing with `SQLITE_BUSY`.
@@ -101,6 +102,13 @@ CREATE TABLE IF NOT EXISTS "_sluice_backfill" (
     "updated_at_unix" INTEGER NOT NULL,
     "detail" TEXT
 ) STRICT;
+CREATE TABLE IF NOT EXISTS "_sluice_readiness" (
+    "table_name" TEXT NOT NULL,
+    "column_name" TEXT NOT NULL,
+    "state" TEXT NOT NULL,
+    "updated_at_unix" INTEGER NOT NULL,
+    PRIMARY KEY ("table_name", "column_name")
+) STRICT;
 CREATE TABLE IF NOT EXISTS "_sluice_lag" (
     "id" INTEGER PRIMARY KEY,
     "source" TEXT NOT NULL,
@@ -124,6 +132,12 @@ const UPSERT_CHECKPOINT: &str = r#"INSERT INTO "_sluice_checkpoint" ("writer", "
 const SELECT_CHECKPOINT: &str = r#"SELECT "position", "applied", "source_commit_unix" FROM "_sluice_checkpoint""#;
 
 const UPSERT_BACKFILL: &str = r#"INSERT INTO "_sluice_backfill" ("name", "done", "last_key", "rows_copied", "updated_at_unix", "detail") VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT ("name") DO UPDATE SET "done" = excluded."done", "last_key" = excluded."last_key", "rows_copied" = excluded."rows_copied", "updated_at_unix" = excluded."updated_at_unix", "detail" = excluded."detail""#;
+
+const UPSERT_READINESS: &str = r#"INSERT INTO "_sluice_readiness" ("table_name", "column_name", "state", "updated_at_unix") VALUES (?1, ?2, ?3, ?4) ON CONFLICT ("table_name", "column_name") DO UPDATE SET "state" = excluded."state", "updated_at_unix" = excluded."updated_at_unix""#;
+
+const DELETE_READINESS: &str = r#"DELETE FROM "_sluice_readiness" WHERE "table_name" = ?1"#;
+
+const SELECT_READINESS: &str = r#"SELECT "table_name", "column_name", "state", "updated_at_unix" FROM "_sluice_readiness" ORDER BY "table_name", "column_name""#;
 
 const SELECT_BACKFILL: &str =
     r#"SELECT "name", "done", "last_key", "rows_copied", "detail" FROM "_sluice_backfill" ORDER BY "name""#;
@@ -1056,6 +1070,7 @@ impl Target for SqliteTarget {
                 self.conn
                     .execute(r#"DELETE FROM "_sluice_backfill" WHERE "name" = ?1"#, [name])
             })
+            .and_then(|_| self.conn.execute(DELETE_READINESS, [name]))
             .map_err(db_err("drop table", name))
             .and_then(|_| self.commit_now());
         if result.is_err() {
@@ -1063,6 +1078,58 @@ impl Target for SqliteTarget {
         }
         self.plans.remove(name);
         result
+    }
+
+    fn record_readiness(&mut self, table: &str, rows: &[Readiness], replace: bool) -> TargetResult<()> {
+        self.state.require_open("record_readiness")?;
+        let now = unix_now();
+        let result = (|| {
+            if replace {
+                self.conn.prepare_cached(DELETE_READINESS)?.execute([table])?;
+            }
+            let mut st = self.conn.prepare_cached(UPSERT_READINESS)?;
+            for r in rows {
+                st.execute(params![table, r.column, r.state.as_str(), now])?;
+            }
+            Ok(())
+        })()
+        .map_err(db_err("record readiness", table));
+        self.abandon_on_error(result)
+    }
+
+    fn readiness_copied(&mut self, table: &str) -> TargetResult<()> {
+        self.state.require_open("readiness_copied")?;
+        let sql = format!(
+            r#"UPDATE "{READINESS_TABLE}" SET "state" = ?1, "updated_at_unix" = ?2 WHERE "table_name" = ?3 AND {}"#,
+            super::copy_states_sql(r#""state""#)
+        );
+        let result = self
+            .conn
+            .prepare_cached(&sql)
+            .and_then(|mut st| st.execute(params![ReadinessState::Ready.as_str(), unix_now(), table]))
+            .map(|_| ())
+            .map_err(db_err("record readiness", table));
+        self.abandon_on_error(result)
+    }
+
+    fn load_readiness(&mut self) -> TargetResult<Vec<ReadinessRow>> {
+        if !self.bookkeeping_table_exists("load readiness", READINESS_TABLE)? {
+            return Ok(Vec::new());
+        }
+        self.conn
+            .prepare_cached(SELECT_READINESS)
+            .and_then(|mut st| {
+                st.query_map([], |r| {
+                    Ok(ReadinessRow {
+                        table: r.get(0)?,
+                        column: r.get(1)?,
+                        state: r.get(2)?,
+                        updated_at_unix: r.get(3)?,
+                    })
+                })?
+                .collect()
+            })
+            .map_err(db_err("load readiness", READINESS_TABLE))
     }
 
     fn load_backfill(&mut self) -> TargetResult<Vec<BackfillProgress>> {

@@ -783,6 +783,9 @@ pub async fn verify(config: &Config, options: &VerifyOptions) -> Result<Vec<Tabl
     }
     let pool = source_pool(config).map_err(RunError::from)?;
     let plans = crate::pipeline::current_plans(&pool, config).await?;
+    let mut target = open_target(config)?;
+    // Held columns are not at the edge: compared as `sluice run` replicates the table.
+    let plans = tokio::task::block_in_place(|| crate::pipeline::hold_new_columns(config, target.as_mut(), plans))?;
     let plans: Vec<Arc<TablePlan>> = plans
         .into_iter()
         .filter(|p| {
@@ -797,7 +800,6 @@ pub async fn verify(config: &Config, options: &VerifyOptions) -> Result<Vec<Tabl
         (None, true) => return Err(VerifyError::NothingToCompare),
         _ => {}
     }
-    let mut target = open_target(config)?;
     let checkpoint = tokio::task::block_in_place(|| target.load_checkpoint())?;
     let progress = tokio::task::block_in_place(|| target.load_backfill())?;
     let mut reports = Vec::new();

@@ -176,6 +176,9 @@ function renderTables(tables) {
     const state = cell(t.backfill === "ready" ? "ready (streaming)" : t.backfill, "state");
     state.dataset.state = t.backfill;
     if (t.backfill_error) state.title = t.backfill_error;
+    // Columns the rule holds back are not at the edge: said beside the table's state.
+    const held = t.held_columns || [];
+    if (held.length) state.textContent += ` · held: ${held.join(", ")}`;
     const progress = document.createElement("td");
     const estimate = Math.max(t.backfill_rows_estimate, t.backfill_rows_copied);
     const done = t.backfill === "ready" ? 1 : estimate > 0 ? t.backfill_rows_copied / estimate : 0;
