@@ -299,8 +299,9 @@ fn a_column_added_to_the_replicated_columns_is_backfilled_alone() {
     env.db
         .exec("UPDATE shop.orders SET note = 'changed while stopped' WHERE id = 17");
 
+    // No longer excluded, the column is held (new columns are, by default) until released.
     env.write_config(
-        "[[tables]]\nmatch = \"shop.orders\"\n\n[backfill]\nchunk_rows = 200\n",
+        "[[tables]]\nmatch = \"shop.orders\"\nrelease_columns = [\"note\"]\n\n[backfill]\nchunk_rows = 200\n",
         "",
     );
     let mut sluice = env.start();
