@@ -67,6 +67,17 @@ enum Command {
         #[arg(short, long, env = "SLUICE_CONFIG")]
         config: PathBuf,
     },
+    /// Print what `run` with this config would do to the target at its start (tables
+    /// created, recreated or left stale, columns added or held, copies), without doing it.
+    /// Reads the source's catalog and the target; writes nothing.
+    Plan {
+        /// The config file (TOML; see docs/config.md).
+        #[arg(short, long, env = "SLUICE_CONFIG")]
+        config: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the checkpoint, the replicated tables and the lag.
     Status {
         /// The config file (TOML; see docs/config.md).
@@ -400,6 +411,14 @@ async fn execute_other(command: Command) -> anyhow::Result<()> {
             };
             reporter.abort();
             Ok(result?)
+        }
+        Command::Plan { config, json } => {
+            let config = Config::load(&config)?;
+            let tables = sluice_engine::ops::plan::plan(&config).await?;
+            match json {
+                true => print_out(&(serde_json::to_string_pretty(&tables).expect("plain data") + "\n")),
+                false => print_out(&sluice_engine::ops::plan::to_text(&tables)),
+            }
         }
         Command::Status { config, json } => {
             let config = Arc::new(Config::load(&config)?);

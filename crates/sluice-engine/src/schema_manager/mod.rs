@@ -45,65 +45,129 @@ use crate::target::{BackfillProgress, Readiness, ReadinessState, Target, TargetR
 /// Each step commits on its own and may be repeated: a crash anywhere leaves a state from
 /// which the next start takes the same decisions.
 pub(crate) fn reconcile_tables(target: &mut dyn Target, plans: &[Arc<TablePlan>]) -> TargetResult<()> {
-    let planned: HashSet<&str> = plans.iter().map(|p| p.target.name.as_str()).collect();
-    let existing = target.recorded_tables()?;
-    let records: HashMap<String, BackfillProgress> = target
-        .load_backfill()?
-        .into_iter()
-        .map(|r| (r.table.clone(), r))
-        .collect();
-    for name in existing.iter().filter(|n| !planned.contains(n.as_str())) {
-        if records.get(name).is_some_and(|r| r.stale) {
-            continue;
-        }
-        tracing::warn!(
-            table = %name,
-            "table left the config: its target table is kept but no longer updated; \
-             if it is selected again it is dropped and copied afresh"
-        );
-        let record = BackfillProgress {
-            table: name.clone(),
-            stale: true,
-            ..Default::default()
-        };
-        target.begin()?;
-        target.record_backfill(&record)?;
-        // Edge applications see it no longer updated, in the same transaction.
-        target.record_readiness(name, &[Readiness::table(ReadinessState::Stale)], false)?;
-        target.commit_without_checkpoint()?;
-    }
-    let rules = target.recorded_rules()?;
-    for plan in plans {
-        let name = &plan.target.name;
-        // Rows written under another row filter or other transforms would stay as they were
-        // (a row the new filter leaves out, a value hashed or masked the old way): the table
-        // is copied afresh, as when it comes back to the config.
-        if let Some(Some(old)) = rules.get(name) {
-            if *old != plan.target.rules && existing.contains(name) {
+    let recorded = Recorded::read(target)?;
+    for (name, fate) in table_fates(plans, &recorded) {
+        match fate {
+            TableFate::MarkStale => {
                 tracing::warn!(
                     table = %name,
-                    source = %plan.target.source_name,
-                    was = %old,
-                    now = %plan.target.rules,
-                    "the table's row filter or transforms changed: the target table is created afresh and copied again"
+                    "table left the config: its target table is kept but no longer updated; \
+                     if it is selected again it is dropped and copied afresh"
                 );
-                target.drop_table(name)?;
-                continue;
+                let record = BackfillProgress {
+                    table: name.clone(),
+                    stale: true,
+                    ..Default::default()
+                };
+                target.begin()?;
+                target.record_backfill(&record)?;
+                // Edge applications see it no longer updated, in the same transaction.
+                target.record_readiness(&name, &[Readiness::table(ReadinessState::Stale)], false)?;
+                target.commit_without_checkpoint()?;
             }
-        }
-        let Some(record) = records.get(name) else { continue };
-        let gone = !existing.contains(name);
-        if record.stale || gone {
-            tracing::warn!(
-                table = %name,
-                source = %plan.target.source_name,
-                reason = if record.stale { "it was left out of the config, so its rows are stale" } else { "its target table is gone" },
-                "table selected again: the target table is created afresh and copied again"
-            );
-            target.drop_table(name)?;
+            TableFate::Recreate(reason) => {
+                tracing::warn!(table = %name, "{reason}; the target table is created afresh and copied again");
+                target.drop_table(&name)?;
+            }
         }
     }
     Ok(())
+}
+
+/// What the target records about the tables sluice made in it.
+#[derive(Default)]
+pub(crate) struct Recorded {
+    /// Tables recorded in `_sluice_tables` that still exist.
+    pub existing: Vec<String>,
+    /// Copy records by table.
+    pub records: HashMap<String, BackfillProgress>,
+    /// The row filter and transforms each table was created under.
+    pub rules: HashMap<String, Option<String>>,
+}
+
+impl Recorded {
+    /// Reads it (reads only: `sluice plan` uses it on a target it must not change).
+    pub fn read(target: &mut dyn Target) -> TargetResult<Self> {
+        Ok(Recorded {
+            existing: target.recorded_tables()?,
+            records: target
+                .load_backfill()?
+                .into_iter()
+                .map(|r| (r.table.clone(), r))
+                .collect(),
+            rules: target.recorded_rules()?,
+        })
+    }
+}
+
+/// What a start does first to a table the target records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableFate {
+    /// It left the config: kept, but no longer updated (marked stale).
+    MarkStale,
+    /// Dropped, created afresh and copied whole.
+    Recreate(RecreateReason),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecreateReason {
+    /// Rows written under another row filter or other transforms would stay as they were (a
+    /// row the new filter leaves out, a value hashed or masked the old way).
+    RulesChanged { was: String, now: String },
+    /// It left the config earlier, so its rows are stale.
+    ReturnedToConfig,
+    /// Its target table is gone while a copy record remains.
+    TargetTableGone,
+}
+
+impl std::fmt::Display for RecreateReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecreateReason::RulesChanged { was, now } => {
+                write!(f, "the table's row filter or transforms changed (was {was}, now {now})")
+            }
+            RecreateReason::ReturnedToConfig => {
+                f.write_str("table selected again after it left the config: its rows are stale")
+            }
+            RecreateReason::TargetTableGone => f.write_str("table selected again: its target table is gone"),
+        }
+    }
+}
+
+/// The decisions of [`reconcile_tables`], in the order it carries them out: recorded tables
+/// no longer planned are marked stale (once), planned tables whose rows cannot be trusted are
+/// recreated.
+pub(crate) fn table_fates(plans: &[Arc<TablePlan>], recorded: &Recorded) -> Vec<(String, TableFate)> {
+    let planned: HashSet<&str> = plans.iter().map(|p| p.target.name.as_str()).collect();
+    let mut fates = Vec::new();
+    for name in recorded.existing.iter().filter(|n| !planned.contains(n.as_str())) {
+        if !recorded.records.get(name).is_some_and(|r| r.stale) {
+            fates.push((name.clone(), TableFate::MarkStale));
+        }
+    }
+    for plan in plans {
+        let name = &plan.target.name;
+        let exists = recorded.existing.contains(name);
+        if let Some(Some(old)) = recorded.rules.get(name) {
+            if *old != plan.target.rules && exists {
+                let reason = RecreateReason::RulesChanged {
+                    was: old.clone(),
+                    now: plan.target.rules.clone(),
+                };
+                fates.push((name.clone(), TableFate::Recreate(reason)));
+                continue;
+            }
+        }
+        let Some(record) = recorded.records.get(name) else {
+            continue;
+        };
+        if record.stale {
+            fates.push((name.clone(), TableFate::Recreate(RecreateReason::ReturnedToConfig)));
+        } else if !exists {
+            fates.push((name.clone(), TableFate::Recreate(RecreateReason::TargetTableGone)));
+        }
+    }
+    fates
 }
 
 /// A table the stream meets for the first time while running (created at the source after
@@ -132,20 +196,8 @@ pub(crate) fn plan_column_copies(target: &mut dyn Target, plans: &[Arc<TablePlan
     for (name, missing) in gaps {
         let table = tables.iter().find(|t| t.name == name).expect("gap of a planned table");
         let added: Vec<String> = missing.iter().map(|&c| table.columns[c].name.clone()).collect();
-        let Some(previous) = records.iter().find(|r| r.table == name) else {
-            // Never copied: the coming copy of whole rows fills the new columns too.
+        let Some(columns) = copy_for_added_columns(records.iter().find(|r| r.table == name), &added) else {
             continue;
-        };
-        let columns = match (previous.done, previous.columns.is_empty()) {
-            (true, _) => added.clone(),
-            // A column-only copy under way: start it again for the old and new columns.
-            (false, false) => {
-                let mut all = previous.columns.clone();
-                all.extend(added.iter().filter(|a| !previous.columns.contains(a)).cloned());
-                all
-            }
-            // A copy of whole rows under way: start it again.
-            (false, true) => Vec::new(),
         };
         tracing::info!(
             table = %name,
@@ -163,6 +215,24 @@ pub(crate) fn plan_column_copies(target: &mut dyn Target, plans: &[Arc<TablePlan
         target.commit_without_checkpoint()?;
     }
     Ok(())
+}
+
+/// The copy that fills `added` columns of a table whose copy record is `previous`: the
+/// column-only copy's columns, or empty for a copy of whole rows; `None` when the table was
+/// never copied (the coming copy of whole rows fills the new columns too).
+pub(crate) fn copy_for_added_columns(previous: Option<&BackfillProgress>, added: &[String]) -> Option<Vec<String>> {
+    let previous = previous?;
+    Some(match (previous.done, previous.columns.is_empty()) {
+        (true, _) => added.to_vec(),
+        // A column-only copy under way: start it again for the old and new columns.
+        (false, false) => {
+            let mut all = previous.columns.clone();
+            all.extend(added.iter().filter(|a| !previous.columns.contains(a)).cloned());
+            all
+        }
+        // A copy of whole rows under way: start it again.
+        (false, true) => Vec::new(),
+    })
 }
 
 /// For each planned table whose target table lacks some of the plan's columns: the columns
