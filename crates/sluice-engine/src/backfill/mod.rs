@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
-use sluice_binlog::{GtidPosition, Value};
+use sluice_binlog::{SourcePosition, Value};
 
 use crate::apply::schedule::{key_hash, KeyHash};
 use crate::ops::lag::LagMeter;
@@ -74,7 +74,7 @@ pub struct Chunk {
     /// The reader's window this chunk was read in.
     pub window: u64,
     pub plan: Arc<TablePlan>,
-    pub high: GtidPosition,
+    pub high: SourcePosition,
     /// The rows that pass the table's filter, projected to target rows, each with the hash of
     /// its source key (what the stream's changes are matched against), in key order.
     pub rows: Vec<(KeyHash, Vec<Value>)>,
@@ -116,6 +116,8 @@ pub struct BackfillSettings {
     pub max_lag: Option<Duration>,
     /// The heartbeat interval (a missing heartbeat counts as lag after it).
     pub heartbeat_interval: Duration,
+    /// MariaDB or MySQL: which variable holds the source's position (the chunks' high marks).
+    pub flavor: sluice_binlog::SourceFlavor,
 }
 
 /// A table's copy as the progress display and logs see it.
@@ -333,6 +335,7 @@ struct TableCopier {
     chunk_rows: usize,
     max_lag: Option<Duration>,
     heartbeat_interval: Duration,
+    flavor: sluice_binlog::SourceFlavor,
     /// The stored-progress form of the last key read, and the rows read so far.
     last_key_text: Option<String>,
     rows_copied: u64,
@@ -352,6 +355,7 @@ impl TableCopier {
             chunk_rows: settings.chunk_rows,
             max_lag: settings.max_lag,
             heartbeat_interval: settings.heartbeat_interval,
+            flavor: settings.flavor,
             handed_over: (job.last_key.clone(), job.rows_copied),
             last_key_text: job.last_key,
             rows_copied: job.rows_copied,
@@ -391,7 +395,7 @@ impl TableCopier {
         Chunk {
             window: 0,
             plan: self.plan.clone(),
-            high: GtidPosition::new(),
+            high: SourcePosition::new(),
             rows: Vec::new(),
             fill: self.fill.clone(),
             progress,
@@ -508,10 +512,7 @@ impl TableCopier {
             let (raw, high) = loop {
                 let read = async {
                     let raw = query.chunk(&mut conn, last_key.as_deref()).await?;
-                    let high: String = conn
-                        .query_first("SELECT @@global.gtid_binlog_pos")
-                        .await?
-                        .unwrap_or_default();
+                    let high = crate::source_rows::read_position(&mut conn, self.flavor).await?;
                     Ok::<_, mysql_async::Error>((raw, high))
                 };
                 match read.await {
@@ -536,9 +537,9 @@ impl TableCopier {
                     }
                 }
             };
-            let high: GtidPosition = high.parse().map_err(|_| BackfillError::Query {
+            let high: SourcePosition = high.map_err(|message| BackfillError::Query {
                 table: table.clone(),
-                message: "the source returned an unreadable @@global.gtid_binlog_pos".into(),
+                message: format!("the source returned an {message}"),
             })?;
             let done = raw.len() < self.chunk_rows;
             // The next read starts after this chunk's last key: take it now, the rest of the
@@ -570,7 +571,7 @@ fn convert_chunk(
     plan: Arc<TablePlan>,
     raw: Vec<mysql_async::Row>,
     window: u64,
-    high: GtidPosition,
+    high: SourcePosition,
     fill: Option<Arc<Vec<usize>>>,
     progress: BackfillProgress,
     in_flight: tokio::sync::OwnedSemaphorePermit,

@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mysql_async::prelude::Queryable;
-use sluice_binlog::GtidPosition;
+use sluice_binlog::SourcePosition;
 
 use crate::apply::Progress;
 use crate::config::{Config, TargetConfig};
@@ -356,8 +356,9 @@ async fn report(config: Arc<Config>, live: Option<&Progress>) -> Result<StatusRe
             report.last_heartbeat_age_s =
                 heartbeat_us.map(|us| (crate::ops::lag::now_us().saturating_sub(us)) / 1_000_000);
             report.source_position = Some(pos.clone());
-            if let (Some(cp), Ok(source_pos)) = (&checkpoint, pos.parse::<GtidPosition>()) {
-                let at = cp.position.covers(&source_pos);
+            if let (Some(cp), Ok(source_pos)) = (&checkpoint, pos.parse::<SourcePosition>()) {
+                // Everything applied (for MySQL, the GTIDs beyond the low-water mark count).
+                let at = cp.resume_from().covers(&source_pos);
                 report.at_source_position = Some(at);
                 report.caught_up = Some(at && !recent_lag_over_goal(report.lag.as_ref()));
                 report.lag_seconds = Some(if at || cp.source_commit_unix == 0 {
@@ -402,10 +403,16 @@ async fn read_source(config: &Config) -> Result<(String, Option<u64>), String> {
     let pool = source_pool(config).map_err(|e| e.to_string())?;
     let read = async {
         let mut conn = pool.get_conn().await?;
+        let flavor = crate::source_rows::source_flavor(&mut conn).await?;
         let pos: String = conn
-            .query_first("SELECT @@global.gtid_binlog_pos")
+            .query_first(format!(
+                "SELECT @@global.{}",
+                crate::source_rows::position_variable(flavor)
+            ))
             .await?
             .unwrap_or_default();
+        // MySQL prints long GTID sets over several lines.
+        let pos = pos.replace('\n', "");
         let heartbeat = match config.lag.heartbeat {
             true => {
                 let quote = |n: &str| format!("`{}`", n.replace('`', "``"));

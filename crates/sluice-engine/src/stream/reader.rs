@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use sluice_binlog::replica::{BinlogStream, ReplicaConfig, ReplicaError};
-use sluice_binlog::{DecodeError, EventBody, EventDecoder, Gtid, RowChange};
+use sluice_binlog::{DecodeError, EventBody, EventDecoder, RowChange, SourceGtid};
 use tokio::sync::{mpsc, oneshot};
 
 use std::collections::HashSet;
@@ -119,7 +119,7 @@ pub struct Window {
 const EVENT_QUEUE: usize = 1_024;
 
 struct OpenTxn {
-    gtid: Gtid,
+    gtid: SourceGtid,
     commit_unix: u32,
     standalone: bool,
     /// Already applied before (the checkpoint covers it): skip its events.
@@ -196,7 +196,8 @@ impl SourceReader {
     /// One connection: streams until it ends; `connected` tells whether it got as far as
     /// streaming.
     async fn stream_once(&mut self, position: &mut Checkpoint, connected: &mut bool) -> StreamEnd {
-        let mut stream = match BinlogStream::connect(&self.replica, &position.position).await {
+        let start = position.resume_from();
+        let mut stream = match BinlogStream::connect_from(&self.replica, start.dump_start()).await {
             Ok(s) => s,
             Err(e) => return StreamEnd::Retry(e),
         };
@@ -326,18 +327,36 @@ impl SourceReader {
             log_pos: sluice_binlog::EventHeader::parse(raw).map(|h| h.log_pos).unwrap_or(0),
             source,
         })?;
+        if let Some(gtid) = event.body.source_gtid() {
+            *txn = Some(OpenTxn {
+                gtid,
+                commit_unix: event.header.timestamp,
+                // MariaDB flags a transaction without BEGIN/COMMIT (DDL); MySQL does not, so
+                // its transactions count as standalone until a BEGIN says otherwise.
+                standalone: match &event.body {
+                    EventBody::Gtid(g) => g.is_standalone(),
+                    _ => true,
+                },
+                duplicate: position.covers(gtid),
+                large: false,
+                pending: Vec::new(),
+                heartbeat_us: None,
+                changes: Vec::new(),
+            });
+            return Ok(());
+        }
         match event.body {
-            EventBody::Gtid(g) => {
-                *txn = Some(OpenTxn {
-                    gtid: g.gtid,
-                    commit_unix: event.header.timestamp,
-                    standalone: g.is_standalone(),
-                    duplicate: position.covers(g.gtid),
-                    large: false,
-                    pending: Vec::new(),
-                    heartbeat_us: None,
-                    changes: Vec::new(),
-                });
+            EventBody::MysqlGtid(_) => {
+                // ANONYMOUS_GTID: the source wrote a transaction without a GTID (gtid_mode is
+                // not ON), which no checkpoint could cover; never apply it unrecorded.
+                return Err(SourceError::Decode {
+                    gtid: "(anonymous)".into(),
+                    log_pos: event.header.log_pos,
+                    source: DecodeError::Unsupported(
+                        "a MySQL transaction without a GTID (ANONYMOUS_GTID): the source's gtid_mode must be ON".into(),
+                    ),
+                }
+                .into());
             }
             EventBody::TableMap(map) => {
                 let Some(t) = txn.as_mut() else { return Ok(()) };
@@ -441,7 +460,11 @@ impl SourceReader {
                 let Some(t) = txn.as_ref() else { return Ok(()) };
                 let (gtid, duplicate, standalone) = (t.gtid, t.duplicate, t.standalone);
                 match crate::stream::ddl::classify(&sql, &schema) {
-                    crate::stream::ddl::Statement::Begin => {}
+                    crate::stream::ddl::Statement::Begin => {
+                        if let Some(t) = txn.as_mut() {
+                            t.standalone = false;
+                        }
+                    }
                     crate::stream::ddl::Statement::Commit | crate::stream::ddl::Statement::Rollback => {
                         self.finish(txn, position).await?
                     }
