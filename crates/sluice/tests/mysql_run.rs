@@ -175,11 +175,11 @@ fn dump_sets(source: &MysqlProtocolServer) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn run_from_a_mysql_source_applies_its_rows_and_resumes_from_the_stored_set() {
+/// The source and a config starting at `start`, with the MariaDB the source relays to
+/// holding tables shaped like the fixture's (with the key its TABLE_MAP is given) and a
+/// table with existing rows to copy.
+fn setup(start: &str) -> (Env, MysqlProtocolServer) {
     let db = MariaDb::start();
-    // Shaped like the fixture's table (with the key its TABLE_MAP is given), and a table with
-    // existing rows to copy.
     db.exec(
         "CREATE TABLE mysql.foo (a BIT(3) NOT NULL PRIMARY KEY, b TEXT, c BIT(8)); \
          CREATE DATABASE shop; CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(20)); \
@@ -187,13 +187,13 @@ fn run_from_a_mysql_source_applies_its_rows_and_resumes_from_the_stored_set() {
     );
     let dir = tempfile::tempdir().unwrap();
     let server = source(&db, fixture_with_a_primary_key(dir.path()));
-    // Past the fixture's ALTER USER and CREATE TABLE: from a stored MySQL set.
-    let env = env(db, dir, &server, &format!("{UUID}:1-2"));
-    let config = env.config.to_str().unwrap().to_owned();
+    (env(db, dir, &server, start), server)
+}
 
-    let mut sluice = env.spawn(&["run", "-c", &config], "sluice.log");
+/// Waits until the target holds every transaction of the fixture, its row and the copy.
+fn wait_applied(env: &Env, sluice: &mut common::Sluice) {
     let want = format!("{UUID}:1-3");
-    wait_for(&env, &mut sluice, "the MySQL transaction and the copy", || {
+    wait_for(env, sluice, "the MySQL transactions and the copy", || {
         env.checkpoint().as_deref() == Some(want.as_str())
             && env.target.exists()
             && env
@@ -203,6 +203,17 @@ fn run_from_a_mysql_source_applies_its_rows_and_resumes_from_the_stored_set() {
             && env.target_rows("SELECT count(*) FROM items") == vec![vec!["3".to_string()]]
             && env.target_rows("SELECT count(*) FROM foo") == vec![vec!["1".to_string()]]
     });
+}
+
+#[test]
+fn run_from_a_mysql_source_applies_its_rows_and_resumes_from_the_stored_set() {
+    // Past the fixture's ALTER USER and CREATE TABLE: from a configured MySQL set.
+    let (env, server) = setup(&format!("{UUID}:1-2"));
+    let config = env.config.to_str().unwrap().to_owned();
+
+    let mut sluice = env.spawn(&["run", "-c", &config], "sluice.log");
+    let want = format!("{UUID}:1-3");
+    wait_applied(&env, &mut sluice);
     // The row of the MySQL WRITE_ROWS event, decoded and applied by key.
     assert_eq!(
         env.target_rows("SELECT a, b, c FROM foo"),
@@ -253,4 +264,22 @@ fn run_from_a_mysql_source_applies_its_rows_and_resumes_from_the_stored_set() {
     assert!(status.success(), "clean stop; log:\n{}", env.log());
     let stored: MysqlGtidSet = env.checkpoint().unwrap().parse().unwrap();
     assert_eq!(stored.to_string(), want);
+}
+
+/// From the empty set: the source sends all three transactions. The first two are DDL, which
+/// MySQL writes without BEGIN (and without a standalone flag, unlike MariaDB), so each ends
+/// with its statement: were they left open, the checkpoint would lack them (`…:3` only).
+#[test]
+fn ddl_transactions_without_begin_are_committed_in_the_set() {
+    let (env, server) = setup("earliest");
+    let config = env.config.to_str().unwrap().to_owned();
+    let mut sluice = env.spawn(&["run", "-c", &config], "sluice.log");
+    wait_applied(&env, &mut sluice);
+    assert_eq!(dump_sets(&server), vec![String::new()]);
+    assert_eq!(
+        env.target_rows("SELECT a, b, c FROM foo"),
+        vec![vec!["4".to_string(), "foo".into(), "32".into()]]
+    );
+    let status = sluice.stop();
+    assert!(status.success(), "clean stop; log:\n{}", env.log());
 }
