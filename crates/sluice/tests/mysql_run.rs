@@ -234,6 +234,32 @@ fn run_from_a_mysql_source_applies_its_rows_and_resumes_from_the_stored_set() {
     assert_eq!(dump_sets(&server), vec![format!("{UUID}:1-2")]);
     let status = sluice.stop();
     assert!(status.success(), "clean stop; log:\n{}", env.log());
+    // `sluice status` reads gtid_executed and compares it with everything applied.
+    let report = common::status_json(&env);
+    assert_eq!(report["source_position"], want.as_str(), "{report}");
+    assert_eq!(report["at_source_position"], true, "{report}");
+    // `sluice verify` compares the copied table (the source read through the relay, its
+    // position as gtid_executed): equal, then one row changed on the target is found.
+    let verify = || {
+        let out = env.run_cmd(&["verify", "-c", &config, "--json", "--catch-up-timeout", "30"]);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("verify: {}", String::from_utf8_lossy(&out.stderr)));
+        let items = report
+            .as_array()
+            .and_then(|a| a.iter().find(|t| t["table"] == "items").cloned())
+            .unwrap_or_else(|| panic!("no report for items: {report:#}"));
+        (
+            out.status.success(),
+            items["different"].as_u64(),
+            items["missing"].as_u64(),
+        )
+    };
+    assert_eq!(verify(), (true, Some(0), Some(0)));
+    rusqlite::Connection::open(&env.target)
+        .unwrap()
+        .execute("UPDATE items SET name = 'tampered' WHERE id = 2", [])
+        .unwrap();
+    assert_eq!(verify(), (false, Some(1), Some(0)));
     assert!(
         env.log().contains(&format!("position={UUID}:1-2")),
         "the start is logged as a MySQL set; log:\n{}",
