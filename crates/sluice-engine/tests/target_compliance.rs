@@ -1097,20 +1097,12 @@ fn mysql_checkpoints_are_stored_and_merged_as_sets(f: &Fixture) {
     w0.apply(&insert(&t, user(1, "from w0", 1.0))).unwrap();
     w0.commit(&cp0).unwrap();
     let loaded = f.open().load_checkpoint().unwrap().unwrap();
-    assert_eq!(loaded.position, mysql(&format!("{U}:1-7")));
-    let mut applied = loaded.applied.clone();
-    applied.sort();
-    assert_eq!(
-        applied,
-        vec![
-            one(&format!("{U}:8")),
-            one(&format!("{U}:9")),
-            one(&format!("{U}:tag_a:2"))
-        ]
-    );
+    // A set has no order: what was applied beyond the marks joins the merged set.
+    assert_eq!(loaded.position, mysql(&format!("{U}:1-9:tag_a:2")));
+    assert!(loaded.applied.is_empty(), "{:?}", loaded.applied);
     assert_eq!(loaded.source_commit_unix, 70);
     // Everything committed: where a MySQL source is asked to stream from.
-    assert_eq!(loaded.resume_from(), mysql(&format!("{U}:1-9:tag_a:2")));
+    assert_eq!(loaded.resume_from(), loaded.position);
     for covered in ["1", "7", "8", "9", "tag_a:2"] {
         assert!(loaded.covers(one(&format!("{U}:{covered}"))), "{covered}");
     }

@@ -197,6 +197,9 @@ impl SourceReader {
     /// streaming.
     async fn stream_once(&mut self, position: &mut Checkpoint, connected: &mut bool) -> StreamEnd {
         let start = position.resume_from();
+        // For MySQL, GTIDs applied beyond the mark join the set the stream is compared with
+        // (for MariaDB this changes nothing), so a backfill high mark holding them is passed.
+        position.position = start.clone();
         let mut stream = match BinlogStream::connect_from(&self.replica, start.dump_start()).await {
             Ok(s) => s,
             Err(e) => return StreamEnd::Retry(e),

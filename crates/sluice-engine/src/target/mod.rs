@@ -91,7 +91,8 @@ impl RowOp {
 /// beyond it (`applied`). Each writer keeps its own row (`writer`), written in the same
 /// target transaction as the rows it covers; [`Target::load_checkpoint`] merges the rows:
 /// the union of the positions (for MariaDB the per-domain maximum, for MySQL the union of the
-/// GTID sets), and the union of the applied GTIDs above it. Positions and GTIDs are stored
+/// GTID sets), and the union of the applied GTIDs above it (for MySQL folded into the set,
+/// which has no order to wait for). Positions and GTIDs are stored
 /// as their text ([`SourcePosition`]), which tells MariaDB's from MySQL's.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Checkpoint {
@@ -141,6 +142,16 @@ impl Checkpoint {
             m.source_commit_unix = m.source_commit_unix.max(r.source_commit_unix);
         }
         let mut m = merged?;
+        if matches!(m.position, SourcePosition::Mysql(_)) || applied.iter().any(|g| matches!(g, SourceGtid::Mysql(_))) {
+            // A GTID set has no order to wait for: what was applied beyond the mark joins it.
+            // (Kept apart, it would never be covered by a mark that grows only by the
+            // transactions streamed in this run, which the source leaves these out of, and a
+            // backfill chunk's high mark holding one would never be passed.)
+            for gtid in applied {
+                m.position.advance(gtid);
+            }
+            return Some(m);
+        }
         applied.retain(|g| !m.position.contains(*g));
         applied.sort();
         applied.dedup();
