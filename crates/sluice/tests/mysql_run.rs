@@ -179,6 +179,11 @@ fn dump_sets(source: &MysqlProtocolServer) -> Vec<String> {
 /// holding tables shaped like the fixture's (with the key its TABLE_MAP is given) and a
 /// table with existing rows to copy.
 fn setup(start: &str) -> (Env, MysqlProtocolServer) {
+    setup_streaming(start, fixture_with_a_primary_key)
+}
+
+/// [`setup`] streaming the binlog `binlog` writes into the test directory.
+fn setup_streaming(start: &str, binlog: fn(&std::path::Path) -> PathBuf) -> (Env, MysqlProtocolServer) {
     let db = MariaDb::start();
     db.exec(
         "CREATE TABLE mysql.foo (a BIT(3) NOT NULL PRIMARY KEY, b TEXT, c BIT(8)); \
@@ -186,7 +191,7 @@ fn setup(start: &str) -> (Env, MysqlProtocolServer) {
          INSERT INTO shop.items VALUES (1, 'apple'), (2, 'pear'), (3, NULL)",
     );
     let dir = tempfile::tempdir().unwrap();
-    let server = source(&db, fixture_with_a_primary_key(dir.path()));
+    let server = source(&db, binlog(dir.path()));
     (env(db, dir, &server, start), server)
 }
 
@@ -308,4 +313,31 @@ fn ddl_transactions_without_begin_are_committed_in_the_set() {
     );
     let status = sluice.stop();
     assert!(status.success(), "clean stop; log:\n{}", env.log());
+}
+
+/// A transaction without a GTID (MySQL 8.0.22's `json.binlog.000001`, written with
+/// `gtid_mode = OFF`: ANONYMOUS_GTID events) cannot be recorded in a GTID set, so the reader
+/// stops before applying it, naming why, and the checkpoint stays where it was.
+#[test]
+fn an_anonymous_transaction_stops_the_run() {
+    fn anonymous(_: &std::path::Path) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../sluice-binlog/tests/fixtures/mysql-binlogs/json.binlog.000001")
+    }
+    let (env, _server) = setup_streaming("earliest", anonymous);
+    let config = env.config.to_str().unwrap().to_owned();
+    let mut sluice = env.spawn(&["run", "-c", &config], "sluice.log");
+    let status = sluice.wait_exit(Duration::from_secs(60));
+    assert!(!status.success(), "log:\n{}", env.log());
+    assert!(
+        env.log()
+            .contains("without a GTID (ANONYMOUS_GTID): the source's gtid_mode must be ON"),
+        "log:\n{}",
+        env.log()
+    );
+    assert_eq!(env.checkpoint().as_deref(), Some(""));
+    assert_eq!(
+        env.target_rows("SELECT count(*) FROM sqlite_master WHERE name = 'foo'"),
+        vec![vec!["0".to_string()]]
+    );
 }
