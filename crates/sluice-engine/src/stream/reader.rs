@@ -39,7 +39,7 @@ pub enum SourceError {
          (`sluice check` names the transaction)"
     )]
     Diverged { position: String, message: String },
-    #[error("the source refused access: {0}. Check the replication user's grants (REPLICATION SLAVE, BINLOG MONITOR) and password")]
+    #[error("the source refused access: {0}. Check the replication user's grants (REPLICATION SLAVE, and BINLOG MONITOR on MariaDB or REPLICATION CLIENT on MySQL) and password")]
     AccessDenied(ReplicaError),
     #[error("corrupt or unsupported binlog data at GTID {gtid} (after source offset {log_pos}): {source}")]
     Decode {
