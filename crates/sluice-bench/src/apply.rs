@@ -181,7 +181,7 @@ pub fn catchup(
             .load_checkpoint()
             .ok()
             .flatten()
-            .is_some_and(|cp| cp.position.covers(&until))
+            .is_some_and(|cp| cp.position.covers(&until.clone().into()))
         {
             break started.elapsed().as_secs_f64();
         }

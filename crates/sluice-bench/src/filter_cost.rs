@@ -239,7 +239,7 @@ fn pipeline(
 
 fn commit(target: &mut SqliteTarget, position: &GtidPosition, commit_unix: u32) -> anyhow::Result<()> {
     target.commit(&Checkpoint {
-        position: position.clone(),
+        position: position.clone().into(),
         applied: Vec::new(),
         source_commit_unix: commit_unix,
         writer: 0,

@@ -149,7 +149,7 @@ pub(crate) fn backfill(sluice: &Path, dir: &Path, config: &Path) -> anyhow::Resu
             Ok(t.load_checkpoint()
                 .ok()
                 .flatten()
-                .is_some_and(|cp| cp.position.covers(&want)))
+                .is_some_and(|cp| cp.position.covers(&want.clone().into())))
         },
     )?;
     Ok((started.elapsed().as_secs_f64(), child))

@@ -225,8 +225,12 @@ async fn source_position(conn: &mut Conn) -> anyhow::Result<GtidPosition> {
         .map_err(|e| anyhow!("source @@gtid_binlog_pos {text:?}: {e}"))
 }
 
+/// The demo's source is MariaDB, so its position is a MariaDB one.
 fn applied_position(progress: &Progress) -> GtidPosition {
-    progress.applied_position.lock().expect("progress lock").clone()
+    match &*progress.applied_position.lock().expect("progress lock") {
+        sluice_binlog::SourcePosition::Mariadb(p) => p.clone(),
+        sluice_binlog::SourcePosition::Mysql(_) => GtidPosition::new(),
+    }
 }
 
 /// The result of the sluice task once it has ended.

@@ -585,7 +585,7 @@ fn default_batch_delay_ms() -> u64 {
 pub enum StartPosition {
     Current,
     Earliest,
-    At(sluice_binlog::GtidPosition),
+    At(sluice_binlog::SourcePosition),
 }
 
 /// A compiled table rule.
@@ -925,12 +925,12 @@ impl Config {
             "earliest" => Ok(StartPosition::Earliest),
             blank if blank.trim().is_empty() => Err(invalid(
                 "source.start",
-                "is empty; say \"current\", \"earliest\" or a GTID position such as \"0-1-100\"",
+                "is empty; say \"current\", \"earliest\", a MariaDB GTID position such as \"0-1-100\" or a MySQL GTID set such as \"<server_uuid>:1-100\"",
             )),
             other => other.parse().map(StartPosition::At).map_err(|_| {
                 invalid(
                     "source.start",
-                    "expected \"current\", \"earliest\" or a GTID position such as \"0-1-100\"",
+                    "expected \"current\", \"earliest\", a MariaDB GTID position such as \"0-1-100\" or a MySQL GTID set such as \"<server_uuid>:1-100\"",
                 )
             }),
         }

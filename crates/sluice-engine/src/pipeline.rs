@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_binlog::GtidPosition;
+use sluice_binlog::SourcePosition;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::apply::{run_applier, BatchPolicy, Progress};
@@ -356,20 +356,15 @@ pub const STOP_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// checkpoint as always).
 async fn drain_to_source_position(
     pool: &mysql_async::Pool,
+    flavor: sluice_binlog::SourceFlavor,
     heartbeat: &mut crate::ops::lag::AbortOnDrop,
     progress: &Progress,
 ) {
-    use mysql_async::prelude::Queryable;
     let drain = async {
         // The writer returns between writes once told to stop; its end is all that is awaited.
         let _ = (&mut heartbeat.0).await;
-        let position: String = pool
-            .get_conn()
-            .await?
-            .query_first("SELECT @@global.gtid_binlog_pos")
-            .await?
-            .unwrap_or_default();
-        let Ok(position) = position.parse::<GtidPosition>() else {
+        let mut conn = pool.get_conn().await?;
+        let Ok(position) = crate::source_rows::read_position(&mut conn, flavor).await? else {
             return Ok::<_, mysql_async::Error>(());
         };
         loop {
@@ -393,6 +388,24 @@ async fn drain_to_source_position(
             "stopping without applying up to the source's position: not reached in time"
         ),
     }
+}
+
+/// Where a target without a checkpoint starts (`[source] start`), in the source's flavour.
+fn start_position(config: &Config, info: &preflight::SourceInfo) -> Result<SourcePosition, RunError> {
+    let position = match config.start_position()? {
+        StartPosition::Current => info.binlog_position.clone(),
+        StartPosition::Earliest => SourcePosition::new(),
+        StartPosition::At(p) => p,
+    };
+    in_flavor(position, info)
+}
+
+/// `position` as one of the source's flavour (an empty one takes it; preflight has refused a
+/// checkpoint of the other flavour, and a `start` of the other flavour is refused here).
+fn in_flavor(position: SourcePosition, info: &preflight::SourceInfo) -> Result<SourcePosition, RunError> {
+    position
+        .for_flavor(info.flavor)
+        .map_err(|e| preflight::PreflightError::Setting(e.to_string()).into())
 }
 
 /// Options for [`run`] beyond the config.
@@ -435,13 +448,12 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
     tracing::info!(tables = tables.len(), "target tables ready");
 
     let checkpoint = match checkpoint {
-        Some(cp) => cp,
+        Some(cp) => Checkpoint {
+            position: in_flavor(cp.position, &info)?,
+            ..cp
+        },
         None => {
-            let position = match config.start_position()? {
-                StartPosition::Current => info.binlog_position.clone(),
-                StartPosition::Earliest => GtidPosition::new(),
-                StartPosition::At(p) => p,
-            };
+            let position = start_position(config, &info)?;
             // Record the start at once: a restart before the first transaction must resume
             // here, not at a newer "current" position.
             let cp = Checkpoint {
@@ -509,6 +521,7 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
         chunks_in_flight: 2 * (config.backfill.parallel_tables + config.backfill_writers()),
         max_lag: (config.backfill.max_lag_ms > 0).then(|| Duration::from_millis(config.backfill.max_lag_ms)),
         heartbeat_interval: Duration::from_millis(config.lag.interval_ms),
+        flavor: info.flavor,
     };
     let backfill = crate::backfill::run_backfills(
         pool.clone(),
@@ -558,7 +571,7 @@ pub async fn run(config: &Config, options: RunOptions, shutdown: impl Future<Out
                 tokio::select! {
                     r = &mut source => r,
                     () = &mut applier_gone => Ok(()),
-                    () = drain_to_source_position(&pool, &mut heartbeat, &options.progress) => Ok(()),
+                    () = drain_to_source_position(&pool, info.flavor, &mut heartbeat, &options.progress) => Ok(()),
                 }
             }
             () = &mut applier_gone => Ok(()),
@@ -771,14 +784,7 @@ pub async fn publish(config: &Config, options: RunOptions, shutdown: impl Future
     drop(conn);
     let (position, parts_held) = match resume {
         Some(r) => (r.position, r.partial),
-        None => (
-            match config.start_position()? {
-                StartPosition::Current => info.binlog_position.clone(),
-                StartPosition::Earliest => GtidPosition::new(),
-                StartPosition::At(p) => p,
-            },
-            None,
-        ),
+        None => (start_position(config, &info)?, None),
     };
     tracing::info!(%position, stream = %log_config.stream, "publishing");
     *options.progress.applied_position.lock().expect("progress lock") = position.clone();
@@ -814,7 +820,7 @@ pub async fn publish(config: &Config, options: RunOptions, shutdown: impl Future
             tokio::select! {
                 r = &mut source => r.map_err(Into::into),
                 r = &mut sink => r.map_err(Into::into),
-                () = drain_to_source_position(&pool, &mut heartbeat, &options.progress) => Ok(()),
+                () = drain_to_source_position(&pool, info.flavor, &mut heartbeat, &options.progress) => Ok(()),
             }
         }
     };

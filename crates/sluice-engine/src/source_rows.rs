@@ -8,7 +8,7 @@ use sluice_binlog::tls::{TlsMode, TlsSettings};
 
 use crate::config::{Config, ConfigError};
 use sluice_binlog::value::days_from_civil;
-use sluice_binlog::{ColumnDef, ColumnKind, TableDef, Value};
+use sluice_binlog::{ColumnDef, ColumnKind, SourceFlavor, SourcePosition, TableDef, Value};
 
 pub(crate) fn quote(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
@@ -105,8 +105,44 @@ pub(crate) fn convert(v: mysql_async::Value, column: &ColumnDef) -> Option<Value
     })
 }
 
-/// Connection options for the source's SQL connections, with the config's credentials and
-/// TLS.
+/// The source's flavour, from its version string (`SELECT @@version`).
+pub async fn source_flavor(conn: &mut mysql_async::Conn) -> Result<SourceFlavor, mysql_async::Error> {
+    let version: String = conn.query_first("SELECT @@version").await?.unwrap_or_default();
+    Ok(SourceFlavor::from_server_version(&version))
+}
+
+/// The variable holding what the source has committed: MariaDB's `gtid_binlog_pos` (the last
+/// GTID per domain), MySQL's `gtid_executed` (the set of every transaction).
+pub fn position_variable(flavor: SourceFlavor) -> &'static str {
+    match flavor {
+        SourceFlavor::MariaDb => "gtid_binlog_pos",
+        SourceFlavor::Mysql => "gtid_executed",
+    }
+}
+
+/// The source's position now ([`position_variable`]). `Ok(Err(text))` when the server answered
+/// with a text that is not a position of its flavour (the caller names it in its own error).
+pub async fn read_position(
+    conn: &mut mysql_async::Conn,
+    flavor: SourceFlavor,
+) -> Result<Result<SourcePosition, String>, mysql_async::Error> {
+    let text: String = conn
+        .query_first(format!("SELECT @@global.{}", position_variable(flavor)))
+        .await?
+        .unwrap_or_default();
+    Ok(parse_position(&text, flavor))
+}
+
+/// A position read from the source, in its flavour (MySQL prints long sets over several
+/// lines).
+pub fn parse_position(text: &str, flavor: SourceFlavor) -> Result<SourcePosition, String> {
+    let text = text.replace('\n', "");
+    text.parse::<SourcePosition>()
+        .ok()
+        .and_then(|p| p.for_flavor(flavor).ok())
+        .ok_or_else(|| format!("unreadable @@global.{} {text:?}", position_variable(flavor)))
+}
+
 /// A source SQL error as one plain sentence: the server's message with its error code, or
 /// the operating system's reason for a network failure. `mysql_async`'s own text repeats
 /// its prefixes ("Input/output error: Input/output error: Connection refused") and quotes
@@ -122,6 +158,8 @@ pub fn error_text(e: &mysql_async::Error) -> String {
     }
 }
 
+/// Connection options for the source's SQL connections, with the config's credentials and
+/// TLS.
 pub fn source_opts(config: &Config) -> Result<mysql_async::OptsBuilder, ConfigError> {
     let password = config.source_password()?;
     Ok(mysql_async::OptsBuilder::default()

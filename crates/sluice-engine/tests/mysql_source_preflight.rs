@@ -104,15 +104,34 @@ async fn check(settings: [&str; 8]) -> (String, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let err = sluice_engine::pipeline::check(&config(&server, dir.path()))
         .await
-        .expect_err("a MySQL source is refused by `check` until the engine streams from it");
+        .expect_err("a wrongly set MySQL source is refused");
     (err.to_string(), server.received().queries)
 }
 
 #[tokio::test]
 async fn a_well_set_mysql_source_passes_the_mysql_checks() {
-    let (err, queries) = check(GOOD).await;
-    assert!(err.contains("pass sluice's checks"), "{err}");
-    assert!(err.contains("does not stream from MySQL yet"), "{err}");
+    let mut queries = source_queries(GOOD);
+    // The catalog, asked next: no tables (the test server runs no SQL).
+    queries.push((
+        "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' \
+         AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') \
+         ORDER BY TABLE_SCHEMA, TABLE_NAME"
+            .into(),
+        ResultSet {
+            columns: vec!["TABLE_SCHEMA".into(), "TABLE_NAME".into()],
+            rows: Vec::new(),
+        },
+    ));
+    let server = serve(queries);
+    let dir = tempfile::tempdir().unwrap();
+    let (info, plans) = sluice_engine::pipeline::check(&config(&server, dir.path()))
+        .await
+        .expect("a well-set MySQL source passes `check`");
+    assert_eq!(info.flavor, sluice_binlog::SourceFlavor::Mysql);
+    // Where a fresh target starts with `start = "current"`: the source's gtid_executed.
+    assert_eq!(info.binlog_position.to_string(), GOOD[6]);
+    assert!(plans.is_empty());
+    let queries = server.received().queries;
     assert!(queries.iter().any(|q| q == MYSQL_SETTINGS_QUERY), "{queries:?}");
     assert!(queries.iter().any(|q| q == "SHOW GRANTS"), "{queries:?}");
 }
@@ -195,4 +214,41 @@ async fn a_checkpoint_set_is_checked_against_gtid_purged_and_gtid_executed() {
         "{diverged}"
     );
     conn.disconnect().await.unwrap();
+}
+
+/// Stores `position` as the checkpoint of the SQLite target `config` names.
+fn store_checkpoint(dir: &std::path::Path, position: &str) {
+    use sluice_engine::target::{Checkpoint, Target};
+    let mut target = sluice_engine::target::sqlite::SqliteTarget::open(&dir.join("edge.sqlite")).unwrap();
+    target.prepare(&[]).unwrap();
+    target.begin().unwrap();
+    target
+        .commit(&Checkpoint {
+            position: position.parse().unwrap(),
+            ..Checkpoint::default()
+        })
+        .unwrap();
+}
+
+/// `check` hands the target's stored checkpoint to MySQL's checks: a set the source purged
+/// part of is refused, and so is a MariaDB position (a target never moves between flavours).
+#[tokio::test]
+async fn the_stored_checkpoint_is_checked_in_the_sources_flavour() {
+    let uuid = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+    for (stored, expected) in [
+        (format!("{uuid}:1-10"), format!("it purged {uuid}:11-20")),
+        (
+            "0-1-5".to_string(),
+            "cannot move between MariaDB and MySQL sources".to_string(),
+        ),
+    ] {
+        let server = serve(source_queries(GOOD));
+        let dir = tempfile::tempdir().unwrap();
+        store_checkpoint(dir.path(), &stored);
+        let err = sluice_engine::pipeline::check(&config(&server, dir.path()))
+            .await
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains(&expected), "{stored}: {err}");
+    }
 }

@@ -392,7 +392,7 @@ fn run_once(
             let msgs = if large_every > 0 && i % large_every == large_every - 1 && ops.len() > 1 {
                 // Stream it as a large transaction in chunks of one row.
                 let mut msgs = vec![ApplyMsg::LargeStart {
-                    gtid: gtid(i),
+                    gtid: gtid(i).into(),
                     commit_unix: 0,
                     ops: vec![ops[0].clone()],
                 }];
@@ -401,7 +401,7 @@ fn run_once(
                 msgs
             } else {
                 vec![ApplyMsg::Txn {
-                    gtid: gtid(i),
+                    gtid: gtid(i).into(),
                     commit_unix: 0,
                     ops: ops.clone(),
                 }]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use rusqlite::types::Value as Sql;
 use rusqlite::Connection;
-use sluice_binlog::{Charset, ColumnDef, ColumnKind, Gtid, GtidPosition, Value};
+use sluice_binlog::{Charset, ColumnDef, ColumnKind, Gtid, SourcePosition, Value};
 use sluice_engine::target::sqlite::{read_rows, widen_f32, SqliteTarget};
 use sluice_engine::target::{Checkpoint, RowOp, Target, TargetColumn, TargetError, TargetTable};
 use tempfile::TempDir;
@@ -108,7 +108,7 @@ fn delete(t: &Arc<TargetTable>, row: Vec<Value>) -> RowOp {
 }
 
 fn checkpoint(seq: u64, commit: u32) -> Checkpoint {
-    let mut position = GtidPosition::new();
+    let mut position = SourcePosition::new();
     position.advance(Gtid {
         domain: 0,
         server: 1,
@@ -1110,7 +1110,7 @@ fn writer_records_merge_into_a_low_water_mark_and_the_gtids_beyond_it() {
         sequence: seq,
     };
     let pos = |seq| {
-        let mut p = GtidPosition::new();
+        let mut p = SourcePosition::new();
         p.advance(g(seq));
         p
     };
@@ -1121,7 +1121,7 @@ fn writer_records_merge_into_a_low_water_mark_and_the_gtids_beyond_it() {
         target.begin().unwrap();
         let cp = Checkpoint {
             position: pos(mark),
-            applied: applied.into_iter().map(g).collect(),
+            applied: applied.into_iter().map(|s| g(s).into()).collect(),
             source_commit_unix: 5,
             writer,
         };
@@ -1133,6 +1133,10 @@ fn writer_records_merge_into_a_low_water_mark_and_the_gtids_beyond_it() {
         .unwrap()
         .unwrap();
     assert_eq!(merged.position, pos(12));
-    assert_eq!(merged.applied, vec![g(14)], "0-1-11 is below the mark; 0-1-13 is a gap");
+    assert_eq!(
+        merged.applied,
+        vec![g(14).into()],
+        "0-1-11 is below the mark; 0-1-13 is a gap"
+    );
     assert!(merged.covers(g(11)) && merged.covers(g(14)) && !merged.covers(g(13)));
 }

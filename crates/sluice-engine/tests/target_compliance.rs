@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, Once};
 
 use mysql::prelude::Queryable;
 use rusqlite::types::Value as Sql;
-use sluice_binlog::{Charset, ColumnDef, ColumnKind, Gtid, GtidPosition, Value};
+use sluice_binlog::{Charset, ColumnDef, ColumnKind, Gtid, SourceGtid, SourcePosition, Value};
 use sluice_engine::target::mariadb::MariaDbTarget;
 use sluice_engine::target::postgres::PostgresTarget;
 use sluice_engine::target::sqlite::{read_rows, SqliteTarget};
@@ -523,16 +523,16 @@ fn delete(t: &Arc<TargetTable>, row: Vec<Value>) -> RowOp {
     }
 }
 
-fn gtid(domain: u32, server: u32, sequence: u64) -> Gtid {
-    Gtid {
+fn gtid(domain: u32, server: u32, sequence: u64) -> SourceGtid {
+    SourceGtid::Mariadb(Gtid {
         domain,
         server,
         sequence,
-    }
+    })
 }
 
 fn checkpoint(seq: u64, commit: u32) -> Checkpoint {
-    let mut position = GtidPosition::new();
+    let mut position = SourcePosition::new();
     position.advance(gtid(0, 1, seq));
     position.advance(gtid(7, 2, 99));
     Checkpoint {
@@ -1026,7 +1026,7 @@ fn per_writer_checkpoints_are_stored_and_merged(f: &Fixture) {
     let t = users();
     let mut w0 = f.open_prepared(&[Arc::clone(&t)]);
     let mut w1 = f.open();
-    let mut pos0 = GtidPosition::new();
+    let mut pos0 = SourcePosition::new();
     pos0.advance(gtid(0, 1, 5));
     pos0.advance(gtid(3, 1, 10));
     let cp0 = Checkpoint {
@@ -1036,7 +1036,7 @@ fn per_writer_checkpoints_are_stored_and_merged(f: &Fixture) {
         writer: 0,
         ..Checkpoint::default()
     };
-    let mut pos1 = GtidPosition::new();
+    let mut pos1 = SourcePosition::new();
     pos1.advance(gtid(0, 1, 7));
     let cp1 = Checkpoint {
         position: pos1,
@@ -1066,6 +1066,50 @@ fn per_writer_checkpoints_are_stored_and_merged(f: &Fixture) {
     w1.commit(&cp1b).unwrap();
     let expected = Checkpoint::merge([cp0, cp1b]).unwrap();
     assert_eq!(w0.load_checkpoint().unwrap(), Some(expected));
+}
+
+/// A MySQL source's checkpoint: each writer's record holds the GTID set committed up to its
+/// low-water mark and the GTIDs it committed beyond it; stored as text in the same columns as
+/// MariaDB's, and merged as the union (whatever order the writers committed in).
+fn mysql_checkpoints_are_stored_and_merged_as_sets(f: &Fixture) {
+    const U: &str = "fbda2ad0-7c46-11ec-ae30-4ef7efc81a2a";
+    let mysql = |text: &str| -> SourcePosition { text.parse().unwrap() };
+    let one = |text: &str| -> SourceGtid { text.parse().unwrap() };
+    let t = users();
+    let mut w0 = f.open_prepared(&[Arc::clone(&t)]);
+    let mut w1 = f.open();
+    let cp0 = Checkpoint {
+        position: mysql(&format!("{U}:1-5")),
+        applied: vec![one(&format!("{U}:9")), one(&format!("{U}:tag_a:2"))],
+        source_commit_unix: 50,
+        writer: 0,
+    };
+    let cp1 = Checkpoint {
+        position: mysql(&format!("{U}:1-7")),
+        applied: vec![one(&format!("{U}:8"))],
+        source_commit_unix: 70,
+        writer: 1,
+    };
+    w1.begin().unwrap();
+    w1.apply(&insert(&t, user(2, "from w1", 2.0))).unwrap();
+    w1.commit(&cp1).unwrap();
+    w0.begin().unwrap();
+    w0.apply(&insert(&t, user(1, "from w0", 1.0))).unwrap();
+    w0.commit(&cp0).unwrap();
+    let loaded = f.open().load_checkpoint().unwrap().unwrap();
+    // A set has no order: what was applied beyond the marks joins the merged set.
+    assert_eq!(loaded.position, mysql(&format!("{U}:1-9:tag_a:2")));
+    assert!(loaded.applied.is_empty(), "{:?}", loaded.applied);
+    assert_eq!(loaded.source_commit_unix, 70);
+    // Everything committed: where a MySQL source is asked to stream from.
+    assert_eq!(loaded.resume_from(), loaded.position);
+    for covered in ["1", "7", "8", "9", "tag_a:2"] {
+        assert!(loaded.covers(one(&format!("{U}:{covered}"))), "{covered}");
+    }
+    for not in ["10", "tag_a:1"] {
+        assert!(!loaded.covers(one(&format!("{U}:{not}"))), "{not}");
+    }
+    assert_eq!(f.rows(&t).len(), 2);
 }
 
 fn the_checkpoint_and_rows_are_invisible_until_commit(f: &Fixture) {
@@ -2296,6 +2340,7 @@ compliance!(
     dropping_the_target_without_commit_leaves_nothing,
     checkpoint_round_trips_across_reconnect,
     per_writer_checkpoints_are_stored_and_merged,
+    mysql_checkpoints_are_stored_and_merged_as_sets,
     the_checkpoint_and_rows_are_invisible_until_commit,
     apply_and_commit_need_an_open_transaction,
     prepare_inside_an_open_transaction,

@@ -8,8 +8,15 @@
 //! `COM_BINLOG_DUMP_GTID` streams the events of a real binlog file written by MySQL, leaving out
 //! the transactions whose GTID the replica says it has, then heartbeats.
 //!
-//! What it does not do: run SQL (a query without a canned answer gets an error), purge binlogs,
+//! What it does not do: run SQL (a query without a canned answer gets an error, unless
+//! [`MysqlProtocolServerOptions::forward_to`] names a server to relay it to), purge binlogs,
 //! rotate files, or check that the replica's server id is unique.
+//!
+//! With `forward_to`, queries without a canned answer (and not `SET`), prepared statements and
+//! connection resets are relayed byte for byte to that server (testkit's MariaDB: `root`
+//! without a password), one upstream connection per client connection, so that catalog reads,
+//! table probes and backfill chunk reads see real tables while the replication side and the
+//! GTID variables stay MySQL's (canned).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -75,6 +82,9 @@ pub struct MysqlProtocolServerOptions {
     /// Exact query texts (compared without surrounding blanks, case-insensitively) and their
     /// answers. `SET` statements get OK without an entry.
     pub queries: Vec<(String, ResultSet)>,
+    /// The port of a server on 127.0.0.1 (user `root`, no password) that gets every query
+    /// without a canned answer, and prepared statements; `None`: such queries get an error.
+    pub forward_to: Option<u16>,
 }
 
 impl MysqlProtocolServerOptions {
@@ -90,6 +100,7 @@ impl MysqlProtocolServerOptions {
             has_transaction: None,
             refuse_dump: None,
             queries: Vec::new(),
+            forward_to: None,
         }
     }
 }
@@ -504,7 +515,8 @@ async fn serve(shared: Arc<Shared>, tcp: Box<dyn Transport>, id: u32) -> Result<
     }
     conn.ok().await?;
     shared.received.lock().unwrap().tls.push(tls);
-    commands(&shared, conn, client_caps).await
+    // What both sides agreed on: the format of every reply the client parses.
+    commands(&shared, conn, client_caps & caps).await
 }
 
 fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor> {
@@ -528,20 +540,38 @@ struct Session {
 
 async fn commands(shared: &Shared, mut conn: Conn, client_caps: u32) -> Result<()> {
     let mut session = Session::default();
+    let mut upstream: Option<Conn> = None;
     loop {
         let packet = conn.read().await?;
+        if let Some(port) = shared.options.forward_to {
+            let local = match packet.first() {
+                Some(0x03) => {
+                    let sql = String::from_utf8_lossy(&packet[1..]).trim().to_owned();
+                    canned(shared, &sql).is_some() || sql.to_ascii_uppercase().starts_with("SET ")
+                }
+                // COM_RESET_CONNECTION: only an upstream session has anything to reset.
+                Some(0x1f) => upstream.is_none(),
+                // COM_STMT_PREPARE, _EXECUTE, _SEND_LONG_DATA, _CLOSE, _RESET.
+                Some(0x16..=0x1a) => false,
+                _ => true,
+            };
+            if !local {
+                if packet.first() == Some(&0x03) {
+                    let sql = String::from_utf8_lossy(&packet[1..]).trim().to_owned();
+                    shared.received.lock().unwrap().queries.push(sql);
+                }
+                if upstream.is_none() {
+                    upstream = Some(connect_upstream(port, client_caps).await?);
+                }
+                relay(upstream.as_mut().expect("connected"), &mut conn, &packet, client_caps).await?;
+                continue;
+            }
+        }
         match packet.first() {
             Some(0x03) => {
                 let sql = String::from_utf8_lossy(&packet[1..]).trim().to_owned();
                 shared.received.lock().unwrap().queries.push(sql.clone());
-                let answer = shared
-                    .options
-                    .queries
-                    .iter()
-                    .find(|(q, _)| q.trim().eq_ignore_ascii_case(&sql))
-                    .map(|(_, r)| r.clone())
-                    .or_else(|| client_setup_answer(&sql));
-                if let Some(rs) = answer {
+                if let Some(rs) = canned(shared, &sql) {
                     result_set(&mut conn, &rs, client_caps).await?;
                 } else if sql.to_ascii_uppercase().starts_with("SET ") {
                     session.set(&sql);
@@ -553,10 +583,138 @@ async fn commands(shared: &Shared, mut conn: Conn, client_caps: u32) -> Result<(
             }
             // COM_QUIT
             Some(0x01) => return Ok(()),
-            // COM_PING, COM_REGISTER_SLAVE, COM_INIT_DB
-            Some(0x0e | 0x15 | 0x02) => conn.ok().await?,
+            // COM_PING, COM_REGISTER_SLAVE, COM_INIT_DB, COM_RESET_CONNECTION (nothing to reset)
+            Some(0x0e | 0x15 | 0x02 | 0x1f) => conn.ok().await?,
             Some(0x1e) => return dump(shared, conn, &packet, &session).await,
             _ => conn.err(1047, "08S01", "Unknown command").await?,
+        }
+    }
+}
+
+/// The canned answer to `sql`, if any.
+fn canned(shared: &Shared, sql: &str) -> Option<ResultSet> {
+    shared
+        .options
+        .queries
+        .iter()
+        .find(|(q, _)| q.trim().eq_ignore_ascii_case(sql))
+        .map(|(_, r)| r.clone())
+        .or_else(|| client_setup_answer(sql))
+        .or_else(|| executed_wait_answer(sql))
+}
+
+/// `SELECT WAIT_FOR_EXECUTED_GTID_SET('…', timeout)` (the backfill's wait before a snapshot):
+/// 0, "executed", since everything this server streams counts as committed (MariaDB, where
+/// forwarded reads go, has no such function).
+fn executed_wait_answer(sql: &str) -> Option<ResultSet> {
+    sql.trim()
+        .get(..34)
+        .is_some_and(|head| head.eq_ignore_ascii_case("SELECT WAIT_FOR_EXECUTED_GTID_SET("))
+        .then(|| ResultSet::row(&[("WAIT_FOR_EXECUTED_GTID_SET", "0")]))
+}
+
+/// Logs in to the forwarding target as `root` without a password, asking for the capabilities
+/// the client agreed on with this server (so that every reply relayed is in the format the
+/// client expects), without TLS, a default schema or connection attributes.
+async fn connect_upstream(port: u16, client_caps: u32) -> Result<Conn> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let mut up = Conn {
+        io: Box::new(tcp),
+        seq: 0,
+    };
+    let hello = up.read().await?;
+    // Protocol 10: version, NUL, connection id (4), scramble (8), filler, capabilities low (2),
+    // charset, status (2), capabilities high (2), …
+    let version_end = hello.iter().position(|&b| b == 0).ok_or("bad upstream handshake")?;
+    let at = version_end + 1 + 4 + 8 + 1;
+    let low = u16::from_le_bytes(hello.get(at..at + 2).ok_or("short handshake")?.try_into()?);
+    let high = u16::from_le_bytes(hello.get(at + 5..at + 7).ok_or("short handshake")?.try_into()?);
+    let server_caps = u32::from(low) | u32::from(high) << 16;
+    let caps = (client_caps & server_caps & !(cap::SSL | cap::CONNECT_WITH_DB | cap::CONNECT_ATTRS))
+        | cap::PROTOCOL_41
+        | cap::SECURE_CONNECTION
+        | cap::PLUGIN_AUTH;
+    let mut response = caps.to_le_bytes().to_vec();
+    response.extend_from_slice(&(16u32 << 20).to_le_bytes());
+    response.push(45); // utf8mb4_general_ci
+    response.extend_from_slice(&[0; 23]);
+    response.extend_from_slice(b"root\0");
+    response.push(0); // no auth data (lenenc or one-byte length: both 0)
+    response.extend_from_slice(b"mysql_native_password\0");
+    up.write(&response).await?;
+    loop {
+        let reply = up.read().await?;
+        match reply.first() {
+            Some(0x00) => return Ok(up),
+            // An authentication switch: the empty password in any plugin is empty.
+            Some(0xfe) => up.write(&[]).await?,
+            _ => {
+                return Err(format!(
+                    "forwarding target refused the login: {}",
+                    String::from_utf8_lossy(&reply)
+                )
+                .into())
+            }
+        }
+    }
+}
+
+/// Sends `command` upstream and relays the reply to the client, packet by packet, until it is
+/// complete (the client waits for it before its next command).
+async fn relay(up: &mut Conn, client: &mut Conn, command: &[u8], caps: u32) -> Result<()> {
+    up.seq = 0;
+    up.write(command).await?;
+    let deprecate_eof = caps & cap::DEPRECATE_EOF != 0;
+    let mut pass = async || -> Result<Vec<u8>> {
+        let packet = up.read().await?;
+        client.write(&packet).await?;
+        Ok(packet)
+    };
+    match command.first() {
+        // COM_STMT_SEND_LONG_DATA, COM_STMT_CLOSE: no reply.
+        Some(0x18 | 0x19) => Ok(()),
+        // COM_STMT_PREPARE: OK with the statement id, column and parameter counts, then the
+        // parameter and column definitions, each list ended by EOF unless deprecated.
+        Some(0x16) => {
+            let first = pass().await?;
+            if first.first() != Some(&0x00) {
+                return Ok(());
+            }
+            let columns = u16::from_le_bytes(first.get(5..7).ok_or("short prepare OK")?.try_into()?);
+            let params = u16::from_le_bytes(first.get(7..9).ok_or("short prepare OK")?.try_into()?);
+            for n in [params, columns] {
+                if n > 0 {
+                    for _ in 0..n + u16::from(!deprecate_eof) {
+                        pass().await?;
+                    }
+                }
+            }
+            Ok(())
+        }
+        // A query or an execution: OK, ERR, or a result set (column count, definitions, EOF
+        // unless deprecated, rows, then EOF / OK marked 0xfe, or ERR).
+        _ => {
+            let first = pass().await?;
+            if matches!(first.first(), Some(0x00 | 0xff) | None) {
+                return Ok(());
+            }
+            if first.first() == Some(&0xfb) {
+                return Err("LOCAL INFILE is not relayed".into());
+            }
+            let (columns, _) = read_lenenc(&first).ok_or("bad column count")?;
+            for _ in 0..columns + usize::from(!deprecate_eof) {
+                pass().await?;
+            }
+            loop {
+                let row = pass().await?;
+                // A row never starts with 0xfe in a packet this short (it would announce a
+                // value of 2^24 bytes or more); ERR ends it too.
+                match row.first() {
+                    Some(0xff) => return Ok(()),
+                    Some(0xfe) if row.len() < 0xff_ffff && (deprecate_eof || row.len() < 9) => return Ok(()),
+                    _ => {}
+                }
+            }
         }
     }
 }

@@ -8,7 +8,7 @@ use serde_json::{json, Value as Json};
 use sluice_binlog::event::type_name;
 use sluice_binlog::file::BinlogFileReader;
 use sluice_binlog::replica::BinlogStream;
-use sluice_binlog::{EventBody, EventDecoder, GtidPosition, RowChange, TableDef, Value};
+use sluice_binlog::{EventBody, EventDecoder, RowChange, SourcePosition, TableDef, Value};
 use sluice_engine::config::Config;
 use sluice_engine::select::rules::TablePlan;
 use sluice_engine::target::RowOp;
@@ -332,7 +332,7 @@ fn dump_file_events(path: &Path, limit: Option<u64>) -> anyhow::Result<()> {
 pub async fn dump_server(config: &Config, from: Option<&str>, limit: Option<u64>, raw: bool) -> anyhow::Result<()> {
     let password = config.source_password()?;
     let replica = sluice_engine::stream::reader::replica_config(config, &password);
-    let from: Option<GtidPosition> = match from {
+    let from: Option<SourcePosition> = match from {
         Some(p) => Some(p.parse().map_err(|e| anyhow::anyhow!("--from: {e}"))?),
         None => None,
     };
@@ -346,7 +346,8 @@ pub async fn dump_server(config: &Config, from: Option<&str>, limit: Option<u64>
                 true => RowView::Raw,
                 false => RowView::Config(plans.into_iter().map(|p| (p.target.source_name.clone(), p)).collect()),
             };
-            (from.unwrap_or(info.binlog_position), view)
+            let start = from.unwrap_or(info.binlog_position).for_flavor(info.flavor)?;
+            (start, view)
         }
     };
     if let RowView::Raw = view {
@@ -355,7 +356,7 @@ pub async fn dump_server(config: &Config, from: Option<&str>, limit: Option<u64>
              columns the config excludes or scrubs"
         );
     }
-    let mut stream = BinlogStream::connect(&replica, &start).await?;
+    let mut stream = BinlogStream::connect_from(&replica, start.dump_start()).await?;
     let mut decoder = EventDecoder::new();
     let mut tables = HashMap::new();
     let mut count = 0;

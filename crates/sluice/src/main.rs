@@ -131,7 +131,7 @@ enum BinlogCommand {
         /// here: a file argument or -c must be given).
         #[arg(short, long, conflicts_with = "file")]
         config: Option<PathBuf>,
-        /// With --config: the GTID position to start after (default: the source's current position).
+        /// With --config: the GTID position (MariaDB) or GTID set (MySQL) to start after (default: the source's current position).
         #[arg(long, requires = "config")]
         from: Option<String>,
         /// Stop after this many events.

@@ -45,7 +45,7 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use sluice_binlog::{Gtid, GtidPosition};
+use sluice_binlog::{SourceGtid, SourcePosition};
 use tokio::sync::{mpsc, oneshot};
 
 pub use crate::config::CommitOrder;
@@ -64,19 +64,19 @@ pub enum ApplyMsg {
     /// A source DDL transaction (no rows) with an effect on target tables: applied as a
     /// barrier, in one target transaction with the checkpoint that covers `gtid`.
     Ddl {
-        gtid: Gtid,
+        gtid: SourceGtid,
         commit_unix: u32,
         changes: Vec<EdgeChange>,
     },
     /// A complete source transaction (its row changes after filtering; may be empty).
     Txn {
-        gtid: Gtid,
+        gtid: SourceGtid,
         commit_unix: u32,
         ops: Vec<RowOp>,
     },
     /// The first rows of a transaction too large to buffer; `LargeRows` follow, then `LargeEnd`.
     LargeStart {
-        gtid: Gtid,
+        gtid: SourceGtid,
         commit_unix: u32,
         ops: Vec<RowOp>,
     },
@@ -154,7 +154,7 @@ pub struct Progress {
     /// Source commit time (Unix seconds) of the newest committed source transaction.
     pub last_source_commit_unix: AtomicU64,
     /// The low-water mark: every source transaction at or before it is committed.
-    pub applied_position: Mutex<GtidPosition>,
+    pub applied_position: Mutex<SourcePosition>,
     /// Replication lag percentiles (heartbeat or event timestamps).
     pub lag: Arc<crate::ops::lag::LagMeter>,
     /// Every table's copy of existing rows in this process.
@@ -219,9 +219,9 @@ impl Shared {
 struct LowWater {
     tracker: DependencyTracker,
     /// Scheduled transactions not yet folded into `position`, by index.
-    pending: BTreeMap<TxnIndex, (Gtid, u32)>,
+    pending: BTreeMap<TxnIndex, (SourceGtid, u32)>,
     /// The low-water mark as a GTID position.
-    position: GtidPosition,
+    position: SourcePosition,
     commit_unix: u32,
     /// Set when a writer failed or the applier is aborting: waiting writers give up.
     stop: bool,
@@ -229,15 +229,15 @@ struct LowWater {
     /// a writer waiting for a dependency or for its turn to commit drops its work instead.
     aborting: bool,
     /// The highest low-water mark any writer has recorded in the target so far.
-    persisted: GtidPosition,
+    persisted: SourcePosition,
     /// Incremental verification (`crate::verify::incremental`) is on.
     verifying: bool,
     /// Committed transactions whose rows the verifier has not checked yet.
     unverified: BTreeSet<TxnIndex>,
     /// Like `pending`, for the verified mark.
-    verify_pending: BTreeMap<TxnIndex, Option<Gtid>>,
+    verify_pending: BTreeMap<TxnIndex, Option<SourceGtid>>,
     /// Every transaction at or before it is committed and its rows were checked.
-    verified: GtidPosition,
+    verified: SourcePosition,
     /// Commit order of groups, for the verifier.
     commit_seq: u64,
     /// Heartbeats (send time, µs) by the index of the transaction that carried them, sampled
@@ -292,12 +292,12 @@ impl LowWater {
 enum Work {
     Txn {
         sched: Scheduled,
-        gtid: Gtid,
+        gtid: SourceGtid,
         ops: Vec<RowOp>,
     },
     LargeStart {
         sched: Scheduled,
-        gtid: Gtid,
+        gtid: SourceGtid,
         ops: Vec<RowOp>,
     },
     /// Persist the low-water mark (advanced by transactions that had nothing to apply).
@@ -308,7 +308,7 @@ enum Work {
     /// A source DDL transaction's effect on target tables (scheduled as a barrier).
     Ddl {
         sched: Scheduled,
-        gtid: Gtid,
+        gtid: SourceGtid,
         changes: Vec<EdgeChange>,
     },
     /// Roll back the open group, forget uncommitted work, acknowledge.
@@ -397,7 +397,7 @@ struct Group {
     started: Instant,
     rows: usize,
     /// Source transactions (and GTID-less backfill chunks) in this group.
-    txns: Vec<(TxnIndex, Option<Gtid>)>,
+    txns: Vec<(TxnIndex, Option<SourceGtid>)>,
     /// Inside a large transaction (its end not yet seen).
     mid_large: bool,
     /// The row changes applied, for incremental verification.
@@ -412,9 +412,9 @@ struct Writer<'a> {
     progress: &'a Progress,
     group: Option<Group>,
     /// The open large transaction: index, GTID.
-    large: Option<(TxnIndex, Gtid)>,
+    large: Option<(TxnIndex, SourceGtid)>,
     /// GTIDs this writer committed that the low-water mark may not cover yet.
-    committed_above: Vec<Gtid>,
+    committed_above: Vec<SourceGtid>,
     /// The incremental verifier, when on: shared counters, and its queue.
     verifier: Option<(&'a VerifierLink, std_mpsc::SyncSender<CommittedGroup>)>,
     /// The coordinator is aborting: the work queued before its `Abort` is dropped unapplied.
@@ -699,7 +699,7 @@ impl Writer<'_> {
         Ok(())
     }
 
-    fn end_txn(&mut self, index: TxnIndex, gtid: Option<Gtid>) -> Result<(), TargetError> {
+    fn end_txn(&mut self, index: TxnIndex, gtid: Option<SourceGtid>) -> Result<(), TargetError> {
         let group = self.group.as_mut().expect("open group");
         group.txns.push((index, gtid));
         if group.rows >= self.policy.max_rows || group.started.elapsed() >= self.policy.max_delay {
@@ -809,11 +809,7 @@ impl Writer<'_> {
         for (index, _) in &group.txns {
             lw.commit(*index);
         }
-        for gtid in position.iter() {
-            if !lw.persisted.contains(gtid) {
-                lw.persisted.advance(gtid);
-            }
-        }
+        lw.persisted = lw.persisted.union(&position);
         self.progress.target_commits.fetch_add(1, Ordering::Relaxed);
         self.progress
             .rows_applied
@@ -1118,7 +1114,7 @@ impl Coordinator<'_> {
         }
     }
 
-    fn schedule(&mut self, ws: &WriteSet, gtid: Gtid, commit_unix: u32) -> Scheduled {
+    fn schedule(&mut self, ws: &WriteSet, gtid: SourceGtid, commit_unix: u32) -> Scheduled {
         let mut lw = self.shared.state.lock().expect("lock");
         let sched = lw.tracker.schedule(ws);
         lw.pending.insert(sched.index, (gtid, commit_unix));
@@ -1250,7 +1246,7 @@ impl Coordinator<'_> {
     }
 
     /// Rolls back all uncommitted work and returns what is committed.
-    fn abort(&mut self, applied_above: &mut Vec<Gtid>) -> Result<Checkpoint, TargetError> {
+    fn abort(&mut self, applied_above: &mut Vec<SourceGtid>) -> Result<Checkpoint, TargetError> {
         if !self.shared.state.lock().expect("lock").tracker.chunks_idle() {
             // A chunk waits for stream transactions about to be rolled back; its progress is
             // in the target, so a restart resumes the copy exactly.
@@ -1286,7 +1282,7 @@ impl Coordinator<'_> {
             lw.verify_pending.clear();
         }
         // Committed transactions above the mark stay applied; everything else is void.
-        let committed_above: Vec<Gtid> = lw
+        let committed_above: Vec<SourceGtid> = lw
             .pending
             .iter()
             .filter(|(i, _)| lw.tracker.is_committed(**i))

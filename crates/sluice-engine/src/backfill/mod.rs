@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
-use sluice_binlog::{GtidPosition, Value};
+use sluice_binlog::{SourcePosition, Value};
 
 use crate::apply::schedule::{key_hash, KeyHash};
 use crate::ops::lag::LagMeter;
@@ -74,12 +74,14 @@ pub enum BackfillMsg {
 }
 
 /// An open window, as the reader reports it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct WindowStart {
     pub id: u64,
     /// The end of the last source transaction the stream passed before the window opened
     /// (`None`: none on this connection yet, so any snapshot holds all it passed).
     pub stream_at: Option<BinlogCoord>,
+    /// The stream's position then (what a MySQL source's snapshot must hold).
+    pub passed: sluice_binlog::SourcePosition,
 }
 
 /// A chunk of source rows and the source position read right after its `SELECT` (the end of
@@ -89,7 +91,7 @@ pub struct Chunk {
     /// The reader's window this chunk was read in.
     pub window: u64,
     pub plan: Arc<TablePlan>,
-    pub high: GtidPosition,
+    pub high: SourcePosition,
     /// The rows that pass the table's filter, projected to target rows, each with the hash of
     /// its source key (what the stream's changes are matched against), in key order.
     pub rows: Vec<(KeyHash, Vec<Value>)>,
@@ -131,6 +133,8 @@ pub struct BackfillSettings {
     pub max_lag: Option<Duration>,
     /// The heartbeat interval (a missing heartbeat counts as lag after it).
     pub heartbeat_interval: Duration,
+    /// MariaDB or MySQL: which variable holds the source's position (the chunks' high marks).
+    pub flavor: sluice_binlog::SourceFlavor,
 }
 
 /// A table's copy as the progress display and logs see it.
@@ -348,6 +352,7 @@ struct TableCopier {
     chunk_rows: usize,
     max_lag: Option<Duration>,
     heartbeat_interval: Duration,
+    flavor: sluice_binlog::SourceFlavor,
     /// The stored-progress form of the last key read, and the rows read so far.
     last_key_text: Option<String>,
     rows_copied: u64,
@@ -367,6 +372,7 @@ impl TableCopier {
             chunk_rows: settings.chunk_rows,
             max_lag: settings.max_lag,
             heartbeat_interval: settings.heartbeat_interval,
+            flavor: settings.flavor,
             handed_over: (job.last_key.clone(), job.rows_copied),
             last_key_text: job.last_key,
             rows_copied: job.rows_copied,
@@ -406,7 +412,7 @@ impl TableCopier {
         Chunk {
             window: 0,
             plan: self.plan.clone(),
-            high: GtidPosition::new(),
+            high: SourcePosition::new(),
             rows: Vec::new(),
             fill: self.fill.clone(),
             progress,
@@ -522,12 +528,9 @@ impl TableCopier {
             let mut attempt = 1;
             let (raw, high) = loop {
                 let read = async {
-                    snapshot::begin(&mut conn, window.stream_at).await?;
+                    snapshot::begin(&mut conn, self.flavor, &window).await?;
                     let raw = query.chunk(&mut conn, last_key.as_deref()).await?;
-                    let high: String = conn
-                        .query_first("SELECT @@global.gtid_binlog_pos")
-                        .await?
-                        .unwrap_or_default();
+                    let high = crate::source_rows::read_position(&mut conn, self.flavor).await?;
                     conn.query_drop("COMMIT").await?;
                     Ok::<_, snapshot::SnapshotError>((raw, high))
                 };
@@ -556,9 +559,9 @@ impl TableCopier {
                     }
                 }
             };
-            let high: GtidPosition = high.parse().map_err(|_| BackfillError::Query {
+            let high: SourcePosition = high.map_err(|message| BackfillError::Query {
                 table: table.clone(),
-                message: "the source returned an unreadable @@global.gtid_binlog_pos".into(),
+                message: format!("the source returned an {message}"),
             })?;
             let done = raw.len() < self.chunk_rows;
             // The next read starts after this chunk's last key: take it now, the rest of the
@@ -590,7 +593,7 @@ fn convert_chunk(
     plan: Arc<TablePlan>,
     raw: Vec<mysql_async::Row>,
     window: u64,
-    high: GtidPosition,
+    high: SourcePosition,
     fill: Option<Arc<Vec<usize>>>,
     progress: BackfillProgress,
     in_flight: tokio::sync::OwnedSemaphorePermit,

@@ -8,13 +8,17 @@
 //! `SELECT` can still read the rows as they were before T. Placed after T, such a chunk would
 //! overwrite T's changes with older values: lost data, found by `verify` only.
 //!
-//! The fix: the reader tells the backfill where in the binlog the stream stood when the
+//! The fix (MariaDB): the reader tells the backfill where in the binlog the stream stood when the
 //! window opened (the end of the last whole transaction it had passed, see
 //! [`BinlogCoord`]), and the chunk is read in `START TRANSACTION WITH CONSISTENT SNAPSHOT`,
 //! whose binlog position MariaDB reports (`Binlog_snapshot_file` / `Binlog_snapshot_position`,
 //! taken under the same lock as the engine commits, so the snapshot holds exactly the
 //! transactions up to it). A snapshot short of the stream's position is let go and taken
 //! again a moment later, once the engine commits have caught up (usually microseconds).
+//!
+//! MySQL reports no snapshot position, but it adds a transaction to `gtid_executed` only once
+//! the engine has committed it: the snapshot is taken after
+//! `WAIT_FOR_EXECUTED_GTID_SET(<the stream's set when the window opened>)` returns.
 
 use std::time::{Duration, Instant};
 
@@ -62,6 +66,8 @@ pub enum SnapshotError {
         stream: BinlogCoord,
         snapshot: BinlogCoord,
     },
+    /// MySQL's `gtid_executed` did not reach the stream's set before the deadline.
+    GtidsNotExecuted,
 }
 
 impl From<mysql_async::Error> for SnapshotError {
@@ -85,14 +91,67 @@ impl std::fmt::Display for SnapshotError {
                  (a stuck commit at the source?)",
                 SNAPSHOT_DEADLINE.as_secs()
             ),
+            SnapshotError::GtidsNotExecuted => write!(
+                f,
+                "the source's gtid_executed did not reach the transactions the stream had passed within {} s \
+                 (a stuck commit at the source?)",
+                SNAPSHOT_DEADLINE.as_secs()
+            ),
         }
     }
 }
 
 /// Opens a read-only consistent-snapshot transaction on `conn` that holds every transaction
-/// up to `stream` (`None`: the stream has passed no transaction on this connection yet, so
-/// any snapshot will do). The caller reads, then ends it with `COMMIT`.
-pub async fn begin(conn: &mut mysql_async::Conn, stream: Option<BinlogCoord>) -> Result<(), SnapshotError> {
+/// the stream had passed when `window` opened. The caller reads, then ends it with `COMMIT`.
+pub async fn begin(
+    conn: &mut mysql_async::Conn,
+    flavor: sluice_binlog::SourceFlavor,
+    window: &super::WindowStart,
+) -> Result<(), SnapshotError> {
+    match flavor {
+        sluice_binlog::SourceFlavor::MariaDb => begin_at_binlog_position(conn, window.stream_at).await,
+        sluice_binlog::SourceFlavor::Mysql => {
+            if !window.passed.is_empty() {
+                // Sent as text: the set is sluice's own GTID-set text (checked to hold nothing
+                // but UUIDs, tags, numbers and separators), not data.
+                let set = window.passed.to_string();
+                if !set
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | ',' | '_'))
+                {
+                    return Err(SnapshotError::GtidsNotExecuted);
+                }
+                let waited: Option<i64> = conn
+                    .query_first(format!(
+                        "SELECT WAIT_FOR_EXECUTED_GTID_SET('{set}', {})",
+                        SNAPSHOT_DEADLINE.as_secs()
+                    ))
+                    .await?;
+                if waited != Some(0) {
+                    return Err(SnapshotError::GtidsNotExecuted);
+                }
+            }
+            start_snapshot(conn).await
+        }
+    }
+}
+
+async fn start_snapshot(conn: &mut mysql_async::Conn) -> Result<(), SnapshotError> {
+    // The session reads in READ COMMITTED (no snapshot outlives its statement); this one
+    // transaction needs REPEATABLE READ so that its statements share the snapshot.
+    conn.query_drop("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .await?;
+    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        .await?;
+    Ok(())
+}
+
+/// MariaDB: a snapshot at or past `stream` (`None`: the stream has passed no transaction on
+/// this connection yet, so any snapshot will do).
+async fn begin_at_binlog_position(
+    conn: &mut mysql_async::Conn,
+    stream: Option<BinlogCoord>,
+) -> Result<(), SnapshotError> {
     let started = Instant::now();
     let mut pause = Duration::from_millis(1);
     loop {

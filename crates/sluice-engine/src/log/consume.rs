@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_binlog::Gtid;
+use sluice_binlog::SourceGtid;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Body, Entry, LogCursor, LogError, TransactionLog, WireChange, WireOp};
@@ -24,7 +24,7 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 pub struct EntryReader {
     prepared: HashMap<String, Arc<TargetTable>>,
     /// The transaction in parts being read, and its next part's number.
-    open: Option<(Gtid, u32)>,
+    open: Option<(SourceGtid, u32)>,
 }
 
 impl EntryReader {
@@ -240,7 +240,9 @@ mod tests {
     #[test]
     fn covered_transactions_are_skipped_whole() {
         let mut applied = Checkpoint::default();
-        applied.position.advance("0-1-5".parse().unwrap());
+        applied
+            .position
+            .advance("0-1-5".parse::<sluice_binlog::SourceGtid>().unwrap());
         let mut reader = EntryReader::default();
         for (offset, p) in [(1, 0, false), (2, 1, false), (3, 2, true)].map(|(o, n, l)| (o, part("0-1-5", n, l))) {
             assert!(reader.messages(offset, p, &applied).unwrap().is_empty());

@@ -19,7 +19,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use sluice_binlog::{Gtid, GtidPosition, Value};
+use sluice_binlog::{SourceGtid, SourcePosition, Value};
 
 use crate::apply::EdgeChange;
 use crate::target::{RowOp, TargetTable};
@@ -46,7 +46,7 @@ pub enum LogError {
     )]
     RowTooLarge {
         table: String,
-        gtid: Gtid,
+        gtid: SourceGtid,
         max_bytes: usize,
     },
     #[error(
@@ -62,7 +62,7 @@ pub enum LogError {
 /// One entry of the log.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
-    pub gtid: Gtid,
+    pub gtid: SourceGtid,
     /// The source transaction's commit time (Unix seconds, from its binlog event header).
     pub commit_unix: u32,
     pub body: Body,
@@ -155,7 +155,7 @@ impl Entry {
 }
 
 /// The GTID an entry id names (`0-1-42` or `0-1-42/3`).
-pub fn gtid_of_id(id: &str) -> Option<Gtid> {
+pub fn gtid_of_id(id: &str) -> Option<SourceGtid> {
     id.split('/').next()?.parse().ok()
 }
 
@@ -208,14 +208,14 @@ impl From<&EdgeChange> for WireChange {
 /// (whose parts up to `parts_held` are then not appended again).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ResumePoint {
-    pub position: GtidPosition,
+    pub position: SourcePosition,
     /// The transaction cut short, and the number of its parts the log holds.
-    pub partial: Option<(Gtid, u32)>,
+    pub partial: Option<(SourceGtid, u32)>,
 }
 
 impl ResumePoint {
     /// Where to resume when `last` is the log's newest entry, appended with `position_before`.
-    pub fn after(last: &Entry, position_before: GtidPosition) -> ResumePoint {
+    pub fn after(last: &Entry, position_before: SourcePosition) -> ResumePoint {
         match last.body {
             Body::Part { part, last: false, .. } => ResumePoint {
                 position: position_before,
@@ -246,7 +246,7 @@ pub trait TransactionLog: Send + Sync {
         &self,
         entry: &Entry,
         encoded: Vec<u8>,
-        position_before: &GtidPosition,
+        position_before: &SourcePosition,
     ) -> impl Future<Output = Result<(), LogError>> + Send;
 
     /// Where a publisher resumes, from the newest entry (`None`: the log is empty).
@@ -254,7 +254,7 @@ pub trait TransactionLog: Send + Sync {
 
     /// The offset of the first entry whose transaction `low_water` does not contain (the
     /// entries before it are all applied), or the offset the next entry will get.
-    fn first_not_covered(&self, low_water: &GtidPosition) -> impl Future<Output = Result<u64, LogError>> + Send;
+    fn first_not_covered(&self, low_water: &SourcePosition) -> impl Future<Output = Result<u64, LogError>> + Send;
 
     /// Reads entries from `offset` on, in order, waiting for new ones.
     fn read_from(&self, offset: u64) -> impl Future<Output = Result<impl LogCursor, LogError>> + Send;

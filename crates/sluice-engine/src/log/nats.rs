@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt;
-use sluice_binlog::GtidPosition;
+use sluice_binlog::SourcePosition;
 
 use super::{gtid_of_id, Entry, LogCursor, LogError, ResumePoint, TransactionLog};
 use crate::config::NatsLogConfig;
@@ -137,7 +137,7 @@ impl TransactionLog for NatsLog {
         self.max_payload.saturating_sub(HEADER_ALLOWANCE)
     }
 
-    async fn append(&self, entry: &Entry, encoded: Vec<u8>, position_before: &GtidPosition) -> Result<(), LogError> {
+    async fn append(&self, entry: &Entry, encoded: Vec<u8>, position_before: &SourcePosition) -> Result<(), LogError> {
         let publish = jetstream::message::PublishMessage::build()
             .payload(encoded.into())
             .message_id(entry.id())
@@ -158,7 +158,7 @@ impl TransactionLog for NatsLog {
         }
         let message = self.message(last).await?;
         let id = message_id(&message);
-        let position_before: GtidPosition = message
+        let position_before: SourcePosition = message
             .headers
             .get(POSITION_HEADER)
             .and_then(|v| v.as_str().parse().ok())
@@ -170,7 +170,7 @@ impl TransactionLog for NatsLog {
         Ok(Some(ResumePoint::after(&entry, position_before)))
     }
 
-    async fn first_not_covered(&self, low_water: &GtidPosition) -> Result<u64, LogError> {
+    async fn first_not_covered(&self, low_water: &SourcePosition) -> Result<u64, LogError> {
         let (first, last) = self.bounds().await?;
         if last == 0 || first > last {
             return Ok(last + 1);

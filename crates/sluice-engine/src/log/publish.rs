@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_binlog::{Gtid, GtidPosition};
+use sluice_binlog::{SourceGtid, SourcePosition};
 use tokio::sync::mpsc;
 
 use super::{to_wire, Body, Entry, LogError, TransactionLog};
@@ -26,31 +26,36 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// A transaction being appended in parts.
 struct OpenTxn {
-    gtid: Gtid,
+    gtid: SourceGtid,
     commit_unix: u32,
     next_part: u32,
-    position_before: GtidPosition,
+    position_before: SourcePosition,
 }
 
 pub struct Publisher<L> {
     log: L,
     /// The source position after the last whole transaction handled (appended, or empty and
     /// left out).
-    position: GtidPosition,
+    position: SourcePosition,
     /// A transaction whose first parts the log holds already (a restart or a reconnect cut it
     /// short): its parts below the number are not appended again.
-    parts_held: Option<(Gtid, u32)>,
+    parts_held: Option<(SourceGtid, u32)>,
     open: Option<OpenTxn>,
     /// The last empty transaction (it wrote only unselected tables, or sluice's heartbeat),
     /// held back: appended with the heartbeat that follows it (the edges' lag samples), or
     /// when the source goes quiet or the log's position has not moved for a while; otherwise
     /// left out (the next entry's transaction covers it).
-    held_empty: Option<(Gtid, u32, GtidPosition)>,
+    held_empty: Option<(SourceGtid, u32, SourcePosition)>,
     progress: Arc<Progress>,
 }
 
 impl<L: TransactionLog> Publisher<L> {
-    pub fn new(log: L, position: GtidPosition, parts_held: Option<(Gtid, u32)>, progress: Arc<Progress>) -> Self {
+    pub fn new(
+        log: L,
+        position: SourcePosition,
+        parts_held: Option<(SourceGtid, u32)>,
+        progress: Arc<Progress>,
+    ) -> Self {
         Publisher {
             log,
             position,
@@ -199,7 +204,7 @@ impl<L: TransactionLog> Publisher<L> {
         Ok(())
     }
 
-    fn finished(&mut self, gtid: Gtid) {
+    fn finished(&mut self, gtid: SourceGtid) {
         self.position.advance(gtid);
         self.progress.source_txns_applied.fetch_add(1, Ordering::Relaxed);
         *self.progress.applied_position.lock().expect("progress lock") = self.position.clone();
@@ -297,13 +302,13 @@ impl<L: TransactionLog> Publisher<L> {
         self.append(&entry, &before).await
     }
 
-    async fn append(&self, entry: &Entry, before: &GtidPosition) -> Result<(), LogError> {
+    async fn append(&self, entry: &Entry, before: &SourcePosition) -> Result<(), LogError> {
         self.append_encoded(entry, entry.encode(), before).await
     }
 
     /// Appends until the log confirms it: the same id again after a failure, which the log
     /// drops if the first attempt reached it.
-    async fn append_encoded(&self, entry: &Entry, encoded: Vec<u8>, before: &GtidPosition) -> Result<(), LogError> {
+    async fn append_encoded(&self, entry: &Entry, encoded: Vec<u8>, before: &SourcePosition) -> Result<(), LogError> {
         let mut retry_in = RETRY_START;
         loop {
             match self.log.append(entry, encoded.clone(), before).await {
@@ -331,7 +336,7 @@ impl<L: TransactionLog> Publisher<L> {
 }
 
 /// A source transaction with nothing to apply (held back, or carrying sluice's heartbeat).
-fn empty_txn(gtid: Gtid, commit_unix: u32, heartbeat_us: Option<u64>) -> Entry {
+fn empty_txn(gtid: SourceGtid, commit_unix: u32, heartbeat_us: Option<u64>) -> Entry {
     Entry {
         gtid,
         commit_unix,
@@ -357,7 +362,7 @@ mod tests {
     /// appended twice. Messages hold about one row each.
     #[derive(Default)]
     struct MemoryLog {
-        entries: Mutex<Vec<(Entry, GtidPosition)>>,
+        entries: Mutex<Vec<(Entry, SourcePosition)>>,
     }
 
     struct NoCursor;
@@ -373,7 +378,7 @@ mod tests {
             250
         }
 
-        async fn append(&self, entry: &Entry, _: Vec<u8>, before: &GtidPosition) -> Result<(), LogError> {
+        async fn append(&self, entry: &Entry, _: Vec<u8>, before: &SourcePosition) -> Result<(), LogError> {
             self.entries.lock().unwrap().push((entry.clone(), before.clone()));
             Ok(())
         }
@@ -385,7 +390,7 @@ mod tests {
                 .map(|(last, before)| ResumePoint::after(last, before.clone())))
         }
 
-        async fn first_not_covered(&self, _: &GtidPosition) -> Result<u64, LogError> {
+        async fn first_not_covered(&self, _: &SourcePosition) -> Result<u64, LogError> {
             unreachable!("the publisher does not read")
         }
 
@@ -417,10 +422,12 @@ mod tests {
     #[tokio::test]
     async fn a_transaction_cut_short_is_completed_without_its_parts_twice() {
         let table = Arc::new(crate::log::tests::table());
-        let gtid = |s: u64| Gtid {
-            domain: 0,
-            server: 1,
-            sequence: s,
+        let gtid = |s: u64| {
+            SourceGtid::Mariadb(sluice_binlog::Gtid {
+                domain: 0,
+                server: 1,
+                sequence: s,
+            })
         };
         let small = |s| ApplyMsg::Txn {
             gtid: gtid(s),

@@ -485,9 +485,8 @@ impl HeartbeatWriter {
             }
         };
         let table = format!("{}.{}", quote_ident(&lag.database), quote_ident(&lag.table));
-        let upsert = format!(
-            "INSERT INTO {table} (`id`, `ts_us`) VALUES (?, ?) ON DUPLICATE KEY UPDATE `ts_us` = VALUES(`ts_us`)"
-        );
+        // Chosen once the server's version is known (the first connection).
+        let mut upsert: Option<String> = None;
         let id = self.server_id;
         let mut conn: Option<mysql_async::Conn> = None;
         let mut interval = tokio::time::interval(Duration::from_millis(lag.interval_ms));
@@ -501,16 +500,22 @@ impl HeartbeatWriter {
             }
             let result: Result<(), mysql_async::Error> = async {
                 if conn.is_none() {
-                    conn = Some(mysql_async::Conn::new(opts.clone()).await?);
+                    let mut c = mysql_async::Conn::new(opts.clone()).await?;
+                    if upsert.is_none() {
+                        let version: String = c.query_first("SELECT @@version").await?.unwrap_or_default();
+                        upsert = Some(heartbeat_upsert(&table, &version));
+                    }
+                    conn = Some(c);
                 }
                 let c = conn.as_mut().expect("connected");
-                let write = c.exec_drop(upsert.as_str(), (id, now_us())).await;
+                let upsert = upsert.as_deref().expect("chosen on connecting");
+                let write = c.exec_drop(upsert, (id, now_us())).await;
                 match write {
                     Err(mysql_async::Error::Server(e))
                         if !established && (e.code == ER_NO_SUCH_TABLE || e.code == ER_BAD_DB_ERROR) =>
                     {
                         create_table(c, lag).await?;
-                        c.exec_drop(upsert.as_str(), (id, now_us())).await
+                        c.exec_drop(upsert, (id, now_us())).await
                     }
                     other => other,
                 }
@@ -551,6 +556,25 @@ impl HeartbeatWriter {
     }
 }
 
+/// The heartbeat's upsert for a source of `version`. MySQL deprecates `VALUES(col)` in
+/// `ON DUPLICATE KEY UPDATE` since 8.0.20 (a warning on every write) in favour of a row alias,
+/// which it accepts since 8.0.19; MariaDB accepts only `VALUES(col)`.
+fn heartbeat_upsert(table: &str, version: &str) -> String {
+    let insert = format!("INSERT INTO {table} (`id`, `ts_us`) VALUES (?, ?)");
+    let numbers: Vec<u32> = version
+        .split(|c: char| !c.is_ascii_digit())
+        .take(3)
+        .map(|n| n.parse().unwrap_or(0))
+        .collect();
+    let row_alias = sluice_binlog::SourceFlavor::from_server_version(version) == sluice_binlog::SourceFlavor::Mysql
+        && numbers.as_slice() >= [8, 0, 19].as_slice();
+    if row_alias {
+        format!("{insert} AS `new` ON DUPLICATE KEY UPDATE `ts_us` = `new`.`ts_us`")
+    } else {
+        format!("{insert} ON DUPLICATE KEY UPDATE `ts_us` = VALUES(`ts_us`)")
+    }
+}
+
 async fn create_table(conn: &mut mysql_async::Conn, lag: &LagConfig) -> Result<(), mysql_async::Error> {
     let db = quote_ident(&lag.database);
     conn.query_drop(format!("CREATE DATABASE IF NOT EXISTS {db}")).await?;
@@ -564,6 +588,27 @@ async fn create_table(conn: &mut mysql_async::Conn, lag: &LagConfig) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heartbeat_upsert_in_each_dialect() {
+        let mariadb = heartbeat_upsert("`d`.`t`", "11.4.5-MariaDB-log");
+        assert!(
+            mariadb.ends_with("ON DUPLICATE KEY UPDATE `ts_us` = VALUES(`ts_us`)"),
+            "{mariadb}"
+        );
+        // Sent by MariaDB to old clients with a 5.5.5- prefix: still MariaDB.
+        assert_eq!(heartbeat_upsert("`d`.`t`", "5.5.5-10.11.9-MariaDB"), mariadb);
+        for version in ["8.0.19", "8.0.40", "8.4.3", "9.1.0-commercial"] {
+            let mysql = heartbeat_upsert("`d`.`t`", version);
+            assert_eq!(
+                mysql,
+                "INSERT INTO `d`.`t` (`id`, `ts_us`) VALUES (?, ?) AS `new` ON DUPLICATE KEY UPDATE `ts_us` = `new`.`ts_us`",
+                "{version}"
+            );
+        }
+        // Before the row alias existed.
+        assert_eq!(heartbeat_upsert("`d`.`t`", "8.0.18"), mariadb);
+    }
 
     #[test]
     fn percentiles_over_samples() {

@@ -4,7 +4,7 @@
 //! `sluice run` runs them first.
 
 use mysql_async::prelude::Queryable;
-use sluice_binlog::{Gtid, GtidPosition, MysqlGtidSet, SourceFlavor};
+use sluice_binlog::{Gtid, GtidPosition, MysqlGtidSet, SourceFlavor, SourcePosition};
 
 use crate::config::Config;
 use crate::ops::grants::{grantee, quote_database, Grants};
@@ -117,8 +117,10 @@ impl MissingGrant {
 #[derive(Debug, Clone)]
 pub struct SourceInfo {
     pub version: String,
-    /// `@@gtid_binlog_pos`: the last GTID per domain in the source's binlog.
-    pub binlog_position: GtidPosition,
+    pub flavor: SourceFlavor,
+    /// What the source has committed: MariaDB's `@@gtid_binlog_pos` (the last GTID per
+    /// domain in its binlog), MySQL's `@@gtid_executed`.
+    pub binlog_position: SourcePosition,
     pub warnings: Vec<String>,
 }
 
@@ -140,9 +142,26 @@ pub async fn check_source(
         .await
         .map_err(query_err("server version"))?
         .unwrap_or_default();
-    if SourceFlavor::from_server_version(&version) == SourceFlavor::Mysql {
-        return refuse_mysql_source(conn, config, checkpoint, &version).await;
+    let flavor = SourceFlavor::from_server_version(&version);
+    // A target cannot move between flavours: its checkpoint means nothing to the other one.
+    let checkpoint = match checkpoint {
+        Some(cp) => Some(
+            cp.resume_from()
+                .for_flavor(flavor)
+                .map_err(|e| PreflightError::Setting(format!("the source is {flavor} {version}: {e}")))?,
+        ),
+        None => None,
+    };
+    if let Some(SourcePosition::Mysql(set)) = &checkpoint {
+        return mysql_source_info(conn, config, Some(set), version).await;
     }
+    if flavor == SourceFlavor::Mysql {
+        return mysql_source_info(conn, config, None, version).await;
+    }
+    let checkpoint = match &checkpoint {
+        Some(SourcePosition::Mariadb(p)) => Some(p),
+        _ => None,
+    };
     let (log_bin, format, image): (i64, String, String) = conn
         .query_first("SELECT @@global.log_bin, @@global.binlog_format, @@global.binlog_row_image")
         .await
@@ -194,12 +213,13 @@ pub async fn check_source(
     })?;
 
     if let Some(cp) = checkpoint {
-        check_checkpoint_available(conn, &cp.position, &binlog_position).await?;
-        check_lineage(conn, &cp.position).await?;
+        check_checkpoint_available(conn, cp, &binlog_position).await?;
+        check_lineage(conn, cp).await?;
     }
     Ok(SourceInfo {
         version,
-        binlog_position,
+        flavor,
+        binlog_position: binlog_position.into(),
         warnings,
     })
 }
@@ -462,6 +482,8 @@ pub struct MysqlSourceSettings {
     pub binlog_row_metadata: String,
     pub gtid_executed: MysqlGtidSet,
     pub gtid_purged: MysqlGtidSet,
+    /// What passed with a warning (the heartbeat's grants).
+    pub warnings: Vec<String>,
 }
 
 /// The one query [`check_mysql_source`] reads the settings with (public for the protocol test server).
@@ -515,6 +537,7 @@ pub async fn check_mysql_source(
         binlog_row_metadata: text(row.5),
         gtid_executed: set("gtid_executed", row.6)?,
         gtid_purged: set("gtid_purged", row.7)?,
+        warnings: Vec::new(),
     };
     let problems = mysql_setting_problems(&settings);
     if !problems.is_empty() {
@@ -527,8 +550,8 @@ pub async fn check_mysql_source(
                 .join("\n")
         )));
     }
-    let mut warnings = Vec::new();
-    check_grants(conn, config, SourceFlavor::Mysql, &mut warnings).await?;
+    let mut settings = settings;
+    check_grants(conn, config, SourceFlavor::Mysql, &mut settings.warnings).await?;
     if let Some(checkpoint) = checkpoint {
         mysql_checkpoint_available(checkpoint, &settings.gtid_executed, &settings.gtid_purged)?;
     }
@@ -614,29 +637,21 @@ pub fn mysql_checkpoint_available(
     Ok(())
 }
 
-/// A MySQL source gets MySQL's checks, so `check` names every setting to fix; then it is
-/// refused, because the engine's checkpoint, catalog and backfill still speak MariaDB only
-/// (the replication connection and the protocol already handle MySQL, see
-/// docs/mysql-sources.md).
-async fn refuse_mysql_source(
+/// A MySQL source: MySQL's checks (settings, grants, the checkpoint's set against
+/// `gtid_executed` and `gtid_purged`), then what the engine needs to stream from it.
+async fn mysql_source_info(
     conn: &mut mysql_async::Conn,
     config: &Config,
-    checkpoint: Option<&Checkpoint>,
-    version: &str,
+    checkpoint: Option<&MysqlGtidSet>,
+    version: String,
 ) -> Result<SourceInfo, PreflightError> {
-    if let Some(cp) = checkpoint.filter(|cp| !cp.position.is_empty()) {
-        return Err(PreflightError::Setting(format!(
-            "the source is MySQL {version} but the target's checkpoint is a MariaDB GTID position ({}); a target \
-             cannot move between MariaDB and MySQL sources. Point sluice at the MariaDB server, or rebuild the target",
-            cp.position
-        )));
-    }
-    check_mysql_source(conn, config, None).await?;
-    Err(PreflightError::Setting(format!(
-        "the source is MySQL {version}: its settings and grants pass sluice's checks, but `sluice run` does not stream \
-         from MySQL yet (the replication connection does; the engine's checkpoint, catalog and backfill are MariaDB's \
-         so far, see docs/mysql-sources.md). MySQL binlog files can be read with `sluice binlog dump FILE`"
-    )))
+    let settings = check_mysql_source(conn, config, checkpoint).await?;
+    Ok(SourceInfo {
+        version,
+        flavor: SourceFlavor::Mysql,
+        binlog_position: settings.gtid_executed.into(),
+        warnings: settings.warnings,
+    })
 }
 
 #[cfg(test)]
@@ -660,6 +675,7 @@ mod mysql_tests {
             binlog_row_metadata: "FULL".into(),
             gtid_executed: set(&format!("{A}:1-100")),
             gtid_purged: MysqlGtidSet::new(),
+            warnings: Vec::new(),
         }
     }
 

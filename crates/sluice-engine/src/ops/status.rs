@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mysql_async::prelude::Queryable;
-use sluice_binlog::GtidPosition;
+use sluice_binlog::SourcePosition;
 
 use crate::apply::Progress;
 use crate::config::{Config, TargetConfig};
@@ -390,9 +390,10 @@ async fn report(config: Arc<Config>, live: Option<&Progress>) -> Result<StatusRe
         Ok((pos, heartbeat_us)) => {
             report.last_heartbeat_age_s =
                 heartbeat_us.map(|us| (crate::ops::lag::now_us().saturating_sub(us)) / 1_000_000);
-            report.source_position = Some(pos.clone());
-            if let (Some(cp), Ok(source_pos)) = (&checkpoint, pos.parse::<GtidPosition>()) {
-                let at = cp.position.covers(&source_pos);
+            report.source_position = Some(pos.to_string());
+            if let Some(cp) = &checkpoint {
+                // Everything applied (for MySQL, the GTIDs beyond the low-water mark count).
+                let at = cp.resume_from().covers(&pos);
                 report.at_source_position = Some(at);
                 report.caught_up = Some(at && !recent_lag_over_goal(report.lag.as_ref()));
                 report.lag_seconds = Some(if at || cp.source_commit_unix == 0 {
@@ -426,7 +427,7 @@ fn recent_lag_over_goal(lag: Option<&LagReport>) -> bool {
 
 /// The source's binlog position and this sluice's newest heartbeat (Unix µs), within
 /// [`STATUS_TIMEOUT`]; the error says why not.
-async fn read_source(config: &Config) -> Result<(String, Option<u64>), String> {
+async fn read_source(config: &Config) -> Result<(SourcePosition, Option<u64>), String> {
     if let Some(log) = config.log_source() {
         return Err(format!(
             "this edge reads the fan-out log (NATS stream {}), not a database: the source's position is the \
@@ -437,10 +438,8 @@ async fn read_source(config: &Config) -> Result<(String, Option<u64>), String> {
     let pool = source_pool(config).map_err(|e| e.to_string())?;
     let read = async {
         let mut conn = pool.get_conn().await?;
-        let pos: String = conn
-            .query_first("SELECT @@global.gtid_binlog_pos")
-            .await?
-            .unwrap_or_default();
+        let flavor = crate::source_rows::source_flavor(&mut conn).await?;
+        let pos = crate::source_rows::read_position(&mut conn, flavor).await?;
         let heartbeat = match config.lag.heartbeat {
             true => {
                 let quote = |n: &str| format!("`{}`", n.replace('`', "``"));
@@ -460,7 +459,8 @@ async fn read_source(config: &Config) -> Result<(String, Option<u64>), String> {
         Ok::<_, mysql_async::Error>((pos, heartbeat))
     };
     let result = match tokio::time::timeout(STATUS_TIMEOUT, read).await {
-        Ok(Ok(found)) => Ok(found),
+        Ok(Ok((Ok(position), heartbeat))) => Ok((position, heartbeat)),
+        Ok(Ok((Err(unreadable), _))) => Err(format!("{}:{}: {unreadable}", config.source.host, config.source.port)),
         Ok(Err(e)) => Err(format!(
             "{}:{}: {}",
             config.source.host,

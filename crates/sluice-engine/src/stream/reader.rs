@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use sluice_binlog::replica::{BinlogStream, ReplicaConfig, ReplicaError};
-use sluice_binlog::{DecodeError, EventBody, EventDecoder, Gtid, RowChange};
+use sluice_binlog::{DecodeError, EventBody, EventDecoder, RowChange, SourceGtid, SourcePosition};
 use tokio::sync::{mpsc, oneshot};
 
 use std::collections::HashSet;
@@ -40,7 +40,7 @@ pub enum SourceError {
          (`sluice check` names the transaction)"
     )]
     Diverged { position: String, message: String },
-    #[error("the source refused access: {0}. Check the replication user's grants (REPLICATION SLAVE, BINLOG MONITOR) and password")]
+    #[error("the source refused access: {0}. Check the replication user's grants (REPLICATION SLAVE, and BINLOG MONITOR on MariaDB or REPLICATION CLIENT on MySQL) and password")]
     AccessDenied(ReplicaError),
     #[error("corrupt or unsupported binlog data at GTID {gtid} (after source offset {log_pos}): {source}")]
     Decode {
@@ -121,8 +121,9 @@ struct BinlogPlace {
 }
 
 impl BinlogPlace {
-    /// A source transaction ended at the last event read: answer the windows waiting for it.
-    fn transaction_ended(&mut self) {
+    /// A source transaction ended at the last event read (`passed`: the stream's position
+    /// with it): answer the windows waiting for it.
+    fn transaction_ended(&mut self, passed: &SourcePosition) {
         if let Some(file_seq) = self.file_seq {
             self.last_txn_end = Some(BinlogCoord {
                 file_seq,
@@ -133,6 +134,7 @@ impl BinlogPlace {
             let _ = reply.send(WindowStart {
                 id,
                 stream_at: self.last_txn_end,
+                passed: passed.clone(),
             });
         }
     }
@@ -154,7 +156,7 @@ pub struct Window {
 const EVENT_QUEUE: usize = 1_024;
 
 struct OpenTxn {
-    gtid: Gtid,
+    gtid: SourceGtid,
     commit_unix: u32,
     standalone: bool,
     /// Already applied before (the checkpoint covers it): skip its events.
@@ -254,7 +256,11 @@ impl SourceReader {
     /// One connection: streams until it ends; `connected` tells whether it got as far as
     /// streaming.
     async fn stream_once(&mut self, position: &mut Checkpoint, connected: &mut bool) -> StreamEnd {
-        let mut stream = match BinlogStream::connect(&self.replica, &position.position).await {
+        let start = position.resume_from();
+        // For MySQL, GTIDs applied beyond the mark join the set the stream is compared with
+        // (for MariaDB this changes nothing), so a backfill high mark holding them is passed.
+        position.position = start.clone();
+        let mut stream = match BinlogStream::connect_from(&self.replica, start.dump_start()).await {
             Ok(s) => s,
             Err(e) => return StreamEnd::Retry(e),
         };
@@ -335,6 +341,7 @@ impl SourceReader {
                     let _ = reply.send(WindowStart {
                         id: self.next_window,
                         stream_at: self.binlog.last_txn_end,
+                        passed: position.position.clone(),
                     });
                 }
             }
@@ -404,6 +411,24 @@ impl SourceReader {
             // Zero in the events the server makes up for the stream (a ROTATE naming the file).
             self.binlog.event_end = u64::from(event.header.log_pos);
         }
+        if let Some(gtid) = event.body.source_gtid() {
+            *txn = Some(OpenTxn {
+                gtid,
+                commit_unix: event.header.timestamp,
+                // MariaDB flags a transaction without BEGIN/COMMIT (DDL); MySQL does not, so
+                // its transactions count as standalone until a BEGIN says otherwise.
+                standalone: match &event.body {
+                    EventBody::Gtid(g) => g.is_standalone(),
+                    _ => true,
+                },
+                duplicate: position.covers(gtid),
+                large: false,
+                pending: Vec::new(),
+                heartbeat_us: None,
+                changes: Vec::new(),
+            });
+            return Ok(());
+        }
         match event.body {
             EventBody::Rotate { next_file, .. } => {
                 let Some(seq) = BinlogCoord::file_seq(&next_file) else {
@@ -418,17 +443,17 @@ impl SourceReader {
                 };
                 self.binlog.file_seq = Some(seq);
             }
-            EventBody::Gtid(g) => {
-                *txn = Some(OpenTxn {
-                    gtid: g.gtid,
-                    commit_unix: event.header.timestamp,
-                    standalone: g.is_standalone(),
-                    duplicate: position.covers(g.gtid),
-                    large: false,
-                    pending: Vec::new(),
-                    heartbeat_us: None,
-                    changes: Vec::new(),
-                });
+            EventBody::MysqlGtid(_) => {
+                // ANONYMOUS_GTID: the source wrote a transaction without a GTID (gtid_mode is
+                // not ON), which no checkpoint could cover; never apply it unrecorded.
+                return Err(SourceError::Decode {
+                    gtid: "(anonymous)".into(),
+                    log_pos: event.header.log_pos,
+                    source: DecodeError::Unsupported(
+                        "a MySQL transaction without a GTID (ANONYMOUS_GTID): the source's gtid_mode must be ON".into(),
+                    ),
+                }
+                .into());
             }
             EventBody::TableMap(map) => {
                 let Some(t) = txn.as_mut() else { return Ok(()) };
@@ -532,7 +557,11 @@ impl SourceReader {
                 let Some(t) = txn.as_ref() else { return Ok(()) };
                 let (gtid, duplicate, standalone) = (t.gtid, t.duplicate, t.standalone);
                 match crate::stream::ddl::classify(&sql, &schema) {
-                    crate::stream::ddl::Statement::Begin => {}
+                    crate::stream::ddl::Statement::Begin => {
+                        if let Some(t) = txn.as_mut() {
+                            t.standalone = false;
+                        }
+                    }
                     crate::stream::ddl::Statement::Commit | crate::stream::ddl::Statement::Rollback => {
                         self.finish(txn, position).await?
                     }
@@ -581,8 +610,14 @@ impl SourceReader {
         Ok(())
     }
 
+    /// A source transaction ends (also one already applied, or an empty one).
     async fn finish(&mut self, txn: &mut Option<OpenTxn>, position: &mut Checkpoint) -> Result<(), StreamEnd> {
-        self.binlog.transaction_ended();
+        let ended = self.end_transaction(txn, position).await;
+        self.binlog.transaction_ended(&position.position);
+        ended
+    }
+
+    async fn end_transaction(&mut self, txn: &mut Option<OpenTxn>, position: &mut Checkpoint) -> Result<(), StreamEnd> {
         let Some(t) = txn.take() else { return Ok(()) };
         if t.duplicate {
             return Ok(());

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sluice_binlog::{Gtid, TableMap};
+use sluice_binlog::{SourceGtid, TableMap};
 
 use crate::apply::EdgeChange;
 use crate::config::TableSelector;
@@ -132,7 +132,7 @@ struct HalfSwap {
 
 /// For a followed swap that added `columns` to the replicated columns: the error that makes
 /// the pipeline run again from just past the swap, or nothing when none were added.
-fn run_again(tool: &'static str, table: &TableName, gtid: &Gtid, columns: &[String]) -> Option<SchemaError> {
+fn run_again(tool: &'static str, table: &TableName, gtid: &SourceGtid, columns: &[String]) -> Option<SchemaError> {
     (!columns.is_empty()).then(|| SchemaError::SwapAddsColumns {
         tool,
         table: table.to_string(),
@@ -285,7 +285,11 @@ impl SchemaTracker {
         self.swaps_followed
     }
 
-    pub async fn on_table_map(&mut self, map: &Arc<TableMap>, gtid: Option<Gtid>) -> Result<MappedTable, SchemaError> {
+    pub async fn on_table_map(
+        &mut self,
+        map: &Arc<TableMap>,
+        gtid: Option<SourceGtid>,
+    ) -> Result<MappedTable, SchemaError> {
         // Fast path: the decoder returned the same `Arc` as last time for this table id, so
         // the event is byte for byte the previous one. The filter cannot change while running,
         // so the previous decision holds: skipped stays skipped, and a selected table keeps
@@ -464,7 +468,7 @@ impl SchemaTracker {
     /// Follows a swap: `table` now has the shadow's rows, which equal the edge's for every
     /// replicated column. Table ids mapped to the old table are forgotten, so the next TABLE_MAP
     /// of `table` is planned afresh (and checked) against the same target table.
-    fn follow_swap(&mut self, table: &TableName, shadow: &TableName, gtid: &Gtid, tool: &str) {
+    fn follow_swap(&mut self, table: &TableName, shadow: &TableName, gtid: &SourceGtid, tool: &str) {
         let history = self.shadows.remove(&key_of(shadow));
         let held: Vec<String> = match (self.filter.select(&table.schema, &table.table), &history) {
             (Some(selector), Some(history)) => history
@@ -564,7 +568,7 @@ impl SchemaTracker {
         &mut self,
         from: &TableName,
         to: &TableName,
-        gtid: &Gtid,
+        gtid: &SourceGtid,
         sql: &str,
     ) -> Option<Result<Option<SchemaError>, SchemaError>> {
         let half = self.half_swaps.remove(&key_of(to))?;
@@ -612,7 +616,7 @@ impl SchemaTracker {
         &mut self,
         sql: &str,
         default_schema: &str,
-        gtid: Gtid,
+        gtid: SourceGtid,
     ) -> Result<Vec<EdgeChange>, SchemaError> {
         self.swap_holds.clear();
         let mut changes = self.statement_changes(sql, default_schema, gtid)?;
@@ -625,7 +629,7 @@ impl SchemaTracker {
         &mut self,
         sql: &str,
         default_schema: &str,
-        gtid: Gtid,
+        gtid: SourceGtid,
     ) -> Result<Vec<EdgeChange>, SchemaError> {
         let statement = crate::stream::ddl::classify(sql, default_schema);
         let stop = |table: &TableName, reason: String| SchemaError::ReplicatedColumnsChanged {
@@ -973,11 +977,7 @@ mod tests {
                 "{shadow}"
             );
         }
-        let gtid = Gtid {
-            domain: 0,
-            server: 1,
-            sequence: 42,
-        };
+        let gtid = gtid(42);
         // DDL on the shadow table is not sluice's concern.
         assert!(t
             .on_statement("ALTER TABLE `_items_new` ADD COLUMN colour VARCHAR(10)", "shop", gtid)
@@ -1036,12 +1036,12 @@ mod tests {
         assert!(matches!(err, SchemaError::ReplicatedColumnsChanged { .. }), "{err}");
     }
 
-    fn gtid(sequence: u64) -> Gtid {
-        Gtid {
+    fn gtid(sequence: u64) -> SourceGtid {
+        SourceGtid::Mariadb(sluice_binlog::Gtid {
             domain: 0,
             server: 1,
             sequence,
-        }
+        })
     }
 
     /// `items` with columns `id` and `name`, under table id `id`.

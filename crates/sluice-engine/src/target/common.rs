@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sluice_binlog::{ColumnDef, ColumnKind, GtidPosition, Value};
+use sluice_binlog::{ColumnDef, ColumnKind, SourcePosition, Value};
 
 use super::{BackfillProgress, Checkpoint, TargetError, TargetResult, TargetTable};
 
@@ -212,11 +212,24 @@ pub(super) fn checkpoint_from_rows(rows: Vec<(String, String, i64)>) -> TargetRe
     let mut records = Vec::with_capacity(rows.len());
     for (position, applied, commit_unix) in rows {
         records.push(Checkpoint {
-            position: position.parse::<GtidPosition>().map_err(|_| bad("position"))?,
+            position: position.parse::<SourcePosition>().map_err(|_| bad("position"))?,
             applied: Checkpoint::parse_applied(&applied).map_err(|_| bad("applied GTID list"))?,
             source_commit_unix: u32::try_from(commit_unix).map_err(|_| bad("source commit time"))?,
             writer: 0,
         });
+    }
+    // Records of both flavours mean the table was written by something else than sluice;
+    // merging them would be meaningless (and `SourcePosition::union` refuses to).
+    let mut flavors = records.iter().flat_map(|r| {
+        r.position
+            .flavor()
+            .into_iter()
+            .chain(r.applied.iter().map(|g| g.flavor()))
+    });
+    if let Some(first) = flavors.next() {
+        if flavors.any(|f| f != first) {
+            return Err(bad("mix of MariaDB and MySQL positions"));
+        }
     }
     Ok(Checkpoint::merge(records))
 }

@@ -29,7 +29,7 @@ pub mod sqlite;
 
 use std::sync::Arc;
 
-use sluice_binlog::{ColumnDef, Gtid, GtidPosition, Value};
+use sluice_binlog::{ColumnDef, SourceGtid, SourcePosition, Value};
 
 /// A table as it exists at the target: the replicated columns of one source table.
 /// Serializable: the fan-out log carries table definitions to consumers (`crate::log`).
@@ -90,13 +90,17 @@ impl RowOp {
 /// mark* (`position`: every transaction at or before it is applied) plus the GTIDs applied
 /// beyond it (`applied`). Each writer keeps its own row (`writer`), written in the same
 /// target transaction as the rows it covers; [`Target::load_checkpoint`] merges the rows:
-/// the per-domain maximum of the positions, and the union of the applied GTIDs above it.
+/// the union of the positions (for MariaDB the per-domain maximum, for MySQL the union of the
+/// GTID sets), and the union of the applied GTIDs above it (for MySQL folded into the set,
+/// which has no order to wait for). Positions and GTIDs are stored
+/// as their text ([`SourcePosition`]), which tells MariaDB's from MySQL's.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Checkpoint {
-    /// Low-water mark: last GTID per domain below which everything is applied.
-    pub position: GtidPosition,
+    /// Low-water mark: for MariaDB the last GTID per domain below which everything is
+    /// applied, for MySQL the set of transactions all applied.
+    pub position: SourcePosition,
     /// GTIDs applied beyond `position`, in no particular order.
-    pub applied: Vec<Gtid>,
+    pub applied: Vec<SourceGtid>,
     /// Commit time (Unix seconds) of the newest applied source transaction, from its event header.
     pub source_commit_unix: u32,
     /// The writer slot this record belongs to (0 for serial apply). Meaningless in a merged,
@@ -106,8 +110,25 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     /// Whether the transaction `gtid` is already applied.
-    pub fn covers(&self, gtid: Gtid) -> bool {
+    pub fn covers(&self, gtid: impl Into<SourceGtid>) -> bool {
+        let gtid = gtid.into();
         self.position.contains(gtid) || self.applied.contains(&gtid)
+    }
+
+    /// Where the source is asked to stream from: for MariaDB the low-water mark (the
+    /// transactions applied beyond it are skipped as they arrive), for MySQL the set of every
+    /// transaction applied, which the source leaves out itself.
+    pub fn resume_from(&self) -> SourcePosition {
+        match &self.position {
+            SourcePosition::Mariadb(_) => self.position.clone(),
+            SourcePosition::Mysql(_) => {
+                let mut all = self.position.clone();
+                for gtid in &self.applied {
+                    all.advance(*gtid);
+                }
+                all
+            }
+        }
     }
 
     /// Merges per-writer records into one checkpoint.
@@ -117,14 +138,20 @@ impl Checkpoint {
         for r in records {
             applied.extend(r.applied.iter().copied());
             let m = merged.get_or_insert_with(Checkpoint::default);
-            for gtid in r.position.iter() {
-                if !m.position.contains(gtid) {
-                    m.position.advance(gtid);
-                }
-            }
+            m.position = m.position.union(&r.position);
             m.source_commit_unix = m.source_commit_unix.max(r.source_commit_unix);
         }
         let mut m = merged?;
+        if matches!(m.position, SourcePosition::Mysql(_)) || applied.iter().any(|g| matches!(g, SourceGtid::Mysql(_))) {
+            // A GTID set has no order to wait for: what was applied beyond the mark joins it.
+            // (Kept apart, it would never be covered by a mark that grows only by the
+            // transactions streamed in this run, which the source leaves these out of, and a
+            // backfill chunk's high mark holding one would never be passed.)
+            for gtid in applied {
+                m.position.advance(gtid);
+            }
+            return Some(m);
+        }
         applied.retain(|g| !m.position.contains(*g));
         applied.sort();
         applied.dedup();
@@ -132,13 +159,13 @@ impl Checkpoint {
         Some(m)
     }
 
-    /// The applied GTIDs as text (`0-1-5,0-1-9`), for storage.
+    /// The applied GTIDs as text (`0-1-5,0-1-9`, `uuid:5,uuid:9`), for storage.
     pub fn applied_text(&self) -> String {
         self.applied.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(",")
     }
 
     /// Parses [`Checkpoint::applied_text`] output.
-    pub fn parse_applied(text: &str) -> Result<Vec<Gtid>, sluice_binlog::gtid::ParseGtidError> {
+    pub fn parse_applied(text: &str) -> Result<Vec<SourceGtid>, sluice_binlog::position::ParsePositionError> {
         text.split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
@@ -550,7 +577,7 @@ pub struct SqlChecksum {
 pub struct VerifiedRecord {
     /// Every source transaction at or before this position is applied and its rows were read
     /// back from the target and found as they should be.
-    pub position: GtidPosition,
+    pub position: SourcePosition,
     /// Rows found different from what was written, since the target was created.
     pub mismatches: u64,
     /// Source transactions too large to check row by row (see `crate::verify::incremental`).

@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use sluice_binlog::replica::{BinlogStream, ReplicaConfig};
-use sluice_binlog::{ColumnDef, ColumnKind, EventBody, EventDecoder, GtidPosition, RowChange, Value};
+use sluice_binlog::{ColumnDef, ColumnKind, EventBody, EventDecoder, RowChange, SourcePosition, Value};
 
 use crate::apply::schedule::KeyHash;
 use crate::config::{Config, TargetConfig};
@@ -288,6 +288,8 @@ struct SourceTable {
     /// For reading the binlog between re-check reads (see [`touched_keys`]).
     replica: ReplicaConfig,
     query: KeysetQuery,
+    /// MariaDB or MySQL: which variable holds the source's position.
+    flavor: sluice_binlog::SourceFlavor,
 }
 
 impl SourceTable {
@@ -309,11 +311,13 @@ impl SourceTable {
             conn.query_drop(setting).await.map_err(err)?;
         }
         let query = KeysetQuery::new(&def, chunk_rows);
+        let flavor = crate::source_rows::source_flavor(&mut conn).await.map_err(err)?;
         Ok(SourceTable {
             conn,
             plan,
             replica,
             query,
+            flavor,
         })
     }
 
@@ -324,17 +328,14 @@ impl SourceTable {
         }
     }
 
-    async fn position(&mut self) -> Result<GtidPosition, VerifyError> {
-        let text: String = self
-            .conn
-            .query_first("SELECT @@global.gtid_binlog_pos")
+    async fn position(&mut self) -> Result<SourcePosition, VerifyError> {
+        crate::source_rows::read_position(&mut self.conn, self.flavor)
             .await
             .map_err(|e| self.error(e))?
-            .unwrap_or_default();
-        text.parse().map_err(|_| VerifyError::Source {
-            table: self.plan.source.qualified_name(),
-            message: format!("unreadable gtid_binlog_pos {text:?}"),
-        })
+            .map_err(|message| VerifyError::Source {
+                table: self.plan.source.qualified_name(),
+                message,
+            })
     }
 
     fn convert_rows(&self, raw: Vec<mysql_async::Row>) -> Result<Vec<SourceRow>, VerifyError> {
@@ -353,7 +354,7 @@ impl SourceTable {
     async fn chunk(
         &mut self,
         after: Option<&[mysql_async::Value]>,
-    ) -> Result<(Vec<SourceRow>, GtidPosition), VerifyError> {
+    ) -> Result<(Vec<SourceRow>, SourcePosition), VerifyError> {
         let raw = self
             .query
             .chunk(&mut self.conn, after)
@@ -367,7 +368,7 @@ impl SourceTable {
     async fn by_keys(
         &mut self,
         keys: &[Vec<mysql_async::Value>],
-    ) -> Result<(Vec<SourceRow>, GtidPosition), VerifyError> {
+    ) -> Result<(Vec<SourceRow>, SourcePosition), VerifyError> {
         let mut rows = Vec::new();
         for batch in keys.chunks(KEYS_PER_QUERY) {
             let term = format!(
@@ -444,7 +445,7 @@ impl SourceTable {
         &mut self,
         after: Option<&[Value]>,
         upto: Option<&[Value]>,
-    ) -> Result<(SqlChecksum, GtidPosition), VerifyError> {
+    ) -> Result<(SqlChecksum, SourcePosition), VerifyError> {
         let table = &self.plan.target;
         let columns: Vec<(String, ColumnKind)> =
             table.columns.iter().map(|c| (quote(&c.name), c.source.kind)).collect();
@@ -471,7 +472,7 @@ impl SourceTable {
         &mut self,
         after: Option<&[Value]>,
         upto: Option<&[Value]>,
-    ) -> Result<(Vec<SourceRow>, GtidPosition), VerifyError> {
+    ) -> Result<(Vec<SourceRow>, SourcePosition), VerifyError> {
         let (condition, params) = self.range_condition(after, upto);
         let sql = format!(
             "SELECT {} FROM {} WHERE {condition} ORDER BY {}",
@@ -643,8 +644,8 @@ fn source_key_hash(plan: &TablePlan, target_key: &[Value]) -> KeyHash {
 async fn touched_keys(
     replica: &ReplicaConfig,
     plan: &TablePlan,
-    from: &GtidPosition,
-    to: &GtidPosition,
+    from: &SourcePosition,
+    to: &SourcePosition,
 ) -> Option<HashSet<KeyHash>> {
     let mut touched = HashSet::new();
     if from.covers(to) {
@@ -653,20 +654,21 @@ async fn touched_keys(
     let def = &plan.source;
     let name = def.qualified_name();
     let read = async {
-        let mut stream = BinlogStream::connect(replica, from).await.ok()?;
+        let mut stream = BinlogStream::connect_from(replica, from.dump_start()).await.ok()?;
         let mut decoder = EventDecoder::new();
         let mut table_id = None;
         let mut seen = from.clone();
         loop {
             let raw = stream.next_event().await.ok()?;
             let event = decoder.decode(&raw).ok()?;
-            match event.body {
-                EventBody::Gtid(g) => {
-                    if !to.contains(g.gtid) {
-                        return Some(());
-                    }
-                    seen.advance(g.gtid);
+            if let Some(gtid) = event.body.source_gtid() {
+                if !to.contains(gtid) {
+                    return Some(());
                 }
+                seen.advance(gtid);
+                continue;
+            }
+            match event.body {
                 EventBody::TableMap(map) if map.schema == def.schema && map.table == def.name => {
                     table_id = Some(map.table_id);
                 }
@@ -732,7 +734,7 @@ fn in_parallel<T: Send, S>(
 /// blocking client); returns the checkpoint.
 fn wait_for_target_blocking(
     target: &mut dyn Target,
-    position: &GtidPosition,
+    position: &SourcePosition,
     timeout: Duration,
 ) -> Result<Checkpoint, VerifyError> {
     let started = Instant::now();
@@ -755,7 +757,7 @@ fn wait_for_target_blocking(
 /// Waits until the target's checkpoint covers `position`; returns the checkpoint.
 async fn wait_for_target(
     target: &mut dyn Target,
-    position: &GtidPosition,
+    position: &SourcePosition,
     timeout: Duration,
 ) -> Result<Checkpoint, VerifyError> {
     tokio::task::block_in_place(|| wait_for_target_blocking(target, position, timeout))
@@ -990,7 +992,7 @@ async fn verify_table(
 struct PreparedChunk {
     expected: HashMap<Vec<u8>, Expected>,
     /// The source position right after the chunk was read.
-    high: GtidPosition,
+    high: SourcePosition,
     /// No rows follow.
     done: bool,
     /// The source key of the chunk's last row (where the next chunk starts).
@@ -1001,7 +1003,7 @@ struct PreparedChunk {
 
 fn prepare_chunk(
     source: &mut SourceTable,
-    (rows, high): (Vec<SourceRow>, GtidPosition),
+    (rows, high): (Vec<SourceRow>, SourcePosition),
     chunk_rows: usize,
     scratch: &mut Vec<u8>,
 ) -> Result<PreparedChunk, VerifyError> {
@@ -1181,7 +1183,7 @@ struct SqlChunk {
     boundary: Option<Vec<mysql_async::Value>>,
     checksum: SqlChecksum,
     /// The source position right after the checksum.
-    high: GtidPosition,
+    high: SourcePosition,
     rows_asked: usize,
     took: Duration,
 }

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use sluice_binlog::{Gtid, GtidPosition, Value};
+use sluice_binlog::{SourceGtid, SourcePosition, Value};
 
 use crate::apply::schedule::TxnIndex;
 use crate::config::MismatchPolicy;
@@ -156,14 +156,14 @@ impl Written {
 pub struct CommittedGroup {
     /// Commit order among groups (per key, a later write has a higher sequence).
     pub seq: u64,
-    pub txns: Vec<(TxnIndex, Option<Gtid>)>,
+    pub txns: Vec<(TxnIndex, Option<SourceGtid>)>,
     pub written: Written,
 }
 
 /// A committed group with what its rows must be, worked out on the verifier's thread.
 struct CheckedGroup {
     seq: u64,
-    txns: Vec<(TxnIndex, Option<Gtid>)>,
+    txns: Vec<(TxnIndex, Option<SourceGtid>)>,
     expectations: Expectations,
     emptied: Vec<String>,
 }
@@ -201,7 +201,7 @@ pub fn run_verifier(
     target: &mut dyn Target,
     rx: std_mpsc::Receiver<CommittedGroup>,
     link: &VerifierLink,
-    mark_verified: &dyn Fn(&[TxnIndex]) -> GtidPosition,
+    mark_verified: &dyn Fn(&[TxnIndex]) -> SourcePosition,
     stopped: &dyn Fn() -> bool,
 ) -> Result<(), TargetError> {
     let loaded = target.load_verified()?;
