@@ -109,11 +109,12 @@ pub fn run(mut options: Options) -> anyhow::Result<()> {
         "lag run without a migration: sysbench oltp_write_only --rate={} for {} s",
         options.lag_rate, options.lag_seconds
     ));
-    let (without, load_without) = crate::apply::lag_run_with(&options.sluice, &config, &dir.join("without.log"), |child| {
-        let load = Load::start(&options, source.port(), &dir.join("sysbench-without.log"))?;
-        sleep_alive(child, Duration::from_secs(options.lag_seconds))?;
-        load.stop()
-    })?;
+    let (without, load_without) =
+        crate::apply::lag_run_with(&options.sluice, &config, &dir.join("without.log"), |child| {
+            let load = Load::start(&options, source.port(), &dir.join("sysbench-without.log"))?;
+            sleep_alive(child, Duration::from_secs(options.lag_seconds))?;
+            load.stop()
+        })?;
     print_lag_run("without_migration", &options, &without, &load_without, "");
 
     // 4. Lag with a migration.
@@ -157,7 +158,8 @@ pub fn run(mut options: Options) -> anyhow::Result<()> {
         "osc_verify outcome={} exit={} source_rows={} edge_rows_with_extra_7={}",
         verify.outcome, verify.exit, verify.source_rows, verify.edge_extra_7
     );
-    let logs = ["osc.log", "without.log", "with.log", "verify-run.log"].map(|name| (name, log_findings(&dir.join(name))));
+    let logs =
+        ["osc.log", "without.log", "with.log", "verify-run.log"].map(|name| (name, log_findings(&dir.join(name))));
     for (name, findings) in &logs {
         println!(
             "osc_sluice_log {name} warnings={} errors={} runs_again={}",
@@ -207,9 +209,7 @@ pub fn run(mut options: Options) -> anyhow::Result<()> {
                 "sysbench_intervals": load.intervals,
             })
         };
-        let copy_json = |p: &BackfillProgress| {
-            serde_json::json!({"rows": p.rows_copied, "sluice_rows_per_s": p.rows_per_s, "columns": p.columns})
-        };
+        let copy_json = |p: &BackfillProgress| serde_json::json!({"rows": p.rows_copied, "sluice_rows_per_s": p.rows_per_s, "columns": p.columns});
         println!(
             "{}",
             serde_json::json!({
@@ -392,7 +392,9 @@ fn migrate(options: &Options, child: &mut Child, dir: &Path, port: u16, config: 
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    log(&format!("pt-online-schema-change done in {pt_osc_s:.1} s; waiting for the column copy"));
+    log(&format!(
+        "pt-online-schema-change done in {pt_osc_s:.1} s; waiting for the column copy"
+    ));
     let cfg = sluice_engine::config::Config::load(config)?;
     let mut target = sluice_engine::pipeline::open_target(&cfg)?;
     let mut seen = None;
@@ -460,7 +462,10 @@ fn verify_edge(options: &Options, dir: &Path, config: &Path) -> anyhow::Result<V
         .with_context(|| format!("verify --json output: {}", String::from_utf8_lossy(&out.stdout)))?;
     let table = report
         .as_array()
-        .and_then(|t| t.iter().find(|t| t["table"].as_str().is_some_and(|n| n.ends_with(TABLE))))
+        .and_then(|t| {
+            t.iter()
+                .find(|t| t["table"].as_str().is_some_and(|n| n.ends_with(TABLE)))
+        })
         .unwrap_or(&report[0]);
     let edge = rusqlite::Connection::open(dir.join("edge.sqlite"))?;
     let edge_extra_7: i64 = edge.query_row(&format!("SELECT COUNT(*) FROM \"{TABLE}\" WHERE extra = 7"), [], |r| {
