@@ -454,6 +454,44 @@ pub(crate) fn bulk_sqlite(path: &Path, rows: &[SbRow<'_>]) -> anyhow::Result<(f6
 /// while `load` (a sysbench command at a fixed `--rate`) runs; reports the percentiles sluice
 /// recorded in the target.
 pub fn lag_run(sluice: &Path, config_path: &Path, log: &Path, load: &[String]) -> anyhow::Result<()> {
+    let (run, ()) = lag_run_with(sluice, config_path, log, |_| {
+        let status = Command::new(&load[0])
+            .args(&load[1..])
+            .stdout(Stdio::null())
+            .status()
+            .with_context(|| format!("run {}", load[0]))?;
+        anyhow::ensure!(status.success(), "the load generator failed: {status}");
+        Ok(())
+    })?;
+    println!(
+        "{}",
+        serde_json::json!({"load_s": run.load_s, "lag": run.report, "sluice_cpu_s_during_load": run.sluice_cpu_s, "peak_rss_kib": run.peak_rss_kib})
+    );
+    Ok(())
+}
+
+/// What [`lag_run_with`] measured around its load.
+pub(crate) struct LagRun {
+    /// sluice's own report from the target: every sample of the process (`[lag] window_s`
+    /// longer than the run), i.e. the load plus a few seconds of idle before and after.
+    pub report: sluice_engine::ops::lag::LagReport,
+    /// Seconds the load took.
+    pub load_s: f64,
+    /// sluice's CPU seconds during the load.
+    pub sluice_cpu_s: f64,
+    pub peak_rss_kib: u64,
+}
+
+/// Starts `sluice run -c CONFIG` (logging to `log`), waits for its first heartbeat sample,
+/// runs `load` (given the running sluice process, which it must not stop), lets the last
+/// heartbeats be applied and a report persisted, reads the lag report sluice recorded in the
+/// target, and stops sluice.
+pub(crate) fn lag_run_with<T>(
+    sluice: &Path,
+    config_path: &Path,
+    log: &Path,
+    load: impl FnOnce(&mut Child) -> anyhow::Result<T>,
+) -> anyhow::Result<(LagRun, T)> {
     let config = Config::load(config_path)?;
     let mut target = sluice_engine::pipeline::open_target(&config)?;
     let mut child = spawn_sluice(sluice, config_path, log)?;
@@ -481,24 +519,32 @@ pub fn lag_run(sluice: &Path, config_path: &Path, log: &Path, load: &[String]) -
     }
     let cpu_before = process_cpu_s(pid)?;
     let started = Instant::now();
-    let status = Command::new(&load[0])
-        .args(&load[1..])
-        .stdout(Stdio::null())
-        .status()
-        .with_context(|| format!("run {}", load[0]))?;
-    anyhow::ensure!(status.success(), "the load generator failed: {status}");
+    let out = match load(&mut child) {
+        Ok(out) => out,
+        Err(e) => {
+            let _ = terminate(&mut child);
+            return Err(e);
+        }
+    };
     let load_s = started.elapsed().as_secs_f64();
     // Let the last heartbeats be applied and a report persisted (once a second).
     std::thread::sleep(Duration::from_millis(2_500));
+    if let Some(status) = child.try_wait()? {
+        anyhow::bail!("sluice exited ({status}) during the load; see {}", log.display());
+    }
     let report = target.load_lag()?.context("no lag report")?;
-    let cpu_s = process_cpu_s(pid)? - cpu_before;
-    let rss = peak_rss_kib(pid)?;
+    let sluice_cpu_s = process_cpu_s(pid)? - cpu_before;
+    let peak_rss_kib = peak_rss_kib(pid)?;
     terminate(&mut child)?;
-    println!(
-        "{}",
-        serde_json::json!({"load_s": load_s, "lag": report, "sluice_cpu_s_during_load": cpu_s, "peak_rss_kib": rss})
-    );
-    Ok(())
+    Ok((
+        LagRun {
+            report,
+            load_s,
+            sluice_cpu_s,
+            peak_rss_kib,
+        },
+        out,
+    ))
 }
 
 /// `sluice-bench postgres`: a throwaway PostgreSQL with durable settings, held until standard

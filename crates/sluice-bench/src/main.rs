@@ -10,6 +10,7 @@ mod backfill_bench;
 mod decode;
 mod filter_cost;
 mod measure;
+mod osc_bench;
 mod source;
 mod verify_bench;
 mod verify_cost;
@@ -208,6 +209,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A managed schema change under load (issue #13): pt-online-schema-change adds a column
+    /// to a replicated table while sysbench writes; the stream's lag beside the same load
+    /// without it, and the column-only copy's speed beside the full-table copy (see
+    /// bench/README.md).
+    Osc {
+        /// The `sluice` binary to measure.
+        #[arg(long)]
+        sluice: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Length of each lag run's load (the migration's run lasts until the column copy is
+        /// done if that takes longer).
+        #[arg(long, default_value_t = 60)]
+        lag_seconds: u64,
+        /// Offered load of the lag runs, sysbench oltp_write_only transactions per second.
+        #[arg(long, default_value_t = 500)]
+        lag_rate: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Runs a command and prints its wall-clock and CPU seconds (user+sys, children
     /// included) as `wall_s=… cpu_s=…`; the command's standard output is discarded.
     Time {
@@ -302,6 +323,19 @@ fn main() -> anyhow::Result<()> {
             lag_seconds,
             lag_rate,
             lag_target,
+            json,
+        }),
+        Command::Osc {
+            sluice,
+            rows,
+            lag_seconds,
+            lag_rate,
+            json,
+        } => osc_bench::run(osc_bench::Options {
+            sluice,
+            rows,
+            lag_seconds,
+            lag_rate,
             json,
         }),
         Command::VerifyCost {
