@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use sluice_engine::config::Config;
-use sluice_engine::ops::preflight::MYSQL_SETTINGS_QUERY;
+use sluice_engine::ops::preflight::{MYSQL_COMPRESSION_QUERY, MYSQL_SETTINGS_QUERY};
 use sluice_testkit::mysql_protocol::ResultSet;
 use sluice_testkit::{MysqlProtocolServer, MysqlProtocolServerOptions};
 
@@ -50,6 +50,10 @@ fn source_queries(settings: [&str; 8]) -> Vec<(String, ResultSet)> {
     vec![
         ("SELECT @@version".into(), ResultSet::row(&[("@@version", "8.0.40")])),
         (MYSQL_SETTINGS_QUERY.into(), ResultSet::row(&pairs)),
+        (
+            MYSQL_COMPRESSION_QUERY.into(),
+            ResultSet::row(&[("Variable_name", "binlog_transaction_compression"), ("Value", "OFF")]),
+        ),
         (
             "SHOW GRANTS".into(),
             grants(&[

@@ -20,7 +20,7 @@ use common::{wait_for, Env};
 use sluice_binlog::gtid::Uuid;
 use sluice_binlog::mysql_gtid::decode_gtid_set;
 use sluice_binlog::MysqlGtidSet;
-use sluice_engine::ops::preflight::MYSQL_SETTINGS_QUERY;
+use sluice_engine::ops::preflight::{MYSQL_COMPRESSION_QUERY, MYSQL_SETTINGS_QUERY};
 use sluice_testkit::mysql_protocol::ResultSet;
 use sluice_testkit::{MariaDb, MysqlProtocolServer, MysqlProtocolServerOptions};
 
@@ -92,6 +92,10 @@ fn source(db: &MariaDb, binlog: PathBuf) -> MysqlProtocolServer {
     o.queries = vec![
         ("SELECT @@version".into(), ResultSet::row(&[("@@version", "8.0.26")])),
         (MYSQL_SETTINGS_QUERY.into(), ResultSet::row(&settings)),
+        (
+            MYSQL_COMPRESSION_QUERY.into(),
+            ResultSet::row(&[("Variable_name", "binlog_transaction_compression"), ("Value", "OFF")]),
+        ),
         (
             "SELECT @@global.gtid_executed".into(),
             ResultSet::row(&[("@@global.gtid_executed", executed.as_str())]),
