@@ -2233,35 +2233,19 @@ fn readiness_commits_with_its_transaction(f: &Fixture) {
         .record_readiness("users", &[Readiness::table(ReadinessState::Ready)], false)
         .is_err());
 
+    let users = [
+        Readiness::table(ReadinessState::Copying),
+        Readiness::column("id", ReadinessState::Copying),
+        Readiness::column("name", ReadinessState::BackfillingColumn),
+        Readiness::column("secret", ReadinessState::Held),
+    ];
     target.begin().unwrap();
-    target
-        .record_readiness(
-            "users",
-            &[
-                Readiness::table(ReadinessState::Copying),
-                Readiness::column("id", ReadinessState::Copying),
-                Readiness::column("name", ReadinessState::BackfillingColumn),
-                Readiness::column("secret", ReadinessState::Held),
-            ],
-            true,
-        )
-        .unwrap();
+    target.record_readiness("users", &users, true).unwrap();
     target.rollback().unwrap();
     assert_eq!(states(&mut *target), vec![]);
 
     target.begin().unwrap();
-    target
-        .record_readiness(
-            "users",
-            &[
-                Readiness::table(ReadinessState::Copying),
-                Readiness::column("id", ReadinessState::Copying),
-                Readiness::column("name", ReadinessState::BackfillingColumn),
-                Readiness::column("secret", ReadinessState::Held),
-            ],
-            true,
-        )
-        .unwrap();
+    target.record_readiness("users", &users, true).unwrap();
     target
         .record_readiness("orders", &[Readiness::table(ReadinessState::Ready)], false)
         .unwrap();

@@ -155,31 +155,11 @@ async fn begin_at_binlog_position(
     let started = Instant::now();
     let mut pause = Duration::from_millis(1);
     loop {
-        // The session reads in READ COMMITTED (no snapshot outlives its statement); this one
-        // transaction needs REPEATABLE READ so that its statements share the snapshot.
-        conn.query_drop("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            .await?;
-        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-            .await?;
+        start_snapshot(conn).await?;
         let status: Vec<(String, String)> = conn.query("SHOW SESSION STATUS LIKE 'Binlog_snapshot_%'").await?;
-        let value = |name: &str| {
-            status
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
-        };
-        let snapshot = match (value("Binlog_snapshot_file"), value("Binlog_snapshot_position")) {
-            (Some(file), Some(offset)) => match (BinlogCoord::file_seq(file), offset.parse()) {
-                (Some(file_seq), Ok(offset)) => BinlogCoord { file_seq, offset },
-                _ => {
-                    conn.query_drop("COMMIT").await?;
-                    return Err(SnapshotError::NoPosition);
-                }
-            },
-            _ => {
-                conn.query_drop("COMMIT").await?;
-                return Err(SnapshotError::NoPosition);
-            }
+        let Some(snapshot) = snapshot_position(&status) else {
+            conn.query_drop("COMMIT").await?;
+            return Err(SnapshotError::NoPosition);
         };
         let Some(stream) = stream else { return Ok(()) };
         if snapshot >= stream {
@@ -192,6 +172,20 @@ async fn begin_at_binlog_position(
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(SNAPSHOT_RETRY_MAX);
     }
+}
+
+/// The snapshot's binlog place from `SHOW STATUS LIKE 'Binlog_snapshot_%'` rows.
+fn snapshot_position(status: &[(String, String)]) -> Option<BinlogCoord> {
+    let value = |name: &str| {
+        status
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    Some(BinlogCoord {
+        file_seq: BinlogCoord::file_seq(value("Binlog_snapshot_file")?)?,
+        offset: value("Binlog_snapshot_position")?.parse().ok()?,
+    })
 }
 
 #[cfg(test)]

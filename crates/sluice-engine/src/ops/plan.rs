@@ -71,10 +71,7 @@ pub async fn plan(config: &Config) -> Result<Vec<PlannedTable>, RunError> {
     for plan in kept {
         let actions = match target.as_mut() {
             Some(t) => kept_table_actions(config, t.as_mut(), &recorded, &plan),
-            None => vec![
-                format!("create ({} columns)", plan.target.columns.len()),
-                whole_copy(config),
-            ],
+            None => new_table(config, &plan),
         };
         out.push(planned(&plan, actions));
     }
@@ -118,6 +115,14 @@ fn whole_copy(config: &Config) -> String {
     }
 }
 
+/// A table the target does not have yet.
+fn new_table(config: &Config, plan: &TablePlan) -> Vec<String> {
+    vec![
+        format!("create ({} columns)", plan.target.columns.len()),
+        whole_copy(config),
+    ]
+}
+
 /// A planned table the start keeps: created if new, columns added, copies resumed.
 fn kept_table_actions(
     config: &Config,
@@ -128,10 +133,7 @@ fn kept_table_actions(
     let name = &plan.target.name;
     let record = recorded.records.get(name);
     if !recorded.existing.contains(name) {
-        return vec![
-            format!("create ({} columns)", plan.target.columns.len()),
-            whole_copy(config),
-        ];
+        return new_table(config, plan);
     }
     let gaps = match target.column_gaps(std::slice::from_ref(&plan.target)) {
         Ok(gaps) => gaps,

@@ -1059,6 +1059,22 @@ mod tests {
         Arc::new(m)
     }
 
+    /// [`start`] as `run` sets the tracker up: new columns filled by copies, held by default.
+    async fn holding_start(rules: &str) -> SchemaTracker {
+        start(rules).await.fills_new_columns(true).holds_new_columns(true)
+    }
+
+    /// The changes are one `Hold` of `items.extra`.
+    fn assert_holds_extra(changes: &[EdgeChange]) {
+        let [EdgeChange::Hold { table, columns }] = changes else {
+            panic!("{changes:?}")
+        };
+        assert_eq!(
+            (table.name.as_str(), columns.as_slice()),
+            ("items", &["extra".to_owned()][..])
+        );
+    }
+
     async fn start(rules: &str) -> SchemaTracker {
         let mut t = tracker(rules);
         assert!(matches!(
@@ -1280,23 +1296,14 @@ mod tests {
     /// later changes are followed.
     #[tokio::test]
     async fn added_columns_are_held_or_followed_as_the_rule_says() {
-        let mut t = start("[[tables]]\nmatch = \"shop.*\"")
-            .await
-            .fills_new_columns(true)
-            .holds_new_columns(true);
+        let mut t = holding_start("[[tables]]\nmatch = \"shop.*\"").await;
         t.on_table_map(&items_map(1, "items", &[]), Some(gtid(1)))
             .await
             .unwrap();
         let changes = t
             .on_statement("ALTER TABLE items ADD COLUMN extra INT", "shop", gtid(2))
             .unwrap();
-        let [EdgeChange::Hold { table, columns }] = changes.as_slice() else {
-            panic!("{changes:?}")
-        };
-        assert_eq!(
-            (table.name.as_str(), columns.as_slice()),
-            ("items", &["extra".to_owned()][..])
-        );
+        assert_holds_extra(&changes);
         let MappedTable::Known(plan) = t
             .on_table_map(&items_map(2, "items", &["extra"]), Some(gtid(3)))
             .await
@@ -1340,10 +1347,7 @@ mod tests {
     /// readiness comes with the swap's GTID.
     #[tokio::test]
     async fn a_swap_adding_a_held_column_is_followed_with_its_readiness() {
-        let mut t = start("[[tables]]\nmatch = \"shop.*\"")
-            .await
-            .fills_new_columns(true)
-            .holds_new_columns(true);
+        let mut t = holding_start("[[tables]]\nmatch = \"shop.*\"").await;
         t.on_statement("CREATE TABLE `_items_new` (id INT NOT NULL, name INT)", "shop", gtid(1))
             .unwrap();
         t.on_statement(
@@ -1355,13 +1359,7 @@ mod tests {
         let changes = t
             .on_statement("RENAME TABLE items TO _items_old, _items_new TO items", "shop", gtid(3))
             .unwrap();
-        let [EdgeChange::Hold { table, columns }] = changes.as_slice() else {
-            panic!("{changes:?}")
-        };
-        assert_eq!(
-            (table.name.as_str(), columns.as_slice()),
-            ("items", &["extra".to_owned()][..])
-        );
+        assert_holds_extra(&changes);
         assert_eq!(t.swaps_followed(), 1);
         // The next statement carries nothing of it.
         assert!(t
